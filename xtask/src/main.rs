@@ -1,0 +1,38 @@
+//! `cargo xtask`: the project's harness. `ci` runs the whole CI sequence,
+//! `e2e` the two-site end-to-end check.
+
+mod ci;
+mod e2e;
+
+use clap::{Parser, Subcommand};
+
+/// ringtun's build, test and measurement harness.
+#[derive(Parser)]
+#[command(name = "cargo xtask", about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole CI sequence (fmt, clippy, tests, e2e, ...), each stage timed.
+    Ci(ci::CiArgs),
+    /// Build two sites in namespaces, run the tunnel between them, report.
+    E2e(e2e::E2eArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Ci(args) => ci::run(&args),
+        Command::E2e(args) => e2e::run(&args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
