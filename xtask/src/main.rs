@@ -3,6 +3,7 @@
 
 mod ci;
 mod e2e;
+mod fuzz;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +21,8 @@ enum Command {
     Ci(ci::CiArgs),
     /// Build two sites in namespaces, run the tunnel between them, report.
     E2e(e2e::E2eArgs),
+    /// Run every fuzz target for a bounded time (stable toolchain, RUSTC_BOOTSTRAP inside).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -27,6 +30,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Ci(args) => ci::run(&args),
         Command::E2e(args) => e2e::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,1 @@
+//! The wg-quick configuration format plus ringtun's own `[Interface]` keys.
