@@ -271,7 +271,7 @@ pub enum WarningKind {
         mode: Mode,
     },
     /// The file is readable or writable by others than its owner, as `wg` warns.
-    #[error("is {who} accessible (mode {mode:04o}) and holds a private key: chmod 600 it")]
+    #[error("is {who} accessible (mode {mode:04o}); keys belong in a private file: chmod 600 it")]
     Accessible {
         /// `world` or `group`.
         who: &'static str,

@@ -832,7 +832,7 @@ fn from_file_names_the_interface_after_the_file_and_checks_permissions() {
     assert_eq!(
         warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
         vec![format!(
-            "{label}: is world accessible (mode 0644) and holds a private key: chmod 600 it"
+            "{label}: is world accessible (mode 0644); keys belong in a private file: chmod 600 it"
         )]
     );
 
@@ -843,7 +843,7 @@ fn from_file_names_the_interface_after_the_file_and_checks_permissions() {
         warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
         vec![
             format!(
-                "{label}: is group accessible (mode 0640) and holds a private key: chmod 600 it"
+                "{label}: is group accessible (mode 0640); keys belong in a private file: chmod 600 it"
             ),
             format!("{label}:3: DNS is a wg-quick key that ringtun does not act on; ignored"),
         ]
