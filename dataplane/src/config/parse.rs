@@ -590,6 +590,8 @@ impl Parser<'_> {
             interface,
             mode: mode_config,
         };
+        // Checks that span lines warn after the line-by-line pass: restore file order.
+        self.warnings.sort_by_key(|w| w.line);
         Ok((config, self.warnings))
     }
 

@@ -360,6 +360,19 @@ fn vxlan_mode_warns_about_wireguard_only_keys() {
 }
 
 #[test]
+fn warnings_come_in_file_order() {
+    let text = format!(
+        "[Interface]\nMode = vxlan\nPrivateKey = {SK_A}\n[Peer]\nEndpoint = 192.0.2.2:4789\n\
+         AllowedIPs = 10.0.0.0/8\n[Peer]\nEndpoint = 192.0.2.3:4789\nAllowedIPs = 10.0.0.0/8\n"
+    );
+    let lines: Vec<Option<usize>> = Config::parse(&text, "rt0.conf").map_or_else(
+        |e| panic!("{e}"),
+        |(_, w)| w.iter().map(|w| w.line).collect(),
+    );
+    assert_eq!(lines, vec![Some(3), Some(6)]);
+}
+
+#[test]
 fn a_prefix_under_two_peers_goes_to_the_later_one() {
     let text = wg_iface(&format!(
         "[Peer]\nPublicKey = {PK_B}\nAllowedIPs = 10.0.1.0/24, 10.0.9.0/24\nAllowedIPs = 10.0.1.0/24\n\
