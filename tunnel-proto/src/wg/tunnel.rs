@@ -702,6 +702,11 @@ impl Tunnel {
         let next = p.next.take();
         let cur = std::mem::replace(&mut p.current, next);
         let old = std::mem::replace(&mut p.previous, cur);
+        if p.pending.is_none() {
+            // A retry armed while waiting for this confirmation is moot now.
+            p.retransmit_at = None;
+            p.attempt_started = None;
+        }
         let flush = !p.staged.is_empty() && !p.flush_queued;
         if flush {
             p.flush_queued = true;
@@ -765,7 +770,21 @@ impl Tunnel {
                 self.outgoing.push_back(Outgoing::Flush(id));
             }
         } else if p.pending.is_none() {
-            self.start_handshake(id, now, false);
+            match p
+                .next
+                .as_ref()
+                .map(|k| k.created + REKEY_TIMEOUT)
+                .filter(|t| *t > now)
+            {
+                // We just answered the peer's initiation: its first packet will
+                // confirm that session within moments. A competing initiation
+                // would only replace it; retry only if the confirmation is late.
+                Some(deadline) => {
+                    p.attempt_started.get_or_insert(now);
+                    p.retransmit_at = Some(p.retransmit_at.map_or(deadline, |t| t.min(deadline)));
+                }
+                None => self.start_handshake(id, now, false),
+            }
         }
         Ok(())
     }
