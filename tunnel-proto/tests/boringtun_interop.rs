@@ -4,6 +4,9 @@
 //! a flipped bit is rejected by each side; a replayed packet is rejected by
 //! each side.
 
+// Test helpers outside #[test] functions: panicking on a broken fixture is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Instant, SystemTime};
 
@@ -88,12 +91,12 @@ fn transmit(t: &mut Tunnel) -> Option<Vec<u8>> {
     Some(buf[..len].to_vec())
 }
 
+/// What boringtun sent to the network and what it delivered to its device.
+type Outputs = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
 /// Feeds a datagram to boringtun and collects everything it wants to send
 /// and everything it delivers to its tunnel device.
-fn bt_receive(
-    theirs: &mut Tunn,
-    datagram: &[u8],
-) -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>), WireGuardError> {
+fn bt_receive(theirs: &mut Tunn, datagram: &[u8]) -> Result<Outputs, WireGuardError> {
     let mut to_net = Vec::new();
     let mut to_tun = Vec::new();
     let mut buf = vec![0u8; 65536];
