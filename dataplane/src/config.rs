@@ -19,13 +19,14 @@
 //! AllowedIPs = 10.0.1.0/24, fd00:1::/64    # several per line and/or several lines
 //! Endpoint = 192.0.2.1:51820               # or [2001:db8::1]:51820 or host.name:51820; required in vxlan mode
 //! PersistentKeepalive = 25                 # off or 0-65535 seconds (0 = off)
-//! PinEndpoint = true                       # ringtun: never roam away from Endpoint, default false
+//! PinEndpoint = true                       # ringtun: roaming off (keep Endpoint), default false
 //! ```
 //!
 //! Section and key names are case-insensitive, as in wg-quick; values are trimmed; `#` starts
 //! a comment anywhere on a line. wg-quick keys that ringtun does not act on (DNS, PreUp,
 //! PostUp, PreDown, PostDown, SaveConfig, FwMark) give a [`Warning`]; any other unknown key is
-//! an error. Every [`ConfigError`] names the file, the line and the key.
+//! an error. Every [`ConfigError`] names the file, the line and the key. One prefix under
+//! the AllowedIPs of two peers is an error (`wg` would quietly give it to the last one).
 //!
 //! VNI 1 is the default because `ip link add ... type vxlan` has none and a VNI must match on
 //! both sides: 1 is the value people type first. The vxlan MTU default, 1450, is the kernel
