@@ -177,9 +177,10 @@ pub struct Link {
     pub master_index: Option<u32>,
     /// Hardware address, `aa:bb:cc:dd:ee:ff`.
     pub mac: Option<String>,
-    /// IFLA_LINK: the peer's index for a veth (in the peer's namespace),
-    /// the lower device for others.
+    /// IFLA_LINK: the peer's index for a veth, the lower device for others.
     pub link_index: Option<u32>,
+    /// IFLA_LINK_NETNSID: set when `link_index` is in another namespace.
+    pub link_netnsid: Option<i32>,
     /// Addresses on the link (filled by [`Netlink::link`] and [`Netlink::links`]).
     pub addresses: Vec<Address>,
     /// Counters.
@@ -673,6 +674,7 @@ pub(crate) fn decode_link(msg: &LinkMessage) -> Option<Link> {
         master_index: None,
         mac: None,
         link_index: None,
+        link_netnsid: None,
         addresses: Vec::new(),
         stats: None,
         tun: None,
@@ -693,6 +695,7 @@ pub(crate) fn decode_link(msg: &LinkMessage) -> Option<Link> {
                 );
             }
             LinkAttribute::Link(i) if *i != 0 => link.link_index = Some(*i),
+            LinkAttribute::LinkNetNsId(id) => link.link_netnsid = Some(*id),
             LinkAttribute::Stats64(s) => {
                 link.stats = Some(LinkStats {
                     rx_packets: s.rx_packets,
@@ -769,15 +772,15 @@ fn decode_vxlan(attrs: &[InfoVxlan]) -> VxlanInfo {
     v
 }
 
-/// IFLA_TUN_* (linux/if_link.h).
-const IFLA_TUN_TYPE: u16 = 1;
-const IFLA_TUN_PI: u16 = 2;
-const IFLA_TUN_VNET_HDR: u16 = 3;
-const IFLA_TUN_PERSIST: u16 = 4;
-const IFLA_TUN_MULTI_QUEUE: u16 = 5;
-const IFLA_TUN_NUM_QUEUES: u16 = 6;
-const IFLA_TUN_OWNER: u16 = 8;
-const IFLA_TUN_GROUP: u16 = 9;
+/// IFLA_TUN_* (linux/if_link.h, the "tun section" enum).
+const IFLA_TUN_OWNER: u16 = 1;
+const IFLA_TUN_GROUP: u16 = 2;
+const IFLA_TUN_TYPE: u16 = 3;
+const IFLA_TUN_PI: u16 = 4;
+const IFLA_TUN_VNET_HDR: u16 = 5;
+const IFLA_TUN_PERSIST: u16 = 6;
+const IFLA_TUN_MULTI_QUEUE: u16 = 7;
+const IFLA_TUN_NUM_QUEUES: u16 = 8;
 
 fn decode_tun<T: Nla>(attrs: &[T]) -> TunInfo {
     let mut t = TunInfo::default();

@@ -174,6 +174,80 @@ impl Drop for TopologyGuard {
     }
 }
 
+/// What the host (the test's own namespace) looks like: its links, and the
+/// namespaces under /run/netns whose names start with a prefix (other tests
+/// make and remove their own namespaces concurrently, so only a test's own
+/// prefix can be compared).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostSnapshot {
+    /// Namespaces under /run/netns starting with the prefix.
+    pub netns: Vec<String>,
+    /// One line per link of the caller's namespace: index, name, kind,
+    /// state, MTU, master.
+    pub links: Vec<String>,
+    /// `ip -o link show` of the caller's namespace, when `ip` is installed.
+    pub ip_link: Option<String>,
+    /// `ip netns list` lines starting with the prefix, when `ip` is installed.
+    pub ip_netns: Option<Vec<String>>,
+}
+
+/// Takes a [`HostSnapshot`]; panics if netlink cannot be read.
+pub fn host_snapshot(prefix: &str) -> HostSnapshot {
+    let netns = netns::list()
+        .unwrap_or_else(|e| panic!("listing namespaces: {e}"))
+        .into_iter()
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    let links = netctl::Netlink::current()
+        .and_then(|h| h.links())
+        .unwrap_or_else(|e| panic!("listing the host's links: {e}"))
+        .into_iter()
+        .map(|l| {
+            format!(
+                "{}: {} {} up={} mtu={} master={:?}",
+                l.index, l.name, l.kind, l.up, l.mtu, l.master
+            )
+        })
+        .collect();
+    let ip_link = run_ip(&["-o", "link", "show"]);
+    let ip_netns = run_ip(&["netns", "list"]).map(|out| {
+        out.lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
+    });
+    HostSnapshot {
+        netns,
+        links,
+        ip_link,
+        ip_netns,
+    }
+}
+
+/// Runs iproute2's `ip` with arguments and returns its stdout, or `None`
+/// if `ip` is not installed; panics if it fails.
+pub fn run_ip(args: &[&str]) -> Option<String> {
+    let ip = find_in_path("ip")?;
+    let out = std::process::Command::new(ip)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running ip {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "ip {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The repository's root (for topology files kept in the repo).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
 /// One ICMP echo from inside `netns` to `dst` with a one-second timeout;
 /// panics if the echo cannot even be sent (a setup error, not a result).
 pub fn ping(netns: &str, dst: &str) -> Echo {
