@@ -12,11 +12,13 @@ use ringtun_tests::{
 };
 
 fn example() -> Topology {
-    Topology::from_file(repo_root().join("netctl/examples/topology.toml")).unwrap()
+    let path = repo_root().join("netctl/examples/topology.toml");
+    Topology::from_file(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn seed() -> Topology {
-    Topology::from_file(repo_root().join("xtask/topologies/seed.toml")).unwrap()
+    let path = repo_root().join("xtask/topologies/seed.toml");
+    Topology::from_file(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
