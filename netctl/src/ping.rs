@@ -99,9 +99,16 @@ pub fn echo(dst: IpAddr, opts: &PingOptions) -> Result<Echo> {
             .bind(&SockAddr::from(SocketAddr::new(src, 0)))
             .map_err(io_err)?;
     }
-    socket
-        .connect(&SockAddr::from(SocketAddr::new(dst, 0)))
-        .map_err(io_err)?;
+    // Connecting looks the route up: no route is an answer, not a failure.
+    match socket.connect(&SockAddr::from(SocketAddr::new(dst, 0))) {
+        Ok(()) => {}
+        Err(e) if is_unreachable(&e) => {
+            return Ok(Echo::Unreachable {
+                reason: e.to_string(),
+            });
+        }
+        Err(e) => return Err(io_err(e)),
+    }
 
     let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
     let ident = (std::process::id() as u16) ^ 0x5a5a;
