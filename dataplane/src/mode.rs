@@ -109,7 +109,7 @@ pub trait Mode: Send + Sync + 'static {
     ) -> Result<Sealed, SealError>;
 
     /// Every destination of a flood, in order.
-    fn flood_targets<'b>(&self, batch: &'b Self::Batch<'_>) -> &'b [SocketAddr];
+    fn flood_targets(&self, batch: &Self::Batch<'_>) -> &[SocketAddr];
 
     /// Opens one received datagram in place.
     fn open(

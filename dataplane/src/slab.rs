@@ -75,6 +75,7 @@ impl Slab {
     /// The caller must hold the only reference to that range: the kernel is
     /// not reading or writing it (no operation in flight on it) and no
     /// other live slice overlaps it.
+    #[allow(clippy::mut_from_ref)] // the slab hands out disjoint ranges; the caller proves exclusivity
     pub unsafe fn slice_mut(&self, offset: usize, len: usize) -> &mut [u8] {
         debug_assert!(offset + len <= self.len);
         // SAFETY: in bounds (checked above in debug, by construction of the

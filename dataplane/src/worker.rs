@@ -479,11 +479,9 @@ impl<M: Mode> Worker<M> {
                 let rel = (SLOT_PACKET_OFFSET - M::HEADROOM) as u32;
                 match route {
                     Route::Peer(p) => {
-                        if let Route::Peer(_) = route {
-                            self.counters.peers.get(usize::from(p)).map(|c| {
-                                c.tx_packets.inc();
-                                c.tx_bytes.add(len as u64);
-                            });
+                        if let Some(c) = self.counters.peers.get(usize::from(p)) {
+                            c.tx_packets.inc();
+                            c.tx_bytes.add(len as u64);
                         }
                         self.send(s, rel, sealed.len as u32, 0, sealed.dst, p);
                     }
