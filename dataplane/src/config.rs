@@ -1,1 +1,249 @@
 //! The wg-quick configuration format plus ringtun's own `[Interface]` keys.
+//!
+//! ```text
+//! [Interface]
+//! PrivateKey = <44 characters of base64>   # required in wireguard mode
+//! ListenPort = 51820                       # absent or 0: a random port (wireguard), 4789 (vxlan)
+//! Address = 10.0.0.1/24, fd00::1/64        # several per line and/or several lines
+//! MTU = 1420                               # default 1420 (wireguard), 1450 (vxlan)
+//! Table = auto                             # auto (a route per AllowedIPs) | off | main | 1-4294967295
+//! Mode = wireguard                         # ringtun: wireguard (TUN, L3) | vxlan (TAP, L2)
+//! Workers = auto                           # ringtun: auto (one per usable CPU) | 1-1024
+//! VNI = 1                                  # ringtun, vxlan only: 0-16777215, default 1
+//! Bridge = br0                             # ringtun, vxlan only: enslave the TAP to this bridge
+//! Offload = on                             # ringtun: TUN/TAP offloads and UDP GSO/GRO, default on
+//!
+//! [Peer]
+//! PublicKey = <44 characters of base64>    # required in wireguard mode
+//! PresharedKey = <44 characters of base64>
+//! AllowedIPs = 10.0.1.0/24, fd00:1::/64    # several per line and/or several lines
+//! Endpoint = 192.0.2.1:51820               # or [2001:db8::1]:51820 or host.name:51820; required in vxlan mode
+//! PersistentKeepalive = 25                 # off or 0-65535 seconds (0 = off)
+//! PinEndpoint = true                       # ringtun: never roam away from Endpoint, default false
+//! ```
+//!
+//! Section and key names are case-insensitive, as in wg-quick; values are trimmed; `#` starts
+//! a comment anywhere on a line. wg-quick keys that ringtun does not act on (DNS, PreUp,
+//! PostUp, PreDown, PostDown, SaveConfig, FwMark) give a [`Warning`]; any other unknown key is
+//! an error. Every [`ConfigError`] names the file, the line and the key.
+//!
+//! VNI 1 is the default because `ip link add ... type vxlan` has none and a VNI must match on
+//! both sides: 1 is the value people type first. The vxlan MTU default, 1450, is the kernel
+//! vxlan device's: a VXLAN frame costs 50 bytes on a 1500-byte underlay.
+
+mod endpoint;
+mod error;
+mod ifname;
+mod parse;
+mod prefix;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::num::{NonZeroU16, NonZeroUsize};
+use std::path::Path;
+
+pub use endpoint::{Endpoint, EndpointError, ResolveError};
+pub use error::{ConfigError, ErrorKind, Section, ValueProblem, Warning, WarningKind};
+pub use ifname::{IFNAME_MAX_LEN, IfName, IfNameError};
+pub use prefix::{IpNet, PrefixError};
+pub use tunnel_proto::{PresharedKey, PrivateKey, PublicKey};
+
+/// The default MTU in wireguard mode, as wg-quick's: 1500 minus 80 bytes of IPv6 + UDP +
+/// WireGuard overhead.
+pub const DEFAULT_MTU_WIREGUARD: u32 = 1420;
+/// The default MTU in vxlan mode, as the kernel's vxlan device: 1500 minus 50 bytes of
+/// outer Ethernet-in-IPv4/UDP/VXLAN headers.
+pub const DEFAULT_MTU_VXLAN: u32 = 1450;
+/// The UDP port of VXLAN (RFC 7348 §5, IANA), used when `ListenPort` is absent in vxlan mode.
+pub const VXLAN_PORT: u16 = 4789;
+/// The VNI used when `VNI` is absent in vxlan mode.
+pub const DEFAULT_VNI: u32 = 1;
+/// The largest VNI: the field is 24 bits (RFC 7348 §5).
+pub const MAX_VNI: u32 = (1 << 24) - 1;
+/// The largest `Workers =` value accepted.
+pub const MAX_WORKERS: usize = 1024;
+/// Files larger than this are refused unread: no configuration comes near it.
+pub const MAX_FILE_SIZE: usize = 1 << 20;
+
+/// A parsed configuration file: one interface and its peers.
+#[derive(Debug)]
+pub struct Config {
+    /// The interface name: the file's stem (`rt0.conf` → `rt0`) unless overridden.
+    pub name: IfName,
+    /// The file as the user named it, for messages.
+    pub file: String,
+    /// Settings of `[Interface]` common to both modes.
+    pub interface: Interface,
+    /// The mode and what only it uses: keys, VNI, peers.
+    pub mode: ModeConfig,
+}
+
+/// `[Interface]` settings that apply in both modes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    /// The line of the `[Interface]` header.
+    pub line: usize,
+    /// The UDP port to listen on; `None` lets the kernel pick one (wireguard mode without
+    /// `ListenPort`, or `ListenPort = 0`). Vxlan mode without `ListenPort` gives [`VXLAN_PORT`].
+    pub listen_port: Option<u16>,
+    /// `Address` entries in file order, host bits kept (`10.0.0.1/24`).
+    pub addresses: Vec<IpNet>,
+    /// The device MTU.
+    pub mtu: u32,
+    /// Which routes to add for the peers' AllowedIPs.
+    pub table: Table,
+    /// How many worker threads (each a core, a device queue, a socket and a ring).
+    pub workers: Workers,
+    /// Whether to use TUN/TAP offloads and UDP GSO/GRO (`Offload = on`, the default).
+    pub offload: bool,
+}
+
+/// `Table =`: where the routes for AllowedIPs go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    /// Add a route for each peer's AllowedIPs in the main table, as wg-quick does (default).
+    Auto,
+    /// Add no routes.
+    Off,
+    /// Add the routes to this routing table (`main` is 254).
+    Id(u32),
+}
+
+/// `Workers =`: the number of data-plane workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Workers {
+    /// One per CPU the process may run on (default).
+    Auto,
+    /// Exactly this many (1 to [`MAX_WORKERS`]).
+    Count(NonZeroUsize),
+}
+
+/// `Mode =`: which protocol the tunnel speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    /// WireGuard over a TUN device (L3), the default.
+    #[default]
+    WireGuard,
+    /// VXLAN over a TAP device (L2), plaintext.
+    Vxlan,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::WireGuard => "wireguard",
+            Self::Vxlan => "vxlan",
+        })
+    }
+}
+
+/// What depends on the mode: a wireguard configuration always has its keys, a vxlan
+/// configuration always has its endpoints, so the engine never checks for either.
+#[derive(Debug)]
+pub enum ModeConfig {
+    /// `Mode = wireguard` (or no Mode).
+    WireGuard(WireGuardConfig),
+    /// `Mode = vxlan`.
+    Vxlan(VxlanConfig),
+}
+
+/// The wireguard-mode part of a configuration.
+#[derive(Debug)]
+pub struct WireGuardConfig {
+    /// This interface's static private key (zeroized on drop).
+    pub private_key: PrivateKey,
+    /// The peers in file order.
+    pub peers: Vec<WireGuardPeer>,
+}
+
+/// One `[Peer]` in wireguard mode.
+#[derive(Debug)]
+pub struct WireGuardPeer {
+    /// The line of the `[Peer]` header, to name the peer in messages.
+    pub line: usize,
+    /// The peer's static public key.
+    pub public_key: PublicKey,
+    /// The optional pre-shared key mixed into the handshake (zeroized on drop).
+    pub preshared_key: Option<PresharedKey>,
+    /// Inner addresses routed to and accepted from this peer, host bits cleared as `wg`
+    /// stores them. A prefix listed under several peers belongs to the last (with a warning).
+    pub allowed_ips: Vec<IpNet>,
+    /// Where to send until the peer is heard from; `None` waits for it to call.
+    pub endpoint: Option<Endpoint>,
+    /// Send a keepalive after this many idle seconds; `None` (off or 0) sends none.
+    pub persistent_keepalive: Option<NonZeroU16>,
+    /// Keep `endpoint` even when authenticated packets arrive from elsewhere (roaming off),
+    /// for static site-to-site links. Requires `endpoint`.
+    pub pin_endpoint: bool,
+}
+
+/// The vxlan-mode part of a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanConfig {
+    /// The VXLAN network identifier (24 bits), [`DEFAULT_VNI`] when absent.
+    pub vni: u32,
+    /// A bridge to enslave the TAP device to.
+    pub bridge: Option<IfName>,
+    /// The remote VTEPs in file order.
+    pub peers: Vec<VxlanPeer>,
+}
+
+/// One `[Peer]` in vxlan mode: a remote VTEP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanPeer {
+    /// The line of the `[Peer]` header, to name the peer in messages.
+    pub line: usize,
+    /// The remote VTEP's address.
+    pub endpoint: Endpoint,
+    /// Prefixes reachable through this VTEP; only used for routes when `Table` is not `off`.
+    pub allowed_ips: Vec<IpNet>,
+}
+
+impl Config {
+    /// Reads and parses the file at `path`; the interface is named after the file's stem.
+    /// Warns if the file is accessible by group or others.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<(Config, Vec<Warning>), ConfigError> {
+        parse::from_file(path.as_ref(), None)
+    }
+
+    /// Like [`Config::from_file`], with the interface named `name` instead of after the file
+    /// (`ringtun up --name`).
+    pub fn from_file_named(
+        path: impl AsRef<Path>,
+        name: &str,
+    ) -> Result<(Config, Vec<Warning>), ConfigError> {
+        parse::from_file(path.as_ref(), Some(name))
+    }
+
+    /// Parses `text`; `file_label` names it in messages and its stem names the interface.
+    pub fn parse(text: &str, file_label: &str) -> Result<(Config, Vec<Warning>), ConfigError> {
+        parse::parse_text(text, file_label, None)
+    }
+
+    /// Like [`Config::parse`], with the interface named `name`.
+    pub fn parse_named(
+        text: &str,
+        file_label: &str,
+        name: &str,
+    ) -> Result<(Config, Vec<Warning>), ConfigError> {
+        parse::parse_text(text, file_label, Some(name))
+    }
+
+    /// Parses raw file contents, which need not be UTF-8 (an error names the line if not).
+    pub fn parse_bytes(
+        bytes: &[u8],
+        file_label: &str,
+        name: Option<&str>,
+    ) -> Result<(Config, Vec<Warning>), ConfigError> {
+        parse::parse_bytes(bytes, file_label, name)
+    }
+
+    /// The configuration's mode.
+    pub fn mode(&self) -> Mode {
+        match self.mode {
+            ModeConfig::WireGuard(_) => Mode::WireGuard,
+            ModeConfig::Vxlan(_) => Mode::Vxlan,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Round trips across split and coalesce.
