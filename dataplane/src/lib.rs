@@ -5,12 +5,16 @@
 pub mod bufring;
 pub mod cmsg;
 pub mod config;
+pub mod control;
+pub mod ctlsock;
+pub mod daemon;
 pub mod counters;
 pub mod handoff;
 pub mod local_addr;
 pub mod mode;
 pub mod offload;
 pub mod slab;
+pub mod status;
 pub mod tun;
 pub mod udp;
 pub mod vxlan_mode;
