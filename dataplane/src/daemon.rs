@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
-use crossbeam_utils::CachePadded;
 use tunnel_proto::DropReason;
 
 use crate::config::{self, Config, IpNet, ModeConfig, Table, Workers};
@@ -45,7 +44,7 @@ pub const WANTED_OFFLOADS: Offloads = Offloads(
 
 /// Whether the GSO split and GRO coalesce paths are wired into the
 /// workers; until then the device is opened without a virtio-net header.
-const OFFLOAD_PATHS_READY: bool = false;
+const OFFLOAD_PATHS_READY: bool = true;
 
 /// What every mode shares once the configuration is read.
 struct Common {
@@ -252,6 +251,7 @@ fn run<M: Mode, P: ControlPlane>(
     let mut counters = Vec::new();
     let mut wakes = Vec::new();
     let mut handles = Vec::new();
+    let dev_offloads = device.offloads;
     let queues: Vec<OwnedFd> = device.queues;
     for (id, (queue, socks)) in queues.into_iter().zip(sockets).enumerate() {
         let ctr = Arc::new(WorkerCounters::new(peers));
@@ -266,6 +266,8 @@ fn run<M: Mode, P: ControlPlane>(
             vnet_hdr: vnet,
             gso: gso_gro,
             mtu: c.mtu as usize,
+            kind,
+            offloads: dev_offloads,
             mode: mode.clone(),
             counters: ctr,
             local_addrs: local_addrs.clone(),

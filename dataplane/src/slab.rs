@@ -71,12 +71,16 @@ impl Slab {
 
     /// A mutable view of `len` bytes at `offset`.
     ///
+    /// The view's lifetime is not tied to `&self`, so a worker can hold a
+    /// packet and call its own methods: the slab is raw memory whose ranges
+    /// are owned by the operations the worker tracks, not by borrows.
+    ///
     /// # Safety
     /// The caller must hold the only reference to that range: the kernel is
-    /// not reading or writing it (no operation in flight on it) and no
-    /// other live slice overlaps it.
+    /// not reading or writing it (no operation in flight on it), no other
+    /// live slice overlaps it, and the slab outlives the view.
     #[allow(clippy::mut_from_ref)] // the slab hands out disjoint ranges; the caller proves exclusivity
-    pub unsafe fn slice_mut(&self, offset: usize, len: usize) -> &mut [u8] {
+    pub unsafe fn slice_mut<'a>(&self, offset: usize, len: usize) -> &'a mut [u8] {
         debug_assert!(offset + len <= self.len);
         // SAFETY: in bounds (checked above in debug, by construction of the
         // fixed layout otherwise); exclusivity is the caller's contract.

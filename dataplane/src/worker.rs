@@ -29,8 +29,11 @@ use crate::counters::WorkerCounters;
 use crate::handoff::{ControlLink, EventFd, MAX_HANDSHAKE_LEN, ToControl};
 use crate::local_addr::LocalAddrTable;
 use crate::mode::{Inbound, Mode, Route, SealError};
+use crate::offload::{
+    CoalesceConfig, Coalescer, Framing, GsoSplit, GsoType, VnetHeader, Write, finish_checksum,
+};
 use crate::slab::{Layout, Region, Slab};
-use crate::tun::VNET_HDR_LEN;
+use crate::tun::{DeviceKind, Offloads, VNET_HDR_LEN};
 use crate::udp::WorkerSockets;
 
 /// Reads kept in flight on the device queue. Every POLLIN wakes all
@@ -51,6 +54,15 @@ pub const SLOT_PACKET_OFFSET: usize = 16;
 pub const OPS_PER_SLOT: usize = 128;
 /// Most datagrams one GRO receive can carry.
 pub const MAX_GRO_SEGMENTS: usize = 64;
+/// Largest UDP payload one GSO send may carry (the stack's 64 KiB datagram
+/// limit less headers, with margin).
+pub const GSO_MAX_BYTES: usize = 65_507;
+/// Write slots for coalesced super-packets.
+pub const WRITE_SLOTS: usize = 64;
+/// Write slots one receive may fill.
+const MAX_WSLOTS_PER_BATCH: usize = 8;
+/// A write slot: virtio-net header, link header, 64 KiB IP packet.
+const WSLOT_SIZE: usize = VNET_HDR_LEN + 14 + 65_535;
 /// Bytes of receive metadata before the payload in a provided buffer.
 const RX_META: usize = 16 + std::mem::size_of::<RawAddr>() + RECV_CONTROL_LEN;
 /// A provided receive buffer: metadata plus the largest UDP payload.
@@ -97,6 +109,10 @@ pub struct WorkerSetup<M: Mode> {
     pub gso: bool,
     /// Device MTU (sizes the segment area).
     pub mtu: usize,
+    /// TUN (IP packets) or TAP (Ethernet frames).
+    pub kind: DeviceKind,
+    /// Offloads the device accepted.
+    pub offloads: Offloads,
     /// The tunnel mode.
     pub mode: Arc<M>,
     /// This worker's counters.
@@ -157,6 +173,19 @@ struct Worker<M: Mode> {
     slab: Slab,
     tx_region: Region,
     rx_region: Region,
+    w_region: Region,
+    /// Offset of the segment area within a transmit slot, and its size.
+    seg_area_offset: usize,
+    seg_area_len: usize,
+    framing: Framing,
+    coalescer: Option<Coalescer>,
+    /// Opened packets of the current receive: (slab offset, length).
+    pending: [(u32, u32); MAX_GRO_SEGMENTS],
+    pending_len: usize,
+    /// In-place writes started from the current receive buffer.
+    nth_write: usize,
+    free_wslots: Vec<u16>,
+    wslot_segments: Vec<u16>,
     id: usize,
     vnet: usize,
     gso: bool,
@@ -214,9 +243,27 @@ impl<M: Mode> Worker<M> {
             .build(512)?;
 
         let mut layout = Layout::default();
-        let seg_area = 64 * (SLOT_PACKET_OFFSET + s.mtu + 14 + 64);
-        let tx_region = layout.region(SLOT_PACKET_OFFSET + MAX_READ + 64 + seg_area, TX_SLOTS);
+        let seg_area_offset = (SLOT_PACKET_OFFSET + MAX_READ + 64).div_ceil(64) * 64;
+        let seg_area_len = if s.vnet_hdr {
+            MAX_GRO_SEGMENTS * (SLOT_PACKET_OFFSET + s.mtu + 14 + 64)
+        } else {
+            0
+        };
+        let tx_region = layout.region(seg_area_offset + seg_area_len, TX_SLOTS);
         let rx_region = layout.region(RX_BUFFER_SIZE, usize::from(RX_BUFFERS));
+        let w_region = layout.region(WSLOT_SIZE, if s.vnet_hdr { WRITE_SLOTS } else { 0 });
+        let framing = match s.kind {
+            DeviceKind::Tun => Framing::Ip,
+            DeviceKind::Tap => Framing::Ethernet,
+        };
+        let coalescer = (s.vnet_hdr && s.offloads.tso()).then(|| {
+            Coalescer::new(CoalesceConfig {
+                framing,
+                tcp: true,
+                udp: s.offloads.uso(),
+                verify_checksums: true,
+            })
+        });
         let slab = Slab::new(layout.total())?;
         // SAFETY: the slab outlives the registration (field order above).
         unsafe { ring.submitter().register_buffers(&[slab.iovec()])? };
@@ -285,6 +332,16 @@ impl<M: Mode> Worker<M> {
             slab,
             tx_region,
             rx_region,
+            w_region,
+            seg_area_offset,
+            seg_area_len,
+            framing,
+            coalescer,
+            pending: [(0, 0); MAX_GRO_SEGMENTS],
+            pending_len: 0,
+            nth_write: 0,
+            free_wslots: (0..w_region.count as u16).rev().collect(),
+            wslot_segments: vec![1; w_region.count],
             id: s.id,
             vnet: if s.vnet_hdr { VNET_HDR_LEN } else { 0 },
             gso: s.gso,
@@ -454,62 +511,194 @@ impl<M: Mode> Worker<M> {
         let base = self.tx_region.at(s);
         if self.vnet > 0 {
             // SAFETY: the read into this slot completed; nothing else uses it.
-            let hdr = unsafe { self.slab.slice_mut(base + SLOT_PACKET_OFFSET - VNET_HDR_LEN, VNET_HDR_LEN) };
-            // gso_type (byte 1) other than NONE: a super-packet.
-            if hdr[1] != 0 {
+            let raw = unsafe { self.slab.slice_mut(base + SLOT_PACKET_OFFSET - VNET_HDR_LEN, VNET_HDR_LEN + len) };
+            let (hdr, pkt) = raw.split_at_mut(VNET_HDR_LEN);
+            let hdr = match VnetHeader::parse(hdr) {
+                Ok(h) => h,
+                Err(_) => {
+                    self.counters.drop_packet(DropReason::Malformed);
+                    self.free_slot(s);
+                    return;
+                }
+            };
+            if hdr.gso_type != GsoType::None {
                 self.counters.dev_read_gso.inc();
+                self.read_gso(mode, view, now, s, &hdr, len);
+                if self.tx[s].pending == 0 {
+                    self.free_slot(s);
+                }
+                return;
+            }
+            // Cost: one pass over the L4 bytes to finish the checksum the
+            // kernel left partial; no copy.
+            if finish_checksum(&hdr, pkt).is_err() {
                 self.counters.drop_packet(DropReason::Malformed);
                 self.free_slot(s);
                 return;
             }
         }
-        // SAFETY: as above: the slot is ours until its sends complete.
+        self.read_single(mode, view, now, s, len);
+        if self.tx[s].pending == 0 {
+            self.free_slot(s);
+        }
+    }
+
+    /// One packet, sealed where it was read and sent from there: no copy.
+    fn read_single(&mut self, mode: &M, view: &M::Batch<'_>, now: Instant, s: usize, len: usize) {
+        let base = self.tx_region.at(s);
+        // SAFETY: the slot is ours until its sends complete.
         let pkt = unsafe { self.slab.slice_mut(base + SLOT_PACKET_OFFSET, len) };
         let route = mode.route(view, pkt);
         if let Route::Drop(r) = route {
             self.counters.drop_packet(r);
-            self.free_slot(s);
             return;
         }
-        let wire_off = base + SLOT_PACKET_OFFSET - M::HEADROOM;
+        let rel = SLOT_PACKET_OFFSET - M::HEADROOM;
         // SAFETY: the sealing window lies inside this slot.
-        let buf = unsafe { self.slab.slice_mut(wire_off, M::HEADROOM + len + M::TAILROOM) };
+        let buf = unsafe { self.slab.slice_mut(base + rel, M::HEADROOM + len + M::TAILROOM) };
         match mode.seal(view, now, route, buf, len) {
-            Ok(sealed) => {
-                let rel = (SLOT_PACKET_OFFSET - M::HEADROOM) as u32;
-                match route {
-                    Route::Peer(p) => {
-                        if let Some(c) = self.counters.peers.get(usize::from(p)) {
-                            c.tx_packets.inc();
-                            c.tx_bytes.add(len as u64);
-                        }
-                        self.send(s, rel, sealed.len as u32, 0, sealed.dst, p);
-                    }
-                    Route::Flood => {
-                        let n = mode.flood_targets(view).len();
-                        for i in 0..n {
-                            let dst = mode.flood_targets(view)[i];
-                            self.send(s, rel, sealed.len as u32, 0, dst, i as u16);
-                        }
-                    }
-                    Route::Drop(_) => {}
-                }
-            }
-            Err(SealError::Stage(peer)) => {
-                // SAFETY: the slot is still ours; copy the plaintext out.
-                let pkt = unsafe { self.slab.slice_mut(base + SLOT_PACKET_OFFSET, len) };
-                let msg = ToControl::Stage {
-                    peer,
-                    packet: pkt.to_vec().into_boxed_slice(),
-                };
-                if !self.control.send(msg) {
-                    self.counters.drop_packet(DropReason::QueueFull);
-                }
-            }
+            Ok(sealed) => self.send_run(mode, view, s, route, rel, sealed.len, sealed.len, 1, sealed.dst, len),
+            Err(SealError::Stage(peer)) => self.stage(peer, base + SLOT_PACKET_OFFSET, len),
             Err(SealError::Drop(r)) => self.counters.drop_packet(r),
         }
-        if self.tx[s].pending == 0 {
-            self.free_slot(s);
+    }
+
+    /// A super-packet: each segment written once into the slot's segment
+    /// area at a fixed stride, sealed there, and the run sent with
+    /// `UDP_SEGMENT`. Cost: one copy per segment (the split writes headers
+    /// and payload into the send slot), unavoidable since every segment
+    /// needs its own headers and tag.
+    fn read_gso(&mut self, mode: &M, view: &M::Batch<'_>, now: Instant, s: usize, hdr: &VnetHeader, len: usize) {
+        let base = self.tx_region.at(s);
+        // SAFETY: the read area and the segment area of this slot are
+        // disjoint, and both are ours until the slot's sends complete.
+        let pkt = unsafe { self.slab.slice_mut(base + SLOT_PACKET_OFFSET, len) };
+        let split = match GsoSplit::new(hdr, pkt, self.framing) {
+            Ok(sp) => sp,
+            Err(_) => {
+                self.counters.drop_packet(DropReason::Malformed);
+                return;
+            }
+        };
+        let route = mode.route(view, pkt);
+        if let Route::Drop(r) = route {
+            self.counters.drop_packet(r);
+            return;
+        }
+        let seg_max = split.segment_size();
+        let stride_max = M::HEADROOM + seg_max + M::TAILROOM;
+        let count = split.segment_count();
+        if stride_max * count > self.seg_area_len {
+            self.counters.drop_packet(DropReason::Malformed);
+            return;
+        }
+        let area = self.seg_area_offset;
+        let mut stride = 0usize;
+        let mut total = 0usize;
+        let mut dst = None;
+        let mut plain = 0usize;
+        for i in 0..count {
+            let at = if stride == 0 { 0 } else { i * stride };
+            // SAFETY: inside this slot's segment area (checked above: every
+            // sealed segment is at most stride_max bytes).
+            let out = unsafe { self.slab.slice_mut(base + area + at, stride_max) };
+            let n = match split.write_segment(i, &mut out[M::HEADROOM..M::HEADROOM + seg_max]) {
+                Ok(n) => n,
+                Err(_) => {
+                    self.counters.drop_packet(DropReason::Malformed);
+                    return;
+                }
+            };
+            match mode.seal(view, now, route, out, n) {
+                Ok(sealed) => {
+                    if stride == 0 {
+                        stride = sealed.len;
+                    }
+                    total = at + sealed.len;
+                    dst = Some(sealed.dst);
+                    plain += n;
+                }
+                Err(SealError::Stage(peer)) => {
+                    // No session: hand every segment over as its own packet.
+                    self.stage(peer, base + area + at + M::HEADROOM, n);
+                    if stride == 0 {
+                        stride = stride_max;
+                    }
+                }
+                Err(SealError::Drop(r)) => {
+                    self.counters.drop_packet(r);
+                    return;
+                }
+            }
+        }
+        if let Some(dst) = dst {
+            self.send_run(mode, view, s, route, area, total, stride, count, dst, plain);
+        }
+    }
+
+    /// Hands a plaintext packet to the control thread (no session yet).
+    fn stage(&mut self, peer: u16, off: usize, len: usize) {
+        // SAFETY: the bytes belong to a slot we hold.
+        let pkt = unsafe { self.slab.slice_mut(off, len) };
+        let msg = ToControl::Stage {
+            peer,
+            packet: pkt.to_vec().into_boxed_slice(),
+        };
+        if !self.control.send(msg) {
+            self.counters.drop_packet(DropReason::QueueFull);
+        }
+    }
+
+    /// Sends `count` sealed datagrams laid out at `stride` from slot offset
+    /// `rel` (`total` bytes) to the route's peer, or to every flood target:
+    /// as few `sendmsg` calls as `UDP_SEGMENT` allows.
+    #[allow(clippy::too_many_arguments)]
+    fn send_run(
+        &mut self,
+        mode: &M,
+        view: &M::Batch<'_>,
+        s: usize,
+        route: Route,
+        rel: usize,
+        total: usize,
+        stride: usize,
+        count: usize,
+        dst: SocketAddr,
+        plain_bytes: usize,
+    ) {
+        // One GSO send is one UDP "datagram" to the stack: its payload must
+        // stay under 64 KiB, and it carries at most 64 segments.
+        let per_send = if self.gso && stride > 0 {
+            (GSO_MAX_BYTES / stride).clamp(1, MAX_GRO_SEGMENTS)
+        } else {
+            1
+        };
+        let send_to = |w: &mut Self, dst: SocketAddr, peer: u16| {
+            let mut i = 0;
+            while i < count {
+                let k = per_send.min(count - i);
+                let off = rel + i * stride;
+                let len = if i + k == count { total - i * stride } else { k * stride };
+                let seg = if k > 1 { stride as u16 } else { 0 };
+                w.send(s, off as u32, len as u32, seg, dst, peer);
+                i += k;
+            }
+        };
+        match route {
+            Route::Peer(p) => {
+                if let Some(c) = self.counters.peers.get(usize::from(p)) {
+                    c.tx_packets.add(count as u64);
+                    c.tx_bytes.add(plain_bytes as u64);
+                }
+                send_to(self, dst, p);
+            }
+            Route::Flood => {
+                for i in 0..mode.flood_targets(view).len() {
+                    let t = mode.flood_targets(view)[i];
+                    send_to(self, t, i as u16);
+                }
+            }
+            Route::Drop(_) => {}
         }
     }
 
@@ -674,7 +863,8 @@ impl<M: Mode> Worker<M> {
         }
         let stride = info.gro_segment.map(usize::from).unwrap_or(payload_len).max(1);
         let mut at = 0;
-        let mut nth = 0;
+        self.pending_len = 0;
+        self.nth_write = 0;
         while at < payload_len {
             let dlen = stride.min(payload_len - at);
             let off = base + payload_off + at;
@@ -698,8 +888,11 @@ impl<M: Mode> Worker<M> {
                     if let Some(ev) = event {
                         self.control.send(ToControl::Event(ev));
                     }
-                    self.write_to_device(bid, nth, off + start, end - start);
-                    nth += 1;
+                    if self.pending_len == MAX_GRO_SEGMENTS {
+                        self.flush_deliveries(bid);
+                    }
+                    self.pending[self.pending_len] = ((off + start) as u32, (end - start) as u32);
+                    self.pending_len += 1;
                 }
                 Inbound::Keepalive { peer, event } => {
                     self.local_addrs.set(usize::from(peer), info.local);
@@ -726,20 +919,115 @@ impl<M: Mode> Worker<M> {
             }
             at += dlen;
         }
+        self.flush_deliveries(bid);
         if self.rx_refs[bid] == 0 {
             self.recycle_rx(bid);
         }
+    }
+
+    /// Writes the opened packets of one receive to the device: runs of one
+    /// TCP flow coalesced into super-packets (one copy into a write slot,
+    /// the only copy on this path), the rest in place.
+    fn flush_deliveries(&mut self, bid: usize) {
+        let n = self.pending_len;
+        self.pending_len = 0;
+        if n == 0 {
+            return;
+        }
+        let coalesce = self.coalescer.is_some() && n >= 2 && !self.free_wslots.is_empty();
+        if !coalesce {
+            tracing::trace!(packets = n, free = self.free_wslots.len(), "not coalescing");
+            for k in 0..n {
+                let (off, len) = self.pending[k];
+                self.write_to_device(bid, off as usize, len as usize);
+            }
+            return;
+        }
+        // Borrow the packets (in the receive buffer) and the free write
+        // slots (elsewhere in the slab) at once: disjoint ranges.
+        let mut pkts: [&[u8]; MAX_GRO_SEGMENTS] = [&[]; MAX_GRO_SEGMENTS];
+        for (k, p) in pkts.iter_mut().enumerate().take(n) {
+            let (off, len) = self.pending[k];
+            // SAFETY: opened packets in a receive buffer we hold; read only
+            // while the coalescer copies from them.
+            *p = unsafe { self.slab.slice_mut(off as usize, len as usize) };
+        }
+        let nbuf = self.free_wslots.len().min(MAX_WSLOTS_PER_BATCH);
+        let mut ids = [0u16; MAX_WSLOTS_PER_BATCH];
+        let mut bufs: [&mut [u8]; MAX_WSLOTS_PER_BATCH] = Default::default();
+        for j in 0..nbuf {
+            let id = self.free_wslots[self.free_wslots.len() - 1 - j];
+            ids[j] = id;
+            // SAFETY: a free write slot: no write in flight from it.
+            bufs[j] = unsafe { self.slab.slice_mut(self.w_region.at(usize::from(id)), WSLOT_SIZE) };
+        }
+        let Some(coalescer) = self.coalescer.as_mut() else {
+            return;
+        };
+        let writes: [Write; MAX_GRO_SEGMENTS];
+        let count;
+        match coalescer.coalesce(&pkts[..n], &mut bufs[..nbuf]) {
+            Ok(w) => {
+                count = w.len();
+                let mut arr = [Write::Alone { packet: 0 }; MAX_GRO_SEGMENTS];
+                arr[..count].copy_from_slice(w);
+                writes = arr;
+            }
+            Err(_) => {
+                for k in 0..n {
+                    let (off, len) = self.pending[k];
+                    self.write_to_device(bid, off as usize, len as usize);
+                }
+                return;
+            }
+        }
+        tracing::trace!(packets = n, writes = count, buffers = nbuf, "coalesced");
+        let mut used = 0;
+        for w in &writes[..count] {
+            match *w {
+                Write::Alone { packet } => {
+                    let (off, len) = self.pending[packet];
+                    self.write_to_device(bid, off as usize, len as usize);
+                }
+                Write::Super {
+                    buffer,
+                    len,
+                    segments,
+                } => {
+                    let id = ids[buffer];
+                    used = used.max(buffer + 1);
+                    self.counters.dev_write_coalesced.inc();
+                    self.write_slot(id, len, segments);
+                }
+            }
+        }
+        // The coalescer uses buffers in order: the first `used` are taken.
+        let keep = self.free_wslots.len() - used;
+        self.free_wslots.truncate(keep);
+    }
+
+    /// Writes a coalesced super-packet from write slot `id`.
+    fn write_slot(&mut self, id: u16, len: usize, segments: usize) {
+        // SAFETY: in-bounds pointer into the registered slab.
+        let ptr = unsafe { self.slab.base().add(self.w_region.at(usize::from(id))) };
+        self.wslot_segments[usize::from(id)] = segments as u16;
+        let sqe = opcode::WriteFixed::new(FD_TUN, ptr, len as u32, 0)
+            .build()
+            .user_data(ud(K_WRITE, 0, (WRITE_FROM_SLOT | usize::from(id)) as u64));
+        self.push(sqe);
     }
 
     /// Writes the packet at slab offset `off` to the device without
     /// copying it: in place with a zeroed virtio-net header written in
     /// front when the encapsulation header left room, else as a vectored
     /// write with a shared zero header.
-    fn write_to_device(&mut self, bid: usize, nth: usize, off: usize, len: usize) {
+    fn write_to_device(&mut self, bid: usize, off: usize, len: usize) {
+        let nth = self.nth_write;
         if nth >= MAX_GRO_SEGMENTS {
             self.counters.drop_packet(DropReason::QueueFull);
             return;
         }
+        self.nth_write += 1;
         self.rx_refs[bid] += 1;
         let user = ud(K_WRITE, 0, bid as u64);
         let sqe = if self.vnet == 0 {
@@ -776,10 +1064,18 @@ impl<M: Mode> Worker<M> {
             tracing::debug!(worker = self.id, error = %io::Error::from_raw_os_error(-res), "device write failed");
         } else {
             self.counters.dev_writes.inc();
-            self.counters.dev_write_packets.inc();
         }
         if b & WRITE_FROM_SLOT != 0 {
+            let id = b & !WRITE_FROM_SLOT;
+            if res >= 0 {
+                let segs = self.wslot_segments.get(id).copied().unwrap_or(1);
+                self.counters.dev_write_packets.add(u64::from(segs));
+            }
+            self.free_wslots.push(id as u16);
             return;
+        }
+        if res >= 0 {
+            self.counters.dev_write_packets.inc();
         }
         let bid = b;
         if let Some(r) = self.rx_refs.get_mut(bid) {
