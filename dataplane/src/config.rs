@@ -19,34 +19,37 @@
 //! AllowedIPs = 10.0.1.0/24, fd00:1::/64    # several per line and/or several lines
 //! Endpoint = 192.0.2.1:51820               # or [2001:db8::1]:51820 or host.name:51820; required in vxlan mode
 //! PersistentKeepalive = 25                 # off or 0-65535 seconds (0 = off)
-//! PinEndpoint = true                       # ringtun: never roam away from Endpoint, default false
+//! PinEndpoint = true                       # ringtun: roaming off (keep Endpoint), default false
 //! ```
 //!
 //! Section and key names are case-insensitive, as in wg-quick; values are trimmed; `#` starts
 //! a comment anywhere on a line. wg-quick keys that ringtun does not act on (DNS, PreUp,
 //! PostUp, PreDown, PostDown, SaveConfig, FwMark) give a [`Warning`]; any other unknown key is
-//! an error. Every [`ConfigError`] names the file, the line and the key.
+//! an error. Every [`ConfigError`] names the file, the line and the key. One prefix under
+//! the AllowedIPs of two peers is an error (`wg` would quietly give it to the last one).
 //!
 //! VNI 1 is the default because `ip link add ... type vxlan` has none and a VNI must match on
 //! both sides: 1 is the value people type first. The vxlan MTU default, 1450, is the kernel
 //! vxlan device's: a VXLAN frame costs 50 bytes on a 1500-byte underlay.
 
+mod address;
 mod endpoint;
 mod error;
 mod ifname;
 mod parse;
-mod prefix;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
 use std::num::{NonZeroU16, NonZeroUsize};
 use std::path::Path;
+use std::time::Duration;
 
+pub use address::{AddressError, InterfaceAddr};
 pub use endpoint::{Endpoint, EndpointError, ResolveError};
 pub use error::{ConfigError, ErrorKind, Section, ValueProblem, Warning, WarningKind};
 pub use ifname::{IFNAME_MAX_LEN, IfName, IfNameError};
-pub use prefix::{IpNet, PrefixError};
+pub use tunnel_proto::wg::{IpPrefix, PeerConfig, PrefixError, TunnelConfig};
 pub use tunnel_proto::{PresharedKey, PrivateKey, PublicKey};
 
 /// The default MTU in wireguard mode, as wg-quick's: 1500 minus 80 bytes of IPv6 + UDP +
@@ -88,7 +91,7 @@ pub struct Interface {
     /// `ListenPort`, or `ListenPort = 0`). Vxlan mode without `ListenPort` gives [`VXLAN_PORT`].
     pub listen_port: Option<u16>,
     /// `Address` entries in file order, host bits kept (`10.0.0.1/24`).
-    pub addresses: Vec<IpNet>,
+    pub addresses: Vec<InterfaceAddr>,
     /// The device MTU.
     pub mtu: u32,
     /// Which routes to add for the peers' AllowedIPs.
@@ -166,16 +169,48 @@ pub struct WireGuardPeer {
     pub public_key: PublicKey,
     /// The optional pre-shared key mixed into the handshake (zeroized on drop).
     pub preshared_key: Option<PresharedKey>,
-    /// Inner addresses routed to and accepted from this peer, host bits cleared as `wg`
-    /// stores them. A prefix listed under several peers belongs to the last (with a warning).
-    pub allowed_ips: Vec<IpNet>,
+    /// Inner prefixes routed to and accepted from this peer, host bits cleared as `wg`
+    /// stores them, repeats removed; no prefix appears under two peers.
+    pub allowed_ips: Vec<IpPrefix>,
     /// Where to send until the peer is heard from; `None` waits for it to call.
     pub endpoint: Option<Endpoint>,
     /// Send a keepalive after this many idle seconds; `None` (off or 0) sends none.
     pub persistent_keepalive: Option<NonZeroU16>,
-    /// Keep `endpoint` even when authenticated packets arrive from elsewhere (roaming off),
-    /// for static site-to-site links. Requires `endpoint`.
+    /// Keep the endpoint even when authenticated packets arrive from elsewhere (roaming off),
+    /// for static site-to-site links. Without `endpoint`, the first address the peer is heard
+    /// from is kept (tunnel-proto's rule).
     pub pin_endpoint: bool,
+}
+
+impl WireGuardConfig {
+    /// What tunnel-proto's `Tunnel` is built from, every endpoint resolved ([`Endpoint::resolve`]:
+    /// blocking DNS for a host name, so call it before the data path starts). `mtu` is the
+    /// interface's, which bounds padding.
+    pub fn to_tunnel_config(&self, mtu: u32) -> Result<TunnelConfig, ResolveError> {
+        let mut tunnel = TunnelConfig::new(self.private_key.clone());
+        tunnel.peers = self
+            .peers
+            .iter()
+            .map(WireGuardPeer::to_peer_config)
+            .collect::<Result<_, _>>()?;
+        tunnel.mtu = u16::try_from(mtu).ok();
+        Ok(tunnel)
+    }
+}
+
+impl WireGuardPeer {
+    /// The peer as tunnel-proto takes it, its endpoint resolved ([`Endpoint::resolve`]).
+    pub fn to_peer_config(&self) -> Result<PeerConfig, ResolveError> {
+        let mut peer = PeerConfig::new(self.public_key);
+        peer.preshared_key = self.preshared_key.clone();
+        peer.allowed_ips = self.allowed_ips.clone();
+        peer.endpoint = self.endpoint.as_ref().map(Endpoint::resolve).transpose()?;
+        peer.persistent_keepalive = self
+            .persistent_keepalive
+            .map(|secs| Duration::from_secs(u64::from(secs.get())));
+        peer.pin_endpoint = self.pin_endpoint;
+        Ok(peer)
+    }
 }
 
 /// The vxlan-mode part of a configuration.
@@ -196,8 +231,9 @@ pub struct VxlanPeer {
     pub line: usize,
     /// The remote VTEP's address.
     pub endpoint: Endpoint,
-    /// Prefixes reachable through this VTEP; only used for routes when `Table` is not `off`.
-    pub allowed_ips: Vec<IpNet>,
+    /// Prefixes reachable through this VTEP, host bits cleared; only used for routes when
+    /// `Table` is not `off`.
+    pub allowed_ips: Vec<IpPrefix>,
 }
 
 impl Config {

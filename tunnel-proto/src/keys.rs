@@ -89,7 +89,6 @@ impl PrivateKey {
     }
 
     /// The raw secret, for the handshake's Diffie-Hellman.
-    #[allow(dead_code)] // TEMP: used by the handshake
     pub(crate) fn secret(&self) -> &x25519_dalek::StaticSecret {
         &self.0
     }
@@ -131,11 +130,6 @@ impl PublicKey {
     /// `wg`'s format.
     pub fn to_base64(&self) -> String {
         encode(&self.0)
-    }
-
-    #[allow(dead_code)] // TEMP: used by the handshake
-    pub(crate) fn to_dalek(self) -> x25519_dalek::PublicKey {
-        x25519_dalek::PublicKey::from(self.0)
     }
 }
 
@@ -187,7 +181,6 @@ impl PresharedKey {
     }
 
     /// The raw key, for the handshake.
-    #[allow(dead_code)] // TEMP: used by the handshake
     pub(crate) fn as_bytes(&self) -> &[u8; KEY_LEN] {
         &self.0
     }

@@ -4,11 +4,36 @@
 //! state, and nothing that touches a socket, a clock or a thread: time comes
 //! in as arguments (`now: Instant` for timers, `wall: SystemTime` for TAI64N),
 //! datagrams come in as `&[u8]`, and what to send comes out of `poll_*` calls.
+//!
+//! - [`wg`]: WireGuard. The control plane [`wg::Tunnel`] (one per interface,
+//!   one thread) runs handshakes and timers and publishes immutable
+//!   [`wg::DataPlane`] snapshots that any number of workers use to seal and
+//!   open packets in place, without locks on the send path.
+//! - [`vxlan`]: the VXLAN header and the lock-free MAC learning table.
+//! - [`DropReason`]: why a packet was dropped, shared with the data plane's counters.
+//! - Keys in `wg`'s base64 format: [`PrivateKey`], [`PublicKey`], [`PresharedKey`].
+//!
+//! # Why the handshake does not use snow
+//!
+//! The handshake is written directly over x25519-dalek, BLAKE2s and
+//! ChaCha20-Poly1305 rather than through `snow`. WireGuard fixes one pattern
+//! and two messages, so the construction is a page of code that mirrors the
+//! whitepaper line by line. Done by hand, the static-static Diffie-Hellman
+//! and the initial hashes are precomputed per peer (one X25519 fewer per
+//! handshake), every intermediate lives in zeroized fixed-size arrays (no
+//! heap state per handshake, which also keeps the fuzzed responder simple),
+//! the initiator's identity is decrypted before that peer's PSK is chosen
+//! without snow's build-then-`set_psk` dance or its "risky" raw-split API, and
+//! each failure gets a precise error. The in-memory interop test against
+//! boringtun proves the bytes. Transport data uses ring's in-place
+//! ChaCha20-Poly1305 (`LessSafeKey`); the cookie reply's XChaCha20-Poly1305
+//! comes from the `chacha20poly1305` crate, since ring has none.
 
 mod drop_reason;
 mod keys;
 mod random;
 pub mod vxlan;
+pub mod wg;
 
 pub use drop_reason::DropReason;
 pub use keys::{KEY_BASE64_LEN, KEY_LEN, KeyError, PresharedKey, PrivateKey, PublicKey};

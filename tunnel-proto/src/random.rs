@@ -11,7 +11,6 @@ pub(crate) fn fill(buf: &mut [u8]) -> Result<(), RandomError> {
 }
 
 /// A random `u32` (receiver indices, jitter).
-#[allow(dead_code)] // TEMP: used by the handshake
 pub(crate) fn u32() -> Result<u32, RandomError> {
     getrandom::u32().map_err(RandomError)
 }

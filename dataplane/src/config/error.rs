@@ -4,11 +4,12 @@
 use std::fmt;
 use std::io;
 
+use super::Mode;
+use super::address::AddressError;
 use super::endpoint::EndpointError;
 use super::ifname::IfNameError;
-use super::prefix::PrefixError;
-use super::{IpNet, Mode};
 use tunnel_proto::KeyError;
+use tunnel_proto::wg::{IpPrefix, PrefixError};
 
 /// A `[Section]` of the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -149,9 +150,15 @@ pub enum ErrorKind {
         /// The other peer's section line.
         first_line: usize,
     },
-    /// `PinEndpoint = true` in a peer without an `Endpoint` to pin.
-    #[error("PinEndpoint = true needs an Endpoint in this [Peer] to pin")]
-    PinWithoutEndpoint,
+    /// The same AllowedIPs prefix under two peers. `wg` would silently give it to the last
+    /// one; like tunnel-proto's table, ringtun refuses, as it hides a configuration mistake.
+    #[error("AllowedIPs {prefix} is already given to the [Peer] on line {first_peer_line}")]
+    AllowedIpConflict {
+        /// The prefix (host bits cleared).
+        prefix: IpPrefix,
+        /// The section line of the peer that listed it first.
+        first_peer_line: usize,
+    },
     /// An explicit MTU below IPv6's minimum while an IPv6 address is configured.
     #[error(
         "MTU = {mtu}: IPv6 needs an MTU of at least 1280, and Address on line {address_line} is IPv6"
@@ -195,14 +202,17 @@ pub enum ValueProblem {
     /// Not a WireGuard key.
     #[error("not a key: {0}")]
     Key(KeyError),
-    /// A list entry that is not a prefix.
+    /// An `Address` entry that is not an address with a prefix length.
     #[error("{entry}: {source}")]
-    Prefix {
+    Address {
         /// The entry (shortened, escaped).
         entry: String,
-        /// Why it is not a prefix.
-        source: PrefixError,
+        /// Why it is not an address.
+        source: AddressError,
     },
+    /// An `AllowedIPs` entry that is not a prefix (the message quotes the entry).
+    #[error("{0}")]
+    AllowedIp(PrefixError),
     /// Not an MTU.
     #[error("not an MTU (68-65535)")]
     Mtu,
@@ -277,16 +287,6 @@ pub enum WarningKind {
         who: &'static str,
         /// The file's permission bits.
         mode: u32,
-    },
-    /// The same AllowedIPs prefix under two peers: the later peer takes it, as with `wg`.
-    #[error(
-        "AllowedIPs {prefix} is also claimed by the [Peer] on line {later_peer_line}, which takes it"
-    )]
-    AllowedIpTakenOver {
-        /// The prefix (host bits cleared).
-        prefix: IpNet,
-        /// The section line of the peer that keeps it.
-        later_peer_line: usize,
     },
 }
 

@@ -1,6 +1,6 @@
 //! The line parser (sections, `Key = Value`, values) and the checks that span lines.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::num::{NonZeroU16, NonZeroUsize};
@@ -9,9 +9,10 @@ use std::path::Path;
 
 use super::{
     Config, ConfigError, DEFAULT_MTU_VXLAN, DEFAULT_MTU_WIREGUARD, DEFAULT_VNI, Endpoint,
-    ErrorKind, IfName, Interface, IpNet, MAX_FILE_SIZE, MAX_VNI, MAX_WORKERS, Mode, ModeConfig,
-    PresharedKey, PrivateKey, PublicKey, Section, Table, VXLAN_PORT, ValueProblem, VxlanConfig,
-    VxlanPeer, Warning, WarningKind, WireGuardConfig, WireGuardPeer, Workers,
+    ErrorKind, IfName, Interface, InterfaceAddr, IpPrefix, MAX_FILE_SIZE, MAX_VNI, MAX_WORKERS,
+    Mode, ModeConfig, PresharedKey, PrivateKey, PublicKey, Section, Table, VXLAN_PORT,
+    ValueProblem, VxlanConfig, VxlanPeer, Warning, WarningKind, WireGuardConfig, WireGuardPeer,
+    Workers,
 };
 
 /// Values quoted in messages are cut to this many characters, so a pasted blob stays readable.
@@ -258,7 +259,7 @@ struct RawInterface {
     line: usize,
     private_key: Slot<PrivateKey>,
     listen_port: Slot<u16>,
-    addresses: Vec<(IpNet, usize)>,
+    addresses: Vec<(InterfaceAddr, usize)>,
     mtu: Slot<u32>,
     table: Slot<Table>,
     mode: Slot<Mode>,
@@ -273,7 +274,7 @@ struct RawPeer {
     line: usize,
     public_key: Slot<PublicKey>,
     preshared_key: Slot<PresharedKey>,
-    allowed_ips: Vec<(IpNet, usize)>,
+    allowed_ips: Vec<(IpPrefix, usize)>,
     endpoint: Slot<Endpoint>,
     persistent_keepalive: Slot<Option<NonZeroU16>>,
     pin_endpoint: Slot<bool>,
@@ -415,8 +416,8 @@ impl Parser<'_> {
                 iface.listen_port.set(name, line, port as u16)
             }
             Field::Address => {
-                for net in prefix_list(value, true).map_err(bad)? {
-                    iface.addresses.push((net, line));
+                for addr in address_list(value).map_err(bad)? {
+                    iface.addresses.push((addr, line));
                 }
                 Ok(())
             }
@@ -504,8 +505,8 @@ impl Parser<'_> {
             Field::AllowedIps => {
                 // `AllowedIPs =` with nothing is valid in wg: no addresses.
                 if !value.is_empty() {
-                    for net in prefix_list(value, false).map_err(bad)? {
-                        peer.allowed_ips.push((net.network(), line));
+                    for prefix in prefix_list(value).map_err(bad)? {
+                        peer.allowed_ips.push((prefix, line));
                     }
                 }
                 Ok(())
@@ -579,7 +580,7 @@ impl Parser<'_> {
             offload: raw.offload.get().unwrap_or(true),
         };
         let peers = std::mem::take(&mut self.peers);
-        let allowed_ips = self.settle_allowed_ips(&peers);
+        let allowed_ips = self.settle_allowed_ips(&peers)?;
         let mode_config = match mode {
             Mode::WireGuard => self.wireguard(raw, peers, allowed_ips)?,
             Mode::Vxlan => self.vxlan(raw, peers, allowed_ips)?,
@@ -595,44 +596,41 @@ impl Parser<'_> {
         Ok((config, self.warnings))
     }
 
-    /// Each peer's AllowedIPs after wg's rule: a prefix listed under several peers belongs to
-    /// the last of them (a warning at each earlier listing); repeats within a peer collapse.
-    fn settle_allowed_ips(&mut self, peers: &[RawPeer]) -> Vec<Vec<IpNet>> {
-        let mut owner: HashMap<IpNet, usize> = HashMap::new();
-        for (index, peer) in peers.iter().enumerate() {
-            for (net, _) in &peer.allowed_ips {
-                owner.insert(*net, index);
-            }
-        }
+    /// Each peer's AllowedIPs, repeats within a peer collapsed. A prefix under two peers is
+    /// refused at its second listing (see [`ErrorKind::AllowedIpConflict`]).
+    fn settle_allowed_ips(&self, peers: &[RawPeer]) -> Result<Vec<Vec<IpPrefix>>, ConfigError> {
+        let mut owner: HashMap<IpPrefix, usize> = HashMap::new();
         let mut settled = Vec::with_capacity(peers.len());
-        for (index, peer) in peers.iter().enumerate() {
-            let mut seen = HashSet::new();
-            let mut nets = Vec::with_capacity(peer.allowed_ips.len());
-            for &(net, line) in &peer.allowed_ips {
-                let owner_index = owner.get(&net).copied().unwrap_or(index);
-                if owner_index != index {
-                    let later_peer_line = peers.get(owner_index).map_or(0, |p| p.line);
-                    self.warn(
-                        line,
-                        WarningKind::AllowedIpTakenOver {
-                            prefix: net,
-                            later_peer_line,
-                        },
-                    );
-                } else if seen.insert(net) {
-                    nets.push(net);
+        for peer in peers {
+            let mut prefixes = Vec::with_capacity(peer.allowed_ips.len());
+            for &(prefix, line) in &peer.allowed_ips {
+                match owner.get(&prefix) {
+                    Some(&first_peer_line) if first_peer_line != peer.line => {
+                        return Err(self.error(
+                            line,
+                            ErrorKind::AllowedIpConflict {
+                                prefix,
+                                first_peer_line,
+                            },
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        owner.insert(prefix, peer.line);
+                        prefixes.push(prefix);
+                    }
                 }
             }
-            settled.push(nets);
+            settled.push(prefixes);
         }
-        settled
+        Ok(settled)
     }
 
     fn wireguard(
         &mut self,
         raw: RawInterface,
         peers: Vec<RawPeer>,
-        allowed_ips: Vec<Vec<IpNet>>,
+        allowed_ips: Vec<Vec<IpPrefix>>,
     ) -> Result<ModeConfig, ConfigError> {
         let mode = Mode::WireGuard;
         for (key, line) in [("VNI", raw.vni.line()), ("Bridge", raw.bridge.line())] {
@@ -680,12 +678,8 @@ impl Parser<'_> {
                     },
                 ));
             }
-            let pin_line = peer.pin_endpoint.line();
             let pin_endpoint = peer.pin_endpoint.get().unwrap_or(false);
             let endpoint = peer.endpoint.value();
-            if let (true, None, Some(pin_line)) = (pin_endpoint, &endpoint, pin_line) {
-                return Err(self.error(pin_line, ErrorKind::PinWithoutEndpoint));
-            }
             out.push(WireGuardPeer {
                 line: peer.line,
                 public_key,
@@ -706,7 +700,7 @@ impl Parser<'_> {
         &mut self,
         raw: RawInterface,
         peers: Vec<RawPeer>,
-        allowed_ips: Vec<Vec<IpNet>>,
+        allowed_ips: Vec<Vec<IpPrefix>>,
     ) -> Result<ModeConfig, ConfigError> {
         let mode = Mode::Vxlan;
         if let Some(line) = raw.private_key.line() {
@@ -796,28 +790,36 @@ fn boolean(s: &str) -> Option<bool> {
     }
 }
 
-/// A comma-separated list of prefixes. `Address` entries may also be separated by blanks, as
-/// wg-quick splits them on both; `AllowedIPs` goes to `wg`, which takes commas only.
-fn prefix_list(value: &str, blank_separates: bool) -> Result<Vec<IpNet>, ValueProblem> {
-    let mut nets = Vec::new();
+/// `Address` entries: comma-separated, and blank-separated too, since wg-quick splits on both.
+fn address_list(value: &str) -> Result<Vec<InterfaceAddr>, ValueProblem> {
+    let mut addrs = Vec::new();
     for entry in value.split(',').map(str::trim) {
         if entry.is_empty() {
             return Err(ValueProblem::EmptyListEntry);
         }
-        let words: Vec<&str> = if blank_separates {
-            entry.split_whitespace().collect()
-        } else {
-            vec![entry]
-        };
-        for word in words {
-            let net = word
-                .parse::<IpNet>()
-                .map_err(|source| ValueProblem::Prefix {
+        for word in entry.split_whitespace() {
+            let addr = word
+                .parse::<InterfaceAddr>()
+                .map_err(|source| ValueProblem::Address {
                     entry: shown(word),
                     source,
                 })?;
-            nets.push(net);
+            addrs.push(addr);
         }
     }
-    Ok(nets)
+    Ok(addrs)
+}
+
+/// `AllowedIPs` entries: comma-separated only, as `wg` reads them.
+fn prefix_list(value: &str) -> Result<Vec<IpPrefix>, ValueProblem> {
+    value
+        .split(',')
+        .map(str::trim)
+        .map(|entry| {
+            if entry.is_empty() {
+                return Err(ValueProblem::EmptyListEntry);
+            }
+            entry.parse::<IpPrefix>().map_err(ValueProblem::AllowedIp)
+        })
+        .collect()
 }

@@ -47,7 +47,11 @@ fn vxlan(config: &Config) -> &VxlanConfig {
     }
 }
 
-fn nets(list: &[&str]) -> Vec<IpNet> {
+fn addrs(list: &[&str]) -> Vec<InterfaceAddr> {
+    list.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+fn prefixes(list: &[&str]) -> Vec<IpPrefix> {
     list.iter().map(|s| s.parse().unwrap()).collect()
 }
 
@@ -95,7 +99,7 @@ fn full_wireguard_config_with_two_peers() {
         Interface {
             line: 2,
             listen_port: Some(51820),
-            addresses: nets(&["10.0.0.1/24", "fd00::1/64", "10.9.0.1/32"]),
+            addresses: addrs(&["10.0.0.1/24", "fd00::1/64", "10.9.0.1/32"]),
             mtu: 1380,
             table: Table::Id(1234),
             workers: Workers::Count(NonZeroUsize::new(2).unwrap()),
@@ -120,7 +124,7 @@ fn full_wireguard_config_with_two_peers() {
     // Host bits are cleared, as wg stores AllowedIPs.
     assert_eq!(
         b.allowed_ips,
-        nets(&["10.0.1.0/24", "fd00:1::/64", "192.168.1.0/24"])
+        prefixes(&["10.0.1.0/24", "fd00:1::/64", "192.168.1.0/24"])
     );
     assert_eq!(
         b.endpoint,
@@ -133,7 +137,7 @@ fn full_wireguard_config_with_two_peers() {
     assert_eq!(c.line, 21);
     assert_eq!(c.public_key.to_base64(), PK_C);
     assert!(c.preshared_key.is_none());
-    assert_eq!(c.allowed_ips, nets(&["10.0.2.0/24"]));
+    assert_eq!(c.allowed_ips, prefixes(&["10.0.2.0/24"]));
     let v6: SocketAddr = "[2001:db8::3]:4500".parse().unwrap();
     assert_eq!(c.endpoint, Some(Endpoint::Addr(v6)));
     assert_eq!(c.endpoint.as_ref().map(|e| e.resolve().unwrap()), Some(v6));
@@ -197,7 +201,7 @@ fn vxlan_full() {
     let vx = vxlan(&config);
     assert_eq!(vx.vni, MAX_VNI);
     assert_eq!(vx.bridge.as_ref().map(IfName::as_str), Some("br-lan"));
-    assert_eq!(vx.peers[0].allowed_ips, nets(&["10.8.0.0/16"]));
+    assert_eq!(vx.peers[0].allowed_ips, prefixes(&["10.8.0.0/16"]));
     assert_eq!(
         vx.peers[1].endpoint,
         Endpoint::Host {
@@ -257,7 +261,7 @@ fn address_takes_commas_blanks_and_several_lines() {
     ));
     assert_eq!(
         config.interface.addresses,
-        nets(&[
+        addrs(&[
             "10.0.0.1/24",
             "fd00::1/64",
             "10.0.3.1/32",
@@ -361,9 +365,10 @@ fn vxlan_mode_warns_about_wireguard_only_keys() {
 
 #[test]
 fn warnings_come_in_file_order() {
+    // [Interface] may follow the peers: the mode is known only at the end, so the peer's
+    // warning (line 3) is found after the DNS line's (line 6) and must be sorted back.
     let text = format!(
-        "[Interface]\nMode = vxlan\nPrivateKey = {SK_A}\n[Peer]\nEndpoint = 192.0.2.2:4789\n\
-         AllowedIPs = 10.0.0.0/8\n[Peer]\nEndpoint = 192.0.2.3:4789\nAllowedIPs = 10.0.0.0/8\n"
+        "[Peer]\nEndpoint = 192.0.2.2:4789\nPublicKey = {PK_B}\n[Interface]\nMode = vxlan\nDNS = 1.1.1.1\n"
     );
     let lines: Vec<Option<usize>> = Config::parse(&text, "rt0.conf").map_or_else(
         |e| panic!("{e}"),
@@ -373,24 +378,32 @@ fn warnings_come_in_file_order() {
 }
 
 #[test]
-fn a_prefix_under_two_peers_goes_to_the_later_one() {
+fn repeated_allowed_ips_collapse_within_a_peer() {
     let text = wg_iface(&format!(
-        "[Peer]\nPublicKey = {PK_B}\nAllowedIPs = 10.0.1.0/24, 10.0.9.0/24\nAllowedIPs = 10.0.1.0/24\n\
-         [Peer]\nPublicKey = {PK_C}\nAllowedIPs = 10.0.9.5/24\n"
+        "[Peer]\nPublicKey = {PK_B}\nAllowedIPs = 10.0.1.0/24, 10.0.9.0/24\nAllowedIPs = 10.0.1.7/24\n"
     ));
-    let (config, warnings) = parse(&text);
-    let peers = &wireguard(&config).peers;
+    let (config, _) = parse(&text);
     assert_eq!(
-        peers[0].allowed_ips,
-        nets(&["10.0.1.0/24"]),
-        "repeats collapse, the shared one moves"
+        wireguard(&config).peers[0].allowed_ips,
+        prefixes(&["10.0.1.0/24", "10.0.9.0/24"])
     );
-    assert_eq!(peers[1].allowed_ips, nets(&["10.0.9.0/24"]));
+}
+
+#[test]
+fn a_prefix_under_two_peers_is_refused() {
+    let text = wg_iface(&format!(
+        "[Peer]\nPublicKey = {PK_B}\nAllowedIPs = 10.0.1.0/24, 10.0.9.0/24\n\
+         [Peer]\nPublicKey = {PK_C}\nAllowedIPs = 10.0.2.0/24\nAllowedIPs = 10.0.9.5/24\n"
+    ));
     assert_eq!(
-        warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        vec![
-            "rt0.conf:5: AllowedIPs 10.0.9.0/24 is also claimed by the [Peer] on line 7, which takes it"
-        ]
+        error(&text),
+        "rt0.conf:9: AllowedIPs 10.0.9.0/24 is already given to the [Peer] on line 3"
+    );
+    let vx = "[Interface]\nMode = vxlan\n[Peer]\nEndpoint = 192.0.2.2:4789\nAllowedIPs = fd00::/64\n\
+              [Peer]\nEndpoint = 192.0.2.3:4789\nAllowedIPs = fd00::1/64\n";
+    assert_eq!(
+        error(vx),
+        "rt0.conf:8: AllowedIPs fd00::/64 is already given to the [Peer] on line 3"
     );
 }
 
@@ -628,11 +641,11 @@ fn bad_values_name_what_was_expected() {
     let peer_cases: &[(&str, &str)] = &[
         (
             "AllowedIPs = 10.0.0.0/8, fd00::/129",
-            "AllowedIPs = 10.0.0.0/8, fd00::/129: fd00::/129: prefix length 129 is longer than 128",
+            "AllowedIPs = 10.0.0.0/8, fd00::/129: prefix length 129 is longer than 128 for fd00::",
         ),
         (
             "AllowedIPs = 10.0.0.0/8 10.1.0.0/16",
-            "AllowedIPs = 10.0.0.0/8 10.1.0.0/16: 10.0.0.0/8 10.1.0.0/16: the prefix length is not a number",
+            "AllowedIPs = 10.0.0.0/8 10.1.0.0/16: invalid prefix length \"8 10.1.0.0/16\"",
         ),
         (
             "AllowedIPs = 10.0.0.0/8,",
@@ -712,17 +725,68 @@ fn vxlan_only_keys_are_errors_in_wireguard_mode() {
 }
 
 #[test]
-fn pin_endpoint_needs_an_endpoint() {
-    assert_eq!(
-        error(&wg_iface(&format!(
-            "[Peer]\nPublicKey = {PK_B}\nPinEndpoint = true\n"
-        ))),
-        "rt0.conf:5: PinEndpoint = true needs an Endpoint in this [Peer] to pin"
-    );
+fn pin_endpoint_without_endpoint_is_accepted() {
+    // tunnel-proto keeps the first address such a peer is heard from.
     let (config, _) = parse(&wg_iface(&format!(
-        "[Peer]\nPublicKey = {PK_B}\nPinEndpoint = false\n"
+        "[Peer]\nPublicKey = {PK_B}\nPinEndpoint = true\n[Peer]\nPublicKey = {PK_C}\nPinEndpoint = false\n"
     )));
-    assert!(!wireguard(&config).peers[0].pin_endpoint);
+    let peers = &wireguard(&config).peers;
+    assert!(peers[0].pin_endpoint && peers[0].endpoint.is_none());
+    assert!(!peers[1].pin_endpoint);
+}
+
+#[test]
+fn wireguard_config_converts_to_tunnel_proto() {
+    let (config, _) = parse(FULL_WIREGUARD);
+    let tunnel = wireguard(&config)
+        .to_tunnel_config(config.interface.mtu)
+        .unwrap();
+    assert_eq!(tunnel.private_key.to_base64(), SK_A);
+    assert_eq!(tunnel.mtu, Some(1380));
+    assert_eq!(tunnel.peers.len(), 2);
+    let b = &tunnel.peers[0];
+    assert_eq!(b.public_key.to_base64(), PK_B);
+    assert_eq!(
+        b.preshared_key
+            .as_ref()
+            .map(PresharedKey::to_base64)
+            .as_deref(),
+        Some(PSK)
+    );
+    assert_eq!(
+        b.allowed_ips,
+        prefixes(&["10.0.1.0/24", "fd00:1::/64", "192.168.1.0/24"])
+    );
+    assert_eq!(b.endpoint, Some("192.0.2.1:51820".parse().unwrap()));
+    assert_eq!(
+        b.persistent_keepalive,
+        Some(std::time::Duration::from_secs(25))
+    );
+    assert!(b.pin_endpoint);
+    let c = &tunnel.peers[1];
+    assert_eq!(c.endpoint, Some("[2001:db8::3]:4500".parse().unwrap()));
+    assert_eq!(c.persistent_keepalive, None);
+    assert!(!c.pin_endpoint);
+
+    // A host name is resolved here; one that cannot be is an error naming it.
+    let text = wg_iface(&format!(
+        "[Peer]\nPublicKey = {PK_B}\nEndpoint = localhost:9\n[Peer]\nPublicKey = {PK_C}\nEndpoint = nowhere.invalid:9\n"
+    ));
+    let (config, _) = parse(&text);
+    let wg = wireguard(&config);
+    let local = wg.peers[0].to_peer_config().unwrap();
+    assert!(
+        local
+            .endpoint
+            .is_some_and(|e| e.ip().is_loopback() && e.port() == 9),
+        "{:?}",
+        local.endpoint
+    );
+    let err = wg.to_tunnel_config(1420).unwrap_err().to_string();
+    assert!(
+        err.starts_with("cannot resolve nowhere.invalid:9: "),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,21 +1,24 @@
-//! IP prefixes (`10.0.0.1/24`, `fd00::/64`) for `Address` and `AllowedIPs`.
+//! Interface addresses with their prefix length (`Address = 10.0.0.1/24, fd00::1/64`).
+//!
+//! Unlike an AllowedIPs prefix ([`IpPrefix`](tunnel_proto::wg::IpPrefix), host bits cleared),
+//! an interface address keeps its host bits: `10.0.0.1/24` is "10.0.0.1 on a /24".
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-/// An IPv4 or IPv6 address with a prefix length. The address keeps its host bits
-/// (`Address = 10.0.0.1/24` means "10.0.0.1 on a /24"); [`IpNet::network`] clears them.
+/// An IPv4 or IPv6 address with a prefix length, host bits kept; [`InterfaceAddr::network`]
+/// clears them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IpNet {
+pub struct InterfaceAddr {
     addr: IpAddr,
     len: u8,
 }
 
-/// Why a string is not an IP prefix.
+/// Why a string is not an interface address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum PrefixError {
+pub enum AddressError {
     /// The part before `/` is not an IPv4 or IPv6 address.
     #[error("not an IPv4 or IPv6 address")]
     BadAddress,
@@ -32,12 +35,12 @@ pub enum PrefixError {
     },
 }
 
-impl IpNet {
+impl InterfaceAddr {
     /// A prefix of `len` bits over `addr`; `len` must not exceed 32 (IPv4) or 128 (IPv6).
-    pub fn new(addr: IpAddr, len: u8) -> Result<Self, PrefixError> {
+    pub fn new(addr: IpAddr, len: u8) -> Result<Self, AddressError> {
         let max = max_len(addr);
         if len > max {
-            return Err(PrefixError::TooLong {
+            return Err(AddressError::TooLong {
                 len: u32::from(len),
                 max,
             });
@@ -68,8 +71,8 @@ impl IpNet {
         self.addr.is_ipv4()
     }
 
-    /// The same prefix with the host bits cleared (`10.0.0.1/24` → `10.0.0.0/24`), which is
-    /// how WireGuard stores AllowedIPs and how a route is installed.
+    /// The same prefix with the host bits cleared (`10.0.0.1/24` → `10.0.0.0/24`): the
+    /// on-link subnet.
     pub fn network(&self) -> Self {
         let addr = match self.addr {
             IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from_bits(a.to_bits() & mask32(self.len))),
@@ -106,8 +109,8 @@ fn mask128(len: u8) -> u128 {
     u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0)
 }
 
-impl FromStr for IpNet {
-    type Err = PrefixError;
+impl FromStr for InterfaceAddr {
+    type Err = AddressError;
 
     /// `ADDR/LEN` or a bare `ADDR`, which means a host prefix (/32 or /128) as in wg-quick.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -115,25 +118,25 @@ impl FromStr for IpNet {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),
         };
-        let addr: IpAddr = addr.parse().map_err(|_| PrefixError::BadAddress)?;
+        let addr: IpAddr = addr.parse().map_err(|_| AddressError::BadAddress)?;
         let Some(len) = len else {
             return Ok(Self::host(addr));
         };
         // Digits only: `u32::from_str` would accept a leading `+`.
         if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(PrefixError::BadLength);
+            return Err(AddressError::BadLength);
         }
         let max = max_len(addr);
         match len.parse::<u32>() {
             Ok(n) if n <= u32::from(max) => Self::new(addr, n as u8),
-            Ok(n) => Err(PrefixError::TooLong { len: n, max }),
+            Ok(n) => Err(AddressError::TooLong { len: n, max }),
             // All digits but beyond u32: certainly too long.
-            Err(_) => Err(PrefixError::TooLong { len: u32::MAX, max }),
+            Err(_) => Err(AddressError::TooLong { len: u32::MAX, max }),
         }
     }
 }
 
-impl fmt::Display for IpNet {
+impl fmt::Display for InterfaceAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.len)
     }
@@ -144,7 +147,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn net(s: &str) -> IpNet {
+    fn net(s: &str) -> InterfaceAddr {
         s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
     }
 
@@ -161,31 +164,45 @@ mod tests {
     #[test]
     fn rejects_bad_prefixes_with_the_reason() {
         assert_eq!(
-            "10.0.0.1/33".parse::<IpNet>(),
-            Err(PrefixError::TooLong { len: 33, max: 32 })
+            "10.0.0.1/33".parse::<InterfaceAddr>(),
+            Err(AddressError::TooLong { len: 33, max: 32 })
         );
         assert_eq!(
-            "fd00::/129".parse::<IpNet>(),
-            Err(PrefixError::TooLong { len: 129, max: 128 })
+            "fd00::/129".parse::<InterfaceAddr>(),
+            Err(AddressError::TooLong { len: 129, max: 128 })
         );
         assert_eq!(
-            "10.0.0.1/99999999999".parse::<IpNet>(),
-            Err(PrefixError::TooLong {
+            "10.0.0.1/99999999999".parse::<InterfaceAddr>(),
+            Err(AddressError::TooLong {
                 len: u32::MAX,
                 max: 32
             })
         );
         assert_eq!(
-            "10.0.0.256/8".parse::<IpNet>(),
-            Err(PrefixError::BadAddress)
+            "10.0.0.256/8".parse::<InterfaceAddr>(),
+            Err(AddressError::BadAddress)
         );
-        assert_eq!("host/8".parse::<IpNet>(), Err(PrefixError::BadAddress));
-        assert_eq!("".parse::<IpNet>(), Err(PrefixError::BadAddress));
-        assert_eq!("10.0.0.1/".parse::<IpNet>(), Err(PrefixError::BadLength));
-        assert_eq!("10.0.0.1/+8".parse::<IpNet>(), Err(PrefixError::BadLength));
-        assert_eq!("10.0.0.1/8/8".parse::<IpNet>(), Err(PrefixError::BadLength));
         assert_eq!(
-            "10.0.0.1/33".parse::<IpNet>().map_err(|e| e.to_string()),
+            "host/8".parse::<InterfaceAddr>(),
+            Err(AddressError::BadAddress)
+        );
+        assert_eq!("".parse::<InterfaceAddr>(), Err(AddressError::BadAddress));
+        assert_eq!(
+            "10.0.0.1/".parse::<InterfaceAddr>(),
+            Err(AddressError::BadLength)
+        );
+        assert_eq!(
+            "10.0.0.1/+8".parse::<InterfaceAddr>(),
+            Err(AddressError::BadLength)
+        );
+        assert_eq!(
+            "10.0.0.1/8/8".parse::<InterfaceAddr>(),
+            Err(AddressError::BadLength)
+        );
+        assert_eq!(
+            "10.0.0.1/33"
+                .parse::<InterfaceAddr>()
+                .map_err(|e| e.to_string()),
             Err("prefix length 33 is longer than 32".to_owned())
         );
     }
@@ -214,13 +231,13 @@ mod tests {
         assert!(net("::/0").contains(IpAddr::V6(Ipv6Addr::LOCALHOST)));
     }
 
-    fn any_net() -> impl Strategy<Value = IpNet> {
+    fn any_net() -> impl Strategy<Value = InterfaceAddr> {
         prop_oneof![
-            (any::<u32>(), 0u8..=32).prop_map(|(a, l)| IpNet {
+            (any::<u32>(), 0u8..=32).prop_map(|(a, l)| InterfaceAddr {
                 addr: IpAddr::V4(Ipv4Addr::from_bits(a)),
                 len: l
             }),
-            (any::<u128>(), 0u8..=128).prop_map(|(a, l)| IpNet {
+            (any::<u128>(), 0u8..=128).prop_map(|(a, l)| InterfaceAddr {
                 addr: IpAddr::V6(Ipv6Addr::from_bits(a)),
                 len: l
             }),
@@ -230,7 +247,7 @@ mod tests {
     proptest! {
         #[test]
         fn display_then_parse_gives_the_same_prefix(n in any_net()) {
-            prop_assert_eq!(n.to_string().parse::<IpNet>(), Ok(n));
+            prop_assert_eq!(n.to_string().parse::<InterfaceAddr>(), Ok(n));
         }
 
         #[test]
@@ -242,7 +259,7 @@ mod tests {
 
         #[test]
         fn parse_never_panics(s in "\\PC{0,60}") {
-            let _ = s.parse::<IpNet>();
+            let _ = s.parse::<InterfaceAddr>();
         }
     }
 }

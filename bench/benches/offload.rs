@@ -1,0 +1,179 @@
+//! Offload primitives: GSO split of a 64 KiB TCP super-packet, GRO coalesce
+//! of a 44-segment receive batch, and the internet checksum.
+//!
+//! `cargo bench -p bench --bench offload`. Throughput is reported as packets/s
+//! (segments) and bytes/s together.
+// The fixtures are built from constants; a failure is a bug in the bench itself.
+#![allow(clippy::unwrap_used)]
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use dataplane::offload::checksum::{self, Sum};
+use dataplane::offload::{
+    CoalesceConfig, Coalescer, Framing, GsoSplit, GsoType, MAX_BATCH, VNET_HDR_LEN, VnetHeader,
+    finish_checksum,
+};
+use std::hint::black_box;
+
+const MSS: usize = 1380;
+
+/// A TCP/IPv4 super-packet as TUN hands it over: `payload` bytes, NEEDS_CSUM
+/// with the pseudo-header sum in the checksum field, ACK|PSH.
+fn tcp4_super_packet(payload: usize, gso_size: usize) -> (VnetHeader, Vec<u8>) {
+    let total = 40 + payload;
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+    p[6] = 0x40; // DF
+    p[8] = 64;
+    p[9] = checksum::IPPROTO_TCP;
+    p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+    let c = checksum::checksum(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p[20..22].copy_from_slice(&40000u16.to_be_bytes());
+    p[22..24].copy_from_slice(&5201u16.to_be_bytes());
+    p[24..28].copy_from_slice(&0x1000_0000u32.to_be_bytes());
+    p[28..32].copy_from_slice(&0x2000_0000u32.to_be_bytes());
+    p[32] = 5 << 4;
+    p[33] = 0x18; // ACK|PSH
+    p[34..36].copy_from_slice(&64240u16.to_be_bytes());
+    for (i, b) in p[40..].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(31);
+    }
+    let partial = checksum::pseudo_header_v4(
+        [10, 0, 0, 1],
+        [10, 0, 0, 2],
+        checksum::IPPROTO_TCP,
+        (total - 20) as u16,
+    )
+    .fold();
+    p[36..38].copy_from_slice(&partial.to_be_bytes());
+    let hdr = VnetHeader {
+        needs_csum: true,
+        data_valid: false,
+        gso_type: GsoType::TcpV4,
+        ecn: false,
+        hdr_len: 40,
+        gso_size: gso_size as u16,
+        csum_start: 20,
+        csum_offset: 16,
+    };
+    (hdr, p)
+}
+
+/// The segments `split` makes of a super-packet, each in its own buffer.
+fn segments(hdr: &VnetHeader, pkt: &[u8]) -> Vec<Vec<u8>> {
+    let s = GsoSplit::new(hdr, pkt, Framing::Ip).unwrap();
+    (0..s.segment_count())
+        .map(|i| {
+            let mut out = vec![0u8; s.segment_len(i).unwrap()];
+            s.write_segment(i, &mut out).unwrap();
+            out
+        })
+        .collect()
+}
+
+fn split(c: &mut Criterion) {
+    // The largest IPv4 super-packet: 65535 bytes, 48 segments at MSS 1380.
+    let (hdr, pkt) = tcp4_super_packet(65535 - 40, MSS);
+    let s = GsoSplit::new(&hdr, &pkt, Framing::Ip).unwrap();
+    let mut slots = vec![[0u8; 2048]; s.segment_count()];
+    let mut g = c.benchmark_group("offload/split");
+    g.throughput(Throughput::ElementsAndBytes {
+        elements: s.segment_count() as u64,
+        bytes: s.total_len() as u64,
+    });
+    g.bench_function("tcp4_64k_mss1380", |b| {
+        b.iter(|| {
+            let s = GsoSplit::new(black_box(&hdr), black_box(&pkt), Framing::Ip).unwrap();
+            for (i, slot) in slots.iter_mut().enumerate().take(s.segment_count()) {
+                black_box(s.write_segment(i, slot).unwrap());
+            }
+        })
+    });
+    g.finish();
+
+    // GSO NONE: the checksum finished in place (the no-copy path).
+    let (mut hdr1, mut one) = tcp4_super_packet(1460, MSS);
+    hdr1.gso_type = GsoType::None;
+    let mut g = c.benchmark_group("offload/finish_checksum");
+    g.throughput(Throughput::ElementsAndBytes {
+        elements: 1,
+        bytes: one.len() as u64,
+    });
+    g.bench_function("tcp4_1500", |b| {
+        b.iter(|| finish_checksum(black_box(&hdr1), black_box(&mut one)).unwrap())
+    });
+    g.finish();
+}
+
+fn coalesce(c: &mut Criterion) {
+    // 44 segments of one flow, as one UDP_GRO receive delivers them.
+    let (hdr, pkt) = tcp4_super_packet(44 * MSS, MSS);
+    let segs = segments(&hdr, &pkt);
+    assert_eq!(segs.len(), 44);
+    let refs: Vec<&[u8]> = segs.iter().map(Vec::as_slice).collect();
+    let bytes: usize = segs.iter().map(Vec::len).sum();
+    let mut bufs = vec![vec![0u8; VNET_HDR_LEN + 65535]; 4];
+    let mut g = c.benchmark_group("offload/coalesce");
+    g.throughput(Throughput::ElementsAndBytes {
+        elements: 44,
+        bytes: bytes as u64,
+    });
+    for verify in [true, false] {
+        let mut co = Coalescer::new(CoalesceConfig {
+            verify_checksums: verify,
+            ..CoalesceConfig::default()
+        });
+        let name = if verify {
+            "tcp4_44x1380_verified"
+        } else {
+            "tcp4_44x1380_trusted"
+        };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let w = co.coalesce(black_box(&refs), &mut bufs).unwrap();
+                assert_eq!(w.len(), 1);
+            })
+        });
+    }
+    // Four flows interleaved, 11 segments each: the flow table at work.
+    let flows: Vec<Vec<Vec<u8>>> = (0..4u8)
+        .map(|f| {
+            let (hdr, mut pkt) = tcp4_super_packet(11 * MSS, MSS);
+            pkt[21] = f; // source port
+            segments(&hdr, &pkt)
+        })
+        .collect();
+    let mixed: Vec<&[u8]> = (0..11)
+        .flat_map(|i| flows.iter().map(move |f| f[i].as_slice()))
+        .collect();
+    assert!(mixed.len() <= MAX_BATCH);
+    let mut co = Coalescer::new(CoalesceConfig::default());
+    g.bench_function("tcp4_4flows_interleaved_44x1380", |b| {
+        b.iter(|| {
+            let w = co.coalesce(black_box(&mixed), &mut bufs).unwrap();
+            assert_eq!(w.len(), 4);
+        })
+    });
+    g.finish();
+}
+
+fn internet_checksum(c: &mut Criterion) {
+    let mut g = c.benchmark_group("offload/checksum");
+    for len in [1500usize, 65536] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+        g.throughput(Throughput::ElementsAndBytes {
+            elements: 1,
+            bytes: len as u64,
+        });
+        g.bench_with_input(BenchmarkId::from_parameter(len), &data, |b, d| {
+            b.iter(|| black_box(Sum::of(black_box(d)).checksum()))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, split, coalesce, internet_checksum);
+criterion_main!(benches);

@@ -1,0 +1,69 @@
+//! What a [`Tunnel`](super::Tunnel) is built from: the interface's key and its peers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::allowed_ips::IpPrefix;
+use crate::keys::{PresharedKey, PrivateKey, PublicKey};
+
+/// Packets staged per peer while a handshake is under way (wireguard-go's
+/// QueueStagedSize).
+pub const DEFAULT_MAX_STAGED: usize = 128;
+
+/// One `[Peer]`.
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    /// The peer's static public key: its identity.
+    pub public_key: PublicKey,
+    /// Mixed into the handshake when set (post-quantum hedge, §5.2).
+    pub preshared_key: Option<PresharedKey>,
+    /// Inner addresses routed to this peer and accepted from it.
+    pub allowed_ips: Vec<IpPrefix>,
+    /// Where to send until the peer tells us otherwise.
+    pub endpoint: Option<SocketAddr>,
+    /// Send a keepalive after this much silence (`PersistentKeepalive`; None = off).
+    pub persistent_keepalive: Option<Duration>,
+    /// Keep `endpoint` even when authenticated packets arrive from elsewhere
+    /// (static site-to-site links). A pinned peer without an endpoint still
+    /// learns its first one.
+    pub pin_endpoint: bool,
+}
+
+impl PeerConfig {
+    /// A peer with only its key set.
+    pub fn new(public_key: PublicKey) -> PeerConfig {
+        PeerConfig {
+            public_key,
+            preshared_key: None,
+            allowed_ips: Vec::new(),
+            endpoint: None,
+            persistent_keepalive: None,
+            pin_endpoint: false,
+        }
+    }
+}
+
+/// An interface: its private key and peers.
+#[derive(Clone, Debug)]
+pub struct TunnelConfig {
+    /// The interface's static private key.
+    pub private_key: PrivateKey,
+    /// The peers, in order: a peer's position is its [`PeerId`](super::PeerId).
+    pub peers: Vec<PeerConfig>,
+    /// Inner MTU: padding never makes a packet longer than this (§5.4.6).
+    pub mtu: Option<u16>,
+    /// Bound of each peer's staging queue.
+    pub max_staged: usize,
+}
+
+impl TunnelConfig {
+    /// An interface with no peers yet.
+    pub fn new(private_key: PrivateKey) -> TunnelConfig {
+        TunnelConfig {
+            private_key,
+            peers: Vec::new(),
+            mtu: None,
+            max_staged: DEFAULT_MAX_STAGED,
+        }
+    }
+}

@@ -1,0 +1,508 @@
+//! The workers' view of the tunnel: an immutable snapshot of peers, sessions
+//! and AllowedIPs that seals and opens transport data in place.
+//!
+//! The control plane ([`Tunnel`](super::Tunnel)) builds a new [`DataPlane`]
+//! whenever a session starts or ends and hands it out through
+//! [`Tunnel::poll_snapshot`](super::Tunnel::poll_snapshot); workers hold it in
+//! an `Arc` swapped as a whole (arc-swap). Per-packet state that must be
+//! shared — send counters, replay windows, endpoints, activity stamps — lives
+//! in atomics behind `Arc`s that successive snapshots share, so a swap loses
+//! nothing.
+//!
+//! Hot-path costs: sealing takes one `fetch_add` on the session's counter and
+//! reads the endpoint; opening takes one hash lookup and one uncontended
+//! mutex (the replay window) after authentication. Activity stamps are
+//! written only when they move by 100 ms, flags only on state changes.
+//! Nothing allocates.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::{BitOr, BitOrAssign, Range};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use ring::aead::Aad;
+
+use super::allowed_ips::AllowedIps;
+use super::crypto::nonce;
+use super::endpoint::AtomicEndpoint;
+use super::error::EncapError;
+use super::ip::inner_header;
+use super::keypair::Keypair;
+use super::messages::{DATA_HEADER_LEN, DataHeader, TAG_LEN};
+use super::timers::{
+    KEEPALIVE_TIMEOUT, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES,
+    REKEY_AFTER_TIME, REKEY_TIMEOUT, stamp, touch,
+};
+use crate::DropReason;
+
+/// Bytes in front of the plaintext for the transport header.
+pub const HEADROOM: usize = DATA_HEADER_LEN;
+/// Bytes behind the plaintext for padding to 16 (at most 15) and the tag.
+pub const TAILROOM: usize = 15 + TAG_LEN;
+
+/// A peer, as a small index into the interface's peer list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub(crate) u16);
+
+impl PeerId {
+    /// The position of the peer in the configuration.
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// The peer at position `i` of the configuration.
+    pub const fn from_index(i: u16) -> PeerId {
+        PeerId(i)
+    }
+}
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "peer#{}", self.0)
+    }
+}
+
+/// Things the control plane must learn from a sealed or opened packet. When
+/// not empty, the worker forwards `(peer, events)` to
+/// [`Tunnel::handle_events`](super::Tunnel::handle_events); it happens at most
+/// a few times per session, not per packet.
+#[derive(Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Events(u8);
+
+impl Events {
+    /// Nothing to report.
+    pub const NONE: Events = Events(0);
+    /// A timer started (data sent without reply, or received without
+    /// answer): the control plane's next deadline moved earlier.
+    pub const TIMERS: Events = Events(1);
+    /// The session wants replacing (age or message count): start a handshake.
+    pub const REKEY: Events = Events(2);
+    /// A responder's new session saw its first packet: make it current.
+    pub const CONFIRMED: Events = Events(4);
+    /// The peer roamed: its endpoint is now the packet's source.
+    pub const ENDPOINT_CHANGED: Events = Events(8);
+
+    /// Whether there is nothing to forward.
+    #[inline]
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Whether every event in `other` is set.
+    #[inline]
+    pub const fn contains(self, other: Events) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl BitOr for Events {
+    type Output = Events;
+    fn bitor(self, rhs: Events) -> Events {
+        Events(self.0 | rhs.0)
+    }
+}
+
+impl BitOrAssign for Events {
+    fn bitor_assign(&mut self, rhs: Events) {
+        self.0 |= rhs.0;
+    }
+}
+
+impl fmt::Debug for Events {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = [
+            (Events::TIMERS, "TIMERS"),
+            (Events::REKEY, "REKEY"),
+            (Events::CONFIRMED, "CONFIRMED"),
+            (Events::ENDPOINT_CHANGED, "ENDPOINT_CHANGED"),
+        ];
+        let set: Vec<&str> = names
+            .iter()
+            .filter(|(e, _)| self.contains(*e))
+            .map(|(_, n)| *n)
+            .collect();
+        write!(f, "Events({})", set.join("|"))
+    }
+}
+
+/// A sealed transport message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sealed {
+    /// Wire length, starting at `buf[0]`.
+    pub len: usize,
+    /// Where to send it.
+    pub dst: SocketAddr,
+    /// What to forward to the control plane.
+    pub events: Events,
+}
+
+/// An opened transport message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// The peer it came from.
+    pub peer: PeerId,
+    /// The inner IP packet within `buf`, trimmed to its IP length (empty for a keepalive).
+    pub payload: Range<usize>,
+    /// An authenticated keepalive: nothing to deliver.
+    pub keepalive: bool,
+    /// What to forward to the control plane.
+    pub events: Events,
+}
+
+/// Per-peer state that outlives snapshots: endpoint and activity stamps.
+pub(crate) struct PeerShared {
+    pub(crate) endpoint: AtomicEndpoint,
+    pub(crate) pinned: bool,
+    /// Last authenticated packet sent or received (coarse), for persistent keepalive.
+    pub(crate) last_activity: AtomicU64,
+    /// When data was first sent after the last authenticated receive (0: not
+    /// waiting); a handshake starts if nothing arrives for
+    /// KEEPALIVE_TIMEOUT + REKEY_TIMEOUT (§6.2).
+    pub(crate) tx_unanswered: AtomicU64,
+    /// When data was first received after our last send (0: none); a
+    /// keepalive goes out after KEEPALIVE_TIMEOUT of silence (§6.5).
+    pub(crate) rx_unanswered: AtomicU64,
+}
+
+impl PeerShared {
+    pub(crate) fn new(endpoint: Option<SocketAddr>, pinned: bool) -> PeerShared {
+        PeerShared {
+            endpoint: AtomicEndpoint::new(endpoint),
+            pinned,
+            last_activity: AtomicU64::new(0),
+            tx_unanswered: AtomicU64::new(0),
+            rx_unanswered: AtomicU64::new(0),
+        }
+    }
+
+    /// Records an authenticated packet from `src`: roams unless pinned (a
+    /// pinned peer without endpoint still learns one). True if it changed.
+    pub(crate) fn roam(&self, src: SocketAddr) -> bool {
+        let current = self.endpoint.load();
+        if current == Some(src) || (self.pinned && current.is_some()) {
+            return false;
+        }
+        self.endpoint.store(Some(src));
+        true
+    }
+}
+
+/// A peer as a snapshot sees it.
+pub(crate) struct PeerSlot {
+    pub(crate) shared: Arc<PeerShared>,
+    pub(crate) current: Option<Arc<Keypair>>,
+}
+
+/// Receiver indices are random, but hashbrown wants well-spread high bits too.
+#[derive(Default)]
+pub(crate) struct IndexHasher(u64);
+
+impl Hasher for IndexHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.0 = u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+pub(crate) type IndexMap<V> = HashMap<u32, V, BuildHasherDefault<IndexHasher>>;
+
+/// An immutable snapshot of the tunnel for the workers. `Send + Sync`.
+pub struct DataPlane {
+    epoch: Instant,
+    generation: u64,
+    peers: Box<[PeerSlot]>,
+    by_index: IndexMap<Arc<Keypair>>,
+    allowed: Arc<AllowedIps>,
+    mtu: Option<usize>,
+}
+
+impl fmt::Debug for DataPlane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataPlane")
+            .field("generation", &self.generation)
+            .field("peers", &self.peers.len())
+            .field("sessions", &self.by_index.len())
+            .field("allowed_ips", &self.allowed.len())
+            .finish()
+    }
+}
+
+fn round16(n: usize) -> usize {
+    n.div_ceil(16) * 16
+}
+
+impl DataPlane {
+    pub(crate) fn new(
+        epoch: Instant,
+        generation: u64,
+        peers: Vec<PeerSlot>,
+        sessions: impl IntoIterator<Item = Arc<Keypair>>,
+        allowed: Arc<AllowedIps>,
+        mtu: Option<usize>,
+    ) -> DataPlane {
+        let by_index = sessions.into_iter().map(|k| (k.local_index, k)).collect();
+        DataPlane {
+            epoch,
+            generation,
+            peers: peers.into(),
+            by_index,
+            allowed,
+            mtu,
+        }
+    }
+
+    /// Increases with every snapshot a tunnel publishes.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Number of peers.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// The peer's current endpoint.
+    pub fn endpoint(&self, peer: PeerId) -> Option<SocketAddr> {
+        self.peers.get(peer.index())?.shared.endpoint.load()
+    }
+
+    /// The peer whose AllowedIPs hold `dst` (longest prefix).
+    #[inline]
+    pub fn route(&self, dst: IpAddr) -> Option<PeerId> {
+        self.allowed.lookup(dst)
+    }
+
+    /// The wire length of a sealed payload of `payload_len` bytes: padded to
+    /// 16 (but not beyond the MTU, §5.4.6), plus header and tag.
+    #[inline]
+    pub fn sealed_len(&self, payload_len: usize) -> usize {
+        let padded = match self.mtu {
+            Some(mtu) => round16(payload_len).min(mtu.max(payload_len)),
+            None => round16(payload_len),
+        };
+        HEADROOM + padded + TAG_LEN
+    }
+
+    /// Seals the plaintext at `buf[HEADROOM..HEADROOM + payload_len]` for
+    /// `peer` in place: pads it, encrypts it, writes the transport header in
+    /// front and the tag behind. `payload_len == 0` is a keepalive.
+    ///
+    /// On [`EncapError::NoSession`] or [`EncapError::CounterExhausted`] hand
+    /// the packet to [`Tunnel::stage`](super::Tunnel::stage).
+    #[inline]
+    pub fn encapsulate(
+        &self,
+        peer: PeerId,
+        now: Instant,
+        buf: &mut [u8],
+        payload_len: usize,
+    ) -> Result<Sealed, EncapError> {
+        let slot = self
+            .peers
+            .get(peer.index())
+            .ok_or(EncapError::UnknownPeer)?;
+        let kp = slot.current.as_ref().ok_or(EncapError::NoSession)?;
+        if now.saturating_duration_since(kp.created) >= REJECT_AFTER_TIME {
+            return Err(EncapError::NoSession);
+        }
+        let dst = slot.shared.endpoint.load().ok_or(EncapError::NoEndpoint)?;
+        let len = self.sealed_len(payload_len);
+        if buf.len() < len {
+            return Err(EncapError::BufferTooSmall {
+                need: len,
+                have: buf.len(),
+            });
+        }
+        let counter = kp.next_send_counter();
+        if counter >= REJECT_AFTER_MESSAGES {
+            return Err(EncapError::CounterExhausted);
+        }
+        let body_end = len - TAG_LEN;
+        buf[HEADROOM + payload_len..body_end].fill(0);
+        let Ok(tag) = kp.send_key().seal_in_place_separate_tag(
+            nonce(counter),
+            Aad::empty(),
+            &mut buf[HEADROOM..body_end],
+        ) else {
+            // ring refuses only inputs beyond 256 GiB.
+            return Err(EncapError::BufferTooSmall {
+                need: len,
+                have: buf.len(),
+            });
+        };
+        buf[body_end..len].copy_from_slice(tag.as_ref());
+        buf[..HEADROOM].copy_from_slice(
+            &DataHeader {
+                receiver_index: kp.remote_index,
+                counter,
+            }
+            .emit(),
+        );
+
+        let mut events = Events::NONE;
+        let shared = &slot.shared;
+        let t = stamp(self.epoch, now);
+        touch(&shared.last_activity, t);
+        if shared.rx_unanswered.load(Ordering::Relaxed) != 0 {
+            shared.rx_unanswered.store(0, Ordering::Relaxed);
+        }
+        if payload_len > 0
+            && shared.tx_unanswered.load(Ordering::Relaxed) == 0
+            && shared
+                .tx_unanswered
+                .compare_exchange(0, t, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            events |= Events::TIMERS;
+        }
+        // §6.2: rekey after REKEY_AFTER_MESSAGES, or REKEY_AFTER_TIME for the initiator.
+        let stale = counter >= REKEY_AFTER_MESSAGES
+            || (kp.initiator && now.saturating_duration_since(kp.created) >= REKEY_AFTER_TIME);
+        if stale && kp.request_rekey() {
+            events |= Events::REKEY;
+        }
+        Ok(Sealed { len, dst, events })
+    }
+
+    /// Opens a transport message (type 4) in place. On success the inner
+    /// packet is `buf[opened.payload]`, authenticated, fresh, from a source
+    /// the peer may use.
+    #[inline]
+    pub fn decapsulate(
+        &self,
+        now: Instant,
+        src: SocketAddr,
+        buf: &mut [u8],
+    ) -> Result<Opened, DropReason> {
+        let header = DataHeader::parse(buf)?;
+        let kp = self
+            .by_index
+            .get(&header.receiver_index)
+            .ok_or(DropReason::UnknownIndex)?;
+        let age = now.saturating_duration_since(kp.created);
+        if age >= REJECT_AFTER_TIME || header.counter >= REJECT_AFTER_MESSAGES {
+            return Err(DropReason::Expired);
+        }
+        kp.precheck(header.counter)
+            .map_err(|_| DropReason::Replay)?;
+        let plain_len = kp
+            .recv_key()
+            .open_in_place(nonce(header.counter), Aad::empty(), &mut buf[HEADROOM..])
+            .map_err(|_| DropReason::AuthFailed)?
+            .len();
+        kp.accept(header.counter).map_err(|_| DropReason::Replay)?;
+
+        // Authenticated and fresh: this counts as hearing from the peer,
+        // whatever the inner packet turns out to be.
+        let Some(slot) = self.peers.get(kp.peer.index()) else {
+            return Err(DropReason::UnknownIndex);
+        };
+        let shared = &slot.shared;
+        let t = stamp(self.epoch, now);
+        touch(&shared.last_activity, t);
+        if shared.tx_unanswered.load(Ordering::Relaxed) != 0 {
+            shared.tx_unanswered.store(0, Ordering::Relaxed);
+        }
+        let mut events = Events::NONE;
+        if shared.roam(src) {
+            events |= Events::ENDPOINT_CHANGED;
+        }
+
+        let payload = if plain_len == 0 {
+            HEADROOM..HEADROOM
+        } else {
+            let inner =
+                inner_header(&buf[HEADROOM..HEADROOM + plain_len]).ok_or(DropReason::Malformed)?;
+            if self.allowed.lookup(inner.src) != Some(kp.peer) {
+                return Err(DropReason::DisallowedSource);
+            }
+            if shared.rx_unanswered.load(Ordering::Relaxed) == 0
+                && shared
+                    .rx_unanswered
+                    .compare_exchange(0, t, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                events |= Events::TIMERS;
+            }
+            HEADROOM..HEADROOM + inner.total_len
+        };
+        // One-shot flags are taken only for packets that are delivered, so a
+        // rejected inner packet cannot swallow them.
+        if kp.confirm() {
+            events |= Events::CONFIRMED;
+        }
+        // §6.2: an initiator that only receives rekeys before the session dies.
+        if kp.initiator
+            && age >= REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
+            && kp.request_rekey()
+        {
+            events |= Events::REKEY;
+        }
+        Ok(Opened {
+            peer: kp.peer,
+            keepalive: payload.is_empty(),
+            payload,
+            events,
+        })
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn snapshot_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<DataPlane>();
+        assert_send_sync::<Arc<DataPlane>>();
+    }
+
+    #[test]
+    fn events_combine_and_print() {
+        let e = Events::TIMERS | Events::REKEY;
+        assert!(e.contains(Events::REKEY));
+        assert!(!e.contains(Events::CONFIRMED));
+        assert!(Events::NONE.is_empty());
+        assert_eq!(format!("{e:?}"), "Events(TIMERS|REKEY)");
+    }
+
+    #[test]
+    fn padding_is_to_16_but_not_beyond_the_mtu() {
+        let dp = DataPlane::new(
+            Instant::now(),
+            0,
+            Vec::new(),
+            [],
+            Arc::new(AllowedIps::empty()),
+            Some(1420),
+        );
+        assert_eq!(dp.sealed_len(0), 32);
+        assert_eq!(dp.sealed_len(1), 48);
+        assert_eq!(dp.sealed_len(16), 48);
+        assert_eq!(dp.sealed_len(1419), 32 + 1420);
+        assert_eq!(dp.sealed_len(1420), 32 + 1420);
+        assert_eq!(dp.sealed_len(1500), 32 + 1500);
+        let dp = DataPlane::new(
+            Instant::now(),
+            0,
+            Vec::new(),
+            [],
+            Arc::new(AllowedIps::empty()),
+            None,
+        );
+        assert_eq!(dp.sealed_len(1420), 32 + 1424);
+        assert!(dp.sealed_len(8192) <= HEADROOM + 8192 + TAILROOM);
+    }
+}

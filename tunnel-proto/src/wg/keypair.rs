@@ -1,0 +1,146 @@
+//! One session's transport keys and counters (whitepaper §5.4.6), shared by
+//! the control plane and every worker through an `Arc`.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::Instant;
+
+use ring::aead::LessSafeKey;
+
+use super::PeerId;
+use super::crypto::chacha_key;
+use super::handshake::SessionKeys;
+use super::replay::{ReplayError, ReplayWindow};
+
+/// Keeps the send counter, which every sealing worker increments, off the
+/// cache line of the read-mostly fields.
+#[repr(align(64))]
+#[derive(Default)]
+struct Padded<T>(T);
+
+/// How far the lock-free replay hint may trail the window.
+const RX_HINT_STEP: u64 = 512;
+
+const REKEY_REQUESTED: u8 = 1;
+const AWAITING_CONFIRMATION: u8 = 2;
+
+/// A session: keys, indices, send counter, replay window.
+pub(crate) struct Keypair {
+    pub(crate) peer: PeerId,
+    /// Our index: the receiver index of the packets the peer sends us.
+    pub(crate) local_index: u32,
+    /// The peer's index: the receiver index of the packets we send.
+    pub(crate) remote_index: u32,
+    pub(crate) created: Instant,
+    pub(crate) initiator: bool,
+    send: LessSafeKey,
+    recv: LessSafeKey,
+    flags: AtomicU8,
+    /// Highest received counter + 1, for the lock-free too-old check before decryption.
+    rx_next: AtomicU64,
+    replay: Mutex<ReplayWindow>,
+    send_counter: Padded<AtomicU64>,
+}
+
+impl Keypair {
+    pub(crate) fn new(
+        peer: PeerId,
+        keys: &SessionKeys,
+        local_index: u32,
+        remote_index: u32,
+        created: Instant,
+        initiator: bool,
+    ) -> Keypair {
+        Keypair {
+            peer,
+            local_index,
+            remote_index,
+            created,
+            initiator,
+            send: chacha_key(&keys.send),
+            recv: chacha_key(&keys.recv),
+            // A responder's session is used for sending only once the
+            // initiator's first packet proves it has the keys (§5.4.6).
+            flags: AtomicU8::new(if initiator { 0 } else { AWAITING_CONFIRMATION }),
+            rx_next: AtomicU64::new(0),
+            replay: Mutex::new(ReplayWindow::new()),
+            send_counter: Padded(AtomicU64::new(0)),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn send_key(&self) -> &LessSafeKey {
+        &self.send
+    }
+
+    #[inline]
+    pub(crate) fn recv_key(&self) -> &LessSafeKey {
+        &self.recv
+    }
+
+    /// Takes the next send counter; several workers may race, each gets its own.
+    #[inline]
+    pub(crate) fn next_send_counter(&self) -> u64 {
+        self.send_counter.0.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counters handed out so far.
+    pub(crate) fn sent(&self) -> u64 {
+        self.send_counter.0.load(Ordering::Relaxed)
+    }
+
+    /// True exactly once per session: the caller reports the rekey.
+    #[inline]
+    pub(crate) fn request_rekey(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & REKEY_REQUESTED == 0
+            && self.flags.fetch_or(REKEY_REQUESTED, Ordering::Relaxed) & REKEY_REQUESTED == 0
+    }
+
+    /// True exactly once for a responder's session, on its first authenticated packet.
+    #[inline]
+    pub(crate) fn confirm(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & AWAITING_CONFIRMATION != 0
+            && self
+                .flags
+                .fetch_and(!AWAITING_CONFIRMATION, Ordering::Relaxed)
+                & AWAITING_CONFIRMATION
+                != 0
+    }
+
+    /// Whether a responder's session has seen its first packet (always true for an initiator's).
+    pub(crate) fn is_confirmed(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & AWAITING_CONFIRMATION == 0
+    }
+
+    /// Before decryption: refuse counters older than the window without a lock.
+    #[inline]
+    pub(crate) fn precheck(&self, counter: u64) -> Result<(), ReplayError> {
+        if ReplayWindow::too_old(self.rx_next.load(Ordering::Relaxed), counter) {
+            return Err(ReplayError::TooOld(counter));
+        }
+        Ok(())
+    }
+
+    /// After authentication: record the counter (one uncontended lock per packet).
+    #[inline]
+    pub(crate) fn accept(&self, counter: u64) -> Result<(), ReplayError> {
+        let mut w = self
+            .replay
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        w.update(counter)?;
+        let next = w.next();
+        drop(w);
+        // The hint may lag: the check under the lock is the exact one. Moving
+        // it only every few hundred counters keeps this line mostly read-only.
+        if next
+            >= self
+                .rx_next
+                .load(Ordering::Relaxed)
+                .saturating_add(RX_HINT_STEP)
+        {
+            self.rx_next.fetch_max(next, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
