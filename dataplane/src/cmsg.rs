@@ -101,7 +101,11 @@ fn put(buf: &mut [u8], at: usize, level: i32, ty: i32, data: &[u8]) -> usize {
 /// Fills `buf` with the control messages for one send: the source address
 /// (so replies leave from the address the peer used) and the GSO segment
 /// size. Returns the control length to put in `msg_controllen`.
-pub fn build_send(buf: &mut [u8; SEND_CONTROL_LEN], src: Option<IpAddr>, segment: Option<u16>) -> usize {
+pub fn build_send(
+    buf: &mut [u8; SEND_CONTROL_LEN],
+    src: Option<IpAddr>,
+    segment: Option<u16>,
+) -> usize {
     let mut at = 0;
     match src {
         Some(IpAddr::V4(a)) => {
@@ -117,7 +121,13 @@ pub fn build_send(buf: &mut [u8; SEND_CONTROL_LEN], src: Option<IpAddr>, segment
         None => {}
     }
     if let Some(seg) = segment {
-        at += put(buf, at, libc::SOL_UDP, libc::UDP_SEGMENT, &seg.to_ne_bytes());
+        at += put(
+            buf,
+            at,
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            &seg.to_ne_bytes(),
+        );
     }
     at
 }
@@ -157,7 +167,10 @@ impl RawAddr {
                     },
                     sin_zero: [0; 8],
                 };
-                (raw, std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t)
+                (
+                    raw,
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
             }
             SocketAddr::V6(a) => {
                 raw.v6 = libc::sockaddr_in6 {
@@ -169,7 +182,10 @@ impl RawAddr {
                     },
                     sin6_scope_id: a.scope_id(),
                 };
-                (raw, std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t)
+                (
+                    raw,
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
             }
         }
     }
@@ -207,7 +223,11 @@ impl RawAddr {
         let n = bytes.len().min(std::mem::size_of::<RawAddr>());
         // SAFETY: copying at most size_of::<RawAddr>() bytes into a POD union.
         unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&mut raw as *mut RawAddr).cast::<u8>(), n);
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                (&mut raw as *mut RawAddr).cast::<u8>(),
+                n,
+            );
         }
         raw.to_socket_addr()
     }
@@ -246,8 +266,20 @@ mod tests {
         pk[..4].copy_from_slice(&7u32.to_ne_bytes());
         pk[8..12].copy_from_slice(&[10, 0, 0, 2]);
         at += put(&mut buf, at, libc::IPPROTO_IP, libc::IP_PKTINFO, &pk);
-        at += put(&mut buf, at, libc::SOL_UDP, libc::UDP_GRO, &1452i32.to_ne_bytes());
-        at += put(&mut buf, at, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, &3u32.to_ne_bytes());
+        at += put(
+            &mut buf,
+            at,
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            &1452i32.to_ne_bytes(),
+        );
+        at += put(
+            &mut buf,
+            at,
+            libc::SOL_SOCKET,
+            libc::SO_RXQ_OVFL,
+            &3u32.to_ne_bytes(),
+        );
         let info = parse_recv(&buf[..at]);
         assert_eq!(info.local, Some("10.0.0.2".parse().unwrap()));
         assert_eq!(info.ifindex, 7);

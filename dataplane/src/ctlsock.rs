@@ -158,7 +158,10 @@ fn connect(iface: &str) -> Result<UnixStream, CtlError> {
     let addr = SocketAddr::from_abstract_name(socket_name(iface).as_bytes()).map_err(io)?;
     match UnixStream::connect_addr(&addr) {
         Ok(s) => Ok(s),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused || e.kind() == io::ErrorKind::NotFound => {
+        Err(e)
+            if e.kind() == io::ErrorKind::ConnectionRefused
+                || e.kind() == io::ErrorKind::NotFound =>
+        {
             Err(CtlError::NotRunning {
                 iface: iface.to_string(),
             })
@@ -173,7 +176,8 @@ fn request(iface: &str, req: &str) -> Result<String, CtlError> {
         source,
     };
     let mut s = connect(iface)?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(io)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(io)?;
     s.write_all(format!("{req}\n").as_bytes()).map_err(io)?;
     let mut out = String::new();
     s.take(MAX_ANSWER).read_to_string(&mut out).map_err(io)?;

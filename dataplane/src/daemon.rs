@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use tunnel_proto::DropReason;
 
-use crate::config::{self, Config, IpNet, ModeConfig, Table, Workers};
+use crate::config::{self, Config, InterfaceAddr, ModeConfig, Table, Workers};
 use crate::control::{ControlPlane, ControlSetup, Outbox, StopCause};
 use crate::counters::WorkerCounters;
 use crate::handoff::{ControlLink, EventFd};
@@ -22,6 +22,8 @@ use crate::status::{InterfaceStatus, PeerStatus};
 use crate::tun::{Device, DeviceKind, Offloads};
 use crate::udp::{self, SocketOptions};
 use crate::vxlan_mode::VxlanMode;
+use crate::wg_mode::WgMode;
+use crate::wg_plane::WgPlane;
 use crate::worker::{self, WorkerSetup};
 
 /// Options of `ringtun up`.
@@ -38,9 +40,8 @@ pub struct UpOptions {
 }
 
 /// Offloads asked of the device when `Offload = on`.
-pub const WANTED_OFFLOADS: Offloads = Offloads(
-    Offloads::CSUM | Offloads::TSO4 | Offloads::TSO6 | Offloads::USO4 | Offloads::USO6,
-);
+pub const WANTED_OFFLOADS: Offloads =
+    Offloads(Offloads::CSUM | Offloads::TSO4 | Offloads::TSO6 | Offloads::USO4 | Offloads::USO6);
 
 /// Whether the GSO split and GRO coalesce paths are wired into the
 /// workers; until then the device is opened without a virtio-net header.
@@ -50,7 +51,7 @@ const OFFLOAD_PATHS_READY: bool = true;
 struct Common {
     name: String,
     mtu: u32,
-    addresses: Vec<IpNet>,
+    addresses: Vec<InterfaceAddr>,
     table: Table,
     workers: usize,
     offload: bool,
@@ -66,7 +67,11 @@ fn worker_count(cfg: Workers, over: Option<usize>) -> usize {
         Workers::Auto => core_affinity::get_core_ids()
             .map(|c| c.len())
             .filter(|&n| n > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            }),
     }
 }
 
@@ -109,7 +114,7 @@ pub fn up(opts: &UpOptions) -> Result<()> {
                         .resolve()
                         .with_context(|| format!("peer at line {}", p.line))?,
                 );
-                routes.extend(p.allowed_ips.iter().copied());
+                routes.extend(p.allowed_ips.iter().map(|a| (a.addr(), a.prefix_len())));
             }
             let plane = VxlanPlane {
                 vteps: vteps.clone(),
@@ -125,10 +130,37 @@ pub fn up(opts: &UpOptions) -> Result<()> {
                 &routes,
                 v.bridge.as_ref().map(|b| b.as_str().to_string()),
                 None,
+                Arc::new(LocalAddrTable::new(peers)),
             )
         }
-        ModeConfig::WireGuard(_) => {
-            bail!("wireguard mode is not wired into the daemon yet")
+        ModeConfig::WireGuard(w) => {
+            let tcfg = w.to_tunnel_config(common.mtu)?;
+            let pin: Vec<bool> = w.peers.iter().map(|p| p.pin_endpoint).collect();
+            let routes: Vec<(IpAddr, u8)> = w
+                .peers
+                .iter()
+                .flat_map(|p| p.allowed_ips.iter().map(|a| (a.addr(), a.prefix_len())))
+                .collect();
+            let peers = tcfg.peers.len();
+            let now = std::time::Instant::now();
+            let tunnel = tunnel_proto::wg::Tunnel::new(tcfg, now, std::time::SystemTime::now())
+                .map_err(anyhow::Error::new)
+                .with_context(|| format!("{}: building the tunnel", opts.config.display()))?;
+            let public_key = tunnel.public_key().to_base64();
+            let mode = Arc::new(WgMode::new(tunnel.snapshot()));
+            let local_addrs = Arc::new(LocalAddrTable::new(peers));
+            let plane = WgPlane::new(tunnel, mode.clone(), local_addrs.clone(), pin);
+            run(
+                &common,
+                DeviceKind::Tun,
+                mode,
+                plane,
+                peers,
+                &routes,
+                None,
+                Some(public_key),
+                local_addrs,
+            )
         }
     }
 }
@@ -167,7 +199,13 @@ impl ControlPlane for VxlanPlane {
         _out: &Outbox,
     ) {
     }
-    fn on_timeout(&mut self, _now: std::time::Instant, _wall: std::time::SystemTime, _out: &Outbox) {}
+    fn on_timeout(
+        &mut self,
+        _now: std::time::Instant,
+        _wall: std::time::SystemTime,
+        _out: &Outbox,
+    ) {
+    }
     fn next_timeout(&self) -> Option<std::time::Instant> {
         None
     }
@@ -188,8 +226,61 @@ impl ControlPlane for VxlanPlane {
     }
 }
 
-/// TEMP: netctl not landed yet.
-fn configure_device(_name: &str, _c: &Common, _routes: &[IpNet], _bridge: Option<&str>) -> Result<()> {
+/// Addresses, MTU, bridge, link up and routes, through netlink.
+fn configure_device(
+    name: &str,
+    c: &Common,
+    routes: &[(IpAddr, u8)],
+    bridge: Option<&str>,
+) -> Result<()> {
+    let nl = netctl::Netlink::current().context("opening netlink")?;
+    nl.set_mtu(name, c.mtu)
+        .with_context(|| format!("setting MTU {} on {name}", c.mtu))?;
+    for a in &c.addresses {
+        let p = netctl::IpPrefix::new(a.addr(), a.prefix_len())?;
+        nl.addr_add_with(name, p, netctl::AddrOptions { nodad: true })
+            .with_context(|| format!("adding address {a} to {name}"))?;
+    }
+    if let Some(br) = bridge {
+        nl.set_master(name, br)
+            .with_context(|| format!("enslaving {name} to bridge {br}"))?;
+    }
+    nl.link_set_up(name)
+        .with_context(|| format!("setting {name} up"))?;
+    if c.table == Table::Off {
+        return Ok(());
+    }
+    for &(addr, len) in routes {
+        let dest = netctl::IpPrefix::new(addr, len)?.network();
+        if len == 0 {
+            tracing::warn!(route = %dest, "not adding a default route through {name}: set Table = off and route it yourself");
+            continue;
+        }
+        // The kernel already routes an address's own prefix to the device.
+        let connected = c.addresses.iter().any(|a| {
+            netctl::IpPrefix::new(a.addr(), a.prefix_len())
+                .map(|p| p.network() == dest)
+                .unwrap_or(false)
+        });
+        if connected {
+            continue;
+        }
+        let mut route = netctl::Route::to(dest).dev(name);
+        if let Table::Id(t) = c.table {
+            route.table = Some(t);
+        }
+        match nl.route_add(&route) {
+            Ok(()) => {}
+            Err(e) if e.errno() == Some(nix::errno::Errno::EEXIST) => {
+                tracing::warn!(route = %dest, "a route exists already; leaving it");
+            }
+            Err(e) => {
+                return Err(
+                    anyhow::Error::new(e).context(format!("adding route {dest} dev {name}"))
+                );
+            }
+        }
+    }
     Ok(())
 }
 
@@ -200,9 +291,10 @@ fn run<M: Mode, P: ControlPlane>(
     mode: Arc<M>,
     plane: P,
     peers: usize,
-    routes: &[IpNet],
+    routes: &[(IpAddr, u8)],
     bridge: Option<String>,
     public_key: Option<String>,
+    local_addrs: Arc<LocalAddrTable>,
 ) -> Result<()> {
     // The control socket first: it is the lock that keeps a second
     // instance from attaching queues to a running instance's device.
@@ -210,7 +302,11 @@ fn run<M: Mode, P: ControlPlane>(
         .with_context(|| format!("binding the control socket for {}", c.name))?;
 
     let vnet = c.offload && OFFLOAD_PATHS_READY;
-    let want = if vnet { WANTED_OFFLOADS } else { Offloads::NONE };
+    let want = if vnet {
+        WANTED_OFFLOADS
+    } else {
+        Offloads::NONE
+    };
     let device = Device::open(&c.name, kind, c.workers, vnet, want)?;
     let gso_gro = c.offload;
     let (sockets, port) = udp::open_worker_sockets(
@@ -224,7 +320,6 @@ fn run<M: Mode, P: ControlPlane>(
 
     let (link, rx, control_wake) = ControlLink::new().context("eventfd")?;
     let stop = Arc::new(AtomicBool::new(false));
-    let local_addrs = Arc::new(LocalAddrTable::new(peers));
     let outbox = Outbox::new(
         sockets[0].v4.try_clone().context("dup socket")?,
         sockets[0]
@@ -243,7 +338,12 @@ fn run<M: Mode, P: ControlPlane>(
     }
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let mut offloads: Vec<String> = device.offloads.names().iter().map(|s| s.to_string()).collect();
+    let mut offloads: Vec<String> = device
+        .offloads
+        .names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     if gso_gro {
         offloads.push("udp-gso".into());
         offloads.push("udp-gro".into());

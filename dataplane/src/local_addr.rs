@@ -33,7 +33,9 @@ impl LocalAddrTable {
     /// A table for `peers` peers, all unknown.
     pub fn new(peers: usize) -> LocalAddrTable {
         LocalAddrTable {
-            cells: (0..peers).map(|_| CachePadded::new(Cell::default())).collect(),
+            cells: (0..peers)
+                .map(|_| CachePadded::new(Cell::default()))
+                .collect(),
         }
     }
 
@@ -67,7 +69,9 @@ impl LocalAddrTable {
             }
             return match family {
                 V4 => Some(IpAddr::V4(Ipv4Addr::from(lo as u32))),
-                V6 => Some(IpAddr::V6(Ipv6Addr::from((u128::from(hi) << 64) | u128::from(lo)))),
+                V6 => Some(IpAddr::V6(Ipv6Addr::from(
+                    (u128::from(hi) << 64) | u128::from(lo),
+                ))),
                 _ => None,
             };
         }
@@ -137,7 +141,10 @@ mod tests {
             .collect();
         for _ in 0..20_000 {
             let got = t.get(0);
-            assert!(got.is_none() || got == Some(a) || got == Some(b), "torn read {got:?}");
+            assert!(
+                got.is_none() || got == Some(a) || got == Some(b),
+                "torn read {got:?}"
+            );
         }
         for w in writers {
             w.join().unwrap();

@@ -124,7 +124,8 @@ fn run(cmd: Command) -> Result<()> {
                 .take(1024)
                 .read_to_string(&mut input)
                 .context("reading the private key from stdin")?;
-            let key = PrivateKey::from_base64(input.trim()).context("Key is not the correct length or format")?;
+            let key = PrivateKey::from_base64(input.trim())
+                .context("Key is not the correct length or format")?;
             print_line(&key.public_key().to_base64())
         }
     }

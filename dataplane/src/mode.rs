@@ -26,6 +26,8 @@ pub struct Sealed {
     pub len: usize,
     /// Destination (for `Route::Flood`: unused, the worker asks `flood_targets`).
     pub dst: SocketAddr,
+    /// Something the control thread must hear about.
+    pub event: Option<ControlEvent>,
 }
 
 /// Why a packet could not be sealed.
@@ -38,15 +40,23 @@ pub enum SealError {
     Drop(DropReason),
 }
 
-/// What the control thread must hear about after a packet was opened.
+/// What the control thread must hear about after a packet was sealed or
+/// opened: WireGuard's session events for one peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ControlEvent {
-    /// A receive authenticated with a session the control plane should
-    /// promote or note (responder's first data packet, endpoint change).
-    SessionActivity {
-        /// Peer index.
-        peer: u16,
-    },
+pub struct ControlEvent {
+    /// Peer index.
+    pub peer: u16,
+    /// What happened.
+    pub events: tunnel_proto::wg::Events,
+}
+
+impl ControlEvent {
+    /// Only a timer moved: the worker may forward these at a bounded rate
+    /// (they fire on every turnaround of a busy flow), because the control
+    /// thread re-reads the timer state shortly after each one it gets.
+    pub fn timers_only(&self) -> bool {
+        self.events == tunnel_proto::wg::Events::TIMERS
+    }
 }
 
 /// What became of one received datagram.

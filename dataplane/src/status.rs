@@ -77,7 +77,11 @@ impl InterfaceStatus {
     /// Human-readable layout, close to `wg show`.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "interface: {} ({} mode, pid {})", self.interface, self.mode, self.pid);
+        let _ = writeln!(
+            s,
+            "interface: {} ({} mode, pid {})",
+            self.interface, self.mode, self.pid
+        );
         if let Some(pk) = &self.public_key {
             let _ = writeln!(s, "  public key: {pk}");
         }
@@ -108,7 +112,11 @@ impl InterfaceStatus {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_secs())
                     .unwrap_or(0);
-                let _ = writeln!(s, "  latest handshake: {} seconds ago", now.saturating_sub(t));
+                let _ = writeln!(
+                    s,
+                    "  latest handshake: {} seconds ago",
+                    now.saturating_sub(t)
+                );
             }
             let _ = writeln!(
                 s,
@@ -138,7 +146,14 @@ impl InterfaceStatus {
         let _ = writeln!(
             s,
             "{:<7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}",
-            "worker", "dev reads", "gso reads", "udp sends", "udp tx", "udp rx", "dev writes", "batches"
+            "worker",
+            "dev reads",
+            "gso reads",
+            "udp sends",
+            "udp tx",
+            "udp rx",
+            "dev writes",
+            "batches"
         );
         for (i, w) in self.workers.iter().enumerate() {
             let _ = writeln!(
@@ -198,7 +213,10 @@ mod tests {
         assert!(text.contains("endpoint: 10.0.0.2:51820"));
         assert!(text.contains("2.00 KiB received"));
         assert!(text.contains("malformed"));
-        assert!(!text.contains("replay"), "zero drops are not listed:\n{text}");
+        assert!(
+            !text.contains("replay"),
+            "zero drops are not listed:\n{text}"
+        );
         assert_eq!(st.drop_count("malformed"), 3);
     }
 }

@@ -95,7 +95,11 @@ fn setsockopt_int(fd: &impl AsRawFd, level: i32, name: i32, value: i32) -> io::R
 }
 
 fn one_socket(domain: Domain, port: u16, gro: bool) -> Result<Socket, UdpError> {
-    let family = if domain == Domain::IPV4 { "IPv4" } else { "IPv6" };
+    let family = if domain == Domain::IPV4 {
+        "IPv4"
+    } else {
+        "IPv6"
+    };
     let opt = |option: &'static str| {
         move |source: io::Error| UdpError::Option {
             option,
@@ -103,8 +107,12 @@ fn one_socket(domain: Domain, port: u16, gro: bool) -> Result<Socket, UdpError> 
             source,
         }
     };
-    let sock = Socket::new(domain, Type::DGRAM.nonblocking().cloexec(), Some(Protocol::UDP))
-        .map_err(|source| UdpError::Create { family, source })?;
+    let sock = Socket::new(
+        domain,
+        Type::DGRAM.nonblocking().cloexec(),
+        Some(Protocol::UDP),
+    )
+    .map_err(|source| UdpError::Create { family, source })?;
     sock.set_reuse_port(true).map_err(opt("SO_REUSEPORT"))?;
     if domain == Domain::IPV6 {
         sock.set_only_v6(true).map_err(opt("IPV6_V6ONLY"))?;
@@ -203,14 +211,8 @@ mod tests {
 
     #[test]
     fn workers_share_one_port() {
-        let (socks, port) = open_worker_sockets(
-            2,
-            SocketOptions {
-                port: 0,
-                gro: true,
-            },
-        )
-        .expect("loopback sockets");
+        let (socks, port) =
+            open_worker_sockets(2, SocketOptions { port: 0, gro: true }).expect("loopback sockets");
         assert_ne!(port, 0);
         assert_eq!(socks.len(), 2);
         for s in &socks {

@@ -90,7 +90,10 @@ impl Mode for VxlanMode {
                 .vteps
                 .get(usize::from(p))
                 .ok_or(SealError::Drop(DropReason::NoRoute))?,
-            Route::Flood => *self.vteps.first().ok_or(SealError::Drop(DropReason::NoRoute))?,
+            Route::Flood => *self
+                .vteps
+                .first()
+                .ok_or(SealError::Drop(DropReason::NoRoute))?,
             Route::Drop(r) => return Err(SealError::Drop(r)),
         };
         let mut pkt = vxlan::Packet::new_checked(&mut buf[..vxlan::HEADER_LEN + len])
@@ -99,6 +102,7 @@ impl Mode for VxlanMode {
         Ok(Sealed {
             len: vxlan::HEADER_LEN + len,
             dst,
+            event: None,
         })
     }
 

@@ -24,11 +24,11 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use tunnel_proto::DropReason;
 
 use crate::bufring::BufRing;
-use crate::cmsg::{self, RawAddr, RECV_CONTROL_LEN, SEND_CONTROL_LEN};
+use crate::cmsg::{self, RECV_CONTROL_LEN, RawAddr, SEND_CONTROL_LEN};
 use crate::counters::WorkerCounters;
 use crate::handoff::{ControlLink, EventFd, MAX_HANDSHAKE_LEN, ToControl};
 use crate::local_addr::LocalAddrTable;
-use crate::mode::{Inbound, Mode, Route, SealError};
+use crate::mode::{ControlEvent, Inbound, Mode, Route, SealError};
 use crate::offload::{
     CoalesceConfig, Coalescer, Framing, GsoSplit, GsoType, VnetHeader, Write, finish_checksum,
 };
@@ -57,6 +57,8 @@ pub const MAX_GRO_SEGMENTS: usize = 64;
 /// Largest UDP payload one GSO send may carry (the stack's 64 KiB datagram
 /// limit less headers, with margin).
 pub const GSO_MAX_BYTES: usize = 65_507;
+/// Least time between two timer-only events for one peer from one worker.
+pub const TIMER_EVENT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Write slots for coalesced super-packets.
 pub const WRITE_SLOTS: usize = 64;
 /// Write slots one receive may fill.
@@ -86,7 +88,11 @@ fn ud(kind: u64, a: u64, b: u64) -> u64 {
 }
 
 fn ud_parts(u: u64) -> (u64, usize, usize) {
-    (u >> 56, ((u >> 16) & 0xffff) as usize, (u & 0xffff) as usize)
+    (
+        u >> 56,
+        ((u >> 16) & 0xffff) as usize,
+        (u & 0xffff) as usize,
+    )
 }
 
 /// Write operations from receive buffers: bit 15 of `b` set for a
@@ -186,6 +192,8 @@ struct Worker<M: Mode> {
     nth_write: usize,
     free_wslots: Vec<u16>,
     wslot_segments: Vec<u16>,
+    /// When a timer-only event last went out, per peer.
+    timer_gate: Vec<Option<Instant>>,
     id: usize,
     vnet: usize,
     gso: bool,
@@ -212,7 +220,9 @@ struct Worker<M: Mode> {
 }
 
 /// Starts a worker thread.
-pub fn spawn<M: Mode>(setup: WorkerSetup<M>) -> io::Result<std::thread::JoinHandle<io::Result<()>>> {
+pub fn spawn<M: Mode>(
+    setup: WorkerSetup<M>,
+) -> io::Result<std::thread::JoinHandle<io::Result<()>>> {
     std::thread::Builder::new()
         .name(format!("rt-worker{}", setup.id))
         .spawn(move || {
@@ -342,6 +352,7 @@ impl<M: Mode> Worker<M> {
             nth_write: 0,
             free_wslots: (0..w_region.count as u16).rev().collect(),
             wslot_segments: vec![1; w_region.count],
+            timer_gate: vec![None; s.counters.peers.len()],
             id: s.id,
             vnet: if s.vnet_hdr { VNET_HDR_LEN } else { 0 },
             gso: s.gso,
@@ -511,7 +522,10 @@ impl<M: Mode> Worker<M> {
         let base = self.tx_region.at(s);
         if self.vnet > 0 {
             // SAFETY: the read into this slot completed; nothing else uses it.
-            let raw = unsafe { self.slab.slice_mut(base + SLOT_PACKET_OFFSET - VNET_HDR_LEN, VNET_HDR_LEN + len) };
+            let raw = unsafe {
+                self.slab
+                    .slice_mut(base + SLOT_PACKET_OFFSET - VNET_HDR_LEN, VNET_HDR_LEN + len)
+            };
             let (hdr, pkt) = raw.split_at_mut(VNET_HDR_LEN);
             let hdr = match VnetHeader::parse(hdr) {
                 Ok(h) => h,
@@ -555,9 +569,19 @@ impl<M: Mode> Worker<M> {
         }
         let rel = SLOT_PACKET_OFFSET - M::HEADROOM;
         // SAFETY: the sealing window lies inside this slot.
-        let buf = unsafe { self.slab.slice_mut(base + rel, M::HEADROOM + len + M::TAILROOM) };
+        let buf = unsafe {
+            self.slab
+                .slice_mut(base + rel, M::HEADROOM + len + M::TAILROOM)
+        };
         match mode.seal(view, now, route, buf, len) {
-            Ok(sealed) => self.send_run(mode, view, s, route, rel, sealed.len, sealed.len, 1, sealed.dst, len),
+            Ok(sealed) => {
+                if let Some(ev) = sealed.event {
+                    self.forward_event(ev, now);
+                }
+                self.send_run(
+                    mode, view, s, route, rel, sealed.len, sealed.len, 1, sealed.dst, len,
+                )
+            }
             Err(SealError::Stage(peer)) => self.stage(peer, base + SLOT_PACKET_OFFSET, len),
             Err(SealError::Drop(r)) => self.counters.drop_packet(r),
         }
@@ -568,7 +592,15 @@ impl<M: Mode> Worker<M> {
     /// `UDP_SEGMENT`. Cost: one copy per segment (the split writes headers
     /// and payload into the send slot), unavoidable since every segment
     /// needs its own headers and tag.
-    fn read_gso(&mut self, mode: &M, view: &M::Batch<'_>, now: Instant, s: usize, hdr: &VnetHeader, len: usize) {
+    fn read_gso(
+        &mut self,
+        mode: &M,
+        view: &M::Batch<'_>,
+        now: Instant,
+        s: usize,
+        hdr: &VnetHeader,
+        len: usize,
+    ) {
         let base = self.tx_region.at(s);
         // SAFETY: the read area and the segment area of this slot are
         // disjoint, and both are ours until the slot's sends complete.
@@ -611,6 +643,9 @@ impl<M: Mode> Worker<M> {
             };
             match mode.seal(view, now, route, out, n) {
                 Ok(sealed) => {
+                    if let Some(ev) = sealed.event {
+                        self.forward_event(ev, now);
+                    }
                     if stride == 0 {
                         stride = sealed.len;
                     }
@@ -633,6 +668,25 @@ impl<M: Mode> Worker<M> {
         }
         if let Some(dst) = dst {
             self.send_run(mode, view, s, route, area, total, stride, count, dst, plain);
+        }
+    }
+
+    /// Tells the control thread what a seal or open reported. Timer-only
+    /// events fire on every turnaround of a busy flow, so at most one per
+    /// peer per [`TIMER_EVENT_INTERVAL`] goes out; the control thread
+    /// re-reads the timer state after each, which covers the ones held back.
+    fn forward_event(&mut self, ev: ControlEvent, now: Instant) {
+        if ev.timers_only() {
+            let Some(last) = self.timer_gate.get_mut(usize::from(ev.peer)) else {
+                return;
+            };
+            if last.is_some_and(|t| now.saturating_duration_since(t) < TIMER_EVENT_INTERVAL) {
+                return;
+            }
+            *last = Some(now);
+        }
+        if !self.control.send(ToControl::Event(ev)) {
+            self.counters.drop_packet(DropReason::QueueFull);
         }
     }
 
@@ -678,7 +732,11 @@ impl<M: Mode> Worker<M> {
             while i < count {
                 let k = per_send.min(count - i);
                 let off = rel + i * stride;
-                let len = if i + k == count { total - i * stride } else { k * stride };
+                let len = if i + k == count {
+                    total - i * stride
+                } else {
+                    k * stride
+                };
                 let seg = if k > 1 { stride as u16 } else { 0 };
                 w.send(s, off as u32, len as u32, seg, dst, peer);
                 i += k;
@@ -752,9 +810,11 @@ impl<M: Mode> Worker<M> {
         op.dst = Some(dst);
         op.src = src;
         let fd = if use_v6 { FD_V6 } else { FD_V4 };
-        let sqe = opcode::SendMsg::new(fd, &op.hdr)
-            .build()
-            .user_data(ud(K_SEND, s as u64, op_idx as u64));
+        let sqe = opcode::SendMsg::new(fd, &op.hdr).build().user_data(ud(
+            K_SEND,
+            s as u64,
+            op_idx as u64,
+        ));
         self.counters.udp_tx_sends.inc();
         self.push(sqe);
     }
@@ -762,7 +822,14 @@ impl<M: Mode> Worker<M> {
     fn on_send(&mut self, s: usize, op_idx: usize, res: i32) {
         let (segment, len, offset, dst, peer, had_src) = {
             let op = &self.ops[s * OPS_PER_SLOT + op_idx];
-            (op.segment, op.len, op.offset, op.dst, op.peer, op.src.is_some())
+            (
+                op.segment,
+                op.len,
+                op.offset,
+                op.dst,
+                op.peer,
+                op.src.is_some(),
+            )
         };
         if res >= 0 {
             let datagrams = if segment == 0 {
@@ -777,7 +844,10 @@ impl<M: Mode> Worker<M> {
             // now on, and resend this run without losing it.
             self.counters.gso_fallbacks.inc();
             if self.gso {
-                tracing::warn!(worker = self.id, "UDP GSO refused by the kernel; sending one datagram per send");
+                tracing::warn!(
+                    worker = self.id,
+                    "UDP GSO refused by the kernel; sending one datagram per send"
+                );
             }
             self.gso = false;
             if let Some(dst) = dst {
@@ -811,7 +881,15 @@ impl<M: Mode> Worker<M> {
         self.rx_ring.publish();
     }
 
-    fn on_recv(&mut self, mode: &M, view: &M::Batch<'_>, now: Instant, sock: usize, res: i32, flags: u32) {
+    fn on_recv(
+        &mut self,
+        mode: &M,
+        view: &M::Batch<'_>,
+        now: Instant,
+        sock: usize,
+        res: i32,
+        flags: u32,
+    ) {
         if !cqueue::more(flags) {
             self.recv_armed[sock] = false;
         }
@@ -861,7 +939,11 @@ impl<M: Mode> Worker<M> {
             self.recycle_rx(bid);
             return;
         }
-        let stride = info.gro_segment.map(usize::from).unwrap_or(payload_len).max(1);
+        let stride = info
+            .gro_segment
+            .map(usize::from)
+            .unwrap_or(payload_len)
+            .max(1);
         let mut at = 0;
         self.pending_len = 0;
         self.nth_write = 0;
@@ -886,7 +968,7 @@ impl<M: Mode> Worker<M> {
                     }
                     self.local_addrs.set(usize::from(peer), info.local);
                     if let Some(ev) = event {
-                        self.control.send(ToControl::Event(ev));
+                        self.forward_event(ev, now);
                     }
                     if self.pending_len == MAX_GRO_SEGMENTS {
                         self.flush_deliveries(bid);
@@ -897,7 +979,7 @@ impl<M: Mode> Worker<M> {
                 Inbound::Keepalive { peer, event } => {
                     self.local_addrs.set(usize::from(peer), info.local);
                     if let Some(ev) = event {
-                        self.control.send(ToControl::Event(ev));
+                        self.forward_event(ev, now);
                     }
                 }
                 Inbound::Control => {
@@ -959,7 +1041,10 @@ impl<M: Mode> Worker<M> {
             let id = self.free_wslots[self.free_wslots.len() - 1 - j];
             ids[j] = id;
             // SAFETY: a free write slot: no write in flight from it.
-            bufs[j] = unsafe { self.slab.slice_mut(self.w_region.at(usize::from(id)), WSLOT_SIZE) };
+            bufs[j] = unsafe {
+                self.slab
+                    .slice_mut(self.w_region.at(usize::from(id)), WSLOT_SIZE)
+            };
         }
         let Some(coalescer) = self.coalescer.as_mut() else {
             return;
