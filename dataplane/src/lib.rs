@@ -2,5 +2,22 @@
 //! pinned worker, registered buffers, batching and offloads, plus the
 //! control socket and configuration of the `ringtun` daemon.
 
+pub mod bufring;
+pub mod cmsg;
 pub mod config;
+pub mod control;
+pub mod counters;
+pub mod ctlsock;
+pub mod daemon;
+pub mod handoff;
+pub mod local_addr;
+pub mod mode;
 pub mod offload;
+pub mod slab;
+pub mod status;
+pub mod tun;
+pub mod udp;
+pub mod vxlan_mode;
+pub mod wg_mode;
+pub mod wg_plane;
+pub mod worker;

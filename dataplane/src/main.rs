@@ -1,6 +1,132 @@
-//! `ringtun`: the site-to-site tunnel daemon.
+//! `ringtun`: the site-to-site tunnel daemon and its tools.
 
-fn main() {
-    eprintln!("ringtun: not built yet (issue 4)");
-    std::process::exit(2);
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use dataplane::{ctlsock, daemon};
+use tunnel_proto::{PresharedKey, PrivateKey};
+
+/// A userspace site-to-site tunnel: WireGuard-compatible (L3) or VXLAN (L2),
+/// with a per-core io_uring data plane.
+#[derive(Parser)]
+#[command(name = "ringtun", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bring an interface up from a wg-quick style file and run in the foreground.
+    ///
+    /// Prints `ready: IFACE` on stderr once the interface is up; stops on
+    /// SIGINT/SIGTERM or `ringtun down IFACE`, removing what it created.
+    Up {
+        /// The configuration file (`rt0.conf` makes interface `rt0`).
+        config: PathBuf,
+        /// Interface name instead of the file's stem.
+        #[arg(long)]
+        name: Option<String>,
+        /// Number of data-plane workers (default: the file's `Workers`, else one per CPU).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Turn TUN/TAP offloads and UDP GSO/GRO off.
+        #[arg(long)]
+        no_offload: bool,
+    },
+    /// Ask the instance serving IFACE (in this network namespace) to stop.
+    Down {
+        /// Interface name.
+        iface: String,
+    },
+    /// Show peers, traffic, per-worker counters and drops.
+    Show {
+        /// Interface name (default: every instance in this network namespace).
+        iface: Option<String>,
+        /// Machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a new private key (base64), as `wg genkey`.
+    Genkey,
+    /// Print a new preshared key (base64), as `wg genpsk`.
+    Genpsk,
+    /// Read a private key on stdin, print its public key, as `wg pubkey`.
+    Pubkey,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringtun: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_line(s: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{s}").context("writing to stdout")
+}
+
+fn run(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Up {
+            config,
+            name,
+            workers,
+            no_offload,
+        } => daemon::up(&daemon::UpOptions {
+            config,
+            name,
+            workers,
+            no_offload,
+        }),
+        Command::Down { iface } => Ok(ctlsock::down(&iface)?),
+        Command::Show { iface, json } => {
+            let ifaces = match iface {
+                Some(i) => vec![i],
+                None => ctlsock::running_interfaces(),
+            };
+            if ifaces.is_empty() {
+                bail!("no ringtun instance runs in this network namespace");
+            }
+            for (n, i) in ifaces.iter().enumerate() {
+                let st = ctlsock::show(i)?;
+                if json {
+                    print_line(&serde_json::to_string_pretty(&st)?)?;
+                } else {
+                    if n > 0 {
+                        print_line("")?;
+                    }
+                    print!("{}", st.render());
+                }
+            }
+            Ok(())
+        }
+        Command::Genkey => print_line(&PrivateKey::generate()?.to_base64()),
+        Command::Genpsk => print_line(&PresharedKey::generate()?.to_base64()),
+        Command::Pubkey => {
+            let mut input = String::new();
+            std::io::stdin()
+                .take(1024)
+                .read_to_string(&mut input)
+                .context("reading the private key from stdin")?;
+            let key = PrivateKey::from_base64(input.trim())
+                .context("Key is not the correct length or format")?;
+            print_line(&key.public_key().to_base64())
+        }
+    }
 }

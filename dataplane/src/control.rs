@@ -1,0 +1,322 @@
+//! The control thread: handshakes, timers, the control socket and signals,
+//! off the data path. It sleeps in `poll` until a worker hands it
+//! something, a client connects, a signal arrives or the protocol's next
+//! deadline passes; an idle tunnel costs it nothing.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::Receiver;
+use crossbeam_utils::CachePadded;
+use tunnel_proto::DropReason;
+
+use crate::cmsg::{self, RawAddr};
+use crate::counters::{Counter, WorkerCounters};
+use crate::ctlsock::{self, Request};
+use crate::handoff::{CHANNEL_CAPACITY, EventFd, ToControl};
+use crate::local_addr::LocalAddrTable;
+use crate::mode::ControlEvent;
+use crate::status::{InterfaceStatus, PeerStatus};
+
+/// Sends control-plane datagrams (handshakes, cookie replies, keepalives,
+/// staged packets) with a plain `sendmsg` on a worker's socket: a
+/// single-issuer ring accepts submissions only from its own thread, and
+/// these are few.
+#[derive(Debug)]
+pub struct Outbox {
+    v4: OwnedFd,
+    v6: Option<OwnedFd>,
+    /// Datagrams sent.
+    pub sent: Counter,
+    /// Sends the kernel refused.
+    pub errors: Counter,
+}
+
+impl Outbox {
+    /// An outbox over duplicates of one worker's sockets.
+    pub fn new(v4: OwnedFd, v6: Option<OwnedFd>) -> Outbox {
+        Outbox {
+            v4,
+            v6,
+            sent: Counter::default(),
+            errors: Counter::default(),
+        }
+    }
+
+    /// Sends `bytes` to `dst`, from `src` when given (and of the same family).
+    pub fn send(&self, dst: SocketAddr, src: Option<IpAddr>, bytes: &[u8]) {
+        let dst = cmsg::canonical(dst);
+        let fd = if dst.is_ipv6() {
+            match &self.v6 {
+                Some(fd) => fd.as_raw_fd(),
+                None => {
+                    self.errors.inc();
+                    return;
+                }
+            }
+        } else {
+            self.v4.as_raw_fd()
+        };
+        let src = src.filter(|a| a.is_ipv6() == dst.is_ipv6());
+        let (mut name, namelen) = RawAddr::from_socket_addr(dst);
+        let mut iov = libc::iovec {
+            iov_base: bytes.as_ptr() as *mut libc::c_void,
+            iov_len: bytes.len(),
+        };
+        #[repr(C, align(8))]
+        struct Ctl([u8; cmsg::SEND_CONTROL_LEN]);
+        let mut ctl = Ctl([0; cmsg::SEND_CONTROL_LEN]);
+        let clen = cmsg::build_send(&mut ctl.0, src, None);
+        // SAFETY: msghdr is plain old data; zero is valid.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&mut name as *mut RawAddr).cast();
+        msg.msg_namelen = namelen;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if clen > 0 {
+            msg.msg_control = ctl.0.as_mut_ptr().cast();
+            msg.msg_controllen = clen;
+        }
+        // SAFETY: every pointer in msg refers to a local that outlives the call.
+        let rc = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT) };
+        if rc < 0 {
+            self.errors.inc();
+            tracing::debug!(%dst, error = %io::Error::last_os_error(), "control send failed");
+        } else {
+            self.sent.inc();
+        }
+    }
+}
+
+/// The protocol side of the control thread.
+pub trait ControlPlane: Send {
+    /// A handshake-class message from `src`, received on local address `local`.
+    /// `under_load` is set when handshakes are queueing up.
+    #[allow(clippy::too_many_arguments)]
+    fn on_handshake(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        src: SocketAddr,
+        local: Option<IpAddr>,
+        msg: &[u8],
+        under_load: bool,
+        out: &Outbox,
+    );
+    /// An outbound packet for `peer`, which has no usable session.
+    fn on_stage(&mut self, now: Instant, wall: SystemTime, peer: u16, packet: &[u8], out: &Outbox);
+    /// Something a worker learned.
+    fn on_event(&mut self, now: Instant, wall: SystemTime, event: ControlEvent, out: &Outbox);
+    /// Timers: called when `next_timeout` has passed (and at other times).
+    fn on_timeout(&mut self, now: Instant, wall: SystemTime, out: &Outbox);
+    /// The next deadline, if any.
+    fn next_timeout(&self) -> Option<Instant>;
+    /// Peers for `ringtun show` (traffic counters are filled in by the caller).
+    fn peers(&self) -> Vec<PeerStatus>;
+    /// Drops the control plane counted itself, by reason.
+    fn drops(&self) -> [u64; DropReason::COUNT];
+    /// Counters of handshake outcomes, for `ringtun show`.
+    fn control_counters(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
+}
+
+/// What the control thread needs.
+pub struct ControlSetup<P: ControlPlane> {
+    /// The protocol.
+    pub plane: P,
+    /// Messages from workers.
+    pub rx: Receiver<ToControl>,
+    /// Notified by workers after sending.
+    pub wake: Arc<EventFd>,
+    /// The control socket.
+    pub listener: UnixListener,
+    /// Read end of the signal pipe.
+    pub signals: UnixStream,
+    /// The daemon-wide stop flag.
+    pub stop: Arc<AtomicBool>,
+    /// Each worker's wake-up.
+    pub worker_wakes: Vec<Arc<EventFd>>,
+    /// Each worker's counters.
+    pub counters: Vec<Arc<CachePadded<WorkerCounters>>>,
+    /// Local address per peer, for the status.
+    pub local_addrs: Arc<LocalAddrTable>,
+    /// The fixed part of the status.
+    pub status: InterfaceStatus,
+    /// Sends for the control plane.
+    pub outbox: Outbox,
+}
+
+/// Why the control loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopCause {
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// `ringtun down`.
+    Down,
+    /// A worker died.
+    WorkerExited,
+}
+
+fn poll_fds(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    let ms = timeout
+        .map(|d| i32::try_from(d.as_millis().max(1)).unwrap_or(i32::MAX))
+        .unwrap_or(-1);
+    // SAFETY: fds is a valid slice of pollfd for the call.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EINTR) {
+            return Ok(0);
+        }
+        return Err(e);
+    }
+    Ok(rc as usize)
+}
+
+impl<P: ControlPlane> ControlSetup<P> {
+    /// Runs until a signal, `ringtun down`, or `workers_alive` turns false.
+    pub fn run(mut self, workers_alive: &dyn Fn() -> bool) -> StopCause {
+        let cause = loop {
+            let now = Instant::now();
+            // Re-check workers at least every second while traffic flows is
+            // not needed: a dying worker sets `stop` and wakes us.
+            let timeout = self
+                .plane
+                .next_timeout()
+                .map(|t| t.saturating_duration_since(now));
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.wake.raw(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.listener.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.signals.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            if let Err(e) = poll_fds(&mut fds, timeout) {
+                tracing::error!(error = %e, "control poll failed");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if fds[2].revents != 0 {
+                break StopCause::Signal;
+            }
+            let now = Instant::now();
+            let wall = SystemTime::now();
+            self.wake.drain();
+            // A backlog of handshakes means someone is flooding us: ask for
+            // cookies (WireGuard's "under load"), as wireguard-go does at an
+            // eighth of its queue.
+            let under_load = self.rx.len() >= CHANNEL_CAPACITY / 8;
+            while let Ok(msg) = self.rx.try_recv() {
+                match msg {
+                    ToControl::Handshake {
+                        src,
+                        local,
+                        len,
+                        bytes,
+                    } => self.plane.on_handshake(
+                        now,
+                        wall,
+                        src,
+                        local,
+                        &bytes[..usize::from(len)],
+                        under_load,
+                        &self.outbox,
+                    ),
+                    ToControl::Stage { peer, packet } => {
+                        self.plane.on_stage(now, wall, peer, &packet, &self.outbox)
+                    }
+                    ToControl::Event(ev) => self.plane.on_event(now, wall, ev, &self.outbox),
+                }
+            }
+            if self.plane.next_timeout().is_some_and(|t| t <= now) {
+                self.plane.on_timeout(now, wall, &self.outbox);
+            }
+            if fds[1].revents != 0 && self.serve_clients() {
+                break StopCause::Down;
+            }
+            if self.stop.load(Ordering::Acquire) || !workers_alive() {
+                break StopCause::WorkerExited;
+            }
+        };
+        self.stop.store(true, Ordering::Release);
+        for w in &self.worker_wakes {
+            w.notify();
+        }
+        cause
+    }
+
+    /// Answers every pending client; true if one asked us to stop.
+    fn serve_clients(&mut self) -> bool {
+        let mut down = false;
+        while let Ok((s, _)) = self.listener.accept() {
+            let _ = s.set_nonblocking(false);
+            match ctlsock::read_request(&s) {
+                Ok(Request::Show) => {
+                    let st = self.status();
+                    match serde_json::to_string(&st) {
+                        Ok(json) => ctlsock::answer(&s, &json),
+                        Err(e) => ctlsock::answer(&s, &format!("error: {e}\n")),
+                    }
+                }
+                Ok(Request::Down) => {
+                    ctlsock::answer(&s, "ok\n");
+                    down = true;
+                }
+                Err(reason) => ctlsock::answer(&s, &format!("error: {reason}\n")),
+            }
+        }
+        down
+    }
+
+    /// The full status: fixed facts, peers, counters summed over workers.
+    pub fn status(&self) -> InterfaceStatus {
+        let mut st = self.status.clone();
+        let mut peers = self.plane.peers();
+        for (i, p) in peers.iter_mut().enumerate() {
+            for c in &self.counters {
+                if let Some(pc) = c.peers.get(i) {
+                    p.rx_bytes += pc.rx_bytes.get();
+                    p.rx_packets += pc.rx_packets.get();
+                    p.tx_bytes += pc.tx_bytes.get();
+                    p.tx_packets += pc.tx_packets.get();
+                }
+            }
+            p.local_address = self.local_addrs.get(i).map(|a| a.to_string());
+        }
+        st.peers = peers;
+        st.workers = self.counters.iter().map(|c| c.snapshot()).collect();
+        let plane_drops = self.plane.drops();
+        st.drops = DropReason::ALL
+            .iter()
+            .map(|r| {
+                let sum: u64 = self
+                    .counters
+                    .iter()
+                    .map(|c| c.drops[r.index()].get())
+                    .sum::<u64>()
+                    + plane_drops[r.index()];
+                (r.as_str().to_string(), sum)
+            })
+            .collect();
+        let mut control = self.plane.control_counters();
+        control.push(("sent".into(), self.outbox.sent.get()));
+        control.push(("send_errors".into(), self.outbox.errors.get()));
+        st.control = control;
+        st
+    }
+}

@@ -1,0 +1,209 @@
+//! Per-worker counters. Each worker owns one cache-padded block and is its
+//! only writer (relaxed increments on a line no other core writes); readers
+//! sum the blocks when `ringtun show` asks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_utils::CachePadded;
+use serde::Serialize;
+use tunnel_proto::DropReason;
+
+/// One counter, written by one worker, read by anyone.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n` (single writer: a relaxed load and store would do, but
+    /// `fetch_add` costs the same uncontended and stays correct if a
+    /// second writer ever appears).
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds one.
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Raises the counter to `v` if it is lower (for running totals the
+    /// kernel reports, like `SO_RXQ_OVFL`).
+    pub fn raise_to(&self, v: u64) {
+        self.0.fetch_max(v, Ordering::Relaxed);
+    }
+}
+
+/// Per-peer traffic, one block per worker.
+#[derive(Debug, Default)]
+pub struct PeerCounters {
+    /// Packets sealed and sent to this peer.
+    pub tx_packets: Counter,
+    /// Plaintext bytes sent to this peer.
+    pub tx_bytes: Counter,
+    /// Packets received from this peer and delivered.
+    pub rx_packets: Counter,
+    /// Plaintext bytes received from this peer.
+    pub rx_bytes: Counter,
+}
+
+/// Everything one worker counts.
+#[derive(Debug)]
+pub struct WorkerCounters {
+    /// Reads completed on the device queue.
+    pub dev_reads: Counter,
+    /// Bytes read from the device (packets, without virtio-net headers).
+    pub dev_read_bytes: Counter,
+    /// Super-packets (GSO) among the reads.
+    pub dev_read_gso: Counter,
+    /// Writes completed to the device queue.
+    pub dev_writes: Counter,
+    /// Packets delivered to the device (a coalesced write counts its segments).
+    pub dev_write_packets: Counter,
+    /// Writes that carried a coalesced super-packet.
+    pub dev_write_coalesced: Counter,
+    /// Device writes the kernel refused.
+    pub dev_write_errors: Counter,
+    /// Datagrams sent on the underlay.
+    pub udp_tx_datagrams: Counter,
+    /// Bytes sent on the underlay (UDP payload).
+    pub udp_tx_bytes: Counter,
+    /// `sendmsg` operations (one may carry up to 64 datagrams with GSO).
+    pub udp_tx_sends: Counter,
+    /// Sends the kernel refused (unreachable, no buffer, ...).
+    pub udp_tx_errors: Counter,
+    /// Datagrams received on the underlay.
+    pub udp_rx_datagrams: Counter,
+    /// Bytes received on the underlay.
+    pub udp_rx_bytes: Counter,
+    /// Receive completions (one may carry many datagrams with GRO).
+    pub udp_rx_receives: Counter,
+    /// Times a multishot receive ran out of provided buffers and was re-armed.
+    pub rx_buffer_exhausted: Counter,
+    /// Handshake messages passed to the control thread.
+    pub handshakes_to_control: Counter,
+    /// Completion batches (one `io_uring_enter` each).
+    pub batches: Counter,
+    /// Completions reaped.
+    pub completions: Counter,
+    /// GSO sends refused by the kernel and retried one datagram at a time.
+    pub gso_fallbacks: Counter,
+    /// Drops by reason.
+    pub drops: [Counter; DropReason::COUNT],
+    /// Per peer, indexed by the data plane's peer id.
+    pub peers: Box<[PeerCounters]>,
+}
+
+impl WorkerCounters {
+    /// Counters for a worker serving `peers` peers.
+    pub fn new(peers: usize) -> CachePadded<WorkerCounters> {
+        CachePadded::new(WorkerCounters {
+            dev_reads: Counter::default(),
+            dev_read_bytes: Counter::default(),
+            dev_read_gso: Counter::default(),
+            dev_writes: Counter::default(),
+            dev_write_packets: Counter::default(),
+            dev_write_coalesced: Counter::default(),
+            dev_write_errors: Counter::default(),
+            udp_tx_datagrams: Counter::default(),
+            udp_tx_bytes: Counter::default(),
+            udp_tx_sends: Counter::default(),
+            udp_tx_errors: Counter::default(),
+            udp_rx_datagrams: Counter::default(),
+            udp_rx_bytes: Counter::default(),
+            udp_rx_receives: Counter::default(),
+            rx_buffer_exhausted: Counter::default(),
+            handshakes_to_control: Counter::default(),
+            batches: Counter::default(),
+            completions: Counter::default(),
+            gso_fallbacks: Counter::default(),
+            drops: std::array::from_fn(|_| Counter::default()),
+            peers: (0..peers).map(|_| PeerCounters::default()).collect(),
+        })
+    }
+
+    /// Counts one drop.
+    #[inline]
+    pub fn drop_packet(&self, reason: DropReason) {
+        self.drops[reason.index()].inc();
+    }
+
+    /// A plain-number copy for reports.
+    pub fn snapshot(&self) -> WorkerSnapshot {
+        WorkerSnapshot {
+            dev_reads: self.dev_reads.get(),
+            dev_read_bytes: self.dev_read_bytes.get(),
+            dev_read_gso: self.dev_read_gso.get(),
+            dev_writes: self.dev_writes.get(),
+            dev_write_packets: self.dev_write_packets.get(),
+            dev_write_coalesced: self.dev_write_coalesced.get(),
+            dev_write_errors: self.dev_write_errors.get(),
+            udp_tx_datagrams: self.udp_tx_datagrams.get(),
+            udp_tx_bytes: self.udp_tx_bytes.get(),
+            udp_tx_sends: self.udp_tx_sends.get(),
+            udp_tx_errors: self.udp_tx_errors.get(),
+            udp_rx_datagrams: self.udp_rx_datagrams.get(),
+            udp_rx_bytes: self.udp_rx_bytes.get(),
+            udp_rx_receives: self.udp_rx_receives.get(),
+            rx_buffer_exhausted: self.rx_buffer_exhausted.get(),
+            handshakes_to_control: self.handshakes_to_control.get(),
+            batches: self.batches.get(),
+            completions: self.completions.get(),
+            gso_fallbacks: self.gso_fallbacks.get(),
+            drops: DropReason::ALL
+                .iter()
+                .map(|r| (r.as_str().to_string(), self.drops[r.index()].get()))
+                .collect(),
+        }
+    }
+}
+
+/// Plain numbers copied out of a worker's counters.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct WorkerSnapshot {
+    /// See [`WorkerCounters::dev_reads`].
+    pub dev_reads: u64,
+    /// See [`WorkerCounters::dev_read_bytes`].
+    pub dev_read_bytes: u64,
+    /// See [`WorkerCounters::dev_read_gso`].
+    pub dev_read_gso: u64,
+    /// See [`WorkerCounters::dev_writes`].
+    pub dev_writes: u64,
+    /// See [`WorkerCounters::dev_write_packets`].
+    pub dev_write_packets: u64,
+    /// See [`WorkerCounters::dev_write_coalesced`].
+    pub dev_write_coalesced: u64,
+    /// See [`WorkerCounters::dev_write_errors`].
+    pub dev_write_errors: u64,
+    /// See [`WorkerCounters::udp_tx_datagrams`].
+    pub udp_tx_datagrams: u64,
+    /// See [`WorkerCounters::udp_tx_bytes`].
+    pub udp_tx_bytes: u64,
+    /// See [`WorkerCounters::udp_tx_sends`].
+    pub udp_tx_sends: u64,
+    /// See [`WorkerCounters::udp_tx_errors`].
+    pub udp_tx_errors: u64,
+    /// See [`WorkerCounters::udp_rx_datagrams`].
+    pub udp_rx_datagrams: u64,
+    /// See [`WorkerCounters::udp_rx_bytes`].
+    pub udp_rx_bytes: u64,
+    /// See [`WorkerCounters::udp_rx_receives`].
+    pub udp_rx_receives: u64,
+    /// See [`WorkerCounters::rx_buffer_exhausted`].
+    pub rx_buffer_exhausted: u64,
+    /// See [`WorkerCounters::handshakes_to_control`].
+    pub handshakes_to_control: u64,
+    /// See [`WorkerCounters::batches`].
+    pub batches: u64,
+    /// See [`WorkerCounters::completions`].
+    pub completions: u64,
+    /// See [`WorkerCounters::gso_fallbacks`].
+    pub gso_fallbacks: u64,
+    /// Drops by reason name, in DESIGN.md's order.
+    pub drops: Vec<(String, u64)>,
+}

@@ -1,0 +1,425 @@
+//! `ringtun up`: read the configuration, make the device and sockets, start
+//! one worker per core and the control thread, and tear everything down on
+//! SIGINT, SIGTERM or `ringtun down`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result};
+use tunnel_proto::DropReason;
+
+use crate::config::{self, Config, InterfaceAddr, ModeConfig, Table, Workers};
+use crate::control::{ControlPlane, ControlSetup, Outbox, StopCause};
+use crate::counters::WorkerCounters;
+use crate::handoff::{ControlLink, EventFd};
+use crate::local_addr::LocalAddrTable;
+use crate::mode::{ControlEvent, Mode};
+use crate::status::{InterfaceStatus, PeerStatus};
+use crate::tun::{Device, DeviceKind, Offloads};
+use crate::udp::{self, SocketOptions};
+use crate::vxlan_mode::VxlanMode;
+use crate::wg_mode::WgMode;
+use crate::wg_plane::WgPlane;
+use crate::worker::{self, WorkerSetup};
+
+/// Options of `ringtun up`.
+#[derive(Clone, Debug)]
+pub struct UpOptions {
+    /// The configuration file.
+    pub config: PathBuf,
+    /// Interface name instead of the file's stem.
+    pub name: Option<String>,
+    /// Worker count instead of the file's `Workers`.
+    pub workers: Option<usize>,
+    /// Turn offloads off whatever the file says.
+    pub no_offload: bool,
+}
+
+/// Offloads asked of the device when `Offload = on`.
+pub const WANTED_OFFLOADS: Offloads =
+    Offloads(Offloads::CSUM | Offloads::TSO4 | Offloads::TSO6 | Offloads::USO4 | Offloads::USO6);
+
+/// Whether the GSO split and GRO coalesce paths are wired into the
+/// workers; until then the device is opened without a virtio-net header.
+const OFFLOAD_PATHS_READY: bool = true;
+
+/// What every mode shares once the configuration is read.
+struct Common {
+    name: String,
+    mtu: u32,
+    addresses: Vec<InterfaceAddr>,
+    table: Table,
+    workers: usize,
+    offload: bool,
+    listen_port: u16,
+}
+
+fn worker_count(cfg: Workers, over: Option<usize>) -> usize {
+    if let Some(n) = over {
+        return n.max(1);
+    }
+    match cfg {
+        Workers::Count(n) => n.get(),
+        Workers::Auto => core_affinity::get_core_ids()
+            .map(|c| c.len())
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            }),
+    }
+}
+
+/// Runs `ringtun up` in the foreground until stopped.
+pub fn up(opts: &UpOptions) -> Result<()> {
+    let (cfg, warnings) = match &opts.name {
+        Some(n) => Config::from_file_named(&opts.config, n),
+        None => Config::from_file(&opts.config),
+    }
+    .map_err(anyhow::Error::new)?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    let Config {
+        name,
+        interface,
+        mode,
+        ..
+    } = cfg;
+    let common = Common {
+        name: name.as_str().to_string(),
+        mtu: interface.mtu,
+        addresses: interface.addresses.clone(),
+        table: interface.table,
+        workers: worker_count(interface.workers, opts.workers),
+        offload: interface.offload && !opts.no_offload,
+        listen_port: interface.listen_port.unwrap_or(match &mode {
+            ModeConfig::Vxlan(_) => config::VXLAN_PORT,
+            ModeConfig::WireGuard(_) => 0,
+        }),
+    };
+    match mode {
+        ModeConfig::Vxlan(v) => {
+            let vni = tunnel_proto::vxlan::Vni::new(v.vni).context("VNI")?;
+            let mut vteps = Vec::with_capacity(v.peers.len());
+            let mut routes = Vec::new();
+            for p in &v.peers {
+                vteps.push(
+                    p.endpoint
+                        .resolve()
+                        .with_context(|| format!("peer at line {}", p.line))?,
+                );
+                routes.extend(p.allowed_ips.iter().map(|a| (a.addr(), a.prefix_len())));
+            }
+            let plane = VxlanPlane {
+                vteps: vteps.clone(),
+            };
+            let peers = vteps.len();
+            let mode = Arc::new(VxlanMode::new(vni, vteps));
+            run(
+                &common,
+                DeviceKind::Tap,
+                mode,
+                plane,
+                peers,
+                &routes,
+                v.bridge.as_ref().map(|b| b.as_str().to_string()),
+                None,
+                Arc::new(LocalAddrTable::new(peers)),
+            )
+        }
+        ModeConfig::WireGuard(w) => {
+            let tcfg = w.to_tunnel_config(common.mtu)?;
+            let pin: Vec<bool> = w.peers.iter().map(|p| p.pin_endpoint).collect();
+            let routes: Vec<(IpAddr, u8)> = w
+                .peers
+                .iter()
+                .flat_map(|p| p.allowed_ips.iter().map(|a| (a.addr(), a.prefix_len())))
+                .collect();
+            let peers = tcfg.peers.len();
+            let now = std::time::Instant::now();
+            let tunnel = tunnel_proto::wg::Tunnel::new(tcfg, now, std::time::SystemTime::now())
+                .map_err(anyhow::Error::new)
+                .with_context(|| format!("{}: building the tunnel", opts.config.display()))?;
+            let public_key = tunnel.public_key().to_base64();
+            let mode = Arc::new(WgMode::new(tunnel.snapshot()));
+            let local_addrs = Arc::new(LocalAddrTable::new(peers));
+            let plane = WgPlane::new(tunnel, mode.clone(), local_addrs.clone(), pin);
+            run(
+                &common,
+                DeviceKind::Tun,
+                mode,
+                plane,
+                peers,
+                &routes,
+                None,
+                Some(public_key),
+                local_addrs,
+            )
+        }
+    }
+}
+
+/// The VXLAN control plane: static VTEPs, nothing to negotiate.
+struct VxlanPlane {
+    vteps: Vec<SocketAddr>,
+}
+
+impl ControlPlane for VxlanPlane {
+    fn on_handshake(
+        &mut self,
+        _now: std::time::Instant,
+        _wall: std::time::SystemTime,
+        _src: SocketAddr,
+        _local: Option<IpAddr>,
+        _msg: &[u8],
+        _under_load: bool,
+        _out: &Outbox,
+    ) {
+    }
+    fn on_stage(
+        &mut self,
+        _now: std::time::Instant,
+        _wall: std::time::SystemTime,
+        _peer: u16,
+        _packet: &[u8],
+        _out: &Outbox,
+    ) {
+    }
+    fn on_event(
+        &mut self,
+        _now: std::time::Instant,
+        _wall: std::time::SystemTime,
+        _event: ControlEvent,
+        _out: &Outbox,
+    ) {
+    }
+    fn on_timeout(
+        &mut self,
+        _now: std::time::Instant,
+        _wall: std::time::SystemTime,
+        _out: &Outbox,
+    ) {
+    }
+    fn next_timeout(&self) -> Option<std::time::Instant> {
+        None
+    }
+    fn peers(&self) -> Vec<PeerStatus> {
+        self.vteps
+            .iter()
+            .enumerate()
+            .map(|(i, v)| PeerStatus {
+                name: format!("vtep {i}"),
+                endpoint: Some(v.to_string()),
+                pinned: true,
+                ..Default::default()
+            })
+            .collect()
+    }
+    fn drops(&self) -> [u64; DropReason::COUNT] {
+        [0; DropReason::COUNT]
+    }
+}
+
+/// Addresses, MTU, bridge, link up and routes, through netlink.
+fn configure_device(
+    name: &str,
+    c: &Common,
+    routes: &[(IpAddr, u8)],
+    bridge: Option<&str>,
+) -> Result<()> {
+    let nl = netctl::Netlink::current().context("opening netlink")?;
+    nl.set_mtu(name, c.mtu)
+        .with_context(|| format!("setting MTU {} on {name}", c.mtu))?;
+    for a in &c.addresses {
+        let p = netctl::IpPrefix::new(a.addr(), a.prefix_len())?;
+        nl.addr_add_with(name, p, netctl::AddrOptions { nodad: true })
+            .with_context(|| format!("adding address {a} to {name}"))?;
+    }
+    if let Some(br) = bridge {
+        nl.set_master(name, br)
+            .with_context(|| format!("enslaving {name} to bridge {br}"))?;
+    }
+    nl.link_set_up(name)
+        .with_context(|| format!("setting {name} up"))?;
+    if c.table == Table::Off {
+        return Ok(());
+    }
+    for &(addr, len) in routes {
+        let dest = netctl::IpPrefix::new(addr, len)?.network();
+        if len == 0 {
+            tracing::warn!(route = %dest, "not adding a default route through {name}: set Table = off and route it yourself");
+            continue;
+        }
+        // The kernel already routes an address's own prefix to the device.
+        let connected = c.addresses.iter().any(|a| {
+            netctl::IpPrefix::new(a.addr(), a.prefix_len())
+                .map(|p| p.network() == dest)
+                .unwrap_or(false)
+        });
+        if connected {
+            continue;
+        }
+        let mut route = netctl::Route::to(dest).dev(name);
+        if let Table::Id(t) = c.table {
+            route.table = Some(t);
+        }
+        match nl.route_add(&route) {
+            Ok(()) => {}
+            Err(e) if e.errno() == Some(nix::errno::Errno::EEXIST) => {
+                tracing::warn!(route = %dest, "a route exists already; leaving it");
+            }
+            Err(e) => {
+                return Err(
+                    anyhow::Error::new(e).context(format!("adding route {dest} dev {name}"))
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run<M: Mode, P: ControlPlane>(
+    c: &Common,
+    kind: DeviceKind,
+    mode: Arc<M>,
+    plane: P,
+    peers: usize,
+    routes: &[(IpAddr, u8)],
+    bridge: Option<String>,
+    public_key: Option<String>,
+    local_addrs: Arc<LocalAddrTable>,
+) -> Result<()> {
+    // The control socket first: it is the lock that keeps a second
+    // instance from attaching queues to a running instance's device.
+    let listener = crate::ctlsock::listen(&c.name)
+        .with_context(|| format!("binding the control socket for {}", c.name))?;
+
+    let vnet = c.offload && OFFLOAD_PATHS_READY;
+    let want = if vnet {
+        WANTED_OFFLOADS
+    } else {
+        Offloads::NONE
+    };
+    let device = Device::open(&c.name, kind, c.workers, vnet, want)?;
+    let gso_gro = c.offload;
+    let (sockets, port) = udp::open_worker_sockets(
+        c.workers,
+        SocketOptions {
+            port: c.listen_port,
+            gro: gso_gro,
+        },
+    )?;
+    configure_device(&c.name, c, routes, bridge.as_deref())?;
+
+    let (link, rx, control_wake) = ControlLink::new().context("eventfd")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let outbox = Outbox::new(
+        sockets[0].v4.try_clone().context("dup socket")?,
+        sockets[0]
+            .v6
+            .as_ref()
+            .map(|f| f.try_clone())
+            .transpose()
+            .context("dup socket")?,
+    );
+
+    let (sig_read, sig_write) = UnixStream::pair().context("signal pipe")?;
+    sig_read.set_nonblocking(true)?;
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::low_level::pipe::register(sig, sig_write.try_clone()?)
+            .context("installing signal handlers")?;
+    }
+
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut offloads: Vec<String> = device
+        .offloads
+        .names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if gso_gro {
+        offloads.push("udp-gso".into());
+        offloads.push("udp-gro".into());
+    }
+    let mut counters = Vec::new();
+    let mut wakes = Vec::new();
+    let mut handles = Vec::new();
+    let dev_offloads = device.offloads;
+    let queues: Vec<OwnedFd> = device.queues;
+    for (id, (queue, socks)) in queues.into_iter().zip(sockets).enumerate() {
+        let ctr = Arc::new(WorkerCounters::new(peers));
+        let wake = Arc::new(EventFd::new()?);
+        counters.push(ctr.clone());
+        wakes.push(wake.clone());
+        let setup = WorkerSetup {
+            id,
+            core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
+            queue,
+            sockets: socks,
+            vnet_hdr: vnet,
+            gso: gso_gro,
+            mtu: c.mtu as usize,
+            kind,
+            offloads: dev_offloads,
+            mode: mode.clone(),
+            counters: ctr,
+            local_addrs: local_addrs.clone(),
+            control: link.clone(),
+            stop: stop.clone(),
+            wake,
+        };
+        handles.push(worker::spawn(setup).context("spawning a worker")?);
+    }
+
+    let status = InterfaceStatus {
+        interface: c.name.clone(),
+        mode: M::NAME.to_string(),
+        pid: std::process::id(),
+        listen_port: port,
+        public_key,
+        offloads,
+        mtu: c.mtu,
+        ..Default::default()
+    };
+    let control = ControlSetup {
+        plane,
+        rx,
+        wake: control_wake,
+        listener,
+        signals: sig_read,
+        stop: stop.clone(),
+        worker_wakes: wakes,
+        counters: counters.clone(),
+        local_addrs,
+        status,
+        outbox,
+    };
+    eprintln!("ready: {}", c.name);
+    tracing::info!(interface = %c.name, workers = c.workers, port, "up");
+    let alive = || handles.iter().all(|h| !h.is_finished());
+    let cause = control.run(&alive);
+    tracing::info!(interface = %c.name, ?cause, "stopping");
+    stop.store(true, Ordering::Release);
+    let mut failed = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed = Some(anyhow::Error::new(e).context("a worker failed")),
+            Err(_) => failed = Some(anyhow::anyhow!("a worker panicked")),
+        }
+    }
+    drop(sig_write);
+    if cause == StopCause::WorkerExited
+        && let Some(e) = failed
+    {
+        return Err(e);
+    }
+    Ok(())
+}
