@@ -43,14 +43,14 @@ impl Sum {
     #[inline]
     #[must_use]
     pub fn add_u16(self, word: u16) -> Sum {
-        Sum(self.0 + u64::from(u16::from_ne_bytes(word.to_be_bytes())))
+        self.add(Sum(u64::from(u16::from_ne_bytes(word.to_be_bytes()))))
     }
 
     /// This sum plus a 32-bit word given in host order.
     #[inline]
     #[must_use]
     pub fn add_u32(self, word: u32) -> Sum {
-        Sum(self.0 + u64::from(u32::from_ne_bytes(word.to_be_bytes())))
+        self.add(Sum(u64::from(u32::from_ne_bytes(word.to_be_bytes()))))
     }
 
     /// The sum of both.
@@ -58,8 +58,7 @@ impl Sum {
     #[must_use]
     #[allow(clippy::should_implement_trait)] // `+` would hide the even-length caveat
     pub fn add(self, other: Sum) -> Sum {
-        // Fold `other` to 32 bits first: two u64 lanes could otherwise overflow
-        // after 2^32 words, which no packet reaches, but folding is one add.
+        // Ones'-complement addition: a carry out of bit 63 wraps to bit 0.
         let (s, carry) = self.0.overflowing_add(other.0);
         Sum(s + u64::from(carry))
     }
