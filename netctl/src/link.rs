@@ -558,14 +558,20 @@ impl Netlink {
         }
         // Kept open until the request is answered.
         let mut ns_fd = None;
-        match &change.netns {
-            Some(NetnsTarget::Named(ns)) => {
-                let fd = netns::open(ns)?;
+        // As `ip`: a number is a pid unless a namespace has that name.
+        let named = match &change.netns {
+            Some(NetnsTarget::Named(ns)) => Some(ns.clone()),
+            Some(NetnsTarget::Pid(pid)) if netns::exists(&pid.to_string()) => Some(pid.to_string()),
+            _ => None,
+        };
+        match (&change.netns, named) {
+            (_, Some(ns)) => {
+                let fd = netns::open(&ns)?;
                 b = b.setns_by_fd(fd.as_raw_fd());
                 ns_fd = Some(fd);
             }
-            Some(NetnsTarget::Pid(pid)) => b = b.setns_by_pid(*pid),
-            None => {}
+            (Some(NetnsTarget::Pid(pid)), None) => b = b.setns_by_pid(*pid),
+            _ => {}
         }
         let result = self.request(RouteNetlinkMessage::SetLink(b.build()), 0);
         drop(ns_fd);
