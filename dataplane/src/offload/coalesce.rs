@@ -116,6 +116,13 @@ struct Flow {
 struct Item {
     /// Batch index of its first packet.
     head: usize,
+    /// Present if the head may start a merge.
+    run: Option<Run>,
+}
+
+/// A mergeable run of one flow's packets.
+#[derive(Clone, Copy, Debug)]
+struct Run {
     /// Output buffer once a second packet joined.
     buffer: Option<usize>,
     /// Headers of the head packet (offsets within the packet, and within
@@ -199,7 +206,7 @@ impl Coalescer {
             let (key, cand) = match self.classify(pkt) {
                 Some(c) => c,
                 None => {
-                    self.items[n_items] = Some(Item::alone(k));
+                    self.items[n_items] = Some(Item { head: k, run: None });
                     n_items += 1;
                     continue;
                 }
@@ -211,19 +218,17 @@ impl Coalescer {
             if let (Some(cand), Some(s)) = (cand, slot)
                 && let Some(Flow { item, .. }) = self.flows[s]
                 && let Some(it) = self.items[item].as_mut()
-                && it.open
+                && let Some(run) = it.run.as_mut()
+                && run.open
             {
                 let head = packets[it.head].as_ref();
-                if try_join(&config, it, head, pkt, &cand, buffers, &mut next_buffer) {
+                if try_join(&config, run, head, pkt, &cand, buffers, &mut next_buffer) {
                     continue;
                 }
             }
             // A new write, now the flow's most recent.
-            let item = match cand {
-                Some(c) => Item::start(k, &c),
-                None => Item::alone(k),
-            };
-            self.items[n_items] = Some(item);
+            let run = cand.as_ref().map(Run::start);
+            self.items[n_items] = Some(Item { head: k, run });
             match slot {
                 Some(s) => self.flows[s] = Some(Flow { key, item: n_items }),
                 // A packet that cannot start a merge need not be tracked:
@@ -236,7 +241,7 @@ impl Coalescer {
                     let items = &self.items;
                     let reusable = |f: &Option<Flow>| match f {
                         None => true,
-                        Some(f) => !items[f.item].is_some_and(|it| it.open),
+                        Some(f) => !items[f.item].and_then(|it| it.run).is_some_and(|r| r.open),
                     };
                     if let Some(s) = self.flows.iter().position(reusable) {
                         self.flows[s] = Some(Flow { key, item: n_items });
@@ -251,16 +256,20 @@ impl Coalescer {
             let Some(item) = self.items[i].take() else {
                 continue;
             };
-            self.writes[i] = match item.buffer {
-                None => Write::Alone { packet: item.head },
-                Some(j) => {
-                    finish_super(&item, buffers[j].as_mut());
+            self.writes[i] = match item.run {
+                Some(
+                    run @ Run {
+                        buffer: Some(j), ..
+                    },
+                ) => {
+                    finish_super(&run, buffers[j].as_mut());
                     Write::Super {
                         buffer: j,
-                        len: VNET_HDR_LEN + item.len,
-                        segments: item.segments,
+                        len: VNET_HDR_LEN + run.len,
+                        segments: run.segments,
                     }
                 }
+                _ => Write::Alone { packet: item.head },
             };
         }
         Ok(&self.writes[..n_items])
@@ -319,32 +328,10 @@ impl Coalescer {
     }
 }
 
-impl Item {
-    fn alone(head: usize) -> Item {
-        Item {
-            head,
-            buffer: None,
-            layout: Layout {
-                l3: 0,
-                v6: false,
-                l4: 0,
-                payload: 0,
-                end: 0,
-                proto: L4Proto::Udp,
-            },
-            len: 0,
-            gso_size: 0,
-            segments: 1,
-            next_seq: 0,
-            open: false,
-            verified: false,
-        }
-    }
-
-    fn start(head: usize, c: &Candidate) -> Item {
+impl Run {
+    fn start(c: &Candidate) -> Run {
         let l = c.layout;
-        Item {
-            head,
+        Run {
             buffer: None,
             layout: l,
             len: l.end,
@@ -417,7 +404,7 @@ fn checksums_valid(pkt: &[u8], l: &Layout) -> bool {
 /// that a head with bad checksums is closed.
 fn try_join<B: AsMut<[u8]>>(
     config: &CoalesceConfig,
-    it: &mut Item,
+    it: &mut Run,
     head: &[u8],
     pkt: &[u8],
     c: &Candidate,
@@ -493,7 +480,7 @@ fn try_join<B: AsMut<[u8]>>(
 
 /// Sets lengths, the IPv4 header checksum, the partial L4 checksum and the
 /// virtio-net header of a finished super-packet.
-fn finish_super(it: &Item, buf: &mut [u8]) {
+fn finish_super(it: &Run, buf: &mut [u8]) {
     let l = &it.layout;
     let (hdr, pkt) = buf.split_at_mut(VNET_HDR_LEN);
     let pkt = &mut pkt[..it.len];
