@@ -689,8 +689,7 @@ mod test {
 
     #[test]
     fn a_route_to_an_undeclared_namespace_is_refused() {
-        let text = SEED.replace("namespace = \"b\"\nto", "namespace = \"z\"\nto");
-        let text = text.replace(
+        let text = SEED.replace(
             "[[route]]\n        namespace = \"b\"",
             "[[route]]\n        namespace = \"z\"",
         );

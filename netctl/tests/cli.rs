@@ -438,3 +438,92 @@ fn topology_files_apply_idempotently_and_destroy_from_the_command_line() {
             .any(|n| n.starts_with(&prefix))
     );
 }
+
+/// Words netctl knows, plus junk, for the never-panics property.
+const VOCABULARY: &[&str] = &[
+    "link",
+    "addr",
+    "route",
+    "netns",
+    "tuntap",
+    "sysctl",
+    "ping",
+    "apply",
+    "destroy",
+    "add",
+    "del",
+    "set",
+    "show",
+    "list",
+    "exec",
+    "dev",
+    "name",
+    "type",
+    "veth",
+    "bridge",
+    "vxlan",
+    "tun",
+    "tap",
+    "peer",
+    "mtu",
+    "up",
+    "down",
+    "master",
+    "nomaster",
+    "via",
+    "default",
+    "metric",
+    "table",
+    "id",
+    "mode",
+    "multi_queue",
+    "user",
+    "group",
+    "-j",
+    "-4",
+    "-6",
+    "10.1.1.2/24",
+    "fd00::1/64",
+    "10.1.1.300/24",
+    "1500",
+    "-c",
+    "-W",
+    "-I",
+    "--prefix",
+    "help",
+    "-w",
+    "net.ipv4.ip_forward=1",
+    "kernel.hostname",
+    "0",
+    "-1",
+    "99999999999999999999",
+    "",
+    "veth0",
+    "br0",
+    "/",
+];
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Whatever the arguments, netctl exits 0, 1 or 2 with a message, and
+    /// never panics (exit 101). Every run is pinned to a namespace that
+    /// does not exist, and `-n` is kept out of the random words, so no run
+    /// can change anything: netns, apply and destroy refuse `-n`.
+    #[test]
+    fn no_command_line_makes_netctl_panic(
+        picks in proptest::collection::vec(0usize..VOCABULARY.len(), 0..8),
+        junk in proptest::collection::vec("[^\\x00]{0,10}", 0..2),
+    ) {
+        let missing = unique("nowhere");
+        let mut args = vec!["-n".to_string(), missing];
+        args.extend(picks.iter().map(|&i| VOCABULARY[i].to_string()));
+        args.extend(junk.into_iter().filter(|j| !j.starts_with("-n") && !j.starts_with("--netns")));
+        let out = Command::new(NETCTL).args(&args).output().unwrap();
+        let code = out.status.code();
+        proptest::prop_assert!(matches!(code, Some(0..=2)), "netctl {args:?} exited {code:?}");
+        if code != Some(0) {
+            proptest::prop_assert!(!out.stderr.is_empty(), "netctl {args:?} failed silently");
+        }
+    }
+}
