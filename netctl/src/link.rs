@@ -315,6 +315,12 @@ impl Netlink {
                     name: name.to_string(),
                     netns: self.ns(),
                 },
+                Some(Errno::EOPNOTSUPP) => Error::Kernel {
+                    action: format!("creating {what} {name}"),
+                    errno: Errno::EOPNOTSUPP,
+                    message: "this kernel has no driver for it (load its module, or build it in)"
+                        .to_string(),
+                },
                 _ => f.context(format!("creating {what} {name}")),
             })
     }

@@ -114,7 +114,7 @@ pub fn run(args: &E2eArgs) -> Result<()> {
                 Outcome::Fail
             },
             detail: if left.is_empty() {
-                format!("{} namespaces removed", topology.namespaces.len())
+                format!("no namespace named {prefix}* left")
             } else {
                 format!("left: {}", left.join(", "))
             },
