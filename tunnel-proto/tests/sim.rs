@@ -714,3 +714,35 @@ fn a_full_staging_queue_drops_with_queue_full() {
         "all staged packets arrive"
     );
 }
+
+#[test]
+fn a_receive_only_initiator_rekeys_before_the_session_dies() {
+    let mut sim = established();
+    // Only the responder has data; the initiator answers with keepalives.
+    for s in 1..=200u64 {
+        sim.run_until(Duration::from_secs(s));
+        sim.send(B, format!("b{s}").as_bytes()).unwrap();
+        sim.deliver();
+    }
+    assert_eq!(
+        sim.handshakes_sent(B),
+        0,
+        "the responder never needed to initiate"
+    );
+    assert_eq!(
+        sim.handshakes_sent(A),
+        2,
+        "the initiator rekeyed exactly once"
+    );
+    assert_eq!(
+        sim.nodes[A].delivered.len(),
+        200,
+        "no packet was lost to an expired session"
+    );
+    assert!(
+        sim.nodes[A].drops.is_empty(),
+        "drops at A: {:?}",
+        sim.nodes[A].drops
+    );
+    assert!(sim.session_age(A).unwrap() < REJECT_AFTER_TIME - Duration::from_secs(60));
+}

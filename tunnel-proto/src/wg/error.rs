@@ -40,9 +40,6 @@ pub enum HandshakeError {
     /// A response or cookie reply for an index we do not have pending.
     #[error("no pending handshake with index {0:#010x}")]
     UnknownIndex(u32),
-    /// The peer has no endpoint to send the answer to.
-    #[error("peer has no known endpoint")]
-    NoEndpoint,
     /// The OS random number generator failed.
     #[error(transparent)]
     Random(#[from] RandomError),
@@ -62,7 +59,6 @@ impl HandshakeError {
             // A failed RNG means we cannot afford to answer now, as under a flood.
             HandshakeError::RateLimited | HandshakeError::Random(_) => DropReason::RateLimited,
             HandshakeError::UnknownIndex(_) => DropReason::UnknownIndex,
-            HandshakeError::NoEndpoint => DropReason::NoEndpoint,
         }
     }
 }
