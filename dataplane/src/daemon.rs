@@ -350,6 +350,7 @@ fn run<M: Mode, P: ControlPlane>(
     }
     let mut counters = Vec::new();
     let mut wakes = Vec::new();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
     let mut handles = Vec::new();
     let dev_offloads = device.offloads;
     let queues: Vec<OwnedFd> = device.queues;
@@ -374,8 +375,28 @@ fn run<M: Mode, P: ControlPlane>(
             control: link.clone(),
             stop: stop.clone(),
             wake,
+            started: started_tx.clone(),
         };
         handles.push(worker::spawn(setup).context("spawning a worker")?);
+    }
+    drop(started_tx);
+    let mut start_error = None;
+    for _ in 0..handles.len() {
+        match started_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => start_error = Some(why),
+            Err(_) => start_error = Some("a worker exited during start".to_string()),
+        }
+    }
+    if let Some(why) = start_error {
+        stop.store(true, Ordering::Release);
+        for w in &wakes {
+            w.notify();
+        }
+        for h in handles {
+            let _ = h.join();
+        }
+        anyhow::bail!("starting the data plane: {why}");
     }
 
     let status = InterfaceStatus {

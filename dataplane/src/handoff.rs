@@ -104,6 +104,11 @@ impl ControlLink {
         ))
     }
 
+    /// Wakes the control thread without a message (a worker is stopping).
+    pub fn notify(&self) {
+        self.wake.notify();
+    }
+
     /// Hands `msg` over; `false` when the channel is full (count `queue_full`).
     pub fn send(&self, msg: ToControl) -> bool {
         match self.tx.try_send(msg) {

@@ -59,6 +59,8 @@ pub const MAX_GRO_SEGMENTS: usize = 64;
 pub const GSO_MAX_BYTES: usize = 65_507;
 /// Least time between two timer-only events for one peer from one worker.
 pub const TIMER_EVENT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Failed device reads in a row after which a worker gives up.
+const MAX_READ_ERRORS: u32 = 16;
 /// Write slots for coalesced super-packets.
 pub const WRITE_SLOTS: usize = 64;
 /// Write slots one receive may fill.
@@ -131,6 +133,8 @@ pub struct WorkerSetup<M: Mode> {
     pub stop: Arc<AtomicBool>,
     /// Notified to make the worker look at `stop`.
     pub wake: Arc<EventFd>,
+    /// Told once the worker's ring and memory are set up, or why not.
+    pub started: std::sync::mpsc::Sender<Result<(), String>>,
 }
 
 /// Storage for one `sendmsg`: it must not move while the kernel may read it.
@@ -213,6 +217,11 @@ struct Worker<M: Mode> {
     rx_writes: Box<[WriteVec]>,
     recv_msg: Box<[libc::msghdr; 2]>,
     recv_armed: [bool; 2],
+    /// A multishot receive ended for lack of buffers: re-arm only once a
+    /// buffer came back, or the ring would spin on `ENOBUFS`.
+    rx_starved: bool,
+    /// Device reads that failed in a row (the device went away).
+    read_errors: u32,
     /// Completions still owed by the kernel (for a clean drain at stop).
     inflight: usize,
     /// Keeps the fds open while registered.
@@ -232,11 +241,32 @@ pub fn spawn<M: Mode>(
                 tracing::warn!(worker = setup.id, ?core, "could not pin worker to its core");
             }
             let id = setup.id;
-            let mut w = Worker::new(setup)?;
-            let r = w.run();
+            let link = setup.control.clone();
+            let started = setup.started.clone();
+            let r = match Worker::new(setup) {
+                Ok(mut w) => {
+                    let _ = started.send(Ok(()));
+                    w.run()
+                }
+                Err(e) => {
+                    let why = match e.raw_os_error() {
+                        Some(libc::ENOSYS) | Some(libc::EPERM) => format!(
+                            "{e}: io_uring is unavailable (kernel too old, or disabled by the sysctl kernel.io_uring_disabled)"
+                        ),
+                        Some(libc::ENOMEM) => format!(
+                            "{e}: not enough locked memory for the ring's buffers (raise RLIMIT_MEMLOCK or run as root)"
+                        ),
+                        _ => e.to_string(),
+                    };
+                    let _ = started.send(Err(why));
+                    Err(e)
+                }
+            };
             if let Err(e) = &r {
                 tracing::error!(worker = id, error = %e, "worker stopped");
             }
+            // Whatever the reason, the control thread must notice.
+            link.notify();
             r
         })
 }
@@ -372,6 +402,8 @@ impl<M: Mode> Worker<M> {
             rx_writes,
             recv_msg,
             recv_armed: [false; 2],
+            rx_starved: false,
+            read_errors: 0,
             inflight: 0,
             _fds: fds,
         })
@@ -403,7 +435,7 @@ impl<M: Mode> Worker<M> {
     }
 
     fn arm_recv(&mut self, sock: usize) {
-        if self.recv_armed[sock] || (sock == 1 && !self.has_v6) {
+        if self.recv_armed[sock] || self.rx_starved || (sock == 1 && !self.has_v6) {
             return;
         }
         let fd = if sock == 0 { FD_V4 } else { FD_V6 };
@@ -447,6 +479,12 @@ impl<M: Mode> Worker<M> {
             }
             if !self.batch() {
                 break;
+            }
+            if self.read_errors >= MAX_READ_ERRORS {
+                self.drain();
+                return Err(io::Error::other(
+                    "the device is gone or keeps failing reads (was the interface deleted?)",
+                ));
             }
         }
         self.drain();
@@ -504,12 +542,23 @@ impl<M: Mode> Worker<M> {
     fn on_read(&mut self, mode: &M, view: &M::Batch<'_>, now: Instant, s: usize, res: i32) {
         self.reads_in_flight = self.reads_in_flight.saturating_sub(1);
         if res <= 0 {
-            if res < 0 && res != -libc::ECANCELED && res != -libc::EAGAIN {
-                tracing::warn!(worker = self.id, error = %io::Error::from_raw_os_error(-res), "device read failed");
+            if res == -libc::EBADFD || res == -libc::ENODEV {
+                // The interface was deleted under us: nothing more to read.
+                self.read_errors = MAX_READ_ERRORS;
+            } else if res < 0
+                && res != -libc::ECANCELED
+                && res != -libc::EAGAIN
+                && res != -libc::EINTR
+            {
+                if self.read_errors == 0 {
+                    tracing::warn!(worker = self.id, error = %io::Error::from_raw_os_error(-res), "device read failed");
+                }
+                self.read_errors += 1;
             }
             self.free_slot(s);
             return;
         }
+        self.read_errors = 0;
         let n = res as usize;
         self.counters.dev_reads.inc();
         if n <= self.vnet {
@@ -879,6 +928,7 @@ impl<M: Mode> Worker<M> {
         let addr = unsafe { self.slab.base().add(self.rx_region.at(bid)) };
         self.rx_ring.push(bid as u16, addr, RX_BUFFER_SIZE as u32);
         self.rx_ring.publish();
+        self.rx_starved = false;
     }
 
     fn on_recv(
@@ -896,6 +946,7 @@ impl<M: Mode> Worker<M> {
         if res < 0 {
             if res == -libc::ENOBUFS {
                 self.counters.rx_buffer_exhausted.inc();
+                self.rx_starved = true;
             } else if res != -libc::ECANCELED {
                 tracing::warn!(worker = self.id, error = %io::Error::from_raw_os_error(-res), "receive failed");
             }
