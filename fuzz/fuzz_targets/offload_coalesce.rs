@@ -10,8 +10,14 @@ use dataplane::offload::{
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, mut rest)) = data.split_first() else { return };
-    let framing = if mode & 1 == 0 { Framing::Ip } else { Framing::Ethernet };
+    let Some((&mode, mut rest)) = data.split_first() else {
+        return;
+    };
+    let framing = if mode & 1 == 0 {
+        Framing::Ip
+    } else {
+        Framing::Ethernet
+    };
     let config = CoalesceConfig {
         framing,
         tcp: mode & 2 == 0,
@@ -27,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut buffers = vec![vec![0u8; VNET_HDR_LEN + 65535 + 18]; usize::from(mode >> 4) % 4];
     let mut coalescer = Coalescer::new(config);
-    let writes = coalescer.coalesce(&packets, &mut buffers).expect("batch within MAX_BATCH").to_vec();
+    let writes = coalescer
+        .coalesce(&packets, &mut buffers)
+        .expect("batch within MAX_BATCH")
+        .to_vec();
 
     let mut alone = vec![false; packets.len()];
     let mut total = 0;
@@ -38,7 +47,11 @@ fuzz_target!(|data: &[u8]| {
                 alone[packet] = true;
                 total += 1;
             }
-            Write::Super { buffer, len, segments } => {
+            Write::Super {
+                buffer,
+                len,
+                segments,
+            } => {
                 let b = &buffers[buffer][..len];
                 let hdr = VnetHeader::parse(b).expect("super-packet has a valid virtio-net header");
                 let split = GsoSplit::new(&hdr, &b[VNET_HDR_LEN..], framing)
