@@ -156,6 +156,8 @@ pub struct Coalescer {
     items: [Option<Item>; MAX_BATCH],
     writes: [Write; MAX_BATCH],
     flows: [Option<Flow>; MAX_FLOWS],
+    /// Output buffers the last batch took (always the first ones).
+    buffers_used: usize,
 }
 
 impl Coalescer {
@@ -166,6 +168,7 @@ impl Coalescer {
             items: [None; MAX_BATCH],
             writes: [Write::Alone { packet: 0 }; MAX_BATCH],
             flows: [None; MAX_FLOWS],
+            buffers_used: 0,
         }
     }
 
@@ -178,10 +181,11 @@ impl Coalescer {
     ///
     /// `packets` are whole IP packets (TUN) or Ethernet frames (TAP), each
     /// trimmed or not to its IP length (bytes past it are ignored when
-    /// merging). `buffers` are the output buffers for super-packets, used in
-    /// order, each best [`VNET_HDR_LEN`] + 65535 bytes (+ the link header on
-    /// TAP); a smaller one caps the super-packets it holds. When they run
-    /// out, the remaining packets are written alone.
+    /// merging). `buffers` are the output buffers for super-packets, taken
+    /// in order (`buffers[..self.buffers_used()]` afterwards, no gaps), each
+    /// best [`VNET_HDR_LEN`] + 65535 bytes (+ the link header on TAP); a
+    /// smaller one caps the super-packets it holds. When they run out, the
+    /// remaining packets are written alone.
     ///
     /// Returns the writes, in issue order; every packet appears in exactly
     /// one. Nothing is kept between calls: a flow never spans two batches.
@@ -198,6 +202,7 @@ impl Coalescer {
         }
         let config = self.config;
         self.flows = [None; MAX_FLOWS];
+        self.buffers_used = 0;
         let mut n_items = 0;
         let mut next_buffer = 0;
 
@@ -272,7 +277,14 @@ impl Coalescer {
                 _ => Write::Alone { packet: item.head },
             };
         }
+        self.buffers_used = next_buffer;
         Ok(&self.writes[..n_items])
+    }
+
+    /// How many output buffers the last [`Coalescer::coalesce`] took: always
+    /// the first ones, each holding one [`Write::Super`].
+    pub fn buffers_used(&self) -> usize {
+        self.buffers_used
     }
 
     /// The flow key of a TCP/UDP packet, and whether it may be merged.
@@ -886,6 +898,45 @@ mod test {
     }
 
     #[test]
+    fn buffers_go_to_runs_in_the_order_they_merge_writes_keep_first_packet_order() {
+        let a = segments(
+            &Spec {
+                sport: 1,
+                ..Spec::tcp4()
+            },
+            800,
+            2,
+        );
+        let b = segments(
+            &Spec {
+                sport: 2,
+                ..Spec::tcp4()
+            },
+            800,
+            2,
+        );
+        let pkts = [a[0].clone(), b[0].clone(), b[1].clone(), a[1].clone()];
+        let mut co = Coalescer::new(tcp_config());
+        let w = co.coalesce(&pkts, &mut buffers(2)).unwrap();
+        assert_eq!(
+            w,
+            [
+                Write::Super {
+                    buffer: 1,
+                    len: 10 + 40 + 1600,
+                    segments: 2
+                },
+                Write::Super {
+                    buffer: 0,
+                    len: 10 + 40 + 1600,
+                    segments: 2
+                },
+            ]
+        );
+        assert_eq!(co.buffers_used(), 2);
+    }
+
+    #[test]
     fn udp_is_left_alone_unless_uso_is_on() {
         let pkts = segments(&Spec::udp6(), 1200, 3);
         let mut co = Coalescer::new(tcp_config());
@@ -1016,8 +1067,10 @@ mod test {
                 Write::Alone { packet: 3 },
             ]
         );
+        assert_eq!(co.buffers_used(), 1);
         let mut none: [Vec<u8>; 0] = [];
         assert_eq!(co.coalesce(&pkts, &mut none).unwrap().len(), 4);
+        assert_eq!(co.buffers_used(), 0);
     }
 
     #[test]

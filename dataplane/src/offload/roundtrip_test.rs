@@ -285,6 +285,13 @@ proptest! {
         }
         prop_assert_eq!(total, batch.len());
         prop_assert!(seen.iter().all(|&n| n <= 1));
+        let mut supers: Vec<usize> = writes
+            .iter()
+            .filter_map(|w| match w { Write::Super { buffer, .. } => Some(*buffer), _ => None })
+            .collect();
+        supers.sort_unstable();
+        prop_assert_eq!(supers, (0..co.buffers_used()).collect::<Vec<_>>(),
+            "the first buffers are taken, one per super-packet");
     }
 }
 
