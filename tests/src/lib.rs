@@ -19,6 +19,9 @@ use std::time::Duration;
 use netctl::ping::{Echo, PingOptions};
 use netctl::{Topology, netns};
 
+pub mod ringtun;
+pub mod traffic;
+
 /// The skip rule: true if the test can run (effective uid 0). Otherwise
 /// prints `SKIPPED <test>: needs root ...` and returns false, or panics when
 /// the environment variable `CI` is set, so that CI can never pass by
