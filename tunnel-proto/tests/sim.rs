@@ -317,6 +317,12 @@ fn handshake_then_data_both_ways() {
 }
 
 #[test]
+fn tunnel_can_move_to_the_control_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Tunnel>();
+}
+
+#[test]
 fn fresh_tunnel_is_idle() {
     let sim = Sim::new(|_, _| {});
     for n in &sim.nodes {
