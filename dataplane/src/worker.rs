@@ -301,7 +301,7 @@ impl<M: Mode> Worker<M> {
                 framing,
                 tcp: true,
                 udp: s.offloads.uso(),
-                verify_checksums: true,
+                verify_checksums: !M::AUTHENTICATED,
             })
         });
         let slab = Slab::new(layout.total())?;
