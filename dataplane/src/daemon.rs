@@ -317,6 +317,17 @@ fn run<M: Mode, P: ControlPlane>(
         },
     )?;
     configure_device(&c.name, c, routes, bridge.as_deref())?;
+    if vnet {
+        // One super-packet must fit one UDP_SEGMENT send (64 KiB of UDP
+        // payload): cap the segments the stack puts in one, or every
+        // 64 KiB read would need a second send for its last few segments.
+        let link_hdr = if kind == DeviceKind::Tap { 14 } else { 0 };
+        let stride = M::HEADROOM + c.mtu as usize + link_hdr + M::TAILROOM;
+        let segs = (worker::GSO_MAX_BYTES / stride).clamp(1, worker::MAX_GRO_SEGMENTS) as u32;
+        netctl::Netlink::current()
+            .and_then(|nl| nl.set_gso_max_segs(&c.name, segs))
+            .with_context(|| format!("setting gso_max_segs {segs} on {}", c.name))?;
+    }
 
     let (link, rx, control_wake) = ControlLink::new().context("eventfd")?;
     let stop = Arc::new(AtomicBool::new(false));

@@ -94,6 +94,12 @@ pub trait Mode: Send + Sync + 'static {
     const TAILROOM: usize;
     /// Short name for logs.
     const NAME: &'static str;
+    /// Whether every delivered packet was authenticated end to end (AEAD).
+    /// Then a corrupt inner checksum can only come from the peer itself, so
+    /// coalescing need not verify inner checksums first: the kernel's own
+    /// WireGuard marks decrypted packets CHECKSUM_UNNECESSARY for the same
+    /// reason. Plaintext modes verify.
+    const AUTHENTICATED: bool;
 
     /// Per-batch view of shared state (for example a loaded peer table),
     /// taken once per completion batch rather than per packet.

@@ -52,6 +52,7 @@ impl VxlanMode {
 impl Mode for VxlanMode {
     const HEADROOM: usize = vxlan::HEADROOM;
     const TAILROOM: usize = 0;
+    const AUTHENTICATED: bool = false;
     const NAME: &'static str = "vxlan";
     type Batch<'a> = Instant;
 

@@ -67,6 +67,7 @@ fn decapsulate_fresh(
 impl Mode for WgMode {
     const HEADROOM: usize = wg::HEADROOM;
     const TAILROOM: usize = wg::TAILROOM;
+    const AUTHENTICATED: bool = true;
     const NAME: &'static str = "wireguard";
     type Batch<'a> = Guard<Arc<DataPlane>>;
 

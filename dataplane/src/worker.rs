@@ -220,6 +220,8 @@ struct Worker<M: Mode> {
     /// A multishot receive ended for lack of buffers: re-arm only once a
     /// buffer came back, or the ring would spin on `ENOBUFS`.
     rx_starved: bool,
+    /// Receive buffers the kernel handed us and we have not returned.
+    rx_held: usize,
     /// Device reads that failed in a row (the device went away).
     read_errors: u32,
     /// Completions still owed by the kernel (for a clean drain at stop).
@@ -301,7 +303,7 @@ impl<M: Mode> Worker<M> {
                 framing,
                 tcp: true,
                 udp: s.offloads.uso(),
-                verify_checksums: true,
+                verify_checksums: !M::AUTHENTICATED,
             })
         });
         let slab = Slab::new(layout.total())?;
@@ -403,6 +405,7 @@ impl<M: Mode> Worker<M> {
             recv_msg,
             recv_armed: [false; 2],
             rx_starved: false,
+            rx_held: 0,
             read_errors: 0,
             inflight: 0,
             _fds: fds,
@@ -928,6 +931,7 @@ impl<M: Mode> Worker<M> {
         let addr = unsafe { self.slab.base().add(self.rx_region.at(bid)) };
         self.rx_ring.push(bid as u16, addr, RX_BUFFER_SIZE as u32);
         self.rx_ring.publish();
+        self.rx_held = self.rx_held.saturating_sub(1);
         self.rx_starved = false;
     }
 
@@ -946,7 +950,10 @@ impl<M: Mode> Worker<M> {
         if res < 0 {
             if res == -libc::ENOBUFS {
                 self.counters.rx_buffer_exhausted.inc();
-                self.rx_starved = true;
+                // Starved only if every buffer is with us: then the next
+                // recycle re-arms. If some went back to the ring while this
+                // completion waited in the queue, re-arm at once.
+                self.rx_starved = self.rx_held >= usize::from(RX_BUFFERS);
             } else if res != -libc::ECANCELED {
                 tracing::warn!(worker = self.id, error = %io::Error::from_raw_os_error(-res), "receive failed");
             }
@@ -956,6 +963,7 @@ impl<M: Mode> Worker<M> {
             return;
         };
         let bid = usize::from(bid);
+        self.rx_held += 1;
         self.counters.udp_rx_receives.inc();
         let base = self.rx_region.at(bid);
         let total = (res as usize).min(RX_BUFFER_SIZE);

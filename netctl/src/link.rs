@@ -189,6 +189,8 @@ pub struct Link {
     pub tun: Option<TunInfo>,
     /// VXLAN details.
     pub vxlan: Option<VxlanInfo>,
+    /// Most segments in one GSO packet the stack builds for this link.
+    pub gso_max_segs: Option<u32>,
 }
 
 /// A veth pair to create.
@@ -272,6 +274,10 @@ pub struct LinkChange {
     pub netns: Option<NetnsTarget>,
     /// Rename the link.
     pub name: Option<String>,
+    /// Most segments the stack may put in one GSO packet for this link
+    /// (`gso_max_segs`): a tunnel caps it so one super-packet fits one
+    /// `UDP_SEGMENT` send.
+    pub gso_max_segs: Option<u32>,
 }
 
 impl LinkChange {
@@ -300,6 +306,9 @@ impl LinkChange {
         }
         if let Some(name) = &self.name {
             words.push(format!("name {name}"));
+        }
+        if let Some(n) = self.gso_max_segs {
+            words.push(format!("gso_max_segs {n}"));
         }
         words.join(" ")
     }
@@ -562,6 +571,9 @@ impl Netlink {
             check_ifname(new_name)?;
             b = b.name(new_name.clone());
         }
+        if let Some(n) = change.gso_max_segs {
+            b = b.append_extra_attribute(LinkAttribute::GsoMaxSegs(n));
+        }
         // Kept open until the request is answered.
         let mut ns_fd = None;
         // As `ip`: a number is a pid unless a namespace has that name.
@@ -588,6 +600,17 @@ impl Netlink {
             },
             _ => self.no_such_device(f, name, action),
         })
+    }
+
+    /// `ip link set dev NAME gso_max_segs N`.
+    pub fn set_gso_max_segs(&self, name: &str, segs: u32) -> Result<()> {
+        self.link_set(
+            name,
+            &LinkChange {
+                gso_max_segs: Some(segs),
+                ..LinkChange::default()
+            },
+        )
     }
 
     /// `ip link set dev NAME up`.
@@ -691,10 +714,12 @@ pub(crate) fn decode_link(msg: &LinkMessage) -> Option<Link> {
         stats: None,
         tun: None,
         vxlan: None,
+        gso_max_segs: None,
     };
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => name = Some(n.clone()),
+            LinkAttribute::GsoMaxSegs(n) => link.gso_max_segs = Some(*n),
             LinkAttribute::Mtu(m) => link.mtu = *m,
             LinkAttribute::Controller(i) if *i != 0 => link.master_index = Some(*i),
             LinkAttribute::OperState(s) => link.state = state_word(*s),

@@ -409,3 +409,14 @@ fn link_errors_name_the_link_and_counters_count() {
         "an echo is at least 84 bytes"
     );
 }
+
+#[test]
+fn gso_max_segs_is_set_and_read_back() {
+    require_root!("gso_max_segs_is_set_and_read_back");
+    let mut guard = NetnsGuard::new();
+    let ns = guard.create("gso");
+    let nl = Netlink::in_netns(&ns).unwrap();
+    nl.add_bridge("br0").unwrap();
+    nl.set_gso_max_segs("br0", 44).unwrap();
+    assert_eq!(nl.link("br0").unwrap().gso_max_segs, Some(44));
+}
