@@ -37,6 +37,8 @@ pub struct UpOptions {
     pub workers: Option<usize>,
     /// Turn offloads off whatever the file says.
     pub no_offload: bool,
+    /// How workers read the device.
+    pub read_mode: worker::ReadMode,
 }
 
 /// Offloads asked of the device when `Offload = on`.
@@ -56,6 +58,7 @@ struct Common {
     workers: usize,
     offload: bool,
     listen_port: u16,
+    read_mode: worker::ReadMode,
 }
 
 fn worker_count(cfg: Workers, over: Option<usize>) -> usize {
@@ -98,6 +101,7 @@ pub fn up(opts: &UpOptions) -> Result<()> {
         table: interface.table,
         workers: worker_count(interface.workers, opts.workers),
         offload: interface.offload && !opts.no_offload,
+        read_mode: opts.read_mode,
         listen_port: interface.listen_port.unwrap_or(match &mode {
             ModeConfig::Vxlan(_) => config::VXLAN_PORT,
             ModeConfig::WireGuard(_) => 0,
@@ -380,6 +384,7 @@ fn run<M: Mode, P: ControlPlane>(
             mtu: c.mtu as usize,
             kind,
             offloads: dev_offloads,
+            read_mode: c.read_mode,
             mode: mode.clone(),
             counters: ctr,
             local_addrs: local_addrs.clone(),

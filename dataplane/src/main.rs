@@ -36,6 +36,11 @@ enum Command {
         /// Turn TUN/TAP offloads and UDP GSO/GRO off.
         #[arg(long)]
         no_offload: bool,
+        /// How workers read the device: `fixed` (ReadFixed, a few in flight;
+        /// the default, measured faster) or `multishot` (ReadMulti over a
+        /// provided-buffer ring). For benchmarking.
+        #[arg(long, default_value = "fixed", value_parser = ["fixed", "multishot"])]
+        read_mode: String,
     },
     /// Ask the instance serving IFACE (in this network namespace) to stop.
     Down {
@@ -88,11 +93,17 @@ fn run(cmd: Command) -> Result<()> {
             name,
             workers,
             no_offload,
+            read_mode,
         } => daemon::up(&daemon::UpOptions {
             config,
             name,
             workers,
             no_offload,
+            read_mode: if read_mode == "multishot" {
+                dataplane::worker::ReadMode::Multishot
+            } else {
+                dataplane::worker::ReadMode::Fixed
+            },
         }),
         Command::Down { iface } => Ok(ctlsock::down(&iface)?),
         Command::Show { iface, json } => {

@@ -61,6 +61,8 @@ pub const GSO_MAX_BYTES: usize = 65_507;
 pub const TIMER_EVENT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Failed device reads in a row after which a worker gives up.
 const MAX_READ_ERRORS: u32 = 16;
+/// `a` of the multishot read's user data (slot indexes are below it).
+const MULTISHOT_READ: usize = 0xffff;
 /// Write slots for coalesced super-packets.
 pub const WRITE_SLOTS: usize = 64;
 /// Write slots one receive may fill.
@@ -101,6 +103,18 @@ fn ud_parts(u: u64) -> (u64, usize, usize) {
 /// coalesce slot rather than a receive buffer.
 const WRITE_FROM_SLOT: usize = 0x8000;
 
+/// How a worker reads its device queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadMode {
+    /// A few `ReadFixed` operations in flight, each into a slot the worker
+    /// picked (the default: measured the faster here).
+    #[default]
+    Fixed,
+    /// One multishot `ReadMulti` picking transmit slots from a
+    /// provided-buffer ring.
+    Multishot,
+}
+
 /// Everything a worker needs, handed over by the daemon.
 pub struct WorkerSetup<M: Mode> {
     /// Worker number, for logs and counters.
@@ -121,6 +135,8 @@ pub struct WorkerSetup<M: Mode> {
     pub kind: DeviceKind,
     /// Offloads the device accepted.
     pub offloads: Offloads,
+    /// How to read the device queue.
+    pub read_mode: ReadMode,
     /// The tunnel mode.
     pub mode: Arc<M>,
     /// This worker's counters.
@@ -180,6 +196,12 @@ struct Worker<M: Mode> {
     // slab and the buffer ring) before the memory it points at.
     ring: IoUring,
     rx_ring: BufRing,
+    /// With `ReadMode::Multishot`: the transmit slots offered to the device reads.
+    read_ring: Option<BufRing>,
+    read_armed: bool,
+    read_starved: bool,
+    /// Transmit slots the multishot read handed us and we have not returned.
+    read_held: usize,
     slab: Slab,
     tx_region: Region,
     rx_region: Region,
@@ -320,6 +342,25 @@ impl<M: Mode> Worker<M> {
             wake_dup.as_raw_fd(),
         ])?;
 
+        let read_ring = match s.read_mode {
+            ReadMode::Fixed => None,
+            ReadMode::Multishot => {
+                let mut r = BufRing::new(TX_SLOTS as u16, 1)?;
+                r.register(&ring.submitter())?;
+                for slot in 0..TX_SLOTS {
+                    // SAFETY: in-bounds offset of the slab mapping.
+                    let addr = unsafe {
+                        slab.base().add(
+                            tx_region.at(slot) + SLOT_PACKET_OFFSET
+                                - if s.vnet_hdr { VNET_HDR_LEN } else { 0 },
+                        )
+                    };
+                    r.push(slot as u16, addr, MAX_READ as u32);
+                }
+                r.publish();
+                Some(r)
+            }
+        };
         let mut rx_ring = BufRing::new(RX_BUFFERS, 0)?;
         rx_ring.register(&ring.submitter())?;
         for bid in 0..RX_BUFFERS {
@@ -371,6 +412,10 @@ impl<M: Mode> Worker<M> {
         Ok(Worker {
             ring,
             rx_ring,
+            read_ring,
+            read_armed: false,
+            read_starved: false,
+            read_held: 0,
             slab,
             tx_region,
             rx_region,
@@ -398,7 +443,10 @@ impl<M: Mode> Worker<M> {
             wake_buf: Box::new(0),
             tx: vec![TxSlot::default(); TX_SLOTS],
             ops,
-            free_tx: (0..TX_SLOTS as u16).rev().collect(),
+            free_tx: match s.read_mode {
+                ReadMode::Fixed => (0..TX_SLOTS as u16).rev().collect(),
+                ReadMode::Multishot => Vec::with_capacity(TX_SLOTS),
+            },
             reads_in_flight: 0,
             rx_refs: vec![0; usize::from(RX_BUFFERS)],
             rx_writes,
@@ -450,6 +498,17 @@ impl<M: Mode> Worker<M> {
     }
 
     fn arm_reads(&mut self) {
+        if let Some(r) = &self.read_ring {
+            if self.read_armed || self.read_starved || self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let sqe = opcode::ReadMulti::new(FD_TUN, 0, r.bgid())
+                .build()
+                .user_data(ud(K_READ, MULTISHOT_READ as u64, 0));
+            self.read_armed = true;
+            self.push(sqe);
+            return;
+        }
         while self.reads_in_flight < READS_IN_FLIGHT && !self.stop.load(Ordering::Relaxed) {
             let Some(slot) = self.free_tx.pop() else {
                 return;
@@ -512,10 +571,27 @@ impl<M: Mode> Worker<M> {
             let (kind, a, b) = ud_parts(cqe.user_data());
             let res = cqe.result();
             let flags = cqe.flags();
-            if kind != K_RECV || !cqueue::more(flags) {
+            let multishot = kind == K_RECV || (kind == K_READ && a == MULTISHOT_READ);
+            if !multishot || !cqueue::more(flags) {
                 self.inflight = self.inflight.saturating_sub(1);
             }
             match kind {
+                K_READ if a == MULTISHOT_READ => {
+                    if !cqueue::more(flags) {
+                        self.read_armed = false;
+                    }
+                    match cqueue::buffer_select(flags) {
+                        Some(slot) => {
+                            self.read_held += 1;
+                            self.on_read(&*mode, &view, now, usize::from(slot), res)
+                        }
+                        // As with receives: starved only if every slot is ours.
+                        None if res == -libc::ENOBUFS => {
+                            self.read_starved = self.read_held >= TX_SLOTS
+                        }
+                        None => self.on_read_error(res),
+                    }
+                }
                 K_READ => self.on_read(&*mode, &view, now, a, res),
                 K_SEND => self.on_send(a, b, res),
                 K_RECV => self.on_recv(&*mode, &view, now, a, res, flags),
@@ -539,7 +615,27 @@ impl<M: Mode> Worker<M> {
     }
 
     fn free_slot(&mut self, s: usize) {
+        if let Some(r) = &mut self.read_ring {
+            self.tx[s] = TxSlot::default();
+            let off = self.tx_region.at(s) + SLOT_PACKET_OFFSET - self.vnet;
+            // SAFETY: in-bounds pointer into the slab.
+            let addr = unsafe { self.slab.base().add(off) };
+            r.push(s as u16, addr, MAX_READ as u32);
+            r.publish();
+            self.read_held = self.read_held.saturating_sub(1);
+            self.read_starved = false;
+            return;
+        }
         self.free_tx.push(s as u16);
+    }
+
+    fn on_read_error(&mut self, res: i32) {
+        if res == -libc::EBADFD || res == -libc::ENODEV {
+            self.read_errors = MAX_READ_ERRORS;
+        } else if res < 0 && res != -libc::ECANCELED && res != -libc::EAGAIN && res != -libc::EINTR
+        {
+            self.read_errors += 1;
+        }
     }
 
     fn on_read(&mut self, mode: &M, view: &M::Batch<'_>, now: Instant, s: usize, res: i32) {
