@@ -1,70 +1,173 @@
-//! `cargo xtask e2e`: two sites in namespaces with a tunnel between them.
+//! `cargo xtask e2e`: two sites in namespaces with a tunnel between them,
+//! checked as a network engineer would before trusting it (issue 5).
 //!
-//! Until the tunnel exists (issues 4 and 5) this runs the seed article's
-//! scenario through the netctl library: it applies
-//! `xtask/topologies/seed.toml` under a unique prefix, pings across in
-//! both families, moves the address back onto the bridge port in code to
-//! show the article's failure, checks that a second apply changes nothing,
-//! destroys it, and prints a pass/fail table. Everything is removed at the
-//! end, also on failure, on panic and on Ctrl-C / SIGTERM.
+//! Each site is a LAN host namespace cabled into a bridge in its gateway's
+//! namespace; the gateways are joined by a WAN veth pair and run ringtun
+//! (or a real peer: wireguard-go, boringtun, the kernel's vxlan device).
+//! Topologies: `xtask/topologies/two-sites-l3.toml` (wireguard mode) and
+//! `two-sites-l2.toml` (vxlan mode), built with the netctl library.
+//!
+//! Rows: reachability, bulk TCP with SHA-256 at both ends, UDP bursts,
+//! packet and frame sizes, restarts mid-transfer, a lossy WAN (a userspace
+//! relay: [`relay`]), hostile input including a flood of handshake
+//! initiations with a valid MAC1 ([`hostile`]), offloads on and off, and
+//! the interop matrix. Output: one row per check and
+//! `N passed, N failed, N skipped`; non-zero exit on any failure.
+//!
+//! Everything made is removed at the end, also on failure, on panic and
+//! on Ctrl-C / SIGTERM (a second one exits at once); daemons die with the
+//! harness (`PR_SET_PDEATHSIG`), and labs left by a harness that was
+//! killed outright are removed by the next run.
 
-use std::fmt::Write as _;
-use std::net::IpAddr;
-use std::path::PathBuf;
+mod checks;
+mod hostile;
+mod lab;
+mod peers;
+mod probe;
+mod relay;
+mod seed;
+mod table;
+mod vxlan;
+mod wireguard;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use netctl::ping::{Echo, PingOptions};
-use netctl::{Netlink, Topology, netns};
+use ringtun_tests::ringtun::LabDir;
 
-/// Options for `cargo xtask e2e`.
-#[derive(clap::Args)]
-pub struct E2eArgs {
-    /// Topology file to apply (default: xtask/topologies/seed.toml).
-    #[arg(long)]
-    topology: Option<PathBuf>,
-    /// Leave the namespaces up for inspection and print how to enter them.
-    #[arg(long)]
-    keep: bool,
+use checks::{Ctx, Options};
+use relay::SplitMix64;
+use table::Table;
+
+/// Which tunnel modes to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeFilter {
+    /// WireGuard (TUN, L3).
+    Wireguard,
+    /// VXLAN (TAP, L2).
+    Vxlan,
+    /// Both, and the netctl seed scenario.
+    All,
 }
 
-/// The outcome of one check.
-enum Outcome {
-    Pass,
-    Fail,
+/// Who sits on the other gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PeerFilter {
+    /// ringtun on both gateways.
+    Ringtun,
+    /// wireguard-go against ringtun.
+    WireguardGo,
+    /// boringtun against ringtun.
+    Boringtun,
+    /// The kernel's vxlan device against ringtun.
+    Kernel,
+    /// Every one.
+    All,
 }
 
-/// One row of the final table.
-struct Row {
-    check: String,
-    outcome: Outcome,
-    detail: String,
-}
-
-/// Destroys the topology when the run ends, however it ends (unless --keep).
-struct Cleanup {
-    topology: Topology,
-    prefix: String,
-    keep: bool,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if self.keep {
-            return;
-        }
-        match self.topology.destroy(Some(&self.prefix)) {
-            Ok(d) if !d.deleted.is_empty() => println!("cleanup: deleted {}", d.deleted.join(", ")),
-            Ok(_) => {}
-            Err(e) => eprintln!("cleanup: destroying prefix {}: {e}", self.prefix),
+impl PeerFilter {
+    fn admits(self, name: &str) -> bool {
+        match self {
+            PeerFilter::All => true,
+            PeerFilter::Ringtun => name == "ringtun",
+            PeerFilter::WireguardGo => name == "wireguard-go",
+            PeerFilter::Boringtun => name == "boringtun",
+            PeerFilter::Kernel => name == "kernel",
         }
     }
 }
 
-/// Runs the end-to-end scenario.
+/// Options for `cargo xtask e2e`.
+#[derive(clap::Args, Debug)]
+pub struct E2eArgs {
+    /// Run only the checks whose "MODE PEER CHECK" contains PATTERN
+    /// (case-insensitive), e.g. `seed`, `bulk`, `wireguard ringtun hostile`.
+    #[arg(long, value_name = "PATTERN")]
+    only: Option<String>,
+    /// Tunnel mode(s) to run.
+    #[arg(long, value_enum, default_value_t = ModeFilter::All)]
+    mode: ModeFilter,
+    /// Peer(s) on the other gateway.
+    #[arg(long, value_enum, default_value_t = PeerFilter::All)]
+    peer: PeerFilter,
+    /// Bytes per bulk TCP transfer, each way (suffixes K, M, G: KiB, MiB, GiB).
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    bulk_size: u64,
+    /// Leave the labs up for inspection and print how to enter them.
+    #[arg(long)]
+    keep: bool,
+    /// Do not install missing peers (their rows are skipped; a failure under CI).
+    #[arg(long)]
+    no_install: bool,
+    /// Data-plane workers per ringtun (default: its config's, one per CPU).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Seed of the random payloads, hostile input and relay dice.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The ringtun binary to test (default: build it with `--release`).
+    #[arg(long, value_name = "PATH")]
+    ringtun: Option<PathBuf>,
+}
+
+/// `1G`, `64M`, `512K`, `1000` (bytes), binary units.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let unit = t[i..].to_ascii_uppercase();
+            let mult: u64 = match unit.as_str() {
+                "K" | "KB" | "KIB" => 1 << 10,
+                "M" | "MB" | "MIB" => 1 << 20,
+                "G" | "GB" | "GIB" => 1 << 30,
+                _ => {
+                    return Err(format!(
+                        "unknown unit {:?} in {s:?} (use K, M or G)",
+                        &t[i..]
+                    ));
+                }
+            };
+            (&t[..i], mult)
+        }
+        None => (t, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|e| format!("{s:?} is not a size: {e}"))?;
+    match n.checked_mul(mult) {
+        Some(0) | None => Err(format!("{s:?}: the size must be between 1 byte and 2^64")),
+        Some(v) => Ok(v),
+    }
+}
+
+/// Runs the end-to-end checks.
 pub fn run(args: &E2eArgs) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "e2e needs root (namespaces, veth, TUN/TAP): run `sudo -E cargo xtask e2e`{}",
+            if std::env::var_os("CI").is_some() {
+                "; CI is set, and under CI a skip is a failure"
+            } else {
+                ""
+            }
+        );
+    }
+    let started = Instant::now();
+    // The binary first, while this process has one thread (see below).
+    let ringtun = match &args.ringtun {
+        Some(p) => p.clone(),
+        None => build_ringtun()?,
+    };
+    // SAFETY: no other thread exists yet (nothing has been spawned; signal
+    // handlers are installed below), so nothing reads the environment
+    // concurrently. ringtun-tests finds the binary through RINGTUN_BIN.
+    unsafe { std::env::set_var("RINGTUN_BIN", &ringtun) };
+
     // First Ctrl-C: finish the current step, clean up, exit non-zero.
     // A second one: exit at once.
     let stop = Arc::new(AtomicBool::new(false));
@@ -75,238 +178,208 @@ pub fn run(args: &E2eArgs) -> Result<()> {
             .context("installing the signal handler")?;
     }
 
-    let file = args
-        .topology
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("topologies/seed.toml"));
-    let topology = Topology::from_file(&file)?;
-    let prefix = format!("e2e-{}-", std::process::id());
+    for name in lab::remove_stale()? {
+        println!("e2e: removed {name}, left by an earlier run that was killed");
+    }
+    let links_before = lab::host_links()?;
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
     println!(
-        "e2e: the tunnel does not exist yet (issues 4 and 5): running the netctl seed scenario\n\
-         e2e: topology {} under prefix {prefix}",
-        file.display()
+        "e2e: ringtun {}, bulk {} each way, seed {seed} (repeat with --seed {seed})",
+        ringtun.display(),
+        checks::human(args.bulk_size)
     );
-    let cleanup = Cleanup {
-        topology: topology.clone(),
-        prefix: prefix.clone(),
-        keep: args.keep,
+    let mut ctx = Ctx {
+        table: Table::new(),
+        stop: stop.clone(),
+        opts: Options {
+            bulk_size: args.bulk_size,
+            only: args.only.clone(),
+            workers: args.workers,
+            keep: args.keep,
+            install: !args.no_install,
+        },
+        dir: LabDir::new("e2e")?,
+        rng: SplitMix64(seed),
     };
-    let mut rows = Vec::new();
-    let result = scenario(&topology, &prefix, &stop, &mut rows);
-    if args.keep {
-        println!(
-            "e2e: --keep: left up. Enter with `ip netns exec {prefix}a bash` or `netctl -n {prefix}a link`;\n\
-             e2e: remove with `netctl destroy {} --prefix {prefix}`",
-            file.display()
-        );
-    } else {
-        // Cleanup is itself a row: nothing may be left behind.
-        drop(cleanup);
-        let left: Vec<String> = netns::list()?
-            .into_iter()
-            .filter(|n| n.starts_with(&prefix))
-            .collect();
-        rows.push(Row {
-            check: "destroy leaves no namespace behind".into(),
-            outcome: if left.is_empty() {
-                Outcome::Pass
-            } else {
-                Outcome::Fail
-            },
-            detail: if left.is_empty() {
-                format!("no namespace named {prefix}* left")
-            } else {
-                format!("left: {}", left.join(", "))
-            },
+    let build_dir = target_dir()?.join("e2e-peers");
+    let peer_filter = |name: &str| args.peer.admits(name);
+
+    let mut phase_error = None;
+    let mut phase = |name: &str, ctx: &mut Ctx, f: &dyn Fn(&mut Ctx) -> Result<()>| {
+        if phase_error.is_some() {
+            return;
+        }
+        if let Err(e) = f(ctx) {
+            ctx.table.context("-", "-");
+            ctx.table
+                .fail(format!("{name}: could not go on"), format!("{e:#}"));
+            if stop.load(Ordering::Relaxed) {
+                phase_error = Some(e);
+            }
+        }
+    };
+    if args.mode == ModeFilter::All && args.peer == PeerFilter::All {
+        phase("seed", &mut ctx, &|ctx| seed::run(ctx));
+    }
+    if matches!(args.mode, ModeFilter::All | ModeFilter::Wireguard) {
+        phase("wireguard", &mut ctx, &|ctx| {
+            wireguard::run(ctx, &peer_filter, &build_dir)
         });
     }
-    print_table(&rows);
-    let failed = rows
-        .iter()
-        .filter(|r| matches!(r.outcome, Outcome::Fail))
-        .count();
-    result?;
+    if matches!(args.mode, ModeFilter::All | ModeFilter::Vxlan) {
+        phase("vxlan", &mut ctx, &|ctx| {
+            vxlan::run(ctx, &|n| peer_filter(n))
+        });
+    }
+
+    // Nothing may be left behind: a row of its own.
+    ctx.table.context("-", "-");
+    let Ctx { mut table, dir, .. } = ctx;
+    drop(dir);
+    if args.keep {
+        table.push(
+            "cleanup",
+            table::Outcome::Skipped("--keep: the labs are left up".into()),
+            "",
+        );
+    } else {
+        cleanup_row(&mut table, &links_before)?;
+    }
+    println!("\n{}", table.render());
+    println!("e2e: {:.0} s in all", started.elapsed().as_secs_f64());
+    if let Some(e) = phase_error {
+        return Err(e);
+    }
+    let (_, failed, _) = table.counts();
     if failed > 0 {
         bail!("{failed} e2e check(s) failed");
     }
     Ok(())
 }
 
-/// The checks, in order; each pushes its row. An error means the scenario
-/// could not go on (setup failed or a signal arrived).
-fn scenario(
-    topology: &Topology,
-    prefix: &str,
-    stop: &AtomicBool,
-    rows: &mut Vec<Row>,
-) -> Result<()> {
-    let interrupted = || -> Result<()> {
-        if stop.load(Ordering::Relaxed) {
-            bail!("interrupted by a signal: cleaning up");
+/// The row that says nothing was left: no namespace of this run, no child
+/// process, no new link in the harness's own namespace, no UAPI socket.
+fn cleanup_row(table: &mut Table, links_before: &[String]) -> Result<()> {
+    // Namespaces are deleted by the labs' guards; children were reaped by
+    // theirs. Give exiting processes a moment.
+    let mut left = Vec::new();
+    for _ in 0..50 {
+        left.clear();
+        left.extend(
+            lab::our_namespaces()?
+                .into_iter()
+                .map(|n| format!("namespace {n}")),
+        );
+        left.extend(
+            lab::live_children()
+                .into_iter()
+                .map(|c| format!("process {c}")),
+        );
+        let links = lab::host_links()?;
+        left.extend(
+            links
+                .iter()
+                .filter(|l| !links_before.contains(l))
+                .map(|l| format!("host link {l}")),
+        );
+        let tag = std::process::id() % 1_000_000;
+        if let Ok(dir) = std::fs::read_dir("/var/run/wireguard") {
+            left.extend(
+                dir.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(&format!("{tag}.sock")))
+                    .map(|n| format!("socket /var/run/wireguard/{n}")),
+            );
         }
-        Ok(())
-    };
-    let started = Instant::now();
-    let applied = match topology.apply(Some(prefix)) {
-        Ok(applied) => applied,
-        Err(e) => {
-            rows.push(fail("apply seed.toml", e.to_string()));
-            bail!("applying the topology failed (as root? `sudo cargo xtask e2e`)");
+        if left.is_empty() {
+            break;
         }
-    };
-    rows.push(pass(
-        "apply seed.toml",
-        format!(
-            "{} objects created in {:.0} ms",
-            applied.created.len(),
-            started.elapsed().as_secs_f64() * 1e3
-        ),
-    ));
-    interrupted()?;
-
-    let a = applied.netns("a");
-    let b = applied.netns("b");
-    for (from, dst, what) in [
-        (
-            &a,
-            "10.1.1.1",
-            "ping a -> b (10.1.1.1, across br0 and the veth pair)",
-        ),
-        (&b, "10.1.1.2", "ping b -> a (10.1.1.2 on br0)"),
-        (&a, "fd00:1::1", "ping6 a -> b (fd00:1::1)"),
-        (&b, "fd00:1::2", "ping6 b -> a (fd00:1::2)"),
-    ] {
-        rows.push(expect_reply(from, dst, None, what)?);
-        interrupted()?;
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
-
-    // The article's failure, made in code on the applied topology: the
-    // address back on veth0, now a bridge port.
-    let in_a = Netlink::in_netns(&a)?;
-    let v4: netctl::IpPrefix = "10.1.1.2/24".parse()?;
-    in_a.addr_del("br0", v4)?;
-    in_a.addr_add("veth0", v4)?;
-    let echo = ping(&a, "10.1.1.1", Some("veth0"), Duration::from_secs(2))?;
-    rows.push(match echo {
-        Echo::Reply { .. } => fail(
-            "address on bridge port veth0: no reply",
-            "a reply came, the article says none can".into(),
-        ),
-        other => pass(
-            "address on bridge port veth0: no reply",
-            format!(
-                "{} (as the article: replies go up through br0)",
-                describe(&other)
-            ),
-        ),
-    });
-    interrupted()?;
-    in_a.addr_del("veth0", v4)?;
-    in_a.addr_add("br0", v4)?;
-    rows.push(expect_reply(
-        &a,
-        "10.1.1.1",
-        Some("br0"),
-        "address given back to br0: reply",
-    )?);
-    interrupted()?;
-
-    let again = topology.apply(Some(prefix))?;
-    rows.push(if again.created.is_empty() {
-        pass(
-            "second apply changes nothing",
-            format!("{} objects unchanged", again.unchanged.len()),
-        )
-    } else {
-        fail(
-            "second apply changes nothing",
-            format!("created {}", again.created.join(", ")),
-        )
-    });
+    table.check(
+        "cleanup: no namespace, link, process or socket left behind",
+        left.is_empty(),
+        if left.is_empty() {
+            "checked namespaces, child processes, host links, UAPI sockets".to_string()
+        } else {
+            format!("left: {}", left.join(", "))
+        },
+    );
     Ok(())
 }
 
-fn pass(check: &str, detail: String) -> Row {
-    Row {
-        check: check.to_string(),
-        outcome: Outcome::Pass,
-        detail,
+/// The target directory this xtask was built in (`TARGET/debug/xtask`).
+fn target_dir() -> Result<PathBuf> {
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
+        return Ok(PathBuf::from(t));
     }
+    let exe = std::env::current_exe().context("finding the xtask executable")?;
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .context("the xtask executable has no target directory")
 }
 
-fn fail(check: &str, detail: String) -> Row {
-    Row {
-        check: check.to_string(),
-        outcome: Outcome::Fail,
-        detail,
+/// Builds `ringtun` with `--release` (the figures of a debug build say
+/// nothing) in xtask's own target directory and returns its path.
+fn build_ringtun() -> Result<PathBuf> {
+    let target = target_dir()?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .context("the repository root")?;
+    println!("e2e: building ringtun (release) in {}", target.display());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "dataplane",
+            "--bin",
+            "ringtun",
+        ])
+        .arg("--manifest-path")
+        .arg(root.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .context("running cargo build for ringtun")?;
+    if !status.success() {
+        bail!("cargo build --release -p dataplane --bin ringtun failed ({status})");
     }
+    let bin = target.join("release").join("ringtun");
+    if !bin.is_file() {
+        bail!("cargo built ringtun, but {} does not exist", bin.display());
+    }
+    Ok(bin)
 }
 
-fn ping(ns: &str, dst: &str, dev: Option<&str>, timeout: Duration) -> Result<Echo> {
-    let dst: IpAddr = dst.parse()?;
-    let opts = PingOptions {
-        timeout,
-        interface: dev.map(str::to_string),
-        ..PingOptions::default()
-    };
-    Ok(netctl::ping::echo_in(Some(ns), dst, &opts)?)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Pings for up to three seconds (the first echo can race a port coming
-/// up) and makes a row of it.
-fn expect_reply(ns: &str, dst: &str, dev: Option<&str>, what: &str) -> Result<Row> {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let echo = ping(ns, dst, dev, Duration::from_millis(500))?;
-        if let Echo::Reply { rtt, .. } = echo {
-            return Ok(pass(what, format!("rtt {:.3} ms", rtt.as_secs_f64() * 1e3)));
-        }
-        if Instant::now() >= deadline {
-            return Ok(fail(what, describe(&echo)));
-        }
+    #[test]
+    fn sizes_parse_in_binary_units_and_nonsense_is_refused() {
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("1T").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999G").is_err());
     }
-}
 
-fn describe(echo: &Echo) -> String {
-    match echo {
-        Echo::Reply { rtt, .. } => format!("reply, rtt {:.3} ms", rtt.as_secs_f64() * 1e3),
-        Echo::Unreachable { reason } => format!("unreachable: {reason}"),
-        Echo::Timeout => "no reply".to_string(),
+    #[test]
+    fn peer_filter_admits_its_own_rows() {
+        assert!(PeerFilter::All.admits("boringtun"));
+        assert!(PeerFilter::Kernel.admits("kernel"));
+        assert!(!PeerFilter::Ringtun.admits("wireguard-go"));
     }
-}
-
-fn print_table(rows: &[Row]) {
-    let width = rows.iter().map(|r| r.check.len()).max().unwrap_or(5).max(5);
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "\n{:<width$}  {:<5}  {:<4}  {:<7}  detail",
-        "check", "mode", "peer", "result"
-    );
-    for r in rows {
-        let result = match r.outcome {
-            Outcome::Pass => "pass",
-            Outcome::Fail => "FAIL",
-        };
-        let _ = writeln!(
-            out,
-            "{:<width$}  {:<5}  {:<4}  {:<7}  {}",
-            r.check, "seed", "-", result, r.detail
-        );
-    }
-    let _ = writeln!(
-        out,
-        "{:<width$}  {:<5}  {:<4}  {:<7}  come with issues 4 (tunnel) and 5 (two-site e2e, interop)",
-        "wireguard / vxlan tunnel rows", "-", "-", "-"
-    );
-    let passed = rows
-        .iter()
-        .filter(|r| matches!(r.outcome, Outcome::Pass))
-        .count();
-    let _ = writeln!(
-        out,
-        "{passed} passed, {} failed, 0 skipped",
-        rows.len() - passed
-    );
-    print!("{out}");
 }

@@ -1,0 +1,513 @@
+//! The checks both modes share (reachability, bulk TCP, UDP burst,
+//! restart, hostile input), each making one row, and the context they
+//! run in: options, the table, the stop flag.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use dataplane::status::InterfaceStatus;
+use netctl::ping::{Echo, PingOptions};
+use ringtun_tests::ringtun::{LabDir, Ringtun};
+use ringtun_tests::traffic::{self, BulkOptions, BulkReport, BulkTransfer, BurstOptions};
+
+use super::relay::SplitMix64;
+use super::table::Table;
+
+/// The run's options, as the checks need them.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Bytes of each bulk transfer.
+    pub bulk_size: u64,
+    /// Only checks whose `MODE PEER CHECK` contains this.
+    pub only: Option<String>,
+    /// `--workers` for ringtun.
+    pub workers: Option<usize>,
+    /// Leave the labs up.
+    pub keep: bool,
+    /// Install missing peers.
+    pub install: bool,
+}
+
+/// What every check gets.
+pub struct Ctx {
+    /// The result table.
+    pub table: Table,
+    /// Set by SIGINT/SIGTERM.
+    pub stop: Arc<AtomicBool>,
+    /// Options.
+    pub opts: Options,
+    /// Configuration files.
+    pub dir: LabDir,
+    /// Dice for hostile input and relays.
+    pub rng: SplitMix64,
+}
+
+impl Ctx {
+    /// An error once a signal asked to stop, so that the run unwinds and
+    /// its guards clean up.
+    pub fn interrupted(&self) -> Result<()> {
+        if self.stop.load(Ordering::Relaxed) {
+            bail!("interrupted by a signal: cleaning up");
+        }
+        Ok(())
+    }
+
+    /// Whether `--only` selects this check in the current mode and peer.
+    pub fn wants(&self, check: &str) -> bool {
+        match &self.opts.only {
+            None => true,
+            Some(p) => {
+                let full = format!("{} {} {check}", self.table.mode(), self.table.peer());
+                full.to_lowercase().contains(&p.to_lowercase())
+            }
+        }
+    }
+
+    /// Whether any of these checks is wanted.
+    pub fn wants_any(&self, checks: &[&str]) -> bool {
+        checks.iter().any(|c| self.wants(c))
+    }
+
+    /// A bulk size no larger than `cap` (for the rows that repeat a transfer
+    /// under some condition rather than measure it).
+    pub fn bulk_capped(&self, cap: u64) -> u64 {
+        self.opts.bulk_size.min(cap)
+    }
+}
+
+/// Runs a check that may fail to even set itself up; such an error
+/// becomes a failing row named `check` and the run goes on (unless a
+/// signal asked to stop).
+pub fn guarded(ctx: &mut Ctx, check: &str, f: impl FnOnce(&mut Ctx) -> Result<()>) -> Result<()> {
+    match f(ctx) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            ctx.interrupted()?;
+            ctx.table.fail(check, format!("{e:#}"));
+            Ok(())
+        }
+    }
+}
+
+/// One ICMP echo from `ns` to `dst`, retried until a reply or `within`.
+pub fn ping_until(ns: &str, dst: IpAddr, within: Duration) -> Result<Echo> {
+    let deadline = Instant::now() + within;
+    loop {
+        let opts = PingOptions {
+            timeout: Duration::from_millis(500),
+            ..PingOptions::default()
+        };
+        let echo = netctl::ping::echo_in(Some(ns), dst, &opts)
+            .with_context(|| format!("pinging {dst} from {ns}"))?;
+        if echo.is_reply() || Instant::now() >= deadline {
+            return Ok(echo);
+        }
+        if !matches!(echo, Echo::Timeout) {
+            // Unreachable comes back at once: do not spin.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn describe(e: &Echo) -> String {
+    match e {
+        Echo::Reply { rtt, .. } => format!("{:.2} ms", rtt.as_secs_f64() * 1e3),
+        Echo::Unreachable { reason } => format!("unreachable ({reason})"),
+        Echo::Timeout => "no reply".into(),
+    }
+}
+
+/// One row: every `(namespace, destination, label)` answers a ping within
+/// `within` (the first one may wait for a handshake).
+pub fn reach(
+    ctx: &mut Ctx,
+    check: &str,
+    pairs: &[(&str, IpAddr, &str)],
+    within: Duration,
+) -> Result<()> {
+    if !ctx.wants(check) {
+        return Ok(());
+    }
+    ctx.interrupted()?;
+    let mut ok = true;
+    let mut parts = Vec::new();
+    for (ns, dst, label) in pairs {
+        let echo = ping_until(ns, *dst, within)?;
+        ok &= echo.is_reply();
+        parts.push(format!("{label} {}", describe(&echo)));
+    }
+    ctx.table.check(check, ok, parts.join(", "));
+    Ok(())
+}
+
+/// One row: nothing answers (the sites are joined by nothing but the tunnel).
+pub fn unreachable(ctx: &mut Ctx, check: &str, pairs: &[(&str, IpAddr, &str)]) -> Result<()> {
+    if !ctx.wants(check) {
+        return Ok(());
+    }
+    let mut ok = true;
+    let mut parts = Vec::new();
+    for (ns, dst, label) in pairs {
+        let echo = ping_until(ns, *dst, Duration::from_millis(500))?;
+        ok &= !echo.is_reply();
+        parts.push(format!("{label} {}", describe(&echo)));
+    }
+    ctx.table.check(check, ok, parts.join(", "));
+    Ok(())
+}
+
+/// Bytes in binary units.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else if v.fract() == 0.0 {
+        format!("{v:.0} {}", UNITS[u])
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+/// A deadline for moving `bytes`: generous (functional, not a speed test).
+pub fn bulk_timeout(bytes: u64) -> Duration {
+    Duration::from_secs(120).max(Duration::from_secs_f64(bytes as f64 / 2e6))
+}
+
+/// Starts a bulk transfer of `bytes` from `from_ns` to `to` in `to_ns`.
+pub fn start_bulk(
+    ctx: &mut Ctx,
+    from_ns: &str,
+    to_ns: &str,
+    to: IpAddr,
+    bytes: u64,
+) -> Result<BulkTransfer> {
+    let seed = ctx.rng.next_u64();
+    traffic::start_tcp_bulk(
+        from_ns,
+        to_ns,
+        to,
+        &BulkOptions {
+            bytes,
+            seed,
+            timeout: bulk_timeout(bytes),
+            port: 0,
+        },
+    )
+    .with_context(|| format!("starting a bulk transfer from {from_ns} to {to}"))
+}
+
+/// Waits for a transfer, giving up (with an error) when a signal arrives.
+pub fn wait_bulk(ctx: &Ctx, t: BulkTransfer) -> Result<traffic::Result<BulkReport>> {
+    while !t.is_finished() {
+        ctx.interrupted()?;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(t.join())
+}
+
+/// The figure of a bulk transfer: size, time, rate, hashes.
+pub fn bulk_figure(r: &BulkReport) -> String {
+    let same = if r.intact() { "equal" } else { "DIFFER" };
+    format!(
+        "{} in {:.1} s, {:.2} Gbit/s, sha256 {}… {same} ({} received)",
+        human(r.bytes_sent),
+        r.elapsed.as_secs_f64(),
+        r.gbit_per_s(),
+        &traffic::hex(&r.received_sha256)[..12],
+        human(r.bytes_received)
+    )
+}
+
+/// One row: a bulk transfer of `bytes` arrives whole, hashes equal.
+pub fn bulk(
+    ctx: &mut Ctx,
+    check: &str,
+    from_ns: &str,
+    to_ns: &str,
+    to: IpAddr,
+    bytes: u64,
+) -> Result<Option<BulkReport>> {
+    if !ctx.wants(check) {
+        return Ok(None);
+    }
+    ctx.interrupted()?;
+    let outcome = start_bulk(ctx, from_ns, to_ns, to, bytes).and_then(|t| wait_bulk(ctx, t));
+    ctx.interrupted()?;
+    match outcome {
+        Ok(Ok(r)) => {
+            ctx.table.check(check, r.intact(), bulk_figure(&r));
+            Ok(Some(r))
+        }
+        Ok(Err(e)) => {
+            ctx.table.fail(check, e.to_string());
+            Ok(None)
+        }
+        Err(e) => {
+            ctx.table.fail(check, format!("{e:#}"));
+            Ok(None)
+        }
+    }
+}
+
+/// One row: a UDP burst of mixed sizes arrives with nothing corrupted;
+/// loss, duplicates and reordering are reported.
+pub fn udp(
+    ctx: &mut Ctx,
+    check: &str,
+    from_ns: &str,
+    to_ns: &str,
+    to: IpAddr,
+    max_payload: usize,
+) -> Result<()> {
+    if !ctx.wants(check) {
+        return Ok(());
+    }
+    ctx.interrupted()?;
+    let sizes: Vec<usize> = [20, 64, 200, 512, 1000, max_payload].into();
+    let opts = BurstOptions {
+        count: 5000,
+        sizes: sizes.clone(),
+        seed: ctx.rng.next_u64(),
+        ..BurstOptions::default()
+    };
+    match traffic::udp_burst(from_ns, to_ns, to, &opts) {
+        Ok(r) => {
+            let ok = r.corrupt == 0 && r.received > 0;
+            let loss = f64::from(r.lost) * 100.0 / f64::from(r.sent.max(1));
+            ctx.table.check(
+                check,
+                ok,
+                format!(
+                    "{} sent ({}..{} B), {} received, {} lost ({loss:.2}%), {} corrupt, {} dup, {} reordered",
+                    r.sent,
+                    sizes.iter().min().copied().unwrap_or(0),
+                    sizes.iter().max().copied().unwrap_or(0),
+                    r.received,
+                    r.lost,
+                    r.corrupt,
+                    r.duplicated,
+                    r.reordered
+                ),
+            );
+        }
+        Err(e) => ctx.table.fail(check, e.to_string()),
+    }
+    Ok(())
+}
+
+/// Drops by reason that rose between two statuses, as `reason +N` pairs.
+pub fn drop_deltas(before: &InterfaceStatus, after: &InterfaceStatus) -> Vec<(String, u64)> {
+    after
+        .drops
+        .iter()
+        .map(|(name, v)| (name.clone(), v.saturating_sub(before.drop_count(name))))
+        .filter(|(_, d)| *d > 0)
+        .collect()
+}
+
+/// A control counter's value (0 if absent).
+pub fn control(st: &InterfaceStatus, name: &str) -> u64 {
+    st.control
+        .iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+/// `a +1, b +2`.
+pub fn fmt_deltas(d: &[(String, u64)]) -> String {
+    if d.is_empty() {
+        return "no drops".into();
+    }
+    d.iter()
+        .map(|(n, v)| format!("{n} +{v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How a gateway's ringtun is stopped in a restart check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM: a clean exit is required.
+    Term,
+    /// SIGKILL.
+    Kill,
+}
+
+/// One row: while `from_ns` sends to `to`, the ringtun in `slot` is stopped
+/// (`how`) and started again with `restart`; the transfer resumes within a
+/// generous timeout and arrives whole. Reports the time to resume.
+#[allow(clippy::too_many_arguments)]
+pub fn restart(
+    ctx: &mut Ctx,
+    check: &str,
+    slot: &mut Option<Ringtun>,
+    how: Stop,
+    restart: &dyn Fn() -> Result<Ringtun>,
+    from_ns: &str,
+    to_ns: &str,
+    to: IpAddr,
+) -> Result<()> {
+    if !ctx.wants(check) {
+        return Ok(());
+    }
+    ctx.interrupted()?;
+    let bytes = ctx.bulk_capped(512 << 20).max(16 << 20);
+    let t = match start_bulk(ctx, from_ns, to_ns, to, bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            ctx.table.fail(check, format!("{e:#}"));
+            return Ok(());
+        }
+    };
+    // Mid-transfer: a quarter in.
+    let started = Instant::now();
+    while t.received_so_far() < bytes / 4 && !t.is_finished() {
+        ctx.interrupted()?;
+        if started.elapsed() > bulk_timeout(bytes) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let Some(mut daemon) = slot.take() else {
+        bail!("restart check without a running ringtun");
+    };
+    let (ns, iface) = (daemon.netns().to_string(), daemon.iface().to_string());
+    let killed_at = Instant::now();
+    let at_kill = t.received_so_far();
+    let stopped = match how {
+        Stop::Term => daemon
+            .signal(nix::sys::signal::Signal::SIGTERM)
+            .and_then(|_| daemon.expect_clean_exit(Duration::from_secs(10)))
+            .map_err(|e| format!("SIGTERM: {e}")),
+        Stop::Kill => daemon
+            .kill()
+            .map(|_| ())
+            .map_err(|e| format!("SIGKILL: {e}")),
+    };
+    drop(daemon);
+    let linger = wait_link_gone(&ns, &iface, Duration::from_secs(5));
+    // Let what was already through drain, so that progress after this
+    // point is the tunnel's doing.
+    let mut mark = t.received_so_far();
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_millis(300) {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = t.received_so_far();
+        if now != mark {
+            mark = now;
+            quiet_since = Instant::now();
+        }
+    }
+    let new = restart();
+    let ready_at = Instant::now();
+    let new = match new {
+        Ok(d) => d,
+        Err(e) => {
+            ctx.table.fail(check, format!("restarting: {e:#}"));
+            return Ok(());
+        }
+    };
+    *slot = Some(new);
+    let resume_deadline = Duration::from_secs(120);
+    let mut resumed = None;
+    while !t.is_finished() {
+        ctx.interrupted()?;
+        if t.received_so_far() > mark {
+            resumed = Some(Instant::now());
+            break;
+        }
+        if ready_at.elapsed() > resume_deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let report = wait_bulk(ctx, t)?;
+    let mut why = Vec::new();
+    if let Err(e) = &stopped {
+        why.push(e.clone());
+    }
+    if let Err(e) = &linger {
+        why.push(format!("{e:#}"));
+    }
+    let figure = match (&report, resumed) {
+        (Ok(r), Some(at)) => format!(
+            "resumed {:.2} s after the stop ({:.2} s after ready), stopped at {} of {}; {}",
+            at.duration_since(killed_at).as_secs_f64(),
+            at.duration_since(ready_at).as_secs_f64(),
+            human(at_kill),
+            human(bytes),
+            if r.intact() {
+                "hashes equal"
+            } else {
+                "hashes DIFFER"
+            }
+        ),
+        (Ok(r), None) if t_done_before(mark, r) => {
+            why.push("the transfer had ended before the stop took effect".into());
+            String::new()
+        }
+        (Ok(_), None) => {
+            why.push(format!(
+                "no progress within {resume_deadline:?} of the restart"
+            ));
+            String::new()
+        }
+        (Err(e), _) => {
+            why.push(e.to_string());
+            String::new()
+        }
+    };
+    let ok = why.is_empty() && report.as_ref().is_ok_and(|r| r.intact()) && resumed.is_some();
+    let text = if why.is_empty() {
+        figure
+    } else {
+        format!("{} {}", why.join("; "), figure)
+    };
+    ctx.table.check(check, ok, text.trim().to_string());
+    Ok(())
+}
+
+fn t_done_before(mark: u64, r: &BulkReport) -> bool {
+    mark >= r.bytes_sent
+}
+
+/// Waits until the link `iface` is gone from `ns` (a daemon's device
+/// outlives the process by a few milliseconds: the kernel closes the
+/// queues registered with its io_uring asynchronously), and says how long
+/// that took. An error if it is still there after `within`.
+pub fn wait_link_gone(ns: &str, iface: &str, within: Duration) -> Result<Duration> {
+    let nl = netctl::Netlink::in_netns(ns)?;
+    let start = Instant::now();
+    while nl.link_index(iface).is_ok() {
+        if start.elapsed() > within {
+            bail!("{iface} in {ns} still exists {within:?} after its daemon exited");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(start.elapsed())
+}
+
+/// Stops a ringtun with SIGTERM (a clean exit required) and waits for its
+/// device to go, so that the next one can take the name.
+pub fn terminate(d: Ringtun) -> Result<()> {
+    let (ns, iface) = (d.netns().to_string(), d.iface().to_string());
+    d.terminate()?;
+    wait_link_gone(&ns, &iface, Duration::from_secs(5))?;
+    Ok(())
+}
+
+/// Binds a UDP socket to `addr` inside `ns`.
+pub fn socket_in(ns: &str, addr: SocketAddr) -> Result<UdpSocket> {
+    netctl::netns::run_in(ns, || UdpSocket::bind(addr))?
+        .with_context(|| format!("binding {addr} in {ns}"))
+}

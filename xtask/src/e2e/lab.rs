@@ -1,0 +1,239 @@
+//! The two-site lab: a topology file applied under a unique prefix and
+//! destroyed when the lab is dropped (unless `--keep`), the addresses the
+//! files use, and the checks that nothing was left behind.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use netctl::{Topology, netns};
+
+/// Where the topology files live.
+pub fn topology_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("topologies")
+}
+
+/// Every namespace this harness makes starts with this.
+pub const NETNS_TAG: &str = "e2e-";
+
+/// A topology applied under a prefix; destroyed on drop unless kept.
+pub struct Lab {
+    topology: Topology,
+    file: PathBuf,
+    prefix: String,
+    keep: bool,
+}
+
+impl Lab {
+    /// Applies `xtask/topologies/FILE` under `e2e-PID-TAG-`.
+    pub fn apply(file: &str, tag: &str, keep: bool) -> Result<Lab> {
+        let path = topology_dir().join(file);
+        let topology = Topology::from_file(&path)?;
+        let prefix = format!("{NETNS_TAG}{}-{tag}-", std::process::id());
+        // Owned before it exists: a failed apply rolls itself back, and a
+        // half-made lab is destroyed all the same.
+        let lab = Lab {
+            topology,
+            file: path,
+            prefix,
+            keep,
+        };
+        lab.topology.apply(Some(&lab.prefix)).with_context(|| {
+            format!(
+                "applying {} under prefix {}",
+                lab.file.display(),
+                lab.prefix
+            )
+        })?;
+        Ok(lab)
+    }
+
+    /// A namespace's full name.
+    pub fn ns(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// How to look inside a kept lab, and how to remove it.
+    pub fn keep_note(&self) -> String {
+        format!(
+            "e2e: --keep: {} is up under prefix {p}. Enter with `ip netns exec {p}gw-a bash` \
+             (or `netctl -n {p}lan-a ping ...`);\n\
+             e2e: remove it with `netctl destroy {} --prefix {p}`",
+            self.file.display(),
+            self.file.display(),
+            p = self.prefix
+        )
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.keep {
+            println!("{}", self.keep_note());
+            return;
+        }
+        if let Err(e) = self.topology.destroy(Some(&self.prefix)) {
+            eprintln!("cleanup: destroying {}: {e}", self.prefix);
+        }
+    }
+}
+
+/// Removes labs left by earlier runs that died without cleaning up
+/// (namespaces `e2e-PID-...` whose PID no longer runs). Returns their names.
+pub fn remove_stale() -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for name in netns::list()? {
+        let Some(rest) = name.strip_prefix(NETNS_TAG) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() || PathBuf::from(format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        netns::delete(&name).with_context(|| format!("removing stale namespace {name}"))?;
+        removed.push(name);
+    }
+    Ok(removed)
+}
+
+/// Namespaces of this run still present.
+pub fn our_namespaces() -> Result<Vec<String>> {
+    let mine = format!("{NETNS_TAG}{}-", std::process::id());
+    Ok(netns::list()?
+        .into_iter()
+        .filter(|n| n.starts_with(&mine))
+        .collect())
+}
+
+/// Links of the harness's own namespace, by name (to compare before/after).
+pub fn host_links() -> Result<Vec<String>> {
+    let mut names: Vec<String> = netctl::Netlink::current()?
+        .links()?
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Child processes of this process still alive (not zombies), by command name.
+pub fn live_children() -> Vec<String> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+        let Some((head, tail)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let mut fields = tail.split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(me) && state != "Z" {
+            let comm = head.split_once(" (").map(|(_, c)| c).unwrap_or("?");
+            out.push(format!("{comm} (pid {pid})"));
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------- addresses
+
+/// Addresses of the WAN (both topology files).
+pub mod wan {
+    use super::*;
+    /// gw-a's WAN address.
+    pub const A4: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    /// gw-b's WAN address.
+    pub const B4: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+    /// gw-a's WAN address, IPv6.
+    pub const A6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 5, 0, 0, 0, 0, 1));
+    /// gw-b's WAN address, IPv6.
+    pub const B6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 5, 0, 0, 0, 0, 2));
+    /// An address the harness adds on gw-a's WAN port to send hostile
+    /// input from (no tunnel knows it).
+    pub const ATTACKER: &str = "192.0.2.66/24";
+    /// The same, as an address.
+    pub const ATTACKER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 66));
+    /// Ports the relay listens on in gw-b (A side, B side).
+    pub const RELAY_PORTS: (u16, u16) = (40_001, 40_002);
+
+    /// `ip:port` on the WAN.
+    pub fn at(ip: IpAddr, port: u16) -> SocketAddr {
+        SocketAddr::new(ip, port)
+    }
+}
+
+/// two-sites-l3.toml and the tunnel addresses of the wireguard configs.
+pub mod l3 {
+    use super::*;
+    /// lan-a's host.
+    pub const LAN_A4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 10, 1, 2));
+    /// lan-b's host.
+    pub const LAN_B4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 10, 2, 2));
+    /// lan-a's host, IPv6.
+    pub const LAN_A6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd00, 0x10, 1, 0, 0, 0, 0, 2));
+    /// lan-b's host, IPv6.
+    pub const LAN_B6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd00, 0x10, 2, 0, 0, 0, 0, 2));
+    /// Site A's LAN prefixes (AllowedIPs at B).
+    pub const LAN_A_NETS: [&str; 2] = ["10.10.1.0/24", "fd00:10:1::/64"];
+    /// Site B's LAN prefixes (AllowedIPs at A).
+    pub const LAN_B_NETS: [&str; 2] = ["10.10.2.0/24", "fd00:10:2::/64"];
+    /// Tunnel addresses of gateway A (device prefixes).
+    pub const TUN_A: [&str; 2] = ["10.99.0.1/24", "fd99::1/64"];
+    /// Tunnel addresses of gateway B.
+    pub const TUN_B: [&str; 2] = ["10.99.0.2/24", "fd99::2/64"];
+    /// Gateway A's tunnel address as a host route (AllowedIPs at B).
+    pub const TUN_A_HOST: [&str; 2] = ["10.99.0.1/32", "fd99::1/128"];
+    /// Gateway B's tunnel address as a host route.
+    pub const TUN_B_HOST: [&str; 2] = ["10.99.0.2/32", "fd99::2/128"];
+    /// Gateway A's tunnel addresses.
+    pub const TUN_A4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 0, 1));
+    /// Gateway B's tunnel addresses.
+    pub const TUN_B4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 0, 2));
+    /// Gateway A's tunnel address, IPv6.
+    pub const TUN_A6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 1));
+    /// Gateway B's tunnel address, IPv6.
+    pub const TUN_B6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 2));
+    /// The tunnel MTU (1500 minus IPv6, UDP and WireGuard's 32 bytes).
+    pub const MTU: u32 = 1420;
+    /// Every ringtun / wireguard-go / boringtun listens here.
+    pub const PORT: u16 = 51820;
+}
+
+/// two-sites-l2.toml.
+pub mod l2 {
+    use super::*;
+    /// lan-a's host.
+    pub const LAN_A4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 30, 0, 11));
+    /// lan-b's host.
+    pub const LAN_B4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 30, 0, 12));
+    /// lan-a's host, IPv6.
+    pub const LAN_A6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd00, 0x30, 0, 0, 0, 0, 0, 0x11));
+    /// lan-b's host, IPv6.
+    pub const LAN_B6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd00, 0x30, 0, 0, 0, 0, 0, 0x12));
+    /// gw-a's bridge, inside the overlay.
+    pub const GW_A4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 30, 0, 1));
+    /// gw-b's bridge, inside the overlay.
+    pub const GW_B4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 30, 0, 2));
+    /// gw-a's bridge, IPv6.
+    pub const GW_A6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd00, 0x30, 0, 0, 0, 0, 0, 1));
+    /// gw-b's bridge, IPv6.
+    pub const GW_B6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd00, 0x30, 0, 0, 0, 0, 0, 2));
+    /// The LAN MTU, the kernel VXLAN's.
+    pub const MTU: u32 = 1450;
+    /// The VNI both ends use.
+    pub const VNI: u32 = 4242;
+    /// The IANA VXLAN port.
+    pub const PORT: u16 = 4789;
+}

@@ -1,0 +1,514 @@
+//! The real peers ringtun is tested against: wireguard-go and boringtun
+//! (userspace WireGuard, configured with `wg` over their UAPI sockets),
+//! and the Linux kernel's vxlan device; finding or installing them; and
+//! running any program inside a namespace.
+
+use std::io::{self, BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Where wireguard-go and boringtun put their UAPI sockets (a path on the
+/// shared filesystem, not per namespace: interface names must differ
+/// between namespaces on one host).
+const UAPI_DIR: &str = "/var/run/wireguard";
+/// How long a userspace peer may take to create its device and socket.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long it may take to exit after SIGTERM.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A userspace WireGuard implementation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Userspace {
+    /// wireguard-go (Debian package `wireguard-go`).
+    WireguardGo,
+    /// boringtun (crates.io `boringtun-cli`).
+    Boringtun,
+}
+
+impl Userspace {
+    /// Its name in the table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Userspace::WireguardGo => "wireguard-go",
+            Userspace::Boringtun => "boringtun",
+        }
+    }
+
+    /// Short tag for interface names.
+    fn tag(self) -> &'static str {
+        match self {
+            Userspace::WireguardGo => "wgo",
+            Userspace::Boringtun => "btun",
+        }
+    }
+}
+
+/// The programs a userspace peer needs, found (or installed).
+#[derive(Clone, Debug)]
+pub struct Tools {
+    /// The daemon.
+    pub daemon: PathBuf,
+    /// `wg` from wireguard-tools.
+    pub wg: PathBuf,
+}
+
+fn find_in_path(tool: &str) -> Option<PathBuf> {
+    ringtun_tests::find_in_path(tool)
+}
+
+fn cargo_bin_dir() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+        .join("bin")
+}
+
+fn run_logged(cmd: &mut Command, what: &str) -> Result<(), String> {
+    println!("e2e: installing: {what}");
+    match cmd.stdin(Stdio::null()).output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        )),
+        Err(e) => Err(format!("{what}: {e}")),
+    }
+}
+
+fn apt_install(packages: &[&str]) -> Result<(), String> {
+    let Some(apt) = find_in_path("apt-get") else {
+        return Err("apt-get is not available to install them".into());
+    };
+    let install = |apt: &Path| {
+        run_logged(
+            Command::new(apt)
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(packages)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+            &format!("apt-get install {}", packages.join(" ")),
+        )
+    };
+    if install(&apt).is_ok() {
+        return Ok(());
+    }
+    // The package lists may be stale or absent on a fresh machine.
+    run_logged(
+        Command::new(&apt)
+            .args(["update", "-qq"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        "apt-get update",
+    )?;
+    install(&apt)
+}
+
+/// `wg` (wireguard-tools), installed with apt-get if missing and allowed.
+fn ensure_wg(install: bool) -> Result<PathBuf, String> {
+    if let Some(p) = find_in_path("wg") {
+        return Ok(p);
+    }
+    if !install {
+        return Err("wg (wireguard-tools) is not installed and --no-install was given".into());
+    }
+    apt_install(&["wireguard-tools"])?;
+    find_in_path("wg").ok_or_else(|| "wireguard-tools installed, but wg is not on PATH".into())
+}
+
+/// Finds a userspace peer's programs, installing what is missing when
+/// `install` is set (apt-get for wireguard-go and wg; `cargo install
+/// boringtun-cli` for boringtun, building in `build_dir`). The error is
+/// the reason its rows are skipped.
+pub fn ensure(kind: Userspace, install: bool, build_dir: &Path) -> Result<Tools, String> {
+    let wg = ensure_wg(install)?;
+    let daemon = match kind {
+        Userspace::WireguardGo => match find_in_path("wireguard-go") {
+            Some(p) => p,
+            None if install => {
+                apt_install(&["wireguard-go"])?;
+                find_in_path("wireguard-go")
+                    .ok_or("wireguard-go installed, but it is not on PATH")?
+            }
+            None => return Err("wireguard-go is not installed and --no-install was given".into()),
+        },
+        Userspace::Boringtun => {
+            let in_cargo = cargo_bin_dir().join("boringtun-cli");
+            match find_in_path("boringtun-cli")
+                .or_else(|| in_cargo.is_file().then_some(in_cargo.clone()))
+            {
+                Some(p) => p,
+                None if install => {
+                    let cargo = std::env::var_os("CARGO")
+                        .map(PathBuf::from)
+                        .or_else(|| find_in_path("cargo"))
+                        .ok_or("cargo is not on PATH to install boringtun-cli")?;
+                    run_logged(
+                        Command::new(cargo)
+                            .args(["install", "--locked", "--quiet", "boringtun-cli"])
+                            .env("CARGO_TARGET_DIR", build_dir),
+                        "cargo install boringtun-cli",
+                    )?;
+                    if !in_cargo.is_file() {
+                        return Err(format!(
+                            "cargo install boringtun-cli succeeded, but {} does not exist",
+                            in_cargo.display()
+                        ));
+                    }
+                    in_cargo
+                }
+                None => {
+                    return Err("boringtun-cli is not installed and --no-install was given".into());
+                }
+            }
+        }
+    };
+    Ok(Tools { daemon, wg })
+}
+
+/// A command that runs inside `netns`: the child enters the namespace
+/// with `setns` between fork and exec (as `ip netns exec` does, without
+/// its /sys remount), and gets SIGTERM if the calling thread ends first,
+/// so that a dying harness takes its peers with it.
+pub fn command_in(netns: &str, program: &Path) -> Result<Command> {
+    let fd = netctl::netns::open(netns).with_context(|| format!("opening namespace {netns}"))?;
+    let mut cmd = Command::new(program);
+    cmd.stdin(Stdio::null());
+    // SAFETY: only async-signal-safe syscalls (prctl, setns) run between
+    // fork and exec; nothing allocates or locks. The closure owns the
+    // namespace fd, so it is open until the Command is dropped.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+/// Runs a command to completion inside `netns`; a non-zero exit is an error
+/// carrying its stderr.
+pub fn run_in(netns: &str, program: &Path, args: &[&str]) -> Result<String> {
+    let out = command_in(netns, program)?
+        .args(args)
+        .output()
+        .with_context(|| format!("running {} {}", program.display(), args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "{} {} in {netns} failed ({}): {}",
+            program.display(),
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// What a userspace WireGuard peer is told.
+#[derive(Clone, Debug)]
+pub struct WgConf {
+    /// Its private key (base64).
+    pub private_key: String,
+    /// UDP port to listen on.
+    pub listen_port: u16,
+    /// The other side's public key.
+    pub peer_public_key: String,
+    /// The other side's endpoint; `None`: only the other side can initiate.
+    pub peer_endpoint: Option<SocketAddr>,
+    /// AllowedIPs for the other side (also routed to the device).
+    pub allowed_ips: Vec<String>,
+    /// Addresses of the device (`10.99.0.2/24`).
+    pub addresses: Vec<String>,
+    /// Device MTU.
+    pub mtu: u32,
+}
+
+impl WgConf {
+    /// The file `wg setconf` reads (wg's format: no Address or MTU).
+    fn render(&self) -> String {
+        let mut s = format!(
+            "[Interface]\nPrivateKey = {}\nListenPort = {}\n\n[Peer]\nPublicKey = {}\nAllowedIPs = {}\n",
+            self.private_key,
+            self.listen_port,
+            self.peer_public_key,
+            self.allowed_ips.join(", ")
+        );
+        if let Some(e) = self.peer_endpoint {
+            s.push_str(&format!("Endpoint = {e}\n"));
+        }
+        s
+    }
+}
+
+/// A running wireguard-go or boringtun with its device configured.
+/// Dropping it stops it (SIGTERM, then SIGKILL) and removes what it left.
+pub struct UserspacePeer {
+    child: Option<Child>,
+    netns: String,
+    iface: String,
+    wg: PathBuf,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl UserspacePeer {
+    /// A unique interface name for `kind` (≤ 15 bytes): the UAPI socket
+    /// path is shared by every namespace.
+    pub fn iface_name(kind: Userspace) -> String {
+        format!("{}{}", kind.tag(), std::process::id() % 1_000_000)
+    }
+
+    /// Starts the daemon in `netns`, waits for its UAPI socket, applies
+    /// `conf` with `wg setconf`, then addresses, MTU, link up and routes
+    /// through netctl.
+    pub fn start(
+        kind: Userspace,
+        tools: &Tools,
+        netns: &str,
+        iface: &str,
+        conf: &WgConf,
+        dir: &Path,
+    ) -> Result<UserspacePeer> {
+        let socket = PathBuf::from(UAPI_DIR).join(format!("{iface}.sock"));
+        if socket.exists() {
+            // A stale socket from a killed run: the daemon would refuse it.
+            let _ = std::fs::remove_file(&socket);
+        }
+        let mut cmd = command_in(netns, &tools.daemon)?;
+        match kind {
+            Userspace::WireguardGo => {
+                cmd.arg("-f")
+                    .arg(iface)
+                    .env("WG_PROCESS_FOREGROUND", "1")
+                    .env("LOG_LEVEL", "error");
+            }
+            Userspace::Boringtun => {
+                cmd.args(["-f", "--disable-drop-privileges", "-v", "error"])
+                    .arg(iface);
+            }
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {} in {netns}", tools.daemon.display()))?;
+        let output = Arc::new(Mutex::new(Vec::new()));
+        for pipe in [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if let Ok(mut o) = output.lock() {
+                        if o.len() > 200 {
+                            o.remove(0);
+                        }
+                        o.push(line);
+                    }
+                }
+            });
+        }
+        let mut peer = UserspacePeer {
+            child: Some(child),
+            netns: netns.to_string(),
+            iface: iface.to_string(),
+            wg: tools.wg.clone(),
+            output,
+        };
+        let nl = netctl::Netlink::in_netns(netns)?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !(socket.exists() && nl.link_index(iface).is_ok()) {
+            if let Some(c) = peer.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                bail!(
+                    "{} exited with {status} before its device was up:\n{}",
+                    kind.name(),
+                    peer.output()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} made no {} and device {iface} within {START_TIMEOUT:?}:\n{}",
+                    kind.name(),
+                    socket.display(),
+                    peer.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let file = dir.join(format!("{iface}.wg.conf"));
+        write_private(&file, &conf.render())?;
+        let file_arg = file.to_string_lossy().into_owned();
+        run_in(netns, &tools.wg, &["setconf", iface, &file_arg])?;
+        nl.set_mtu(iface, conf.mtu)?;
+        for a in &conf.addresses {
+            nl.addr_add_with(iface, a.parse()?, netctl::AddrOptions { nodad: true })
+                .with_context(|| format!("adding {a} to {iface}"))?;
+        }
+        nl.link_set_up(iface)?;
+        for r in &conf.allowed_ips {
+            let prefix: netctl::IpPrefix = r.parse()?;
+            let connected = conf.addresses.iter().any(|a| {
+                a.parse::<netctl::IpPrefix>()
+                    .is_ok_and(|p| p.network() == prefix.network())
+            });
+            if !connected {
+                nl.route_add(&netctl::Route::to(prefix.network()).dev(iface))
+                    .with_context(|| format!("routing {r} to {iface}"))?;
+            }
+        }
+        Ok(peer)
+    }
+
+    /// Seconds since the epoch of the latest handshake with its one peer.
+    pub fn latest_handshake(&self) -> Result<Option<u64>> {
+        let out = run_in(
+            &self.netns,
+            &self.wg,
+            &["show", &self.iface, "latest-handshakes"],
+        )?;
+        Ok(out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|t| t.parse::<u64>().ok())
+            .filter(|&t| t > 0))
+    }
+
+    /// The daemon's latest output lines.
+    pub fn output(&self) -> String {
+        self.output.lock().map(|o| o.join("\n")).unwrap_or_default()
+    }
+
+    /// Stops it with SIGTERM, and SIGKILL if it lingers.
+    pub fn stop(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let socket = PathBuf::from(UAPI_DIR).join(format!("{}.sock", self.iface));
+        if socket.exists() {
+            let _ = std::fs::remove_file(&socket);
+        }
+        // boringtun leaves its device behind if killed: take it away.
+        if let Ok(nl) = netctl::Netlink::in_netns(&self.netns)
+            && nl.link_index(&self.iface).is_ok()
+        {
+            let _ = nl.delete_link(&self.iface);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for UserspacePeer {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// Writes a file only its owner can read (it holds private keys).
+pub fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// A Linux kernel vxlan device enslaved to a bridge; deleted on drop.
+pub struct KernelVxlan {
+    netns: String,
+    name: String,
+}
+
+impl KernelVxlan {
+    /// `ip link add NAME type vxlan id VNI local L remote R dstport 4789 dev
+    /// DEV`, MTU `mtu`, master `bridge`, up.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        netns: &str,
+        name: &str,
+        vni: u32,
+        local: IpAddr,
+        remote: IpAddr,
+        dev: &str,
+        bridge: &str,
+        mtu: u32,
+    ) -> Result<KernelVxlan> {
+        let nl = netctl::Netlink::in_netns(netns)?;
+        nl.add_vxlan(&netctl::VxlanConfig {
+            name: name.to_string(),
+            vni,
+            local: Some(local),
+            remote: Some(remote),
+            group: None,
+            dstport: Some(4789),
+            dev: Some(dev.to_string()),
+            learning: None,
+            ttl: None,
+            mtu: Some(mtu),
+        })
+        .with_context(|| format!("adding vxlan {name} in {netns}"))?;
+        let vx = KernelVxlan {
+            netns: netns.to_string(),
+            name: name.to_string(),
+        };
+        nl.set_master(name, bridge)?;
+        nl.link_set_up(name)?;
+        Ok(vx)
+    }
+}
+
+impl Drop for KernelVxlan {
+    fn drop(&mut self) {
+        if let Ok(nl) = netctl::Netlink::in_netns(&self.netns)
+            && nl.link_index(&self.name).is_ok()
+            && let Err(e) = nl.delete_link(&self.name)
+        {
+            eprintln!("cleanup: deleting {} in {}: {e}", self.name, self.netns);
+        }
+    }
+}
