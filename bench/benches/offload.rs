@@ -7,60 +7,16 @@
 #![allow(clippy::unwrap_used)]
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use dataplane::offload::checksum::{self, Sum};
+use dataplane::offload::checksum::Sum;
 use dataplane::offload::{
     CoalesceConfig, Coalescer, Framing, GsoSplit, GsoType, MAX_BATCH, VNET_HDR_LEN, VnetHeader,
     finish_checksum,
 };
 use std::hint::black_box;
 
-const MSS: usize = 1380;
+use bench::fixtures::tcp4_super_packet;
 
-/// A TCP/IPv4 super-packet as TUN hands it over: `payload` bytes, NEEDS_CSUM
-/// with the pseudo-header sum in the checksum field, ACK|PSH.
-fn tcp4_super_packet(payload: usize, gso_size: usize) -> (VnetHeader, Vec<u8>) {
-    let total = 40 + payload;
-    let mut p = vec![0u8; total];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
-    p[6] = 0x40; // DF
-    p[8] = 64;
-    p[9] = checksum::IPPROTO_TCP;
-    p[12..16].copy_from_slice(&[10, 0, 0, 1]);
-    p[16..20].copy_from_slice(&[10, 0, 0, 2]);
-    let c = checksum::checksum(&p[..20]);
-    p[10..12].copy_from_slice(&c.to_be_bytes());
-    p[20..22].copy_from_slice(&40000u16.to_be_bytes());
-    p[22..24].copy_from_slice(&5201u16.to_be_bytes());
-    p[24..28].copy_from_slice(&0x1000_0000u32.to_be_bytes());
-    p[28..32].copy_from_slice(&0x2000_0000u32.to_be_bytes());
-    p[32] = 5 << 4;
-    p[33] = 0x18; // ACK|PSH
-    p[34..36].copy_from_slice(&64240u16.to_be_bytes());
-    for (i, b) in p[40..].iter_mut().enumerate() {
-        *b = (i as u8).wrapping_mul(31);
-    }
-    let partial = checksum::pseudo_header_v4(
-        [10, 0, 0, 1],
-        [10, 0, 0, 2],
-        checksum::IPPROTO_TCP,
-        (total - 20) as u16,
-    )
-    .fold();
-    p[36..38].copy_from_slice(&partial.to_be_bytes());
-    let hdr = VnetHeader {
-        needs_csum: true,
-        data_valid: false,
-        gso_type: GsoType::TcpV4,
-        ecn: false,
-        hdr_len: 40,
-        gso_size: gso_size as u16,
-        csum_start: 20,
-        csum_offset: 16,
-    };
-    (hdr, p)
-}
+const MSS: usize = 1380;
 
 /// The segments `split` makes of a super-packet, each in its own buffer.
 fn segments(hdr: &VnetHeader, pkt: &[u8]) -> Vec<Vec<u8>> {

@@ -6,73 +6,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
 
+use bench::fixtures::{PEER, established, handshake, tunnel, wan_addr as addr};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use tunnel_proto::wg::{
-    AllowedIps, DataPlane, Events, HEADROOM, IpPrefix, PeerConfig, PeerId, ReplayWindow, TAILROOM,
-    TRANSMIT_BUF_LEN, Tunnel, TunnelConfig,
+    AllowedIps, HEADROOM, IpPrefix, PeerId, ReplayWindow, TAILROOM, TRANSMIT_BUF_LEN,
 };
-use tunnel_proto::{PresharedKey, PrivateKey};
 
 const SIZES: [usize; 4] = [64, 512, 1420, 8192];
 
-fn addr(i: u8) -> SocketAddr {
-    SocketAddr::from(([192, 0, 2, i], 51820))
-}
-
-fn tunnel(me: u8, other: u8) -> Tunnel {
-    let mut cfg = TunnelConfig::new(PrivateKey::from_bytes([me; 32]));
-    let mut p = PeerConfig::new(PrivateKey::from_bytes([other; 32]).public_key());
-    p.preshared_key = Some(PresharedKey::from_bytes([9; 32]));
-    p.allowed_ips = vec![IpPrefix::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, other)), 32).unwrap()];
-    p.endpoint = Some(addr(other));
-    cfg.peers.push(p);
-    Tunnel::new(cfg, Instant::now(), SystemTime::now()).unwrap()
-}
-
 fn ip_packet(len: usize) -> Vec<u8> {
-    let mut p = vec![0x5au8; len];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-    p[12..16].copy_from_slice(&[10, 0, 0, 1]);
-    p[16..20].copy_from_slice(&[10, 0, 0, 2]);
-    p
-}
-
-const PEER: PeerId = PeerId::from_index(0);
-
-/// Runs one handshake from `a` to `b` at `now` and returns both snapshots.
-fn handshake(
-    a: &mut Tunnel,
-    b: &mut Tunnel,
-    now: Instant,
-    buf: &mut [u8],
-) -> (Arc<DataPlane>, Arc<DataPlane>) {
-    let wall = SystemTime::now();
-    a.handle_events(PEER, Events::REKEY, now, wall);
-    let n = a.poll_transmit(now, buf).expect("initiation").len;
-    b.handle_handshake(now, wall, addr(1), &buf[..n], false)
-        .unwrap();
-    let n = b.poll_transmit(now, buf).expect("response").len;
-    a.handle_handshake(now, wall, addr(2), &buf[..n], false)
-        .unwrap();
-    // The keepalive that confirms the session at b.
-    let n = a.poll_transmit(now, buf).expect("keepalive").len;
-    let dp_b = b.snapshot();
-    let o = dp_b.decapsulate(now, addr(1), &mut buf[..n]).unwrap();
-    b.handle_events(o.peer, o.events, now, wall);
-    (a.snapshot(), b.snapshot())
-}
-
-fn established() -> (Arc<DataPlane>, Arc<DataPlane>, Instant) {
-    let (mut a, mut b) = (tunnel(1, 2), tunnel(2, 1));
-    let now = Instant::now();
-    let mut buf = vec![0u8; TRANSMIT_BUF_LEN];
-    let (dp_a, dp_b) = handshake(&mut a, &mut b, now, &mut buf);
-    (dp_a, dp_b, now)
+    bench::fixtures::ip_packet(len, [10, 0, 0, 2])
 }
 
 fn seal_open(c: &mut Criterion) {

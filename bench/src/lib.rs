@@ -1,2 +1,6 @@
-//! Measurement for ringtun: criterion micro-benchmarks (`cargo bench -p bench`)
-//! and the latency probe used by `cargo xtask bench`. Issues 3 and 6 fill it.
+//! Measurement for ringtun: criterion micro-benchmarks (`cargo bench -p
+//! bench`), the fixtures they share, and the UDP ping-pong latency probe
+//! (`rt-pingpong`) that `cargo xtask bench` runs between two sites.
+
+pub mod fixtures;
+pub mod probe;
