@@ -119,7 +119,7 @@ pub enum ReadMode {
 pub struct WorkerSetup<M: Mode> {
     /// Worker number, for logs and counters.
     pub id: usize,
-    /// Core to pin to.
+    /// Core to pin to (`None`: let the scheduler place the thread).
     pub core: Option<core_affinity::CoreId>,
     /// This worker's device queue.
     pub queue: OwnedFd,
