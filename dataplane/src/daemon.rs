@@ -39,6 +39,8 @@ pub struct UpOptions {
     pub no_offload: bool,
     /// How workers read the device.
     pub read_mode: worker::ReadMode,
+    /// Pin each worker to its own core.
+    pub pin: bool,
 }
 
 /// Offloads asked of the device when `Offload = on`.
@@ -59,6 +61,7 @@ struct Common {
     offload: bool,
     listen_port: u16,
     read_mode: worker::ReadMode,
+    pin: bool,
 }
 
 fn worker_count(cfg: Workers, over: Option<usize>) -> usize {
@@ -102,6 +105,7 @@ pub fn up(opts: &UpOptions) -> Result<()> {
         workers: worker_count(interface.workers, opts.workers),
         offload: interface.offload && !opts.no_offload,
         read_mode: opts.read_mode,
+        pin: opts.pin,
         listen_port: interface.listen_port.unwrap_or(match &mode {
             ModeConfig::Vxlan(_) => config::VXLAN_PORT,
             ModeConfig::WireGuard(_) => 0,
@@ -376,7 +380,7 @@ fn run<M: Mode, P: ControlPlane>(
         wakes.push(wake.clone());
         let setup = WorkerSetup {
             id,
-            core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
+            core: (c.pin && !cores.is_empty()).then(|| cores[id % cores.len()]),
             queue,
             sockets: socks,
             vnet_hdr: vnet,

@@ -41,6 +41,11 @@ enum Command {
         /// provided-buffer ring). For benchmarking.
         #[arg(long, default_value = "fixed", value_parser = ["fixed", "multishot"])]
         read_mode: String,
+        /// Do not pin workers to cores: the scheduler may then run a worker on
+        /// the core that woke it, which avoids cross-core wake-ups (slow on
+        /// some VMs) at the price of less predictable placement.
+        #[arg(long)]
+        no_pin: bool,
     },
     /// Ask the instance serving IFACE (in this network namespace) to stop.
     Down {
@@ -94,7 +99,9 @@ fn run(cmd: Command) -> Result<()> {
             workers,
             no_offload,
             read_mode,
+            no_pin,
         } => daemon::up(&daemon::UpOptions {
+            pin: !no_pin,
             config,
             name,
             workers,

@@ -61,6 +61,10 @@ pub const GSO_MAX_BYTES: usize = 65_507;
 pub const TIMER_EVENT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Failed device reads in a row after which a worker gives up.
 const MAX_READ_ERRORS: u32 = 16;
+/// Gathered sends in flight at once.
+const GATHER_OPS: usize = 16;
+/// Most datagrams one gathered send carries (the `UDP_SEGMENT` limit).
+const MAX_GATHER: usize = 64;
 /// `a` of the multishot read's user data (slot indexes are below it).
 const MULTISHOT_READ: usize = 0xffff;
 /// Write slots for coalesced super-packets.
@@ -86,6 +90,7 @@ const K_SEND: u64 = 2;
 const K_RECV: u64 = 3;
 const K_WRITE: u64 = 4;
 const K_WAKE: u64 = 5;
+const K_GATHER: u64 = 6;
 
 fn ud(kind: u64, a: u64, b: u64) -> u64 {
     (kind << 56) | ((a & 0xffff) << 16) | (b & 0xffff)
@@ -119,7 +124,7 @@ pub enum ReadMode {
 pub struct WorkerSetup<M: Mode> {
     /// Worker number, for logs and counters.
     pub id: usize,
-    /// Core to pin to.
+    /// Core to pin to (`None`: let the scheduler place the thread).
     pub core: Option<core_affinity::CoreId>,
     /// This worker's device queue.
     pub queue: OwnedFd,
@@ -172,6 +177,31 @@ struct SendOp {
 
 #[repr(C, align(8))]
 struct Control([u8; SEND_CONTROL_LEN]);
+
+/// A sealed packet held until the end of the batch, so that packets of one
+/// size to one peer leave together.
+#[derive(Clone, Copy, Debug)]
+struct Queued {
+    slot: u16,
+    offset: u32,
+    len: u32,
+    dst: SocketAddr,
+    peer: u16,
+}
+
+/// One `sendmsg` gathering equal-sized datagrams from several transmit
+/// slots (one iovec each) into a `UDP_SEGMENT` send: small packets read
+/// one by one leave as one send, and reach the peer as one GRO receive.
+#[repr(C)]
+struct GatherOp {
+    hdr: libc::msghdr,
+    iov: [libc::iovec; MAX_GATHER],
+    name: RawAddr,
+    control: Control,
+    items: [Queued; MAX_GATHER],
+    n: usize,
+    segment: u16,
+}
 
 #[derive(Clone, Copy, Debug, Default)]
 struct TxSlot {
@@ -233,6 +263,10 @@ struct Worker<M: Mode> {
     wake_buf: Box<u64>,
     tx: Vec<TxSlot>,
     ops: Box<[SendOp]>,
+    /// Single packets waiting for the end of the batch.
+    queued: Vec<Queued>,
+    gather: Box<[GatherOp]>,
+    free_gather: Vec<u16>,
     free_tx: Vec<u16>,
     reads_in_flight: usize,
     rx_refs: Vec<u16>,
@@ -389,6 +423,29 @@ impl<M: Mode> Worker<M> {
             })
             .collect::<Vec<_>>()
             .into_boxed_slice();
+        let dummy = Queued {
+            slot: 0,
+            offset: 0,
+            len: 0,
+            dst: SocketAddr::from(([0, 0, 0, 0], 0)),
+            peer: 0,
+        };
+        let gather = (0..GATHER_OPS)
+            .map(|_| GatherOp {
+                // SAFETY: msghdr is plain old data; zero is valid.
+                hdr: unsafe { std::mem::zeroed() },
+                iov: [libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                }; MAX_GATHER],
+                name: RawAddr::default(),
+                control: Control([0; SEND_CONTROL_LEN]),
+                items: [dummy; MAX_GATHER],
+                n: 0,
+                segment: 0,
+            })
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
         let rx_writes = (0..usize::from(RX_BUFFERS) * MAX_GRO_SEGMENTS)
             .map(|_| WriteVec {
                 iov: [libc::iovec {
@@ -443,6 +500,9 @@ impl<M: Mode> Worker<M> {
             wake_buf: Box::new(0),
             tx: vec![TxSlot::default(); TX_SLOTS],
             ops,
+            queued: Vec::with_capacity(MAX_GATHER),
+            gather,
+            free_gather: (0..GATHER_OPS as u16).rev().collect(),
             free_tx: match s.read_mode {
                 ReadMode::Fixed => (0..TX_SLOTS as u16).rev().collect(),
                 ReadMode::Multishot => Vec::with_capacity(TX_SLOTS),
@@ -594,6 +654,7 @@ impl<M: Mode> Worker<M> {
                 }
                 K_READ => self.on_read(&*mode, &view, now, a, res),
                 K_SEND => self.on_send(a, b, res),
+                K_GATHER => self.on_gather(a, res),
                 K_RECV => self.on_recv(&*mode, &view, now, a, res, flags),
                 K_WRITE => self.on_write(b, res),
                 K_WAKE => {
@@ -606,6 +667,7 @@ impl<M: Mode> Worker<M> {
                 _ => {}
             }
         }
+        self.flush_queued();
         if keep_going {
             self.arm_reads();
             self.arm_recv(0);
@@ -640,6 +702,15 @@ impl<M: Mode> Worker<M> {
 
     fn on_read(&mut self, mode: &M, view: &M::Batch<'_>, now: Instant, s: usize, res: i32) {
         self.reads_in_flight = self.reads_in_flight.saturating_sub(1);
+        // Hold the slot while this packet is handled: sends started (or
+        // failed) below release their own holds, and the slot goes back
+        // only once the last one is done.
+        self.tx[s].pending += 1;
+        self.handle_read(mode, view, now, s, res);
+        self.release(s);
+    }
+
+    fn handle_read(&mut self, mode: &M, view: &M::Batch<'_>, now: Instant, s: usize, res: i32) {
         if res <= 0 {
             if res == -libc::EBADFD || res == -libc::ENODEV {
                 // The interface was deleted under us: nothing more to read.
@@ -654,7 +725,6 @@ impl<M: Mode> Worker<M> {
                 }
                 self.read_errors += 1;
             }
-            self.free_slot(s);
             return;
         }
         self.read_errors = 0;
@@ -662,7 +732,6 @@ impl<M: Mode> Worker<M> {
         self.counters.dev_reads.inc();
         if n <= self.vnet {
             self.counters.drop_packet(DropReason::Malformed);
-            self.free_slot(s);
             return;
         }
         let len = n - self.vnet;
@@ -679,30 +748,22 @@ impl<M: Mode> Worker<M> {
                 Ok(h) => h,
                 Err(_) => {
                     self.counters.drop_packet(DropReason::Malformed);
-                    self.free_slot(s);
                     return;
                 }
             };
             if hdr.gso_type != GsoType::None {
                 self.counters.dev_read_gso.inc();
                 self.read_gso(mode, view, now, s, &hdr, len);
-                if self.tx[s].pending == 0 {
-                    self.free_slot(s);
-                }
                 return;
             }
             // Cost: one pass over the L4 bytes to finish the checksum the
             // kernel left partial; no copy.
             if finish_checksum(&hdr, pkt).is_err() {
                 self.counters.drop_packet(DropReason::Malformed);
-                self.free_slot(s);
                 return;
             }
         }
         self.read_single(mode, view, now, s, len);
-        if self.tx[s].pending == 0 {
-            self.free_slot(s);
-        }
     }
 
     /// One packet, sealed where it was read and sent from there: no copy.
@@ -896,6 +957,21 @@ impl<M: Mode> Worker<M> {
                     c.tx_packets.add(count as u64);
                     c.tx_bytes.add(plain_bytes as u64);
                 }
+                if count == 1 && self.gso {
+                    // Held to the end of the batch; the slot stays ours.
+                    if self.queued.len() == MAX_GATHER {
+                        self.flush_queued();
+                    }
+                    self.tx[s].pending += 1;
+                    self.queued.push(Queued {
+                        slot: s as u16,
+                        offset: rel as u32,
+                        len: total as u32,
+                        dst,
+                        peer: p,
+                    });
+                    return;
+                }
                 send_to(self, dst, p);
             }
             Route::Flood => {
@@ -910,20 +986,44 @@ impl<M: Mode> Worker<M> {
 
     /// Starts one `sendmsg` of `slot[offset..offset + len]` to `dst`.
     fn send(&mut self, s: usize, offset: u32, len: u32, segment: u16, dst: SocketAddr, peer: u16) {
+        self.tx[s].pending += 1;
+        self.start_send(s, offset, len, segment, dst, peer);
+    }
+
+    /// Releases one pending send of slot `s` (freeing the slot after its last).
+    fn release(&mut self, s: usize) {
+        let slot = &mut self.tx[s];
+        slot.pending = slot.pending.saturating_sub(1);
+        if slot.pending == 0 {
+            self.free_slot(s);
+        }
+    }
+
+    /// Starts a send whose pending count the slot already holds.
+    fn start_send(
+        &mut self,
+        s: usize,
+        offset: u32,
+        len: u32,
+        segment: u16,
+        dst: SocketAddr,
+        peer: u16,
+    ) {
         let slot = &mut self.tx[s];
         if usize::from(slot.next_op) >= OPS_PER_SLOT {
             self.counters.drop_packet(DropReason::QueueFull);
+            self.release(s);
             return;
         }
         let dst = cmsg::canonical(dst);
         let use_v6 = dst.is_ipv6();
         if use_v6 && !self.has_v6 {
             self.counters.udp_tx_errors.inc();
+            self.release(s);
             return;
         }
         let op_idx = usize::from(slot.next_op);
         slot.next_op += 1;
-        slot.pending += 1;
         let src = self
             .local_addrs
             .get(usize::from(peer))
@@ -1015,10 +1115,122 @@ impl<M: Mode> Worker<M> {
             }
             tracing::debug!(worker = self.id, error = %io::Error::from_raw_os_error(-res), ?dst, "send failed");
         }
-        let slot = &mut self.tx[s];
-        slot.pending = slot.pending.saturating_sub(1);
-        if slot.pending == 0 {
-            self.free_slot(s);
+        self.release(s);
+    }
+
+    /// Sends the packets held during the batch: runs of one size to one
+    /// peer (the last may be shorter) as gathered `UDP_SEGMENT` sends.
+    fn flush_queued(&mut self) {
+        let n = self.queued.len();
+        let mut i = 0;
+        while i < n {
+            let first = self.queued[i];
+            let mut j = i + 1;
+            let mut bytes = first.len as usize;
+            while j < n && j - i < MAX_GATHER {
+                let q = self.queued[j];
+                if q.dst != first.dst
+                    || q.peer != first.peer
+                    || q.len > first.len
+                    || bytes + q.len as usize > GSO_MAX_BYTES
+                {
+                    break;
+                }
+                bytes += q.len as usize;
+                j += 1;
+                if q.len < first.len {
+                    break;
+                }
+            }
+            if j - i > 1 && self.gso && !self.free_gather.is_empty() {
+                self.start_gather(i, j);
+            } else {
+                for k in i..j {
+                    let q = self.queued[k];
+                    self.start_send(usize::from(q.slot), q.offset, q.len, 0, q.dst, q.peer);
+                }
+            }
+            i = j;
+        }
+        self.queued.clear();
+    }
+
+    fn start_gather(&mut self, from: usize, to: usize) {
+        let Some(g) = self.free_gather.pop() else {
+            return;
+        };
+        let first = self.queued[from];
+        let dst = cmsg::canonical(first.dst);
+        let use_v6 = dst.is_ipv6();
+        if use_v6 && !self.has_v6 {
+            self.free_gather.push(g);
+            for k in from..to {
+                self.counters.udp_tx_errors.inc();
+                self.release(usize::from(self.queued[k].slot));
+            }
+            return;
+        }
+        let src = self
+            .local_addrs
+            .get(usize::from(first.peer))
+            .filter(|a| a.is_ipv6() == use_v6);
+        let base = self.slab.base();
+        let op = &mut self.gather[usize::from(g)];
+        op.n = to - from;
+        op.segment = first.len as u16;
+        for (k, q) in self.queued[from..to].iter().enumerate() {
+            op.items[k] = *q;
+            op.iov[k] = libc::iovec {
+                // SAFETY: in-bounds pointer into the slab (a held slot).
+                iov_base: unsafe {
+                    base.add(self.tx_region.at(usize::from(q.slot)) + q.offset as usize)
+                }
+                .cast(),
+                iov_len: q.len as usize,
+            };
+        }
+        let (name, namelen) = RawAddr::from_socket_addr(dst);
+        op.name = name;
+        let clen = cmsg::build_send(&mut op.control.0, src, Some(op.segment));
+        op.hdr.msg_name = (&mut op.name as *mut RawAddr).cast();
+        op.hdr.msg_namelen = namelen;
+        op.hdr.msg_iov = op.iov.as_mut_ptr();
+        op.hdr.msg_iovlen = op.n;
+        op.hdr.msg_control = op.control.0.as_mut_ptr().cast();
+        op.hdr.msg_controllen = clen;
+        op.hdr.msg_flags = 0;
+        let fd = if use_v6 { FD_V6 } else { FD_V4 };
+        let sqe =
+            opcode::SendMsg::new(fd, &op.hdr)
+                .build()
+                .user_data(ud(K_GATHER, u64::from(g), 0));
+        self.counters.udp_tx_sends.inc();
+        self.push(sqe);
+    }
+
+    fn on_gather(&mut self, g: usize, res: i32) {
+        let (n, items) = {
+            let op = &self.gather[g];
+            (op.n, op.items)
+        };
+        self.free_gather.push(g as u16);
+        if res >= 0 {
+            self.counters.udp_tx_datagrams.add(n as u64);
+            self.counters.udp_tx_bytes.add(res as u64);
+        } else if res == -libc::EIO || res == -libc::EINVAL {
+            // No GSO on this path: send each datagram alone, keeping every
+            // slot's pending count for those sends.
+            self.counters.gso_fallbacks.inc();
+            self.gso = false;
+            for q in &items[..n] {
+                self.start_send(usize::from(q.slot), q.offset, q.len, 0, q.dst, q.peer);
+            }
+            return;
+        } else {
+            self.counters.udp_tx_errors.add(n as u64);
+        }
+        for q in &items[..n] {
+            self.release(usize::from(q.slot));
         }
     }
 
