@@ -778,6 +778,8 @@ impl Ringtun {
         if opts.no_offload {
             cmd.arg("--no-offload");
         }
+        // Plain log lines: stderr is a pipe read by line, kept for errors.
+        cmd.env("NO_COLOR", "1");
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
@@ -949,6 +951,30 @@ impl Ringtun {
             .map_err(|e| Error::io("reaping ringtun", e))?;
         self.exited = Some(status);
         Ok(status)
+    }
+
+    /// The process's state from /proc/PID/stat, for diagnostics: `running
+    /// (S)`, or for an exited process not yet reaped its wait status
+    /// (`exited (Z), status 0`, `exited (Z), signal 9`); `gone` if reaped.
+    pub fn proc_state(&self) -> String {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())) else {
+            return "gone".to_string();
+        };
+        // The command name is in parentheses and may contain spaces.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let state = fields.first().copied().unwrap_or("?");
+        if state != "Z" {
+            return format!("running ({state})");
+        }
+        // Field 52, exit_code: the wait(2) status (Linux 3.5+).
+        match fields.get(49).and_then(|c| c.parse::<i32>().ok()) {
+            Some(code) if code & 0x7f != 0 => format!("exited (Z), signal {}", code & 0x7f),
+            Some(code) => format!("exited (Z), status {}", (code >> 8) & 0xff),
+            None => "exited (Z)".to_string(),
+        }
     }
 
     /// The names (`comm`) of the daemon's threads, from /proc/PID/task.

@@ -587,6 +587,11 @@ pub fn udp_burst(
     let bind = SocketAddr::new(receiver_addr, opts.port);
     let rx = in_netns(receiver_ns, || UdpSocket::bind(bind))?
         .map_err(|e| TrafficError::io(format!("binding {bind} in {receiver_ns}"), e))?;
+    // Room for the whole burst: a receiver starved of CPU on a loaded
+    // machine must not turn into losses blamed on the tunnel.
+    let room = burst_bytes(opts).clamp(1 << 20, 64 << 20);
+    nix::sys::socket::setsockopt(&rx, nix::sys::socket::sockopt::RcvBufForce, &room)
+        .map_err(|e| TrafficError::io("sizing the receive buffer", io::Error::from(e)))?;
     let target = rx
         .local_addr()
         .map_err(|e| TrafficError::io("reading the receiver's address", e))?;
@@ -640,6 +645,21 @@ pub fn udp_burst(
     report.sent = sent;
     report.lost = opts.count.saturating_sub(report.received);
     Ok(report)
+}
+
+/// The payload bytes a burst sends, with room for each datagram's kernel
+/// bookkeeping (an skb costs far more than its payload for small ones).
+fn burst_bytes(opts: &BurstOptions) -> usize {
+    (0..opts.count as usize)
+        .map(|i| {
+            opts.sizes
+                .get(i % opts.sizes.len().max(1))
+                .copied()
+                .unwrap_or(BURST_HEADER)
+                .max(BURST_HEADER)
+                + 1024
+        })
+        .sum()
 }
 
 fn unspecified(like: IpAddr) -> IpAddr {
