@@ -773,8 +773,8 @@ pub struct Captured {
     pub payload: Vec<u8>,
 }
 
-/// A packet socket (AF_PACKET, cooked, with virtio-net headers) on one
-/// link, seeing its UDP datagrams in both directions. A GSO super-packet
+/// A packet socket (AF_PACKET, raw, with virtio-net headers) on one link,
+/// seeing its UDP datagrams in both directions. A GSO super-packet
 /// (one UDP header, many segments) is split into its datagrams.
 #[derive(Debug)]
 pub struct Capture {
@@ -808,7 +808,8 @@ impl Capture {
             let raw = unsafe {
                 libc::socket(
                     libc::AF_PACKET,
-                    libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                    // PACKET_VNET_HDR takes SOCK_RAW only (EINVAL on DGRAM).
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
                     i32::from(ETH_P_ALL_BE),
                 )
             };
@@ -882,13 +883,19 @@ impl Capture {
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(TrafficError::io("polling the capture", io::Error::from(e))),
             }
-            // SAFETY: recv writes at most buf.len() bytes into buf.
+            // SAFETY: an all-zero sockaddr_ll is valid; recvfrom fills it.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            // SAFETY: recvfrom writes at most buf.len() bytes into buf and at
+            // most from_len bytes into from.
             let n = unsafe {
-                libc::recv(
+                libc::recvfrom(
                     self.fd.as_raw_fd(),
                     buf.as_mut_ptr().cast(),
                     buf.len(),
                     libc::MSG_DONTWAIT,
+                    (&mut from as *mut libc::sockaddr_ll).cast(),
+                    &mut from_len,
                 )
             };
             if n < 0 {
@@ -898,7 +905,8 @@ impl Capture {
                 }
                 return Err(TrafficError::io("reading the capture", e));
             }
-            for c in parse_captured(&buf[..n as usize]) {
+            let ethernet = from.sll_hatype == libc::ARPHRD_ETHER;
+            for c in parse_captured(&buf[..n as usize], ethernet) {
                 if self.filter.keeps(&c) {
                     self.queue.push_back(c);
                 }
@@ -920,14 +928,30 @@ impl Capture {
     }
 }
 
-/// Parses what a cooked packet socket with PACKET_VNET_HDR reads: a
-/// virtio-net header, then an IPv4 or IPv6 packet. Returns its UDP
-/// datagrams (several for a UDP GSO super-packet), nothing for anything
-/// else or anything malformed.
-pub fn parse_captured(frame: &[u8]) -> Vec<Captured> {
-    let Some((vnet, pkt)) = frame.split_at_checked(VNET_HDR_LEN) else {
+/// Parses what a raw packet socket with PACKET_VNET_HDR reads: a
+/// virtio-net header, an Ethernet header if `ethernet` (VLAN tags
+/// skipped), then an IPv4 or IPv6 packet. Returns its UDP datagrams
+/// (several for a UDP GSO super-packet), nothing for anything else or
+/// anything malformed.
+pub fn parse_captured(frame: &[u8], ethernet: bool) -> Vec<Captured> {
+    let Some((vnet, mut pkt)) = frame.split_at_checked(VNET_HDR_LEN) else {
         return Vec::new();
     };
+    if ethernet {
+        // dst, src, then ethertypes: 802.1Q / 802.1ad tags are 4 bytes each.
+        let mut at = 12;
+        loop {
+            let Some(t) = pkt.get(at..at + 2) else {
+                return Vec::new();
+            };
+            match u16::from_be_bytes([t[0], t[1]]) {
+                0x8100 | 0x88a8 => at += 4,
+                0x0800 | 0x86dd => break,
+                _ => return Vec::new(),
+            }
+        }
+        pkt = &pkt[at + 2..];
+    }
     let gso_type = vnet[1] & 0x7f;
     let gso_size = usize::from(u16::from_le_bytes([vnet[4], vnet[5]]));
     let Some(&first) = pkt.first() else {
@@ -1058,17 +1082,24 @@ mod tests {
 
     #[test]
     fn a_captured_datagram_is_parsed_and_a_gso_one_split() {
-        let one = parse_captured(&ipv4_udp(b"hello", None));
+        let one = parse_captured(&ipv4_udp(b"hello", None), false);
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].src, "192.0.2.1:51820".parse().unwrap());
         assert_eq!(one[0].dst, "192.0.2.2:4789".parse().unwrap());
         assert_eq!(one[0].payload, b"hello");
         let payload: Vec<u8> = (0..250u8).collect();
-        let segs = parse_captured(&ipv4_udp(&payload, Some(100)));
+        let segs = parse_captured(&ipv4_udp(&payload, Some(100)), false);
         let lens: Vec<usize> = segs.iter().map(|c| c.payload.len()).collect();
         assert_eq!(lens, [100, 100, 50]);
         assert_eq!(segs[2].payload, &payload[200..]);
-        assert!(parse_captured(&[0u8; 12]).is_empty(), "too short");
-        assert!(parse_captured(&[]).is_empty());
+        assert!(parse_captured(&[0u8; 12], false).is_empty(), "too short");
+        assert!(parse_captured(&[], true).is_empty());
+        // The same behind an Ethernet header with one VLAN tag.
+        let mut tagged = ipv4_udp(b"hello", None);
+        let mut l2 = vec![0xff; 12];
+        l2.extend_from_slice(&[0x81, 0x00, 0x00, 0x05, 0x08, 0x00]);
+        tagged.splice(VNET_HDR_LEN..VNET_HDR_LEN, l2);
+        assert_eq!(parse_captured(&tagged, true), one);
+        assert!(parse_captured(&tagged[..VNET_HDR_LEN + 13], true).is_empty());
     }
 }
