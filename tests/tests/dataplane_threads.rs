@@ -1,0 +1,101 @@
+//! The data path is io_uring on the workers' own threads: while a bulk
+//! transfer flows, no io_uring work is punted to kernel `iou-wrk` threads
+//! (they would show up as threads of the ringtun process).
+
+mod dataplane_lab;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use dataplane_lab::{BULK_TIMEOUT, Lab, Underlay, assert_reaches, diagnose, inner4, must};
+use ringtun_tests::require_root;
+use ringtun_tests::ringtun::{TunnelMode, UpOptions};
+use ringtun_tests::traffic::{BulkOptions, start_tcp_bulk};
+
+const BULK: u64 = 64 << 20;
+/// Samples of the thread list a run must take while bytes flow, for the
+/// absence of `iou-wrk` to mean something.
+const MIN_SAMPLES: usize = 20;
+
+fn no_io_worker_threads(ctx: &str, mode: TunnelMode, no_offload: bool) {
+    let lab = Lab::pair("dpt");
+    let opts = UpOptions {
+        workers: Some(2),
+        no_offload,
+        ..UpOptions::default()
+    };
+    let a = lab.up(1, &lab.conf(mode, 1, &[2], Underlay::V4), &opts);
+    let b = lab.up(2, &lab.conf(mode, 2, &[1], Underlay::V4), &opts);
+    assert_reaches(lab.ns(1), inner4(mode, 2), ctx);
+    let bulk = must(
+        start_tcp_bulk(
+            lab.ns(1),
+            lab.ns(2),
+            inner4(mode, 2),
+            &BulkOptions {
+                bytes: BULK,
+                timeout: BULK_TIMEOUT,
+                ..BulkOptions::default()
+            },
+        ),
+        "starting the transfer",
+    );
+    let mut names = BTreeSet::new();
+    let mut samples = 0;
+    while !bulk.is_finished() {
+        let moving = bulk.received_so_far() > 0;
+        for d in [&a, &b] {
+            // A failed read means the daemon is gone; the checks below say so.
+            if let Ok(threads) = d.thread_names() {
+                names.extend(threads);
+            }
+        }
+        if moving {
+            samples += 1;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let report = match bulk.join() {
+        Ok(r) => r,
+        Err(e) => panic!("{ctx}: {e}{}", diagnose(&[&a, &b])),
+    };
+    assert!(report.intact(), "{ctx}: {}", report.summary());
+    assert!(
+        samples >= MIN_SAMPLES,
+        "{ctx}: only {samples} thread samples while bytes flowed (need {MIN_SAMPLES}): the transfer was too short to say anything"
+    );
+    let io_workers: Vec<&String> = names.iter().filter(|n| n.starts_with("iou-")).collect();
+    assert!(
+        io_workers.is_empty(),
+        "{ctx}: io_uring punted work to kernel threads {io_workers:?} (all threads seen: {names:?})"
+    );
+    assert!(
+        names.iter().any(|n| n.starts_with("rt-worker")),
+        "{ctx}: no worker thread among {names:?}: is this reading the right process?"
+    );
+    eprintln!(
+        "{ctx}: {samples} samples, threads seen {names:?}; {}",
+        report.summary()
+    );
+    for d in [a, b] {
+        must(d.terminate(), "stopping a site");
+    }
+}
+
+#[test]
+fn wireguard_bulk_runs_without_iou_wrk_threads() {
+    require_root!("wireguard_bulk_runs_without_iou_wrk_threads");
+    no_io_worker_threads("wireguard", TunnelMode::WireGuard, false);
+}
+
+#[test]
+fn wireguard_without_offloads_runs_without_iou_wrk_threads() {
+    require_root!("wireguard_without_offloads_runs_without_iou_wrk_threads");
+    no_io_worker_threads("wireguard --no-offload", TunnelMode::WireGuard, true);
+}
+
+#[test]
+fn vxlan_bulk_runs_without_iou_wrk_threads() {
+    require_root!("vxlan_bulk_runs_without_iou_wrk_threads");
+    no_io_worker_threads("vxlan", TunnelMode::Vxlan, false);
+}
