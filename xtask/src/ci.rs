@@ -47,6 +47,7 @@ fn stages() -> Vec<Stage> {
         stage("test", "cargo", &["test", "--workspace"]),
         stage("fuzz", "cargo", &["xtask", "fuzz", "--seconds", "15"]),
         stage("e2e", "cargo", &["xtask", "e2e"]),
+        stage("bench", "cargo", &["xtask", "bench", "--quick"]),
     ]
 }
 

@@ -22,7 +22,8 @@
 mod checks;
 mod hostile;
 mod lab;
-mod peers;
+// Shared with `bench`: installing and running the real peers.
+pub(crate) mod peers;
 mod probe;
 mod relay;
 mod seed;

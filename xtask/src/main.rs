@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's harness. `ci` runs the whole CI sequence,
 //! `e2e` the two-site end-to-end check.
 
+mod bench;
 mod ci;
 mod e2e;
 mod fuzz;
@@ -21,6 +22,8 @@ enum Command {
     Ci(ci::CiArgs),
     /// Build two sites in namespaces, run the tunnel between them, report.
     E2e(e2e::E2eArgs),
+    /// Measure ringtun against raw veth, kernel VXLAN, wireguard-go and boringtun; write a report.
+    Bench(bench::BenchArgs),
     /// Run every fuzz target for a bounded time (stable toolchain, RUSTC_BOOTSTRAP inside).
     Fuzz(fuzz::FuzzArgs),
 }
@@ -31,6 +34,7 @@ fn main() -> std::process::ExitCode {
         Command::Ci(args) => ci::run(&args),
         Command::E2e(args) => e2e::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

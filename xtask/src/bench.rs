@@ -1,0 +1,575 @@
+//! `cargo xtask bench`: ringtun side by side with raw veth, the kernel's
+//! VXLAN, wireguard-go and boringtun, on one machine, in one run (issue 6).
+//!
+//! Every system gets a lab of its own (two gateway namespaces and a veth
+//! WAN, [`lab`]); all are set up first and kept up. Then each repeat runs
+//! every workload ([`workload`]) on every system in turn, so that drift on
+//! a shared machine hits all systems alike. The report ([`report`]) gives
+//! medians with min–max, ringtun's ratios to the references of the same
+//! run, and pictures ([`plot`]), under `target/bench-report/`.
+//!
+//! `--quick` is the smoke run CI affords: one repeat, two seconds a cell,
+//! every system, still a full report.
+
+mod cpu;
+mod lab;
+mod plot;
+mod report;
+mod stats;
+mod systems;
+mod workload;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+
+use report::{LoadSeen, Machine, Report, SystemInfo};
+use systems::{Running, SetupOptions, System};
+use workload::{Plan, Sample, Target, Tools, Workload};
+
+/// Options for `cargo xtask bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// A short smoke run for CI: 1 repeat, 2 s per cell (unless given).
+    #[arg(long)]
+    quick: bool,
+    /// Repeats of every cell (default 3; 1 with --quick).
+    #[arg(long, value_name = "N")]
+    repeats: Option<u32>,
+    /// Seconds per cell (default 10; 2 with --quick).
+    #[arg(long, value_name = "S")]
+    seconds: Option<u64>,
+    /// Run only these systems and/or workloads (comma-separated names:
+    /// raw-veth, kernel-vxlan, ringtun-wireguard, ringtun-vxlan,
+    /// wireguard-go, boringtun; tcp1, tcp4, udp64, lat-idle, lat-load).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    only: Vec<String>,
+    /// One latency probe every this many microseconds.
+    #[arg(long, value_name = "US", default_value_t = 1000)]
+    probe_interval_us: u64,
+    /// Data-plane workers per ringtun (default: its own, one per CPU).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Do not install missing tools or peers (their systems are skipped;
+    /// a failure under CI).
+    #[arg(long)]
+    no_install: bool,
+    /// The ringtun binary to measure (default: build it with --release).
+    #[arg(long, value_name = "PATH")]
+    ringtun: Option<PathBuf>,
+    /// Where to write the report (default: target/bench-report in the repository).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// After the run, profile one extra single-stream TCP run of ringtun's
+    /// wireguard mode with `perf record -a -g` into the report directory.
+    #[arg(long)]
+    profile: bool,
+}
+
+/// The selection `--only` makes.
+fn select(only: &[String]) -> Result<(Vec<System>, Vec<Workload>)> {
+    let mut systems = Vec::new();
+    let mut workloads = Vec::new();
+    for name in only.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        if let Some(s) = System::ALL.into_iter().find(|s| s.name() == name) {
+            systems.push(s);
+        } else if let Some(w) = Workload::ALL.into_iter().find(|w| w.name() == name) {
+            workloads.push(w);
+        } else {
+            let known: Vec<&str> = System::ALL
+                .iter()
+                .map(|s| s.name())
+                .chain(Workload::ALL.iter().map(|w| w.name()))
+                .collect();
+            bail!("--only: unknown name {name:?}; known: {}", known.join(", "));
+        }
+    }
+    if systems.is_empty() {
+        systems = System::ALL.to_vec();
+    }
+    if workloads.is_empty() {
+        workloads = Workload::ALL.to_vec();
+    }
+    systems.sort();
+    systems.dedup();
+    workloads.sort();
+    workloads.dedup();
+    Ok((systems, workloads))
+}
+
+/// The repository's root.
+fn repo_root() -> Result<PathBuf> {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .context("the repository root")
+}
+
+/// The target directory this xtask was built in.
+fn target_dir() -> Result<PathBuf> {
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
+        return Ok(PathBuf::from(t));
+    }
+    let exe = std::env::current_exe().context("finding the xtask executable")?;
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .context("the xtask executable has no target directory")
+}
+
+/// Builds ringtun and rt-pingpong with `--release` (a debug build's
+/// figures say nothing) and returns their paths.
+fn build_binaries(build_ringtun: bool) -> Result<(Option<PathBuf>, PathBuf)> {
+    let target = target_dir()?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut args = vec![
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "bench",
+        "--bin",
+        "rt-pingpong",
+    ];
+    if build_ringtun {
+        args.extend(["-p", "dataplane", "--bin", "ringtun"]);
+    }
+    println!(
+        "bench: building {} (release) in {}",
+        if build_ringtun {
+            "ringtun and rt-pingpong"
+        } else {
+            "rt-pingpong"
+        },
+        target.display()
+    );
+    let status = Command::new(cargo)
+        .args(&args)
+        .arg("--manifest-path")
+        .arg(repo_root()?.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    let bin = |name: &str| -> Result<PathBuf> {
+        let p = target.join("release").join(name);
+        if p.is_file() {
+            Ok(p)
+        } else {
+            bail!("cargo built {name}, but {} does not exist", p.display())
+        }
+    };
+    Ok((
+        if build_ringtun {
+            Some(bin("ringtun")?)
+        } else {
+            None
+        },
+        bin("rt-pingpong")?,
+    ))
+}
+
+fn git_revision(root: &Path) -> String {
+    let run = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let rev = run(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let dirty =
+        run(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    if dirty {
+        format!("{rev} (with uncommitted changes)")
+    } else {
+        rev
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// One line of a cell's outcome, after its progress line.
+fn outcome(s: &Sample) -> String {
+    if let Some(e) = &s.error {
+        return format!("error: {}", e.lines().next().unwrap_or(""));
+    }
+    let mut parts = Vec::new();
+    if let Some(t) = &s.tcp {
+        parts.push(format!("{:.2} Gbit/s", t.gbps));
+    }
+    if let Some(u) = &s.udp {
+        parts.push(format!(
+            "{:.0} kpps delivered ({:.0} sent)",
+            u.delivered_pps / 1e3,
+            u.sent_pps / 1e3
+        ));
+    }
+    if let Some(c) = s.cpu_s_per_gb {
+        parts.push(format!("{c:.2} CPU s/GB"));
+    }
+    if let Some(l) = &s.latency {
+        parts.push(format!(
+            "RTT p50 {:.1} p99 {:.1} µs, {} lost",
+            l.p50_ns as f64 / 1e3,
+            l.p99_ns as f64 / 1e3,
+            l.lost
+        ));
+    }
+    parts.join(", ")
+}
+
+/// Runs the benchmark and writes the report.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let ci = std::env::var_os("CI").is_some();
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "bench needs root (namespaces, veth, TUN/TAP): run `sudo -E cargo xtask bench`{}",
+            if ci {
+                "; CI is set, and under CI a skip is a failure"
+            } else {
+                ""
+            }
+        );
+    }
+    let (systems, workloads) = select(&args.only)?;
+    let repeats = args
+        .repeats
+        .unwrap_or(if args.quick { 1 } else { 3 })
+        .max(1);
+    let plan = Plan {
+        seconds: args
+            .seconds
+            .unwrap_or(if args.quick { 2 } else { 10 })
+            .max(1),
+        probe_interval_us: args.probe_interval_us.max(1),
+    };
+    let out_dir = match &args.out {
+        Some(d) => d.clone(),
+        None => repo_root()?.join("target").join("bench-report"),
+    };
+
+    // Binaries first, while this process has one thread (set_var below).
+    let (built, pingpong) = build_binaries(args.ringtun.is_none())?;
+    let ringtun = match (&args.ringtun, built) {
+        (Some(p), _) => p.clone(),
+        (None, Some(p)) => p,
+        (None, None) => bail!("no ringtun binary"),
+    };
+    // SAFETY: no other thread exists yet (nothing has been spawned; the
+    // signal handlers come next), so nothing reads the environment
+    // concurrently. ringtun-tests finds the binary through RINGTUN_BIN.
+    unsafe { std::env::set_var("RINGTUN_BIN", &ringtun) };
+
+    // First Ctrl-C: finish the current cell, write what was measured,
+    // clean up, exit non-zero. A second one: exit at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
+            .context("installing the signal handler")?;
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing the signal handler")?;
+    }
+    for name in lab::remove_stale()? {
+        println!("bench: removed {name}, left by an earlier run that was killed");
+    }
+
+    let install = !args.no_install;
+    let iperf3 = workload::ensure_iperf3(install)?;
+    let tools = Tools {
+        iperf3: iperf3.clone(),
+        pingpong: pingpong.clone(),
+    };
+    let root = repo_root()?;
+    let mut versions = BTreeMap::new();
+    versions.insert(
+        "ringtun".to_string(),
+        format!("{} ({})", git_revision(&root), ringtun.display()),
+    );
+    versions.insert(
+        "iperf3".to_string(),
+        workload::version_of(&iperf3, "--version"),
+    );
+    versions.insert(
+        "rustc".to_string(),
+        workload::version_of(Path::new("rustc"), "--version"),
+    );
+    for (name, tool, arg) in [
+        ("wireguard-go", "wireguard-go", "--version"),
+        ("boringtun", "boringtun-cli", "--version"),
+        ("wg", "wg", "--version"),
+    ] {
+        if let Some(p) = ringtun_tests::find_in_path(tool) {
+            versions.insert(name.to_string(), workload::version_of(&p, arg));
+        }
+    }
+
+    let mut report = Report {
+        generated_unix: 0,
+        quick: args.quick,
+        repeats,
+        plan: plan.clone(),
+        machine: Machine::probe(),
+        versions,
+        load_average: LoadSeen {
+            start: cpu::load_average(),
+            ..LoadSeen::default()
+        },
+        systems: Vec::new(),
+        samples: Vec::new(),
+        summary: Default::default(),
+        ratios: Vec::new(),
+        latency_added_us: BTreeMap::new(),
+        bar: Vec::new(),
+        problems: Vec::new(),
+        files: Vec::new(),
+    };
+
+    // Set every system up first; a system that cannot be is skipped.
+    let build_dir = target_dir()?.join("bench-peers");
+    let setup = SetupOptions {
+        workers: args.workers,
+        install,
+        build_dir: &build_dir,
+        tools: &tools,
+    };
+    let started = Instant::now();
+    let mut running: Vec<Running> = Vec::new();
+    for sys in &systems {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        print!("bench: setting up {:<18} ", sys.name());
+        let _ = std::io::stdout().flush();
+        match systems::start(*sys, &setup) {
+            Ok(r) => {
+                println!("ok: {}", r.description);
+                running.push(r);
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                println!("SKIPPED: {why}");
+                report
+                    .problems
+                    .push(format!("{} skipped: {why}", sys.name()));
+                report.systems.push(SystemInfo {
+                    name: sys.name().to_string(),
+                    status: "skipped".into(),
+                    detail: why,
+                    tunnel_pids: Vec::new(),
+                    ringtun_status: Vec::new(),
+                });
+            }
+        }
+    }
+
+    // The measurements, round-robin.
+    let cells = repeats as usize * workloads.len() * running.len();
+    let mut order = 0u32;
+    'outer: for rep in 0..repeats {
+        for w in &workloads {
+            for k in 0..running.len() {
+                // Each repeat starts from a different system.
+                let i = (k + rep as usize) % running.len();
+                if stop.load(Ordering::Relaxed) {
+                    break 'outer;
+                }
+                let sys = &mut running[i];
+                print!(
+                    "bench [{:>3}/{cells}] repeat {}/{repeats}  {:<8} {:<18} ",
+                    order + 1,
+                    rep + 1,
+                    w.name(),
+                    sys.system.name()
+                );
+                let _ = std::io::stdout().flush();
+                let mut sample = Sample {
+                    system: sys.system.name().to_string(),
+                    workload: w.name().to_string(),
+                    repeat: rep,
+                    order,
+                    started_unix: unix_now(),
+                    ..Sample::default()
+                };
+                if let Err(e) = sys.ensure_iperf_server() {
+                    sample.error = Some(format!("restarting the iperf3 server: {e:#}"));
+                } else {
+                    let target = Target {
+                        netns: &sys.client_netns,
+                        addr: sys.target,
+                        tunnel_pids: &sys.tunnel_pids,
+                    };
+                    workload::run(*w, &tools, &target, &plan, &mut sample);
+                }
+                println!("{}", outcome(&sample));
+                if let Some(e) = &sample.error {
+                    report.problems.push(format!(
+                        "{} {} repeat {}: {e}",
+                        sample.system,
+                        sample.workload,
+                        rep + 1
+                    ));
+                }
+                report.samples.push(sample);
+                order += 1;
+            }
+        }
+    }
+
+    if args.profile && !stop.load(Ordering::Relaxed) {
+        if let Some(sys) = running
+            .iter()
+            .find(|r| r.system == System::RingtunWireguard)
+        {
+            match profile(sys, &tools, &plan, &out_dir) {
+                Ok(f) => {
+                    println!("bench: profile written to {}", out_dir.join(&f).display());
+                    report.files.push(f);
+                }
+                Err(e) => report.problems.push(format!("profile: {e:#}")),
+            }
+        } else {
+            report
+                .problems
+                .push("profile: ringtun-wireguard was not measured".into());
+        }
+    }
+
+    for r in &running {
+        report.systems.push(SystemInfo {
+            name: r.system.name().to_string(),
+            status: "measured".into(),
+            detail: r.description.clone(),
+            tunnel_pids: r.tunnel_pids.clone(),
+            ringtun_status: r.ringtun_status(),
+        });
+    }
+    report.systems.sort_by_key(|s| {
+        System::ALL
+            .iter()
+            .position(|x| x.name() == s.name)
+            .unwrap_or(usize::MAX)
+    });
+    drop(running);
+    let left = lab::our_namespaces()?;
+    if !left.is_empty() {
+        report
+            .problems
+            .push(format!("namespaces left behind: {}", left.join(", ")));
+    }
+
+    report.load_average.end = cpu::load_average();
+    report.generated_unix = unix_now() as u64;
+    report.derive();
+    report.write(&out_dir)?;
+
+    println!("\n{}", report.summary_markdown());
+    println!(
+        "bench: {} cells in {:.0} s; load average {:.2} at start, {:.2} at end; report in {}",
+        report.samples.len(),
+        started.elapsed().as_secs_f64(),
+        report.load_average.start[0],
+        report.load_average.end[0],
+        out_dir.join("report.md").display()
+    );
+    if stop.load(Ordering::Relaxed) {
+        bail!("interrupted: the report holds what was measured before");
+    }
+    if !report.problems.is_empty() {
+        for p in &report.problems {
+            eprintln!("bench: problem: {}", p.lines().next().unwrap_or(""));
+        }
+        if ci {
+            bail!(
+                "{} problem(s) (skipped systems or failed cells); CI is set, and under CI a skip is a failure",
+                report.problems.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `perf record -a -g` over one extra single-stream TCP run of ringtun's
+/// wireguard mode; writes `perf report` to `perf-ringtun-wireguard.txt`.
+fn profile(sys: &Running, tools: &Tools, plan: &Plan, out_dir: &Path) -> Result<String> {
+    let perf = ringtun_tests::find_in_path("perf").context("perf is not installed")?;
+    std::fs::create_dir_all(out_dir)?;
+    let data = out_dir.join("perf-ringtun-wireguard.data");
+    let secs = plan.seconds.to_string();
+    let mut rec = Command::new(&perf)
+        .args(["record", "-a", "-g", "-F", "999", "-o"])
+        .arg(&data)
+        .args(["--", "sleep", &secs])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting perf record")?;
+    let mut sample = Sample::default();
+    let target = Target {
+        netns: &sys.client_netns,
+        addr: sys.target,
+        tunnel_pids: &sys.tunnel_pids,
+    };
+    workload::run(Workload::Tcp1, tools, &target, plan, &mut sample);
+    let _ = rec.wait();
+    let report = Command::new(&perf)
+        .args([
+            "report",
+            "--stdio",
+            "--no-children",
+            "--sort",
+            "comm,dso,symbol",
+            "--percent-limit",
+            "0.7",
+            "-g",
+            "none",
+            "-i",
+        ])
+        .arg(&data)
+        .output()
+        .context("running perf report")?;
+    let name = "perf-ringtun-wireguard.txt".to_string();
+    let mut text = format!(
+        "# perf record -a -g during one {} s TCP stream through ringtun-wireguard: {}\n",
+        plan.seconds,
+        outcome(&sample)
+    );
+    text.push_str(&String::from_utf8_lossy(&report.stdout));
+    std::fs::write(out_dir.join(&name), text)?;
+    let _ = std::fs::remove_file(&data);
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_selects_systems_and_workloads_by_name() {
+        let (s, w) = select(&[]).unwrap();
+        assert_eq!((s.len(), w.len()), (6, 5));
+        let (s, w) = select(&["boringtun".into(), "tcp1".into(), "raw-veth".into()]).unwrap();
+        assert_eq!(s, vec![System::RawVeth, System::Boringtun]);
+        assert_eq!(w, vec![Workload::Tcp1]);
+        let e = select(&["tcp2".into()]).unwrap_err().to_string();
+        assert!(
+            e.contains("unknown name \"tcp2\"") && e.contains("lat-load"),
+            "{e}"
+        );
+    }
+}
