@@ -215,7 +215,9 @@ pub fn run(args: &E2eArgs) -> Result<()> {
         if phase_error.is_some() {
             return;
         }
-        if let Err(e) = f(ctx) {
+        let result = f(ctx);
+        ctx.table.set_diagnostics(None);
+        if let Err(e) = result {
             ctx.table.context("-", "-");
             ctx.table
                 .fail(format!("{name}: could not go on"), format!("{e:#}"));

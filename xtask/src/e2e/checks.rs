@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use dataplane::status::InterfaceStatus;
 use netctl::ping::{Echo, PingOptions};
-use ringtun_tests::ringtun::{LabDir, Ringtun};
+use ringtun_tests::ringtun::{LabDir, Ringtun, UpOptions};
 use ringtun_tests::traffic::{self, BulkOptions, BulkReport, BulkTransfer, BurstOptions};
 
 use super::relay::SplitMix64;
@@ -71,11 +71,45 @@ impl Ctx {
         checks.iter().any(|c| self.wants(c))
     }
 
+    /// `ringtun up` options for this run. Logging at `info` costs two lines
+    /// per daemon and says why it stopped (`cause=Signal`, ...), should it
+    /// stop by itself.
+    pub fn up_options(&self, no_offload: bool) -> UpOptions {
+        UpOptions {
+            workers: self.opts.workers,
+            no_offload,
+            env: vec![("RUST_LOG".into(), "info".into())],
+            ..UpOptions::default()
+        }
+    }
+
     /// A bulk size no larger than `cap` (for the rows that repeat a transfer
     /// under some condition rather than measure it).
     pub fn bulk_capped(&self, cap: u64) -> u64 {
         self.opts.bulk_size.min(cap)
     }
+}
+
+/// Diagnostics for failing rows: `ringtun show` of every instance in
+/// each gateway namespace.
+pub fn show_gateways(gateways: Vec<String>) -> super::table::Diagnostics {
+    Box::new(move || {
+        let mut out = String::new();
+        for ns in &gateways {
+            match ringtun_tests::ringtun::run_in(Some(ns), &["show"]) {
+                Ok(o) if o.status.success() => {
+                    out.push_str(&format!("ringtun show in {ns}:\n"));
+                    out.push_str(&String::from_utf8_lossy(&o.stdout));
+                }
+                Ok(o) => out.push_str(&format!(
+                    "ringtun show in {ns}: {}\n",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                )),
+                Err(e) => out.push_str(&format!("ringtun show in {ns}: {e}\n")),
+            }
+        }
+        out
+    })
 }
 
 /// Runs a check that may fail to even set itself up; such an error
@@ -499,8 +533,16 @@ pub fn wait_link_gone(ns: &str, iface: &str, within: Duration) -> Result<Duratio
 
 /// Stops a ringtun with SIGTERM (a clean exit required) and waits for its
 /// device to go, so that the next one can take the name.
-pub fn terminate(d: Ringtun) -> Result<()> {
+pub fn terminate(mut d: Ringtun) -> Result<()> {
     let (ns, iface) = (d.netns().to_string(), d.iface().to_string());
+    if !d.is_running() {
+        // Gone before anyone asked: a crash, or a signal from outside.
+        let status = d.wait_exit(Duration::from_secs(1))?;
+        bail!(
+            "ringtun for {iface} in {ns} had already exited ({status}) before it was stopped\n--- its stderr ---\n{}",
+            d.stderr()
+        );
+    }
     d.terminate()?;
     wait_link_gone(&ns, &iface, Duration::from_secs(5))?;
     Ok(())

@@ -257,6 +257,23 @@ impl WgConf {
     }
 }
 
+/// What `wg show dump` says of a peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WgPeerState {
+    /// `latest-handshake`: seconds since the epoch (wireguard-go); boringtun
+    /// 0.7 reports the seconds *since* the handshake here, so 0 right after one.
+    pub latest_handshake: u64,
+    /// Bytes received from the peer through a session.
+    pub rx_bytes: u64,
+}
+
+impl WgPeerState {
+    /// A session exists: a handshake time, or bytes received through one.
+    pub fn has_session(&self) -> bool {
+        self.latest_handshake > 0 || self.rx_bytes > 0
+    }
+}
+
 /// A running wireguard-go or boringtun with its device configured.
 /// Dropping it stops it (SIGTERM, then SIGKILL) and removes what it left.
 pub struct UserspacePeer {
@@ -386,18 +403,17 @@ impl UserspacePeer {
         Ok(peer)
     }
 
-    /// Seconds since the epoch of the latest handshake with its one peer.
-    pub fn latest_handshake(&self) -> Result<Option<u64>> {
-        let out = run_in(
-            &self.netns,
-            &self.wg,
-            &["show", &self.iface, "latest-handshakes"],
-        )?;
-        Ok(out
-            .split_whitespace()
-            .nth(1)
-            .and_then(|t| t.parse::<u64>().ok())
-            .filter(|&t| t > 0))
+    /// Its one peer as `wg show IFACE dump` reports it.
+    pub fn peer_state(&self) -> Result<WgPeerState> {
+        let out = run_in(&self.netns, &self.wg, &["show", &self.iface, "dump"])?;
+        // Line 1 is the interface; line 2 the peer: public-key psk endpoint
+        // allowed-ips latest-handshake rx tx keepalive.
+        let f: Vec<&str> = out.lines().nth(1).unwrap_or("").split('\t').collect();
+        let num = |i: usize| f.get(i).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+        Ok(WgPeerState {
+            latest_handshake: num(4),
+            rx_bytes: num(5),
+        })
     }
 
     /// The daemon's latest output lines.
@@ -496,9 +512,58 @@ impl KernelVxlan {
             netns: netns.to_string(),
             name: name.to_string(),
         };
+        // The kernel's vxlan leaves the inner TCP/UDP checksum to "the
+        // hardware" (CHECKSUM_PARTIAL); over a veth underlay no hardware
+        // ever completes it, and a userspace VTEP receives the datagram
+        // through a UDP socket that cannot say so: every inner TCP/UDP
+        // packet would arrive with a bad checksum. On a real wire the
+        // checksum is always complete, so complete it here as a NIC would.
+        netctl::netns::run_in(netns, || set_tx_checksum(name, false))?
+            .with_context(|| format!("turning tx checksum offload off on {name}"))?;
         nl.set_master(name, bridge)?;
         nl.link_set_up(name)?;
         Ok(vx)
+    }
+}
+
+/// `ETHTOOL_STXCSUM` (linux/ethtool.h): set transmit checksum offload.
+const ETHTOOL_STXCSUM: u32 = 0x17;
+
+/// `struct ethtool_value`.
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+/// `ethtool -K DEV tx on|off` in the calling thread's namespace, by the
+/// legacy SIOCETHTOOL ioctl (no ethtool binary needed).
+fn set_tx_checksum(dev: &str, on: bool) -> io::Result<()> {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_STXCSUM,
+        data: u32::from(on),
+    };
+    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = dev.as_bytes();
+    if name.len() >= ifr.ifr_name.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name too long",
+        ));
+    }
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
+    // SAFETY: SIOCETHTOOL reads the ifreq, whose data pointer refers to
+    // `value`; both outlive the call.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut ifr) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

@@ -30,12 +30,16 @@ pub struct Row {
     pub figure: String,
 }
 
+/// Something that describes the system's state when a row fails.
+pub type Diagnostics = Box<dyn Fn() -> String>;
+
 /// The rows so far, with the context (mode, peer) new rows get.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Table {
     rows: Vec<Row>,
     mode: String,
     peer: String,
+    diagnostics: Option<Diagnostics>,
 }
 
 impl Table {
@@ -45,7 +49,14 @@ impl Table {
             rows: Vec::new(),
             mode: "-".into(),
             peer: "-".into(),
+            diagnostics: None,
         }
+    }
+
+    /// What to print (not to the table: below the failing row, as it is
+    /// made) when a row fails, e.g. every daemon's counters.
+    pub fn set_diagnostics(&mut self, d: Option<Diagnostics>) {
+        self.diagnostics = d;
     }
 
     /// Sets the mode and peer columns of the rows that follow.
@@ -75,6 +86,13 @@ impl Table {
         };
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "e2e: {}", render_row(&row, 0, 0, 0));
+        if row.outcome == Outcome::Fail
+            && let Some(d) = &self.diagnostics
+        {
+            for line in d().lines() {
+                let _ = writeln!(out, "e2e:   | {line}");
+            }
+        }
         let _ = out.flush();
         self.rows.push(row);
     }

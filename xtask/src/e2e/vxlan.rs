@@ -53,11 +53,7 @@ impl Pair {
     ) -> Result<Pair> {
         let a_path = conf(to_b).write(ctx.dir.path(), "rt-a")?;
         let b_path = conf(to_a).write(ctx.dir.path(), "rt-b")?;
-        let up = UpOptions {
-            workers: ctx.opts.workers,
-            no_offload,
-            ..UpOptions::default()
-        };
+        let up = ctx.up_options(no_offload);
         let a = Ringtun::up(&s.gw_a, &a_path, &up)?;
         let b = Ringtun::up(&s.gw_b, &b_path, &up)?;
         Ok(Pair {
@@ -95,6 +91,10 @@ pub fn run(ctx: &mut Ctx, peer_filter: &dyn Fn(&str) -> bool) -> Result<()> {
     ctx.table.context(MODE, "-");
     let lab = Lab::apply("two-sites-l2.toml", "vx", ctx.opts.keep)?;
     let s = Sites::of(&lab);
+    ctx.table.set_diagnostics(Some(checks::show_gateways(vec![
+        s.gw_a.clone(),
+        s.gw_b.clone(),
+    ])));
     checks::unreachable(
         ctx,
         "isolation: no path between the LANs without a tunnel",
@@ -109,6 +109,7 @@ pub fn run(ctx: &mut Ctx, peer_filter: &dyn Fn(&str) -> bool) -> Result<()> {
     if peer_filter("kernel") {
         kernel(ctx, &s)?;
     }
+    ctx.table.set_diagnostics(None);
     drop(lab);
     Ok(())
 }
@@ -526,10 +527,7 @@ fn kernel(ctx: &mut Ctx, s: &Sites) -> Result<()> {
         }
     };
     let path = conf(wan::at(wan::B4, l2::PORT)).write(ctx.dir.path(), "rt-a")?;
-    let up = UpOptions {
-        workers: ctx.opts.workers,
-        ..UpOptions::default()
-    };
+    let up = ctx.up_options(false);
     let a = match Ringtun::up(&s.gw_a, &path, &up) {
         Ok(a) => a,
         Err(e) => {

@@ -132,11 +132,7 @@ impl Pair {
             conf(ka, kb, l3::TUN_A, &allowed_at_a(), Some(to_b)).write(ctx.dir.path(), "rt-a")?;
         let b_path =
             conf(kb, ka, l3::TUN_B, &allowed_at_b(), Some(to_a)).write(ctx.dir.path(), "rt-b")?;
-        let up = UpOptions {
-            workers: ctx.opts.workers,
-            no_offload,
-            ..UpOptions::default()
-        };
+        let up = ctx.up_options(no_offload);
         let a = Ringtun::up(&s.gw_a, &a_path, &up)?;
         let b = Ringtun::up(&s.gw_b, &b_path, &up)?;
         Ok(Pair {
@@ -174,6 +170,10 @@ pub fn run(
     ctx.table.context(MODE, "-");
     let lab = Lab::apply("two-sites-l3.toml", "wg", ctx.opts.keep)?;
     let s = Sites::of(&lab);
+    ctx.table.set_diagnostics(Some(checks::show_gateways(vec![
+        s.gw_a.clone(),
+        s.gw_b.clone(),
+    ])));
     checks::unreachable(
         ctx,
         "isolation: no path between the LANs without a tunnel",
@@ -190,6 +190,7 @@ pub fn run(
             interop(ctx, &s, kind, build_dir)?;
         }
     }
+    ctx.table.set_diagnostics(None);
     drop(lab);
     Ok(())
 }
@@ -765,10 +766,7 @@ fn interop(ctx: &mut Ctx, s: &Sites, kind: Userspace, build_dir: &std::path::Pat
         addresses: l3::TUN_B.iter().map(|s| s.to_string()).collect(),
         mtu: l3::MTU,
     };
-    let up = UpOptions {
-        workers: ctx.opts.workers,
-        ..UpOptions::default()
-    };
+    let up = ctx.up_options(false);
 
     // 1. ringtun initiates: the peer has no endpoint for it and cannot.
     if ctx.wants_any(&first) {
@@ -801,19 +799,20 @@ fn interop(ctx: &mut Ctx, s: &Sites, kind: Userspace, build_dir: &std::path::Pat
             Ok((a, mut p)) => {
                 if ctx.wants(first[0]) {
                     let echo = checks::ping_until(&s.lan_a, l3::LAN_B4, FIRST_REPLY)?;
-                    let hs = p.latest_handshake().ok().flatten();
+                    let st = p.peer_state().unwrap_or_default();
                     ctx.table.check(
                         first[0],
-                        echo.is_reply() && hs.is_some(),
+                        echo.is_reply() && st.has_session(),
                         format!(
-                            "first ping a->b {}; {} reports a handshake: {}",
+                            "first ping a->b {} while {} knew no endpoint; it reports a session: {} ({} B received)",
                             if echo.is_reply() {
                                 "answered"
                             } else {
                                 "UNANSWERED"
                             },
                             kind.name(),
-                            if hs.is_some() { "yes" } else { "NO" }
+                            if st.has_session() { "yes" } else { "NO" },
+                            st.rx_bytes
                         ),
                     );
                 }
@@ -880,7 +879,7 @@ fn interop(ctx: &mut Ctx, s: &Sites, kind: Userspace, build_dir: &std::path::Pat
                         second[0],
                         echo.is_reply() && hs.is_some(),
                         format!(
-                            "first ping b->a {}; ringtun reports a handshake: {}",
+                            "first ping b->a {} while ringtun knew no endpoint; it reports a handshake: {}",
                             if echo.is_reply() {
                                 "answered"
                             } else {
