@@ -527,29 +527,32 @@ fn profile(sys: &Running, tools: &Tools, plan: &Plan, out_dir: &Path) -> Result<
     };
     workload::run(Workload::Tcp1, tools, &target, plan, &mut sample);
     let _ = rec.wait();
-    let report = Command::new(&perf)
-        .args([
-            "report",
-            "--stdio",
-            "--no-children",
-            "--sort",
-            "comm,dso,symbol",
-            "--percent-limit",
-            "0.7",
-            "-g",
-            "none",
-            "-i",
-        ])
-        .arg(&data)
-        .output()
-        .context("running perf report")?;
+    // Coarse first (which process, kernel or user space), then by symbol.
+    let perf_report = |sort: &str| -> Result<String> {
+        let out = Command::new(&perf)
+            .args([
+                "report",
+                "--stdio",
+                "--no-children",
+                "-g",
+                "none",
+                "--percent-limit",
+                "0.7",
+            ])
+            .args(["--sort", sort, "-i"])
+            .arg(&data)
+            .output()
+            .context("running perf report")?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
     let name = "perf-ringtun-wireguard.txt".to_string();
-    let mut text = format!(
-        "# perf record -a -g during one {} s TCP stream through ringtun-wireguard: {}\n",
+    let text = format!(
+        "# perf record -a -g during one {} s TCP stream through ringtun-wireguard: {}\n\n{}\n{}",
         plan.seconds,
-        outcome(&sample)
+        outcome(&sample),
+        perf_report("comm,dso")?,
+        perf_report("comm,dso,symbol")?
     );
-    text.push_str(&String::from_utf8_lossy(&report.stdout));
     std::fs::write(out_dir.join(&name), text)?;
     let _ = std::fs::remove_file(&data);
     Ok(name)
