@@ -94,6 +94,9 @@ pub struct Interface {
     pub addresses: Vec<InterfaceAddr>,
     /// The device MTU.
     pub mtu: u32,
+    /// Whether the file set `MTU` (else `mtu` is the mode's default, which
+    /// the daemon may lower for an IPv6 underlay as the kernel's VXLAN does).
+    pub mtu_explicit: bool,
     /// Which routes to add for the peers' AllowedIPs.
     pub table: Table,
     /// How many worker threads (each a core, a device queue, a socket and a ring).

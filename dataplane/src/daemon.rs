@@ -47,9 +47,8 @@ pub struct UpOptions {
 pub const WANTED_OFFLOADS: Offloads =
     Offloads(Offloads::CSUM | Offloads::TSO4 | Offloads::TSO6 | Offloads::USO4 | Offloads::USO6);
 
-/// Whether the GSO split and GRO coalesce paths are wired into the
-/// workers; until then the device is opened without a virtio-net header.
-const OFFLOAD_PATHS_READY: bool = true;
+/// The kernel's vxlan default MTU over an IPv6 underlay (1500 - 70).
+pub const VXLAN_IPV6_DEFAULT_MTU: u32 = 1430;
 
 /// What every mode shares once the configuration is read.
 struct Common {
@@ -97,7 +96,7 @@ pub fn up(opts: &UpOptions) -> Result<()> {
         mode,
         ..
     } = cfg;
-    let common = Common {
+    let mut common = Common {
         name: name.as_str().to_string(),
         mtu: interface.mtu,
         addresses: interface.addresses.clone(),
@@ -123,6 +122,13 @@ pub fn up(opts: &UpOptions) -> Result<()> {
                         .with_context(|| format!("peer at line {}", p.line))?,
                 );
                 routes.extend(p.allowed_ips.iter().map(|a| (a.addr(), a.prefix_len())));
+            }
+            // VXLAN costs 50 bytes over IPv4 and 70 over IPv6: as the
+            // kernel's vxlan device does, default to 1430 when any VTEP is
+            // reached over IPv6, so a full frame fits a 1500-byte underlay.
+            if !interface.mtu_explicit && vteps.iter().any(|a| crate::cmsg::canonical(*a).is_ipv6())
+            {
+                common.mtu = VXLAN_IPV6_DEFAULT_MTU;
             }
             let plane = VxlanPlane {
                 vteps: vteps.clone(),
@@ -309,7 +315,7 @@ fn run<M: Mode, P: ControlPlane>(
     let listener = crate::ctlsock::listen(&c.name)
         .with_context(|| format!("binding the control socket for {}", c.name))?;
 
-    let vnet = c.offload && OFFLOAD_PATHS_READY;
+    let vnet = c.offload;
     let want = if vnet {
         WANTED_OFFLOADS
     } else {

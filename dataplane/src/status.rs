@@ -142,6 +142,20 @@ impl InterfaceStatus {
         if !any {
             let _ = writeln!(s, "  none");
         }
+        let sum = |f: fn(&WorkerSnapshot) -> u64| self.workers.iter().map(f).sum::<u64>();
+        let errors = [
+            ("udp send errors", sum(|w| w.udp_tx_errors)),
+            ("device write errors", sum(|w| w.dev_write_errors)),
+            ("gso fallbacks", sum(|w| w.gso_fallbacks)),
+            ("receive buffer exhaustions", sum(|w| w.rx_buffer_exhausted)),
+        ];
+        if errors.iter().any(|(_, v)| *v > 0) {
+            let _ = writeln!(s);
+            let _ = writeln!(s, "errors:");
+            for (name, v) in errors.iter().filter(|(_, v)| *v > 0) {
+                let _ = writeln!(s, "  {name:<26} {v}");
+            }
+        }
         let _ = writeln!(s);
         let _ = writeln!(
             s,

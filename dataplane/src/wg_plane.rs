@@ -29,6 +29,11 @@ pub struct WgPlane {
     buf: Box<[u8]>,
     recheck: Option<Instant>,
     pin: Vec<bool>,
+    /// Per peer: handshakes completed (as initiator, or confirmed as responder).
+    handshakes: Vec<u64>,
+    /// Per peer: data packets and plaintext bytes this thread sent itself
+    /// (packets staged until a handshake completed).
+    staged_sent: Vec<(u64, u64)>,
     responded: Counter,
     established: Counter,
     cookies_stored: Counter,
@@ -43,7 +48,10 @@ impl WgPlane {
         local_addrs: Arc<LocalAddrTable>,
         pin: Vec<bool>,
     ) -> WgPlane {
+        let peers = tunnel.peer_count();
         WgPlane {
+            handshakes: vec![0; peers],
+            staged_sent: vec![(0, 0); peers],
             tunnel,
             mode,
             local_addrs,
@@ -55,6 +63,12 @@ impl WgPlane {
             cookies_stored: Counter::default(),
             rejected: Counter::default(),
         }
+    }
+
+    /// The peer whose endpoint is `dst`.
+    fn peer_at(&self, dst: SocketAddr) -> Option<usize> {
+        let snap = self.tunnel.snapshot();
+        (0..snap.peer_count()).find(|&i| snap.endpoint(PeerId::from_index(i as u16)) == Some(dst))
     }
 
     /// The local address to send to `dst` from: the one a message from
@@ -69,10 +83,7 @@ impl WgPlane {
         {
             return local;
         }
-        let snap = self.tunnel.snapshot();
-        (0..snap.peer_count())
-            .find(|&i| snap.endpoint(PeerId::from_index(i as u16)) == Some(dst))
-            .and_then(|i| self.local_addrs.get(i))
+        self.peer_at(dst).and_then(|i| self.local_addrs.get(i))
     }
 
     /// Publishes a new snapshot, then sends everything the tunnel queued:
@@ -85,6 +96,16 @@ impl WgPlane {
         while let Some(t) = self.tunnel.poll_transmit(now, &mut self.buf) {
             let local = self.local_for(t.dst, reply);
             out.send(t.dst, local, &self.buf[..t.len]);
+            // Staged packets leave from here as transport data: count them
+            // with the peer's traffic like the workers' sends.
+            if wg::message_type(&self.buf[..t.len]) == Ok(wg::MessageType::Data)
+                && t.len > wg::HEADROOM + 16
+                && let Some(i) = self.peer_at(t.dst)
+                && let Some(c) = self.staged_sent.get_mut(i)
+            {
+                c.0 += 1;
+                c.1 += (t.len - wg::HEADROOM - 16) as u64;
+            }
         }
         // Staged packets sealed just now may have moved the snapshot on.
         if let Some(snap) = self.tunnel.poll_snapshot() {
@@ -109,7 +130,12 @@ impl ControlPlane for WgPlane {
             .handle_handshake(now, wall, src, msg, under_load)
         {
             Ok(Handled::Responded(_)) => self.responded.inc(),
-            Ok(Handled::Established(_)) => self.established.inc(),
+            Ok(Handled::Established(p)) => {
+                self.established.inc();
+                if let Some(h) = self.handshakes.get_mut(p.index()) {
+                    *h += 1;
+                }
+            }
             Ok(Handled::CookieStored(_)) => self.cookies_stored.inc(),
             Err(e) => {
                 self.rejected.inc();
@@ -130,6 +156,14 @@ impl ControlPlane for WgPlane {
     fn on_event(&mut self, now: Instant, wall: SystemTime, event: ControlEvent, out: &Outbox) {
         if event.timers_only() || event.events.contains(wg::Events::TIMERS) {
             self.recheck = Some(now + TIMER_RECHECK);
+        }
+        if event.events.contains(wg::Events::CONFIRMED) {
+            // A responder's session is complete once the initiator's first
+            // data packet arrives.
+            self.established.inc();
+            if let Some(h) = self.handshakes.get_mut(usize::from(event.peer)) {
+                *h += 1;
+            }
         }
         self.tunnel
             .handle_events(PeerId::from_index(event.peer), event.events, now, wall);
@@ -169,6 +203,9 @@ impl ControlPlane for WgPlane {
                         .persistent_keepalive
                         .map(|d| u16::try_from(d.as_secs()).unwrap_or(u16::MAX)),
                     pinned: self.pin.get(i).copied().unwrap_or(false),
+                    handshakes: self.handshakes.get(i).copied().unwrap_or(0),
+                    tx_packets: self.staged_sent.get(i).map_or(0, |c| c.0),
+                    tx_bytes: self.staged_sent.get(i).map_or(0, |c| c.1),
                     ..Default::default()
                 })
             })

@@ -253,6 +253,11 @@ struct Worker<M: Mode> {
     id: usize,
     vnet: usize,
     gso: bool,
+    /// Largest datagram a GSO send may carry on this path: lowered when
+    /// the kernel refuses a segment size (`EMSGSIZE`/`EINVAL`: segment plus
+    /// headers above the route's MTU, e.g. VXLAN over IPv6 at MTU 1450).
+    /// Bigger datagrams go one per send and the kernel fragments them.
+    gso_seg_limit: usize,
     has_v6: bool,
     mode: Arc<M>,
     counters: Arc<CachePadded<WorkerCounters>>,
@@ -490,6 +495,7 @@ impl<M: Mode> Worker<M> {
             id: s.id,
             vnet: if s.vnet_hdr { VNET_HDR_LEN } else { 0 },
             gso: s.gso,
+            gso_seg_limit: usize::MAX,
             has_v6,
             mode: s.mode,
             counters: s.counters,
@@ -931,7 +937,7 @@ impl<M: Mode> Worker<M> {
     ) {
         // One GSO send is one UDP "datagram" to the stack: its payload must
         // stay under 64 KiB, and it carries at most 64 segments.
-        let per_send = if self.gso && stride > 0 {
+        let per_send = if self.gso && stride > 0 && stride <= self.gso_seg_limit {
             (GSO_MAX_BYTES / stride).clamp(1, MAX_GRO_SEGMENTS)
         } else {
             1
@@ -957,7 +963,7 @@ impl<M: Mode> Worker<M> {
                     c.tx_packets.add(count as u64);
                     c.tx_bytes.add(plain_bytes as u64);
                 }
-                if count == 1 && self.gso {
+                if count == 1 && self.gso && total <= self.gso_seg_limit {
                     // Held to the end of the batch; the slot stays ours.
                     if self.queued.len() == MAX_GATHER {
                         self.flush_queued();
@@ -1087,17 +1093,14 @@ impl<M: Mode> Worker<M> {
             };
             self.counters.udp_tx_datagrams.add(datagrams);
             self.counters.udp_tx_bytes.add(res as u64);
-        } else if segment != 0 && (res == -libc::EIO || res == -libc::EINVAL) {
-            // The egress cannot segment: send one datagram at a time from
-            // now on, and resend this run without losing it.
-            self.counters.gso_fallbacks.inc();
-            if self.gso {
-                tracing::warn!(
-                    worker = self.id,
-                    "UDP GSO refused by the kernel; sending one datagram per send"
-                );
-            }
-            self.gso = false;
+        } else if segment != 0
+            && (res == -libc::EIO || res == -libc::EINVAL || res == -libc::EMSGSIZE)
+        {
+            // EIO: the egress cannot segment at all; send one datagram at a
+            // time from now on. EINVAL/EMSGSIZE: this segment size does not
+            // fit the route's MTU; larger ones go singly (fragmented by the
+            // kernel). Either way, resend this run without losing it.
+            self.gso_refused(res, usize::from(segment));
             if let Some(dst) = dst {
                 let mut at = 0;
                 while at < len {
@@ -1116,6 +1119,27 @@ impl<M: Mode> Worker<M> {
             tracing::debug!(worker = self.id, error = %io::Error::from_raw_os_error(-res), ?dst, "send failed");
         }
         self.release(s);
+    }
+
+    /// The kernel refused a GSO send of `segment`-byte datagrams.
+    fn gso_refused(&mut self, res: i32, segment: usize) {
+        self.counters.gso_fallbacks.inc();
+        if res == -libc::EIO {
+            if self.gso {
+                tracing::warn!(
+                    worker = self.id,
+                    "UDP GSO refused by the kernel; sending one datagram per send"
+                );
+            }
+            self.gso = false;
+        } else if segment <= self.gso_seg_limit {
+            tracing::info!(
+                worker = self.id,
+                segment,
+                "datagrams of this size do not fit a GSO send on this route; sending them singly"
+            );
+            self.gso_seg_limit = segment.saturating_sub(1);
+        }
     }
 
     /// Sends the packets held during the batch: runs of one size to one
@@ -1142,7 +1166,11 @@ impl<M: Mode> Worker<M> {
                     break;
                 }
             }
-            if j - i > 1 && self.gso && !self.free_gather.is_empty() {
+            if j - i > 1
+                && self.gso
+                && first.len as usize <= self.gso_seg_limit
+                && !self.free_gather.is_empty()
+            {
                 self.start_gather(i, j);
             } else {
                 for k in i..j {
@@ -1217,11 +1245,10 @@ impl<M: Mode> Worker<M> {
         if res >= 0 {
             self.counters.udp_tx_datagrams.add(n as u64);
             self.counters.udp_tx_bytes.add(res as u64);
-        } else if res == -libc::EIO || res == -libc::EINVAL {
-            // No GSO on this path: send each datagram alone, keeping every
+        } else if res == -libc::EIO || res == -libc::EINVAL || res == -libc::EMSGSIZE {
+            // As in `on_send`: send each datagram alone, keeping every
             // slot's pending count for those sends.
-            self.counters.gso_fallbacks.inc();
-            self.gso = false;
+            self.gso_refused(res, items[0].len as usize);
             for q in &items[..n] {
                 self.start_send(usize::from(q.slot), q.offset, q.len, 0, q.dst, q.peer);
             }

@@ -575,6 +575,7 @@ impl Parser<'_> {
             listen_port,
             addresses: raw.addresses.iter().map(|(a, _)| *a).collect(),
             mtu,
+            mtu_explicit: raw.mtu.0.is_some(),
             table: raw.table.get().unwrap_or(Table::Auto),
             workers: raw.workers.get().unwrap_or(Workers::Auto),
             offload: raw.offload.get().unwrap_or(true),
