@@ -398,23 +398,24 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     sys.system.name()
                 );
                 let _ = std::io::stdout().flush();
-                let mut sample = Sample {
-                    system: sys.system.name().to_string(),
+                let sys_name = sys.system.name();
+                let fresh = || Sample {
+                    system: sys_name.to_string(),
                     workload: w.name().to_string(),
                     repeat: rep,
                     order,
                     started_unix: unix_now(),
                     ..Sample::default()
                 };
-                if let Err(e) = sys.ensure_iperf_server() {
-                    sample.error = Some(format!("restarting the iperf3 server: {e:#}"));
-                } else {
-                    let target = Target {
-                        netns: &sys.client_netns,
-                        addr: sys.target,
-                        tunnel_pids: &sys.tunnel_pids,
-                    };
-                    workload::run(*w, &tools, &target, &plan, &mut sample);
+                let mut sample = measure(sys, *w, &tools, &plan, fresh());
+                if let Some(first) = sample.error.take() {
+                    // One retry: a cell can fail for reasons of its own (an
+                    // iperf3 server left busy by a killed client). The first
+                    // error stays in the sample and the report.
+                    print!("retrying ({}) ", first.lines().next().unwrap_or(""));
+                    let _ = std::io::stdout().flush();
+                    sample = measure(sys, *w, &tools, &plan, fresh());
+                    sample.retried_after = Some(first);
                 }
                 println!("{}", outcome(&sample));
                 if let Some(e) = &sample.error {
@@ -504,6 +505,27 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Runs one cell, restarting gateway B's iperf3 server first if it died.
+fn measure(
+    sys: &mut Running,
+    w: Workload,
+    tools: &Tools,
+    plan: &Plan,
+    mut sample: Sample,
+) -> Sample {
+    if let Err(e) = sys.ensure_iperf_server() {
+        sample.error = Some(format!("restarting the iperf3 server: {e:#}"));
+        return sample;
+    }
+    let target = Target {
+        netns: &sys.client_netns,
+        addr: sys.target,
+        tunnel_pids: &sys.tunnel_pids,
+    };
+    workload::run(w, tools, &target, plan, &mut sample);
+    sample
+}
+
 /// `perf record -a -g` over one extra single-stream TCP run of ringtun's
 /// wireguard mode; writes `perf report` to `perf-ringtun-wireguard.txt`.
 fn profile(sys: &Running, tools: &Tools, plan: &Plan, out_dir: &Path) -> Result<String> {
@@ -550,7 +572,7 @@ fn profile(sys: &Running, tools: &Tools, plan: &Plan, out_dir: &Path) -> Result<
         "# perf record -a -g during one {} s TCP stream through ringtun-wireguard: {}\n\n{}\n{}",
         plan.seconds,
         outcome(&sample),
-        perf_report("comm,dso")?,
+        perf_report("pid,dso")?,
         perf_report("comm,dso,symbol")?
     );
     std::fs::write(out_dir.join(&name), text)?;

@@ -508,6 +508,25 @@ impl Report {
         for (k, v) in &self.versions {
             let _ = writeln!(md, "- {k}: {v}");
         }
+        let retried: Vec<&Sample> = self
+            .samples
+            .iter()
+            .filter(|s| s.retried_after.is_some())
+            .collect();
+        if !retried.is_empty() {
+            let _ = writeln!(md, "\n## Cells measured on a second attempt\n");
+            for s in retried {
+                let _ = writeln!(
+                    md,
+                    "- {} {} repeat {}: first attempt: {}",
+                    s.system,
+                    s.workload,
+                    s.repeat + 1,
+                    s.retried_after.as_deref().unwrap_or("").replace('\n', " ")
+                );
+            }
+        }
+        self.ringtun_counters(&mut md);
         if !self.problems.is_empty() {
             let _ = writeln!(md, "\n## Problems\n");
             for p in &self.problems {
@@ -519,6 +538,45 @@ impl Report {
             let _ = writeln!(md, "![{f}]({f})\n");
         }
         md
+    }
+}
+
+impl Report {
+    /// ringtun's non-zero drop counters at the end of the run, per gateway.
+    fn ringtun_counters(&self, md: &mut String) {
+        let mut lines = Vec::new();
+        for s in self.systems.iter().filter(|s| !s.ringtun_status.is_empty()) {
+            for (side, st) in ["B", "A"].iter().zip(&s.ringtun_status) {
+                let drops: Vec<String> = st
+                    .get("drops")
+                    .and_then(|d| d.as_array())
+                    .map(|d| {
+                        d.iter()
+                            .filter_map(|p| {
+                                let name = p.get(0)?.as_str()?;
+                                let n = p.get(1)?.as_u64()?;
+                                (n > 0).then(|| format!("{name} {n}"))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                lines.push(format!(
+                    "- {} gateway {side}: {}",
+                    s.name,
+                    if drops.is_empty() {
+                        "no drops".to_string()
+                    } else {
+                        format!("drops: {}", drops.join(", "))
+                    }
+                ));
+            }
+        }
+        if !lines.is_empty() {
+            let _ = writeln!(md, "\n## ringtun's drop counters at the end of the run\n");
+            for l in lines {
+                let _ = writeln!(md, "{l}");
+            }
+        }
     }
 }
 

@@ -136,6 +136,8 @@ pub struct Sample {
     pub loadavg_after: [f64; 3],
     /// Why it produced no figure.
     pub error: Option<String>,
+    /// Why the first attempt failed, if this is a retry.
+    pub retried_after: Option<String>,
     /// TCP throughput (tcp1, tcp4; the bulk beside lat-load).
     pub tcp: Option<TcpResult>,
     /// UDP packet rate (udp64).
