@@ -58,7 +58,7 @@ impl Lab {
         format!(
             "e2e: --keep: {} is up under prefix {p}. Enter with `ip netns exec {p}gw-a bash` \
              (or `netctl -n {p}lan-a ping ...`);\n\
-             e2e: remove it with `netctl destroy {} --prefix {p}`",
+             e2e: remove it with `netctl destroy {} --prefix {p}` (the next e2e run removes it too)",
             self.file.display(),
             self.file.display(),
             p = self.prefix
