@@ -531,10 +531,31 @@ pub fn wait_link_gone(ns: &str, iface: &str, within: Duration) -> Result<Duratio
     Ok(start.elapsed())
 }
 
+/// Waits until UDP `port` can be bound again in `ns` (IPv4 and IPv6): a
+/// daemon's sockets, registered with its io_uring, are released a little
+/// after the process exits, as its device is.
+pub fn wait_udp_port_free(ns: &str, port: u16, within: Duration) -> Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let free = netctl::netns::run_in(ns, || {
+            UdpSocket::bind(("0.0.0.0", port)).is_ok() && UdpSocket::bind(("::", port)).is_ok()
+        })?;
+        if free {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > within {
+            bail!("UDP port {port} in {ns} is still taken {within:?} after its daemon exited");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Stops a ringtun with SIGTERM (a clean exit required) and waits for its
-/// device to go, so that the next one can take the name.
+/// device and its UDP port to be free, so that the next one (or another
+/// peer) can take them.
 pub fn terminate(mut d: Ringtun) -> Result<()> {
     let (ns, iface) = (d.netns().to_string(), d.iface().to_string());
+    let port = d.show().ok().map(|s| s.listen_port).filter(|&p| p != 0);
     if !d.is_running() {
         // Gone before anyone asked: a crash, or a signal from outside.
         let status = d.wait_exit(Duration::from_secs(1))?;
@@ -545,6 +566,9 @@ pub fn terminate(mut d: Ringtun) -> Result<()> {
     }
     d.terminate()?;
     wait_link_gone(&ns, &iface, Duration::from_secs(5))?;
+    if let Some(port) = port {
+        wait_udp_port_free(&ns, port, Duration::from_secs(5))?;
+    }
     Ok(())
 }
 

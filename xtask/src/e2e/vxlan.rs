@@ -397,7 +397,9 @@ fn hostile_vxlan(ctx: &mut Ctx, s: &Sites, b: &mut Ringtun) -> Result<()> {
         return Ok(());
     }
     ctx.interrupted()?;
-    let bytes = ctx.bulk_capped(512 << 20).max(256 << 20);
+    // Long enough to outlast the hostile input on a fast machine,
+    // whatever --bulk-size says: the input must land during the transfer.
+    let bytes = 1 << 30;
     let _attacker = AttackerAddr::add(&s.gw_a)?;
     let dst = wan::at(wan::B4, l2::PORT);
     let mut capture = Capture::start(
