@@ -150,7 +150,12 @@ pub struct ControlSetup<P: ControlPlane> {
     pub status: InterfaceStatus,
     /// Sends for the control plane.
     pub outbox: Outbox,
+    /// Until when handshakes are treated as under load.
+    pub under_load_until: Option<Instant>,
 }
+
+/// How long "under load" lasts after the handshake backlog was last long.
+pub const UNDER_LOAD_HOLD: Duration = Duration::from_secs(1);
 
 /// Why the control loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,10 +222,6 @@ impl<P: ControlPlane> ControlSetup<P> {
             let now = Instant::now();
             let wall = SystemTime::now();
             self.wake.drain();
-            // A backlog of handshakes means someone is flooding us: ask for
-            // cookies (WireGuard's "under load"), as wireguard-go does at an
-            // eighth of its queue.
-            let under_load = self.rx.len() >= CHANNEL_CAPACITY / 8;
             while let Ok(msg) = self.rx.try_recv() {
                 match msg {
                     ToControl::Handshake {
@@ -228,15 +229,18 @@ impl<P: ControlPlane> ControlSetup<P> {
                         local,
                         len,
                         bytes,
-                    } => self.plane.on_handshake(
-                        now,
-                        wall,
-                        src,
-                        local,
-                        &bytes[..usize::from(len)],
-                        under_load,
-                        &self.outbox,
-                    ),
+                    } => {
+                        let under_load = self.under_load();
+                        self.plane.on_handshake(
+                            now,
+                            wall,
+                            src,
+                            local,
+                            &bytes[..usize::from(len)],
+                            under_load,
+                            &self.outbox,
+                        )
+                    }
                     ToControl::Stage { peer, packet } => {
                         self.plane.on_stage(now, wall, peer, &packet, &self.outbox)
                     }
@@ -258,6 +262,20 @@ impl<P: ControlPlane> ControlSetup<P> {
             w.notify();
         }
         cause
+    }
+
+    /// WireGuard's "under load": a backlog of handshake messages means
+    /// someone is flooding us, so ask for cookies (MAC2) instead of doing
+    /// Diffie-Hellman for each. Checked per message, since a flood can
+    /// start while the queue is being drained, and held for a while after
+    /// the backlog clears, as wireguard-go does (at an eighth of its queue,
+    /// for one second).
+    fn under_load(&mut self) -> bool {
+        let now = Instant::now();
+        if self.rx.len() >= CHANNEL_CAPACITY / 8 {
+            self.under_load_until = Some(now + UNDER_LOAD_HOLD);
+        }
+        self.under_load_until.is_some_and(|t| now < t)
     }
 
     /// Answers every pending client; true if one asked us to stop.

@@ -447,6 +447,7 @@ fn run<M: Mode, P: ControlPlane>(
         local_addrs,
         status,
         outbox,
+        under_load_until: None,
     };
     eprintln!("ready: {}", c.name);
     tracing::info!(interface = %c.name, workers = c.workers, port, "up");

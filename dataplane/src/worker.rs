@@ -264,7 +264,8 @@ struct Worker<M: Mode> {
     local_addrs: Arc<LocalAddrTable>,
     control: ControlLink,
     stop: Arc<AtomicBool>,
-    wake: Arc<EventFd>,
+    /// The worker's wake-up eventfd (the ring reads a duplicate of it).
+    _wake: Arc<EventFd>,
     wake_buf: Box<u64>,
     tx: Vec<TxSlot>,
     ops: Box<[SendOp]>,
@@ -502,7 +503,7 @@ impl<M: Mode> Worker<M> {
             local_addrs: s.local_addrs,
             control: s.control,
             stop: s.stop,
-            wake: s.wake,
+            _wake: s.wake,
             wake_buf: Box::new(0),
             tx: vec![TxSlot::default(); TX_SLOTS],
             ops,
@@ -1578,12 +1579,21 @@ impl<M: Mode> Worker<M> {
             let mut cq = self.ring.completion();
             cq.sync();
             for cqe in &mut cq {
-                if ud_parts(cqe.user_data()).0 != K_RECV || !cqueue::more(cqe.flags()) {
+                let (kind, a, _) = ud_parts(cqe.user_data());
+                let multishot = kind == K_RECV || (kind == K_READ && a == MULTISHOT_READ);
+                if !multishot || !cqueue::more(cqe.flags()) {
                     self.inflight = self.inflight.saturating_sub(1);
                 }
             }
         }
-        let _ = &self.wake;
+        // The ring's own teardown is asynchronous (a kernel worker releases
+        // its registered files a few milliseconds after the ring fd closes),
+        // which would keep the device and the port alive past our exit and
+        // make an immediate restart fail. Unregistering here drops those
+        // references now, on this thread.
+        let submitter = self.ring.submitter();
+        let _ = submitter.unregister_files();
+        let _ = submitter.unregister_buffers();
     }
 }
 
