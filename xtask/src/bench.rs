@@ -11,6 +11,7 @@
 //! `--quick` is the smoke run CI affords: one repeat, two seconds a cell,
 //! every system, still a full report.
 
+mod baseline;
 mod cpu;
 mod lab;
 mod plot;
@@ -66,6 +67,10 @@ pub struct BenchArgs {
     /// Where to write the report (default: target/bench-report in the repository).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Compare with an earlier run's report.json (before and after a
+    /// change): a table and plots in the report.
+    #[arg(long, value_name = "REPORT_JSON")]
+    baseline: Option<PathBuf>,
     /// After the run, profile one extra single-stream TCP run of ringtun's
     /// wireguard mode with `perf record -a -g` into the report directory.
     #[arg(long)]
@@ -289,6 +294,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         println!("bench: removed {name}, left by an earlier run that was killed");
     }
 
+    // Read before measuring: a bad path should not cost a whole run.
+    let baseline = match &args.baseline {
+        Some(p) => Some(baseline::Baseline::load(p)?),
+        None => None,
+    };
     let install = !args.no_install;
     let iperf3 = workload::ensure_iperf3(install)?;
     let tools = Tools {
@@ -338,6 +348,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         bar: Vec::new(),
         problems: Vec::new(),
         files: Vec::new(),
+        baseline,
     };
 
     // Set every system up first; a system that cannot be is skipped.

@@ -116,6 +116,8 @@ pub struct Report {
     pub problems: Vec<String>,
     /// Files written beside the report.
     pub files: Vec<String>,
+    /// The earlier run compared against (`--baseline`).
+    pub baseline: Option<super::baseline::Baseline>,
 }
 
 impl Report {
@@ -152,6 +154,9 @@ impl Report {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         // Files already listed (a profile) stay listed after the plots.
         let mut files = self.plots(dir)?;
+        if let Some(b) = &self.baseline {
+            files.extend(super::baseline::plots(b, &self.summary, dir)?);
+        }
         files.append(&mut self.files);
         self.files = files;
         let json = serde_json::to_string_pretty(self).context("serialising the report")?;
@@ -410,6 +415,10 @@ impl Report {
                     None => "n/a",
                 }
             );
+        }
+        if let Some(b) = &self.baseline {
+            let _ = writeln!(md, "\n## Before and after\n");
+            md.push_str(&super::baseline::markdown(b, &self.summary));
         }
         let _ = writeln!(md, "\n## Every figure (median, min–max)\n");
         let systems = self.measured();
