@@ -41,6 +41,8 @@ pub struct UpOptions {
     pub read_mode: worker::ReadMode,
     /// Pin each worker to its own core.
     pub pin: bool,
+    /// Steer each packet to the worker on the CPU it appeared on.
+    pub cpu_steering: bool,
 }
 
 /// Offloads asked of the device when `Offload = on`.
@@ -61,6 +63,7 @@ struct Common {
     listen_port: u16,
     read_mode: worker::ReadMode,
     pin: bool,
+    cpu_steering: bool,
 }
 
 fn worker_count(cfg: Workers, over: Option<usize>) -> usize {
@@ -105,6 +108,7 @@ pub fn up(opts: &UpOptions) -> Result<()> {
         offload: interface.offload && !opts.no_offload,
         read_mode: opts.read_mode,
         pin: opts.pin,
+        cpu_steering: opts.cpu_steering,
         listen_port: interface.listen_port.unwrap_or(match &mode {
             ModeConfig::Vxlan(_) => config::VXLAN_PORT,
             ModeConfig::WireGuard(_) => 0,
@@ -298,6 +302,32 @@ fn configure_device(
     Ok(())
 }
 
+/// Attaches CPU steering to the device and the socket groups; on failure
+/// (no BPF in this kernel, say) the kernel's own hashing stays, which is
+/// correct, only slower to wake.
+fn steer_by_cpu(device: &Device, sockets: &[udp::WorkerSockets]) -> bool {
+    let attach = || -> std::io::Result<()> {
+        let prog = crate::steering::load_cpu_program()?;
+        if let Some(q) = device.queues.first() {
+            crate::steering::attach_tun(q, &prog)?;
+        }
+        if let Some(s) = sockets.first() {
+            crate::steering::attach_reuseport(&s.v4)?;
+            if let Some(v6) = &s.v6 {
+                crate::steering::attach_reuseport(v6)?;
+            }
+        }
+        Ok(())
+    };
+    match attach() {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "CPU steering unavailable; the kernel's flow hashing picks workers");
+            false
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run<M: Mode, P: ControlPlane>(
     c: &Common,
@@ -363,6 +393,14 @@ fn run<M: Mode, P: ControlPlane>(
     }
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
+    // Worker i is pinned to CPU i when the process may use CPUs 0..n: then,
+    // if asked, steer each packet to the worker on the CPU it appeared on.
+    let steer = c.cpu_steering
+        && c.pin
+        && !cores.is_empty()
+        && (0..c.workers.min(cores.len())).all(|i| cores[i].id == i)
+        && c.workers <= cores.len();
+    let steered = steer && steer_by_cpu(&device, &sockets);
     let mut offloads: Vec<String> = device
         .offloads
         .names()
@@ -372,6 +410,9 @@ fn run<M: Mode, P: ControlPlane>(
     if gso_gro {
         offloads.push("udp-gso".into());
         offloads.push("udp-gro".into());
+    }
+    if steered {
+        offloads.push("cpu-steering".into());
     }
     let mut counters = Vec::new();
     let mut wakes = Vec::new();

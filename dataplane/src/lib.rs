@@ -15,6 +15,7 @@ pub mod mode;
 pub mod offload;
 pub mod slab;
 pub mod status;
+pub mod steering;
 pub mod tun;
 pub mod udp;
 pub mod vxlan_mode;

@@ -36,16 +36,24 @@ enum Command {
         /// Turn TUN/TAP offloads and UDP GSO/GRO off.
         #[arg(long)]
         no_offload: bool,
-        /// How workers read the device: `fixed` (ReadFixed, a few in flight;
-        /// the default, measured faster) or `multishot` (ReadMulti over a
-        /// provided-buffer ring). For benchmarking.
-        #[arg(long, default_value = "fixed", value_parser = ["fixed", "multishot"])]
+        /// How workers read the device: `multishot` (one ReadMulti over a
+        /// provided-buffer ring of transmit slots; the default) or `fixed`
+        /// (three ReadFixed in flight; a wake-up that finds no data makes
+        /// the kernel punt the read to an io-wq thread).
+        #[arg(long, default_value = "multishot", value_parser = ["fixed", "multishot"])]
         read_mode: String,
         /// Do not pin workers to cores: the scheduler may then run a worker on
         /// the core that woke it, which avoids cross-core wake-ups (slow on
         /// some VMs) at the price of less predictable placement.
         #[arg(long)]
         no_pin: bool,
+        /// Hand each packet to the worker pinned to the CPU it appeared on
+        /// (eBPF queue steering on the device, CPU-indexed SO_REUSEPORT on
+        /// the sockets). Fewer cross-CPU wake-ups, so lower latency; but on
+        /// a machine that hosts both ends it puts a flow's sealing and
+        /// opening on one CPU. Needs CPUs 0..N and pinned workers.
+        #[arg(long)]
+        cpu_steering: bool,
     },
     /// Ask the instance serving IFACE (in this network namespace) to stop.
     Down {
@@ -100,16 +108,18 @@ fn run(cmd: Command) -> Result<()> {
             no_offload,
             read_mode,
             no_pin,
+            cpu_steering,
         } => daemon::up(&daemon::UpOptions {
             pin: !no_pin,
+            cpu_steering,
             config,
             name,
             workers,
             no_offload,
-            read_mode: if read_mode == "multishot" {
-                dataplane::worker::ReadMode::Multishot
-            } else {
+            read_mode: if read_mode == "fixed" {
                 dataplane::worker::ReadMode::Fixed
+            } else {
+                dataplane::worker::ReadMode::Multishot
             },
         }),
         Command::Down { iface } => Ok(ctlsock::down(&iface)?),

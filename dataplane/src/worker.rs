@@ -112,11 +112,15 @@ const WRITE_FROM_SLOT: usize = 0x8000;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ReadMode {
     /// A few `ReadFixed` operations in flight, each into a slot the worker
-    /// picked (the default: measured the faster here).
-    #[default]
+    /// picked. Every POLLIN wakes all of them; those that then find the
+    /// queue empty have been polled once already, and the kernel punts
+    /// such a read to an io-wq (`iou-wrk`) thread.
     Fixed,
     /// One multishot `ReadMulti` picking transmit slots from a
-    /// provided-buffer ring.
+    /// provided-buffer ring: one request, no thundering herd, no punting,
+    /// and every packet that is ready is read in the same pass. The
+    /// default.
+    #[default]
     Multishot,
 }
 

@@ -1,6 +1,7 @@
 //! The data path is io_uring on the workers' own threads: while a bulk
-//! transfer flows, no io_uring work is punted to kernel `iou-wrk` threads
-//! (they would show up as threads of the ringtun process).
+//! transfer flows, and while sparse request/response traffic wakes idle
+//! workers, no io_uring work is punted to kernel `iou-wrk` threads (they
+//! would show up as threads of the ringtun process).
 
 mod dataplane_lab;
 
@@ -98,4 +99,72 @@ fn wireguard_without_offloads_runs_without_iou_wrk_threads() {
 fn vxlan_bulk_runs_without_iou_wrk_threads() {
     require_root!("vxlan_bulk_runs_without_iou_wrk_threads");
     no_io_worker_threads("vxlan", TunnelMode::Vxlan, false);
+}
+
+/// Sparse traffic is what exposes punting: a wake-up that finds no data
+/// (several reads waiting on one queue, one packet) makes the kernel hand
+/// the read to an io-wq thread. `--read-mode fixed` fails this test (one
+/// `iou-wrk` thread after 500 probes, seen by hand); the default must not.
+#[test]
+fn sparse_request_response_runs_without_iou_wrk_threads() {
+    require_root!("sparse_request_response_runs_without_iou_wrk_threads");
+    let mode = TunnelMode::WireGuard;
+    let lab = Lab::pair("dps");
+    let opts = UpOptions {
+        workers: Some(2),
+        ..UpOptions::default()
+    };
+    let a = lab.up(1, &lab.conf(mode, 1, &[2], Underlay::V4), &opts);
+    let b = lab.up(2, &lab.conf(mode, 2, &[1], Underlay::V4), &opts);
+    assert_reaches(lab.ns(1), inner4(mode, 2), "sparse");
+    let server_addr = std::net::SocketAddr::new(inner4(mode, 2), 7777);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let report = std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            netctl::netns::run_in(lab.ns(2), || {
+                let sock = std::net::UdpSocket::bind(server_addr)?;
+                bench::probe::serve(&sock, &stop).map_err(std::io::Error::other)
+            })
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let report = netctl::netns::run_in(lab.ns(1), || {
+            bench::probe::run_client(&bench::probe::ClientOptions {
+                target: server_addr,
+                duration: Duration::from_millis(800),
+                interval: Duration::from_millis(1),
+                warmup: 5,
+                ..bench::probe::ClientOptions::default()
+            })
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let served = server.join();
+        assert!(
+            matches!(served, Ok(Ok(Ok(_)))),
+            "the echo server failed: {served:?}"
+        );
+        report
+    });
+    let report = match report {
+        Ok(Ok(r)) => r,
+        other => panic!("the probe client failed: {other:?}{}", diagnose(&[&a, &b])),
+    };
+    assert!(
+        report.received > 100,
+        "too few echoes ({} of {}) for the check to mean anything",
+        report.received,
+        report.sent
+    );
+    let mut names = BTreeSet::new();
+    for d in [&a, &b] {
+        names.extend(must(d.thread_names(), "listing a daemon's threads"));
+    }
+    let io_workers: Vec<&String> = names.iter().filter(|n| n.starts_with("iou-")).collect();
+    assert!(
+        io_workers.is_empty(),
+        "io_uring punted work to kernel threads {io_workers:?} after {} request/response exchanges",
+        report.received
+    );
+    for d in [a, b] {
+        must(d.terminate(), "stopping a site");
+    }
 }
