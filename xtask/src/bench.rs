@@ -24,11 +24,12 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+
+use crate::setup::{build_release, repo_root, stop_flag, target_dir};
 
 use report::{LoadSeen, Machine, Report, SystemInfo};
 use systems::{Running, SetupOptions, System};
@@ -108,80 +109,6 @@ fn select(only: &[String]) -> Result<(Vec<System>, Vec<Workload>)> {
     Ok((systems, workloads))
 }
 
-/// The repository's root.
-fn repo_root() -> Result<PathBuf> {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .context("the repository root")
-}
-
-/// The target directory this xtask was built in.
-fn target_dir() -> Result<PathBuf> {
-    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
-        return Ok(PathBuf::from(t));
-    }
-    let exe = std::env::current_exe().context("finding the xtask executable")?;
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .context("the xtask executable has no target directory")
-}
-
-/// Builds ringtun and rt-pingpong with `--release` (a debug build's
-/// figures say nothing) and returns their paths.
-fn build_binaries(build_ringtun: bool) -> Result<(Option<PathBuf>, PathBuf)> {
-    let target = target_dir()?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut args = vec![
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "bench",
-        "--bin",
-        "rt-pingpong",
-    ];
-    if build_ringtun {
-        args.extend(["-p", "dataplane", "--bin", "ringtun"]);
-    }
-    println!(
-        "bench: building {} (release) in {}",
-        if build_ringtun {
-            "ringtun and rt-pingpong"
-        } else {
-            "rt-pingpong"
-        },
-        target.display()
-    );
-    let status = Command::new(cargo)
-        .args(&args)
-        .arg("--manifest-path")
-        .arg(repo_root()?.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target)
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo {} failed ({status})", args.join(" "));
-    }
-    let bin = |name: &str| -> Result<PathBuf> {
-        let p = target.join("release").join(name);
-        if p.is_file() {
-            Ok(p)
-        } else {
-            bail!("cargo built {name}, but {} does not exist", p.display())
-        }
-    };
-    Ok((
-        if build_ringtun {
-            Some(bin("ringtun")?)
-        } else {
-            None
-        },
-        bin("rt-pingpong")?,
-    ))
-}
-
 fn git_revision(root: &Path) -> String {
     let run = |args: &[&str]| {
         Command::new("git")
@@ -242,16 +169,7 @@ fn outcome(s: &Sample) -> String {
 /// Runs the benchmark and writes the report.
 pub fn run(args: &BenchArgs) -> Result<()> {
     let ci = std::env::var_os("CI").is_some();
-    if !nix::unistd::geteuid().is_root() {
-        bail!(
-            "bench needs root (namespaces, veth, TUN/TAP): run `sudo -E cargo xtask bench`{}",
-            if ci {
-                "; CI is set, and under CI a skip is a failure"
-            } else {
-                ""
-            }
-        );
-    }
+    crate::setup::require_root("bench")?;
     let (systems, workloads) = select(&args.only)?;
     let repeats = args
         .repeats
@@ -270,11 +188,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
 
     // Binaries first, while this process has one thread (set_var below).
-    let (built, pingpong) = build_binaries(args.ringtun.is_none())?;
-    let ringtun = match (&args.ringtun, built) {
-        (Some(p), _) => p.clone(),
-        (None, Some(p)) => p,
-        (None, None) => bail!("no ringtun binary"),
+    const RINGTUN: (&str, &str) = ("dataplane", "ringtun");
+    const PINGPONG: (&str, &str) = ("bench", "rt-pingpong");
+    let (ringtun, pingpong) = match &args.ringtun {
+        Some(p) => {
+            let [pingpong] = build_release("bench", [PINGPONG])?;
+            (p.clone(), pingpong)
+        }
+        None => {
+            let [ringtun, pingpong] = build_release("bench", [RINGTUN, PINGPONG])?;
+            (ringtun, pingpong)
+        }
     };
     // SAFETY: no other thread exists yet (nothing has been spawned; the
     // signal handlers come next), so nothing reads the environment
@@ -283,13 +207,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     // First Ctrl-C: finish the current cell, write what was measured,
     // clean up, exit non-zero. A second one: exit at once.
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
-            .context("installing the signal handler")?;
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("installing the signal handler")?;
-    }
+    let stop = stop_flag()?;
     for name in lab::remove_stale()? {
         println!("bench: removed {name}, left by an earlier run that was killed");
     }

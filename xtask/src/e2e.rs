@@ -31,13 +31,11 @@ mod table;
 mod vxlan;
 mod wireguard;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use ringtun_tests::ringtun::LabDir;
 
 use checks::{Ctx, Options};
@@ -148,21 +146,15 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Runs the end-to-end checks.
 pub fn run(args: &E2eArgs) -> Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!(
-            "e2e needs root (namespaces, veth, TUN/TAP): run `sudo -E cargo xtask e2e`{}",
-            if std::env::var_os("CI").is_some() {
-                "; CI is set, and under CI a skip is a failure"
-            } else {
-                ""
-            }
-        );
-    }
+    crate::setup::require_root("e2e")?;
     let started = Instant::now();
     // The binary first, while this process has one thread (see below).
     let ringtun = match &args.ringtun {
         Some(p) => p.clone(),
-        None => build_ringtun()?,
+        None => {
+            let [ringtun] = crate::setup::build_release("e2e", [("dataplane", "ringtun")])?;
+            ringtun
+        }
     };
     // SAFETY: no other thread exists yet (nothing has been spawned; signal
     // handlers are installed below), so nothing reads the environment
@@ -171,13 +163,7 @@ pub fn run(args: &E2eArgs) -> Result<()> {
 
     // First Ctrl-C: finish the current step, clean up, exit non-zero.
     // A second one: exit at once.
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
-            .context("installing the signal handler")?;
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("installing the signal handler")?;
-    }
+    let stop = crate::setup::stop_flag()?;
 
     for name in lab::remove_stale()? {
         println!("e2e: removed {name}, left by an earlier run that was killed");
@@ -207,7 +193,7 @@ pub fn run(args: &E2eArgs) -> Result<()> {
         dir: LabDir::new("e2e")?,
         rng: SplitMix64(seed),
     };
-    let build_dir = target_dir()?.join("e2e-peers");
+    let build_dir = crate::setup::target_dir()?.join("e2e-peers");
     let peer_filter = |name: &str| args.peer.admits(name);
 
     let mut phase_error = None;
@@ -314,53 +300,6 @@ fn cleanup_row(table: &mut Table, links_before: &[String]) -> Result<()> {
         },
     );
     Ok(())
-}
-
-/// The target directory this xtask was built in (`TARGET/debug/xtask`).
-fn target_dir() -> Result<PathBuf> {
-    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
-        return Ok(PathBuf::from(t));
-    }
-    let exe = std::env::current_exe().context("finding the xtask executable")?;
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .context("the xtask executable has no target directory")
-}
-
-/// Builds `ringtun` with `--release` (the figures of a debug build say
-/// nothing) in xtask's own target directory and returns its path.
-fn build_ringtun() -> Result<PathBuf> {
-    let target = target_dir()?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .context("the repository root")?;
-    println!("e2e: building ringtun (release) in {}", target.display());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "dataplane",
-            "--bin",
-            "ringtun",
-        ])
-        .arg("--manifest-path")
-        .arg(root.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target)
-        .status()
-        .context("running cargo build for ringtun")?;
-    if !status.success() {
-        bail!("cargo build --release -p dataplane --bin ringtun failed ({status})");
-    }
-    let bin = target.join("release").join("ringtun");
-    if !bin.is_file() {
-        bail!("cargo built ringtun, but {} does not exist", bin.display());
-    }
-    Ok(bin)
 }
 
 #[cfg(test)]
