@@ -208,7 +208,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     // First Ctrl-C: finish the current cell, write what was measured,
     // clean up, exit non-zero. A second one: exit at once.
     let stop = stop_flag()?;
-    for name in lab::remove_stale()? {
+    for name in crate::labs::remove_stale(lab::NETNS_TAG)? {
         println!("bench: removed {name}, left by an earlier run that was killed");
     }
 
@@ -396,7 +396,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .unwrap_or(usize::MAX)
     });
     drop(running);
-    let left = lab::our_namespaces()?;
+    let left = crate::labs::our_namespaces(lab::NETNS_TAG)?;
     if !left.is_empty() {
         report
             .problems

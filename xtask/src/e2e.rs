@@ -165,7 +165,7 @@ pub fn run(args: &E2eArgs) -> Result<()> {
     // A second one: exit at once.
     let stop = crate::setup::stop_flag()?;
 
-    for name in lab::remove_stale()? {
+    for name in crate::labs::remove_stale(lab::NETNS_TAG)? {
         println!("e2e: removed {name}, left by an earlier run that was killed");
     }
     let links_before = lab::host_links()?;
@@ -260,7 +260,7 @@ fn cleanup_row(table: &mut Table, links_before: &[String]) -> Result<()> {
     for _ in 0..50 {
         left.clear();
         left.extend(
-            lab::our_namespaces()?
+            crate::labs::our_namespaces(lab::NETNS_TAG)?
                 .into_iter()
                 .map(|n| format!("namespace {n}")),
         );

@@ -5,6 +5,7 @@ mod bench;
 mod ci;
 mod e2e;
 mod fuzz;
+mod labs;
 mod setup;
 
 use clap::{Parser, Subcommand};

@@ -18,9 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use netctl::{Topology, netns};
+use netctl::Topology;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+
+use crate::labs::LabGuard;
 
 /// Every namespace this harness makes starts with this, then the pid.
 pub const NETNS_TAG: &str = "bench-";
@@ -65,72 +67,28 @@ addresses = ["{WAN_B}/24"]
 }
 
 /// A lab: the topology applied under `bench-PID-TAG-`, destroyed on drop.
-pub struct Lab {
-    topology: Topology,
-    prefix: String,
-}
+pub struct Lab(LabGuard);
 
 impl Lab {
     /// Builds the gateways and the WAN, plus `extra` links.
     pub fn apply(tag: &str, extra: &str) -> Result<Lab> {
         let topology = Topology::parse(&topology_text(extra), "bench lab")
             .context("parsing the bench topology")?;
-        let prefix = format!("{NETNS_TAG}{}-{tag}-", std::process::id());
-        // Owned before it exists: a failed apply rolls itself back, and a
-        // half-made lab is destroyed all the same.
-        let lab = Lab { topology, prefix };
-        lab.topology
-            .apply(Some(&lab.prefix))
-            .with_context(|| format!("applying the bench lab under prefix {}", lab.prefix))?;
-        Ok(lab)
+        let lab = LabGuard::new(topology, NETNS_TAG, tag);
+        lab.apply()
+            .with_context(|| format!("applying the bench lab under prefix {}", lab.prefix()))?;
+        Ok(Lab(lab))
     }
 
     /// Gateway A's namespace (the traffic's sender).
     pub fn gw_a(&self) -> String {
-        format!("{}gw-a", self.prefix)
+        self.0.ns("gw-a")
     }
 
     /// Gateway B's namespace (the traffic's receiver).
     pub fn gw_b(&self) -> String {
-        format!("{}gw-b", self.prefix)
+        self.0.ns("gw-b")
     }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if let Err(e) = self.topology.destroy(Some(&self.prefix)) {
-            eprintln!("cleanup: destroying {}: {e}", self.prefix);
-        }
-    }
-}
-
-/// Removes labs left by earlier runs that died without cleaning up
-/// (namespaces `bench-PID-...` whose PID no longer runs).
-pub fn remove_stale() -> Result<Vec<String>> {
-    let mut removed = Vec::new();
-    for name in netns::list()? {
-        let Some(rest) = name.strip_prefix(NETNS_TAG) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        netns::delete(&name).with_context(|| format!("removing stale namespace {name}"))?;
-        removed.push(name);
-    }
-    Ok(removed)
-}
-
-/// Namespaces of this run still present.
-pub fn our_namespaces() -> Result<Vec<String>> {
-    let mine = format!("{NETNS_TAG}{}-", std::process::id());
-    Ok(netns::list()?
-        .into_iter()
-        .filter(|n| n.starts_with(&mine))
-        .collect())
 }
 
 /// The inode that names a namespace (what `/proc/PID/ns/net` links to).

@@ -3,10 +3,12 @@
 //! files use, and the checks that nothing was left behind.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use netctl::{Topology, netns};
+use netctl::Topology;
+
+use crate::labs::LabGuard;
 
 /// Where the topology files live.
 pub fn topology_dir() -> PathBuf {
@@ -16,95 +18,29 @@ pub fn topology_dir() -> PathBuf {
 /// Every namespace this harness makes starts with this.
 pub const NETNS_TAG: &str = "e2e-";
 
-/// A topology applied under a prefix; destroyed on drop unless kept.
-pub struct Lab {
-    topology: Topology,
-    file: PathBuf,
-    prefix: String,
-    keep: bool,
+/// Applies `xtask/topologies/FILE` under `e2e-PID-TAG-`; destroyed when
+/// the guard is dropped, unless `keep`.
+pub fn apply(file: &str, tag: &str, keep: bool) -> Result<LabGuard> {
+    let path = topology_dir().join(file);
+    let mut lab = LabGuard::new(Topology::from_file(&path)?, NETNS_TAG, tag);
+    if keep {
+        lab.keep(keep_note(&path, lab.prefix()));
+    }
+    lab.apply()
+        .with_context(|| format!("applying {} under prefix {}", path.display(), lab.prefix()))?;
+    Ok(lab)
 }
 
-impl Lab {
-    /// Applies `xtask/topologies/FILE` under `e2e-PID-TAG-`.
-    pub fn apply(file: &str, tag: &str, keep: bool) -> Result<Lab> {
-        let path = topology_dir().join(file);
-        let topology = Topology::from_file(&path)?;
-        let prefix = format!("{NETNS_TAG}{}-{tag}-", std::process::id());
-        // Owned before it exists: a failed apply rolls itself back, and a
-        // half-made lab is destroyed all the same.
-        let lab = Lab {
-            topology,
-            file: path,
-            prefix,
-            keep,
-        };
-        lab.topology.apply(Some(&lab.prefix)).with_context(|| {
-            format!(
-                "applying {} under prefix {}",
-                lab.file.display(),
-                lab.prefix
-            )
-        })?;
-        Ok(lab)
-    }
-
-    /// A namespace's full name.
-    pub fn ns(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
-    }
-
-    /// How to look inside a kept lab, and how to remove it.
-    pub fn keep_note(&self) -> String {
-        format!(
-            "e2e: --keep: {} is up under prefix {p}. Enter with `ip netns exec {p}gw-a bash` \
-             (or `netctl -n {p}lan-a ping ...`);\n\
-             e2e: remove it with `netctl destroy {} --prefix {p}` (the next e2e run removes it too)",
-            self.file.display(),
-            self.file.display(),
-            p = self.prefix
-        )
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if self.keep {
-            println!("{}", self.keep_note());
-            return;
-        }
-        if let Err(e) = self.topology.destroy(Some(&self.prefix)) {
-            eprintln!("cleanup: destroying {}: {e}", self.prefix);
-        }
-    }
-}
-
-/// Removes labs left by earlier runs that died without cleaning up
-/// (namespaces `e2e-PID-...` whose PID no longer runs). Returns their names.
-pub fn remove_stale() -> Result<Vec<String>> {
-    let mut removed = Vec::new();
-    for name in netns::list()? {
-        let Some(rest) = name.strip_prefix(NETNS_TAG) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == std::process::id() || PathBuf::from(format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        netns::delete(&name).with_context(|| format!("removing stale namespace {name}"))?;
-        removed.push(name);
-    }
-    Ok(removed)
-}
-
-/// Namespaces of this run still present.
-pub fn our_namespaces() -> Result<Vec<String>> {
-    let mine = format!("{NETNS_TAG}{}-", std::process::id());
-    Ok(netns::list()?
-        .into_iter()
-        .filter(|n| n.starts_with(&mine))
-        .collect())
+/// How to look inside a kept lab, and how to remove it.
+fn keep_note(file: &Path, prefix: &str) -> String {
+    format!(
+        "e2e: --keep: {} is up under prefix {p}. Enter with `ip netns exec {p}gw-a bash` \
+         (or `netctl -n {p}lan-a ping ...`);\n\
+         e2e: remove it with `netctl destroy {} --prefix {p}` (the next e2e run removes it too)",
+        file.display(),
+        file.display(),
+        p = prefix
+    )
 }
 
 /// Links of the harness's own namespace, by name (to compare before/after).

@@ -13,6 +13,7 @@ use netctl::{Netlink, Topology};
 
 use super::checks::{Ctx, ping_until};
 use super::lab::{NETNS_TAG, topology_dir};
+use crate::labs::LabGuard;
 
 /// Runs the seed rows.
 pub fn run(ctx: &mut Ctx) -> Result<()> {
@@ -30,15 +31,20 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
     if !ctx.wants_any(&checks) {
         return Ok(());
     }
-    let topology = Topology::from_file(topology_dir().join("seed.toml"))?;
-    let prefix = format!("{NETNS_TAG}{}-seed-", std::process::id());
-    let _guard = Guard {
-        topology: topology.clone(),
-        prefix: prefix.clone(),
-        keep: ctx.opts.keep,
-    };
+    let mut lab = LabGuard::new(
+        Topology::from_file(topology_dir().join("seed.toml"))?,
+        NETNS_TAG,
+        "seed",
+    );
+    if ctx.opts.keep {
+        lab.keep(format!(
+            "e2e: --keep: seed.toml is up under prefix {p}; remove it with \
+             `netctl destroy xtask/topologies/seed.toml --prefix {p}`",
+            p = lab.prefix()
+        ));
+    }
     let started = Instant::now();
-    let applied = match topology.apply(Some(&prefix)) {
+    let applied = match lab.apply() {
         Ok(a) => a,
         Err(e) => {
             ctx.table.fail(checks[0], e.to_string());
@@ -95,7 +101,7 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
     let echo = ping_until(&a, dst, Duration::from_secs(3))?;
     ctx.table.check(checks[6], echo.is_reply(), describe(&echo));
 
-    let again = topology.apply(Some(&prefix))?;
+    let again = lab.apply()?;
     ctx.table.check(
         checks[7],
         again.created.is_empty(),
@@ -113,27 +119,5 @@ fn describe(e: &Echo) -> String {
         Echo::Reply { rtt, .. } => format!("reply, rtt {:.3} ms", rtt.as_secs_f64() * 1e3),
         Echo::Unreachable { reason } => format!("unreachable: {reason}"),
         Echo::Timeout => "no reply".into(),
-    }
-}
-
-struct Guard {
-    topology: Topology,
-    prefix: String,
-    keep: bool,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if self.keep {
-            println!(
-                "e2e: --keep: seed.toml is up under prefix {p}; remove it with \
-                 `netctl destroy xtask/topologies/seed.toml --prefix {p}`",
-                p = self.prefix
-            );
-            return;
-        }
-        if let Err(e) = self.topology.destroy(Some(&self.prefix)) {
-            eprintln!("cleanup: destroying {}: {e}", self.prefix);
-        }
     }
 }

@@ -14,7 +14,7 @@ use ringtun_tests::traffic::{Capture, CaptureFilter};
 
 use super::checks::{self, Ctx, Stop, drop_deltas, fmt_deltas, reach, socket_in};
 use super::hostile;
-use super::lab::{Lab, l2, wan};
+use super::lab::{self, l2, wan};
 use super::peers::KernelVxlan;
 use super::probe::Probe;
 use super::relay::Impairment;
@@ -89,7 +89,7 @@ fn stop_row(ctx: &mut Ctx, pair: Pair) {
 /// Runs every vxlan-mode row the filters select.
 pub fn run(ctx: &mut Ctx, peer_filter: &dyn Fn(&str) -> bool) -> Result<()> {
     ctx.table.context(MODE, "-");
-    let lab = Lab::apply("two-sites-l2.toml", "vx", ctx.opts.keep)?;
+    let lab = lab::apply("two-sites-l2.toml", "vx", ctx.opts.keep)?;
     let s = Sites::of(&lab);
     ctx.table.set_diagnostics(Some(checks::show_gateways(vec![
         s.gw_a.clone(),

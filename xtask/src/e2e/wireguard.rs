@@ -14,10 +14,11 @@ use ringtun_tests::traffic::{Capture, CaptureFilter};
 
 use super::checks::{self, Ctx, Stop, control, drop_deltas, fmt_deltas, reach, socket_in};
 use super::hostile;
-use super::lab::{Lab, l3, wan};
+use super::lab::{self, l3, wan};
 use super::peers::{self, Userspace, UserspacePeer, WgConf};
 use super::probe::{self, Probe};
 use super::relay::{Impairment, Relay, RelaySpec};
+use crate::labs::LabGuard;
 
 const MODE: &str = "wireguard";
 /// Time allowed for the first ping, which waits for a handshake.
@@ -37,7 +38,7 @@ pub struct Sites {
 
 impl Sites {
     /// The namespaces of `lab`.
-    pub fn of(lab: &Lab) -> Sites {
+    pub fn of(lab: &LabGuard) -> Sites {
         Sites {
             lan_a: lab.ns("lan-a"),
             gw_a: lab.ns("gw-a"),
@@ -168,7 +169,7 @@ pub fn run(
     build_dir: &std::path::Path,
 ) -> Result<()> {
     ctx.table.context(MODE, "-");
-    let lab = Lab::apply("two-sites-l3.toml", "wg", ctx.opts.keep)?;
+    let lab = lab::apply("two-sites-l3.toml", "wg", ctx.opts.keep)?;
     let s = Sites::of(&lab);
     ctx.table.set_diagnostics(Some(checks::show_gateways(vec![
         s.gw_a.clone(),
