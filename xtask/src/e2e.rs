@@ -22,10 +22,12 @@
 mod checks;
 mod hostile;
 mod lab;
+mod pair;
 // Shared with `bench`: installing and running the real peers.
 pub(crate) mod peers;
 mod probe;
 mod relay;
+mod rows;
 mod seed;
 mod table;
 mod vxlan;

@@ -572,6 +572,17 @@ pub fn terminate(mut d: Ringtun) -> Result<()> {
     Ok(())
 }
 
+/// The row that fails when a ringtun does not exit cleanly on SIGTERM.
+pub const STOPS_CLEANLY: &str = "ringtun stops cleanly on SIGTERM";
+
+/// Stops `d` as [`terminate`] does; an unclean exit is a failed
+/// [`STOPS_CLEANLY`] row.
+pub fn terminate_row(ctx: &mut Ctx, d: Ringtun) {
+    if let Err(e) = terminate(d) {
+        ctx.table.fail(STOPS_CLEANLY, format!("{e:#}"));
+    }
+}
+
 /// Binds a UDP socket to `addr` inside `ns`.
 pub fn socket_in(ns: &str, addr: SocketAddr) -> Result<UdpSocket> {
     netctl::netns::run_in(ns, || UdpSocket::bind(addr))?

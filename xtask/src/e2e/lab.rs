@@ -43,6 +43,30 @@ fn keep_note(file: &Path, prefix: &str) -> String {
     )
 }
 
+/// The four namespaces of a two-site lab.
+pub struct Sites {
+    /// LAN host of site A.
+    pub lan_a: String,
+    /// Gateway A.
+    pub gw_a: String,
+    /// Gateway B.
+    pub gw_b: String,
+    /// LAN host of site B.
+    pub lan_b: String,
+}
+
+impl Sites {
+    /// The namespaces of `lab`.
+    pub fn of(lab: &LabGuard) -> Sites {
+        Sites {
+            lan_a: lab.ns("lan-a"),
+            gw_a: lab.ns("gw-a"),
+            gw_b: lab.ns("gw-b"),
+            lan_b: lab.ns("lan-b"),
+        }
+    }
+}
+
 /// Links of the harness's own namespace, by name (to compare before/after).
 pub fn host_links() -> Result<Vec<String>> {
     let mut names: Vec<String> = netctl::Netlink::current()?

@@ -66,6 +66,19 @@ impl std::fmt::Display for Probe {
     }
 }
 
+/// A probe, tried up to three times: ICMP errors are rate limited and the
+/// first packet may wait for a handshake.
+pub fn probe_retry(ns: &str, dst: IpAddr, total: usize) -> Result<Probe> {
+    let mut last = Probe::Timeout;
+    for _ in 0..3 {
+        last = probe_in(ns, dst, total, Duration::from_secs(2))?;
+        if !matches!(last, Probe::Timeout) {
+            break;
+        }
+    }
+    Ok(last)
+}
+
 /// Sends one echo request of `total` bytes (IP header included) from
 /// inside `netns` to `dst` with fragmentation forbidden, and waits up to
 /// `timeout` for the reply or an ICMP error about it.
