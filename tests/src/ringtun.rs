@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use dataplane::config::PrivateKey;
@@ -294,14 +295,48 @@ pub fn run_ok_in(netns: Option<&str>, args: &[&str]) -> Result<String> {
 }
 
 fn output_with_timeout(mut cmd: Command, what: &str, timeout: Duration) -> Result<Output> {
-    let mut child = cmd
+    let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| Error::io(format!("starting ringtun {what}"), e))?;
-    // Both pipes drained on their own threads: a child blocked on a full
-    // pipe would never exit.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+    match collect_output(child, timeout) {
+        Ok(Some(out)) => Ok(out),
+        Ok(None) => Err(Error::io(
+            format!("ringtun {what}"),
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("still running after {timeout:?}; killed"),
+            ),
+        )),
+        Err(e) => Err(Error::io("waiting for ringtun", e)),
+    }
+}
+
+/// Waits for a child for up to `timeout`; `None` if it still runs.
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
+    wait_until(child, Instant::now() + timeout).map_err(|e| Error::io("waiting for ringtun", e))
+}
+
+fn wait_until(child: &mut Child, deadline: Instant) -> io::Result<Option<ExitStatus>> {
+    loop {
+        match child.try_wait()? {
+            Some(status) => return Ok(Some(status)),
+            None if Instant::now() >= deadline => return Ok(None),
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+// ---------------------------------------------------------- child output
+
+/// Waits up to `timeout` for a spawned child to exit and returns what it
+/// printed on its piped stdout and stderr; `Ok(None)` if it still ran at
+/// the deadline (it is killed and reaped then). Each pipe is drained on a
+/// thread of its own: a child blocked on a full pipe would never exit.
+pub fn collect_output(mut child: Child, timeout: Duration) -> io::Result<Option<Output>> {
+    let deadline = Instant::now() + timeout;
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<Vec<u8>> {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
             if let Some(mut p) = pipe {
@@ -309,50 +344,71 @@ fn output_with_timeout(mut cmd: Command, what: &str, timeout: Duration) -> Resul
             }
             buf
         })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let Some(status) = wait_until(&mut child, deadline)? else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Ok(None);
     };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let status = match wait_timeout(&mut child, timeout)? {
-        Some(status) => status,
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(Error::io(
-                format!("ringtun {what}"),
-                io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("still running after {timeout:?}; killed"),
-                ),
-            ));
-        }
-    };
-    Ok(Output {
+    Ok(Some(Output {
         status,
         stdout: stdout.join().unwrap_or_default(),
         stderr: stderr.join().unwrap_or_default(),
-    })
+    }))
 }
 
-/// Waits for a child for up to `timeout`; `None` if it still runs.
-fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Ok(Some(status)),
-            Ok(None) if Instant::now() >= deadline => return Ok(None),
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(Error::io("waiting for ringtun", e)),
+/// The latest lines a long-running child prints on its piped stdout and
+/// stderr, for diagnostics. Each pipe is read on a thread of its own until
+/// it closes, so that the child never blocks on a full pipe.
+#[derive(Clone, Debug)]
+pub struct LineTail {
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl LineTail {
+    /// Follows `child`'s pipes, keeping the latest `keep` lines. Every line
+    /// `ready` accepts is announced on the returned channel, which
+    /// disconnects once every pipe has closed (the child exited, or closed
+    /// them).
+    pub fn follow(
+        child: &mut Child,
+        keep: usize,
+        ready: impl Fn(&str) -> bool + Clone + Send + 'static,
+    ) -> (LineTail, mpsc::Receiver<()>) {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let read = |pipe: Box<dyn Read + Send>| {
+            let (lines, tx, ready) = (lines.clone(), tx.clone(), ready.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(io::Result::ok) {
+                    if ready(&line) {
+                        let _ = tx.send(());
+                    }
+                    let mut kept = lines.lock().unwrap_or_else(|p| p.into_inner());
+                    if kept.len() >= keep {
+                        kept.remove(0);
+                    }
+                    kept.push(line);
+                }
+            });
+        };
+        if let Some(p) = child.stdout.take() {
+            read(Box::new(p));
         }
+        if let Some(p) = child.stderr.take() {
+            read(Box::new(p));
+        }
+        (LineTail { lines }, rx)
+    }
+
+    /// The lines kept so far, joined by `separator`.
+    pub fn joined(&self, separator: &str) -> String {
+        self.lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .join(separator)
     }
 }
 
@@ -742,7 +798,7 @@ pub struct Ringtun {
     child: Child,
     netns: String,
     iface: String,
-    stderr: Arc<Mutex<Vec<String>>>,
+    stderr: LineTail,
     exited: Option<ExitStatus>,
 }
 
@@ -787,32 +843,16 @@ impl Ringtun {
         let mut child = cmd
             .spawn()
             .map_err(|e| Error::io(format!("starting ringtun up in {netns}"), e))?;
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        if let Some(pipe) = child.stderr.take() {
-            let lines = lines.clone();
-            let want = format!("ready: {iface}");
-            // Keeps draining after `ready:` so that the daemon never blocks
-            // on a full pipe, and keeps the latest lines for diagnostics.
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { break };
-                    if line.trim() == want {
-                        let _ = ready_tx.send(());
-                    }
-                    let mut kept = lines.lock().unwrap_or_else(|p| p.into_inner());
-                    if kept.len() >= STDERR_LINES_KEPT {
-                        kept.remove(0);
-                    }
-                    kept.push(line);
-                }
-            });
-        }
+        // Keeps draining after `ready:` so that the daemon never blocks on
+        // a full pipe, and keeps the latest lines for diagnostics.
+        let want = format!("ready: {iface}");
+        let (stderr, ready_rx) =
+            LineTail::follow(&mut child, STDERR_LINES_KEPT, move |l| l.trim() == want);
         let mut daemon = Ringtun {
             child,
             netns: netns.to_string(),
             iface,
-            stderr: lines,
+            stderr,
             exited: None,
         };
         let why = match ready_rx.recv_timeout(opts.ready_timeout) {
@@ -859,10 +899,7 @@ impl Ringtun {
     pub fn stderr(&self) -> String {
         // The reader thread may still be appending the last lines.
         std::thread::sleep(Duration::from_millis(20));
-        self.stderr
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .join("\n")
+        self.stderr.joined("\n")
     }
 
     /// True while the process has not exited.
@@ -1091,5 +1128,57 @@ mod tests {
         let kept = dir.path().to_path_buf();
         drop(dir);
         assert!(!kept.exists(), "LabDir left {} behind", kept.display());
+    }
+
+    fn sh(script: &str) -> Child {
+        Command::new("sh")
+            .args(["-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    #[test]
+    fn collected_output_holds_both_pipes_and_a_child_past_its_time_is_killed() {
+        let out = collect_output(
+            sh("echo out; echo err >&2; exit 3"),
+            Duration::from_secs(10),
+        )
+        .unwrap()
+        .expect("sh exits at once");
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(out.stdout, b"out\n");
+        assert_eq!(out.stderr, b"err\n");
+        let started = Instant::now();
+        let late = collect_output(sh("sleep 30"), Duration::from_millis(100)).unwrap();
+        assert!(late.is_none(), "sleep 30 finished within 100 ms?");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_line_tail_keeps_the_latest_lines_of_both_pipes_and_says_when_ready() {
+        let follow = |script: &str, keep: usize| {
+            let mut child = sh(script);
+            let (tail, ready) = LineTail::follow(&mut child, keep, |l| l == "ready");
+            ready.recv_timeout(Duration::from_secs(10)).unwrap();
+            child.kill().unwrap();
+            child.wait().unwrap();
+            // Every pipe closed: the readers are done, the channel says so.
+            assert_eq!(
+                ready.recv_timeout(Duration::from_secs(10)),
+                Err(mpsc::RecvTimeoutError::Disconnected)
+            );
+            tail
+        };
+        let tail = follow(
+            "for i in 1 2 3 4; do echo $i; done; echo ready; exec sleep 30",
+            3,
+        );
+        assert_eq!(tail.joined(","), "3,4,ready");
+        let tail = follow("echo out; echo err >&2; echo ready; exec sleep 30", 10);
+        let mut lines: Vec<String> = tail.joined(",").split(',').map(String::from).collect();
+        lines.sort();
+        assert_eq!(lines, ["err", "out", "ready"]);
     }
 }
