@@ -237,11 +237,20 @@ fn locate_or_build() -> std::result::Result<PathBuf, String> {
 }
 
 /// A `ringtun` command that runs inside `netns` (`None`: this process's
-/// own namespace). The child enters the namespace with `setns` between fork
-/// and exec, as `ip netns exec` would, and gets SIGKILL if the calling
-/// thread ends first.
+/// own namespace), as [`program_in`] makes it; it gets SIGKILL if the
+/// calling thread ends first.
 pub fn command_in(netns: Option<&str>) -> Result<Command> {
-    let mut cmd = Command::new(ringtun_bin()?);
+    program_in(&ringtun_bin()?, netns, Signal::SIGKILL)
+}
+
+/// A command for `program` that runs inside `netns` (`None`: this
+/// process's own namespace), its stdin empty. The child enters the
+/// namespace with `setns` between fork and exec, as `ip netns exec` would
+/// (without its /sys remount), and gets `death_signal` if the calling
+/// thread ends first, so that a harness that dies takes its children
+/// with it.
+pub fn program_in(program: &Path, netns: Option<&str>, death_signal: Signal) -> Result<Command> {
+    let mut cmd = Command::new(program);
     cmd.stdin(Stdio::null());
     let ns_fd = match netns {
         Some(name) => Some(netctl::netns::open(name).map_err(|source| Error::Netns {
@@ -250,13 +259,14 @@ pub fn command_in(netns: Option<&str>) -> Result<Command> {
         })?),
         None => None,
     };
+    let death_signal = death_signal as libc::c_ulong;
     // SAFETY: between fork and exec only async-signal-safe calls are made
     // (prctl, setns: plain syscalls), nothing allocates or takes a lock. The
     // namespace fd is owned by the closure, so it stays open until the
     // Command is dropped, after the spawn.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, death_signal, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
             if let Some(fd) = &ns_fd
@@ -357,6 +367,16 @@ pub fn collect_output(mut child: Child, timeout: Duration) -> io::Result<Option<
         stdout: stdout.join().unwrap_or_default(),
         stderr: stderr.join().unwrap_or_default(),
     }))
+}
+
+/// Stops a child: SIGTERM, then SIGKILL if it still runs after `grace`;
+/// reaps it either way.
+pub fn stop_child(child: &mut Child, grace: Duration) {
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    if !matches!(wait_until(child, Instant::now() + grace), Ok(Some(_))) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
 
 /// The latest lines a long-running child prints on its piped stdout and
@@ -1180,5 +1200,21 @@ mod tests {
         let mut lines: Vec<String> = tail.joined(",").split(',').map(String::from).collect();
         lines.sort();
         assert_eq!(lines, ["err", "out", "ready"]);
+    }
+
+    #[test]
+    fn a_stopped_child_gets_sigterm_and_sigkill_only_if_it_ignores_that() {
+        let mut polite = sh("exec sleep 30");
+        let started = Instant::now();
+        stop_child(&mut polite, Duration::from_secs(20));
+        let status = polite.try_wait().unwrap().expect("reaped");
+        assert!(Ringtun::killed_by(status, Signal::SIGTERM), "{status}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let mut deaf = sh("trap '' TERM; exec sleep 30");
+        // Let the shell ignore SIGTERM before it comes.
+        std::thread::sleep(Duration::from_millis(200));
+        stop_child(&mut deaf, Duration::from_millis(200));
+        let status = deaf.try_wait().unwrap().expect("reaped");
+        assert!(Ringtun::killed_by(status, Signal::SIGKILL), "{status}");
     }
 }

@@ -6,6 +6,7 @@ mod ci;
 mod e2e;
 mod fuzz;
 mod labs;
+mod process;
 mod setup;
 
 use clap::{Parser, Subcommand};

@@ -10,9 +10,10 @@ use anyhow::{Context, Result, bail};
 use ringtun_tests::ringtun::{Conf, Keypair, LabDir, PeerConf, Ringtun, UpOptions};
 use serde::{Deserialize, Serialize};
 
-use super::lab::{self, Daemon, Lab, WAN_A, WAN_B};
+use super::lab::{self, Lab, WAN_A, WAN_B};
 use super::workload::{ECHO_PORT, IPERF_PORT, Tools};
 use crate::e2e::peers::{self, Userspace, UserspacePeer, WgConf};
+use crate::process::Daemon;
 
 /// One system under test.
 #[derive(

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::cpu::{self, CpuMeter, CpuUse};
-use super::lab;
+use crate::process::run_with_timeout;
 
 /// The iperf3 server's port (inside each lab's gateway B).
 pub const IPERF_PORT: u16 = 5201;
@@ -221,7 +221,7 @@ fn iperf(tools: &Tools, t: &Target<'_>, seconds: u64, extra: &[&str]) -> Result<
     let port = IPERF_PORT.to_string();
     let mut args = vec!["-c", &addr, "-p", &port, "-t", &secs, "-J"];
     args.extend_from_slice(extra);
-    lab::run_with_timeout(
+    run_with_timeout(
         t.netns,
         &tools.iperf3,
         &args,
@@ -233,7 +233,7 @@ fn probe(tools: &Tools, t: &Target<'_>, plan: &Plan) -> Result<ProbeReport> {
     let target = std::net::SocketAddr::new(t.addr, ECHO_PORT).to_string();
     let ms = (plan.seconds * 1000).to_string();
     let iv = plan.probe_interval_us.to_string();
-    let out = lab::run_with_timeout(
+    let out = run_with_timeout(
         t.netns,
         &tools.pingpong,
         &[

@@ -1,20 +1,18 @@
 //! The real peers ringtun is tested against: wireguard-go and boringtun
 //! (userspace WireGuard, configured with `wg` over their UAPI sockets),
-//! and the Linux kernel's vxlan device; finding or installing them; and
-//! running any program inside a namespace.
+//! and the Linux kernel's vxlan device; finding or installing them.
 
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use ringtun_tests::ringtun::{LineTail, stop_child};
+
+use crate::process::{command_in, run_in};
 
 /// Where wireguard-go and boringtun put their UAPI sockets (a path on the
 /// shared filesystem, not per namespace: interface names must differ
@@ -177,50 +175,6 @@ pub fn ensure(kind: Userspace, install: bool, build_dir: &Path) -> Result<Tools,
     Ok(Tools { daemon, wg })
 }
 
-/// A command that runs inside `netns`: the child enters the namespace
-/// with `setns` between fork and exec (as `ip netns exec` does, without
-/// its /sys remount), and gets SIGTERM if the calling thread ends first,
-/// so that a dying harness takes its peers with it.
-pub fn command_in(netns: &str, program: &Path) -> Result<Command> {
-    let fd = netctl::netns::open(netns).with_context(|| format!("opening namespace {netns}"))?;
-    let mut cmd = Command::new(program);
-    cmd.stdin(Stdio::null());
-    // SAFETY: only async-signal-safe syscalls (prctl, setns) run between
-    // fork and exec; nothing allocates or locks. The closure owns the
-    // namespace fd, so it is open until the Command is dropped.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    Ok(cmd)
-}
-
-/// Runs a command to completion inside `netns`; a non-zero exit is an error
-/// carrying its stderr.
-pub fn run_in(netns: &str, program: &Path, args: &[&str]) -> Result<String> {
-    let out = command_in(netns, program)?
-        .args(args)
-        .output()
-        .with_context(|| format!("running {} {}", program.display(), args.join(" ")))?;
-    if !out.status.success() {
-        bail!(
-            "{} {} in {netns} failed ({}): {}",
-            program.display(),
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// What a userspace WireGuard peer is told.
 #[derive(Clone, Debug)]
 pub struct WgConf {
@@ -281,7 +235,7 @@ pub struct UserspacePeer {
     netns: String,
     iface: String,
     wg: PathBuf,
-    output: Arc<Mutex<Vec<String>>>,
+    output: LineTail,
 }
 
 impl UserspacePeer {
@@ -324,32 +278,7 @@ impl UserspacePeer {
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {} in {netns}", tools.daemon.display()))?;
-        let output = Arc::new(Mutex::new(Vec::new()));
-        for pipe in [
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let output = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if let Ok(mut o) = output.lock() {
-                        if o.len() > 200 {
-                            o.remove(0);
-                        }
-                        o.push(line);
-                    }
-                }
-            });
-        }
+        let (output, _) = LineTail::follow(&mut child, 200, |_| false);
         let mut peer = UserspacePeer {
             child: Some(child),
             netns: netns.to_string(),
@@ -418,7 +347,7 @@ impl UserspacePeer {
 
     /// The daemon's latest output lines.
     pub fn output(&self) -> String {
-        self.output.lock().map(|o| o.join("\n")).unwrap_or_default()
+        self.output.joined("\n")
     }
 
     /// Stops it with SIGTERM, and SIGKILL if it lingers.
@@ -426,19 +355,7 @@ impl UserspacePeer {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + EXIT_TIMEOUT;
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        stop_child(&mut child, EXIT_TIMEOUT);
         let socket = PathBuf::from(UAPI_DIR).join(format!("{}.sock", self.iface));
         if socket.exists() {
             let _ = std::fs::remove_file(&socket);
