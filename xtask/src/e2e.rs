@@ -23,8 +23,6 @@ mod checks;
 mod hostile;
 mod lab;
 mod pair;
-// Shared with `bench`: installing and running the real peers.
-pub(crate) mod peers;
 mod probe;
 mod relay;
 mod rows;

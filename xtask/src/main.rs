@@ -1,11 +1,17 @@
 //! `cargo xtask`: the project's harness. `ci` runs the whole CI sequence,
-//! `e2e` the two-site end-to-end check.
+//! `e2e` the two-site end-to-end check, `bench` the measurements.
+//!
+//! What `e2e` and `bench` both do lives beside them, once: [`setup`]
+//! (root, release builds, the stop flag), [`labs`] (topologies under a
+//! per-run prefix), [`process`] (programs inside a namespace) and
+//! [`peers`] (wireguard-go, boringtun, the kernel's vxlan device).
 
 mod bench;
 mod ci;
 mod e2e;
 mod fuzz;
 mod labs;
+mod peers;
 mod process;
 mod setup;
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lab::{self, Lab, WAN_A, WAN_B};
 use super::workload::{ECHO_PORT, IPERF_PORT, Tools};
-use crate::e2e::peers::{self, Userspace, UserspacePeer, WgConf};
+use crate::peers::{self, Userspace, UserspacePeer, WgConf};
 use crate::process::Daemon;
 
 /// One system under test.

@@ -13,9 +13,9 @@ use ringtun_tests::ringtun::{Conf, PeerConf, Ringtun};
 use super::checks::{self, Ctx, socket_in};
 use super::hostile;
 use super::lab::{Sites, l2, wan};
-use super::peers::KernelVxlan;
 use super::probe::Probe;
 use super::rows::{self, Attack, HOSTILE_ROWS, Mode, OwnRows};
+use crate::peers::KernelVxlan;
 
 const MODE: Mode = Mode {
     name: "vxlan",

@@ -14,10 +14,10 @@ use super::checks::{self, Ctx, control, drop_deltas, reach, socket_in};
 use super::hostile;
 use super::lab::{Sites, l3, wan};
 use super::pair::Pair;
-use super::peers::{self, Userspace, UserspacePeer, WgConf};
 use super::probe::{Probe, probe_retry};
 use super::relay::Impairment;
 use super::rows::{self, Attack, Endpoints, HOSTILE_ROWS, Mode, OwnRows};
+use crate::peers::{self, Userspace, UserspacePeer, WgConf};
 
 const MODE: Mode = Mode {
     name: "wireguard",
