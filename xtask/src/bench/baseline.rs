@@ -54,18 +54,6 @@ impl Baseline {
     }
 }
 
-/// The metrics compared.
-const COMPARED: &[&str] = &[
-    "tcp1_gbps",
-    "tcp4_gbps",
-    "udp64_kpps",
-    "tcp1_cpu_s_per_gb",
-    "lat_idle_p50_us",
-    "lat_idle_p99_us",
-    "lat_load_p50_us",
-    "lat_load_p99_us",
-];
-
 fn get(sum: &Summary, metric: &str, sys: System) -> Option<Stat> {
     sum.get(metric)?.get(sys.name()).copied()
 }
@@ -89,7 +77,7 @@ pub fn markdown(base: &Baseline, now: &Summary) -> String {
         "| system | metric | before | after | change | before ÷ raw | after ÷ raw |\n|---|---|---|---|---|---|---|"
     );
     for sys in System::ALL {
-        for key in COMPARED {
+        for key in stats::HEADLINE {
             let (Some(b), Some(a)) = (get(&base.summary, key, sys), get(now, key, sys)) else {
                 continue;
             };

@@ -330,40 +330,17 @@ impl Report {
             md,
             "ringtun against the references of this run (ratio of medians; latency also as µs added over raw veth):\n"
         );
-        let _ = writeln!(
-            md,
-            "| ringtun | metric | ringtun | ÷ raw veth | ÷ kernel VXLAN | ÷ best userspace WG |"
-        );
-        let _ = writeln!(md, "|---|---|---|---|---|---|");
-        for r in self
+        let headline = self
             .ratios
             .iter()
-            .filter(|r| HEADLINE.contains(&r.metric.as_str()))
-        {
-            let Some(m) = stats::metric(&r.metric) else {
-                continue;
-            };
-            let added = self
-                .latency_added_us
+            .filter(|r| stats::HEADLINE.contains(&r.metric.as_str()));
+        ratio_table(&mut md, headline, |r| {
+            self.latency_added_us
                 .get(&r.system)
                 .and_then(|a| a.get(&r.metric))
                 .map(|a| format!(" (+{a:.1} µs)"))
-                .unwrap_or_default();
-            let _ = writeln!(
-                md,
-                "| {} | {} ({}) | {}{added} | {} | {} | {} |",
-                r.system,
-                m.label,
-                m.unit,
-                fmt_num(r.value),
-                fmt_ratio(r.vs_raw_veth),
-                fmt_ratio(r.vs_kernel_vxlan),
-                match (&r.best_userspace, r.vs_best_userspace) {
-                    (Some(b), Some(x)) => format!("{} ({b})", fmt_ratio(Some(x))),
-                    _ => "—".to_string(),
-                }
-            );
-        }
+                .unwrap_or_default()
+        });
         md
     }
 
@@ -470,29 +447,7 @@ impl Report {
             );
         }
         let _ = writeln!(md, "\n## All ringtun ratios\n");
-        let _ = writeln!(
-            md,
-            "| ringtun | metric | ringtun | ÷ raw veth | ÷ kernel VXLAN | ÷ best userspace WG |\n|---|---|---|---|---|---|"
-        );
-        for r in &self.ratios {
-            let Some(m) = stats::metric(&r.metric) else {
-                continue;
-            };
-            let _ = writeln!(
-                md,
-                "| {} | {} ({}) | {} | {} | {} | {} |",
-                r.system,
-                m.label,
-                m.unit,
-                fmt_num(r.value),
-                fmt_ratio(r.vs_raw_veth),
-                fmt_ratio(r.vs_kernel_vxlan),
-                match (&r.best_userspace, r.vs_best_userspace) {
-                    (Some(b), Some(x)) => format!("{} ({b})", fmt_ratio(Some(x))),
-                    _ => "—".to_string(),
-                }
-            );
-        }
+        ratio_table(&mut md, &self.ratios, |_| String::new());
         let _ = writeln!(md, "\n## Systems\n");
         let _ = writeln!(md, "| system | status | set up as |\n|---|---|---|");
         for s in &self.systems {
@@ -589,17 +544,38 @@ impl Report {
     }
 }
 
-/// The metrics in the printed ratio table.
-const HEADLINE: &[&str] = &[
-    "tcp1_gbps",
-    "tcp4_gbps",
-    "udp64_kpps",
-    "tcp1_cpu_s_per_gb",
-    "lat_idle_p50_us",
-    "lat_idle_p99_us",
-    "lat_load_p50_us",
-    "lat_load_p99_us",
-];
+/// A table of ringtun's figures over the references, a row a [`Ratio`];
+/// `added` is written after the figure (the µs it adds over raw veth).
+fn ratio_table<'a>(
+    md: &mut String,
+    ratios: impl IntoIterator<Item = &'a Ratio>,
+    added: impl Fn(&Ratio) -> String,
+) {
+    let _ = writeln!(
+        md,
+        "| ringtun | metric | ringtun | ÷ raw veth | ÷ kernel VXLAN | ÷ best userspace WG |\n|---|---|---|---|---|---|"
+    );
+    for r in ratios {
+        let Some(m) = stats::metric(&r.metric) else {
+            continue;
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} ({}) | {}{} | {} | {} | {} |",
+            r.system,
+            m.label,
+            m.unit,
+            fmt_num(r.value),
+            added(r),
+            fmt_ratio(r.vs_raw_veth),
+            fmt_ratio(r.vs_kernel_vxlan),
+            match (&r.best_userspace, r.vs_best_userspace) {
+                (Some(b), Some(x)) => format!("{} ({b})", fmt_ratio(Some(x))),
+                _ => "—".to_string(),
+            }
+        );
+    }
+}
 
 /// A number with precision to suit its size.
 pub fn fmt_num(v: f64) -> String {
