@@ -11,14 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::Receiver;
 use crossbeam_utils::CachePadded;
 use tunnel_proto::DropReason;
 
 use crate::cmsg::{self, RawAddr};
 use crate::counters::{Counter, WorkerCounters};
 use crate::ctlsock::{self, Request};
-use crate::handoff::{CHANNEL_CAPACITY, EventFd, ToControl};
+use crate::handoff::{CHANNEL_CAPACITY, ControlInbox, EventFd, ToControl};
 use crate::local_addr::LocalAddrTable;
 use crate::mode::ControlEvent;
 use crate::status::{InterfaceStatus, PeerStatus};
@@ -130,10 +129,8 @@ pub trait ControlPlane: Send {
 pub struct ControlSetup<P: ControlPlane> {
     /// The protocol.
     pub plane: P,
-    /// Messages from workers.
-    pub rx: Receiver<ToControl>,
-    /// Notified by workers after sending.
-    pub wake: Arc<EventFd>,
+    /// Messages and events from workers, and their doorbell.
+    pub inbox: ControlInbox,
     /// The control socket.
     pub listener: UnixListener,
     /// Read end of the signal pipe.
@@ -197,7 +194,7 @@ impl<P: ControlPlane> ControlSetup<P> {
                 .map(|t| t.saturating_duration_since(now));
             let mut fds = [
                 libc::pollfd {
-                    fd: self.wake.raw(),
+                    fd: self.inbox.doorbell.raw(),
                     events: libc::POLLIN,
                     revents: 0,
                 },
@@ -221,8 +218,17 @@ impl<P: ControlPlane> ControlSetup<P> {
             }
             let now = Instant::now();
             let wall = SystemTime::now();
-            self.wake.drain();
-            while let Ok(msg) = self.rx.try_recv() {
+            self.inbox.doorbell.answer();
+            // Session events first: they keep working sessions working.
+            while let Ok(ev) = self.inbox.events.try_recv() {
+                self.plane.on_event(now, wall, ev, &self.outbox);
+            }
+            // At most one channel's worth per turn, so that a flood cannot
+            // keep signals, timers and clients waiting; the rest next turn.
+            for _ in 0..CHANNEL_CAPACITY {
+                let Ok(msg) = self.inbox.messages.try_recv() else {
+                    break;
+                };
                 match msg {
                     ToControl::Handshake {
                         src,
@@ -244,8 +250,10 @@ impl<P: ControlPlane> ControlSetup<P> {
                     ToControl::Stage { peer, packet } => {
                         self.plane.on_stage(now, wall, peer, &packet, &self.outbox)
                     }
-                    ToControl::Event(ev) => self.plane.on_event(now, wall, ev, &self.outbox),
                 }
+            }
+            if !self.inbox.messages.is_empty() {
+                self.inbox.doorbell.ring();
             }
             if self.plane.next_timeout().is_some_and(|t| t <= now) {
                 self.plane.on_timeout(now, wall, &self.outbox);
@@ -272,7 +280,7 @@ impl<P: ControlPlane> ControlSetup<P> {
     /// for one second).
     fn under_load(&mut self) -> bool {
         let now = Instant::now();
-        if self.rx.len() >= CHANNEL_CAPACITY / 8 {
+        if self.inbox.messages.len() >= CHANNEL_CAPACITY / 8 {
             self.under_load_until = Some(now + UNDER_LOAD_HOLD);
         }
         self.under_load_until.is_some_and(|t| now < t)

@@ -13,12 +13,16 @@ use tunnel_proto::DropReason;
 pub struct Counter(AtomicU64);
 
 impl Counter {
-    /// Adds `n` (single writer: a relaxed load and store would do, but
-    /// `fetch_add` costs the same uncontended and stays correct if a
-    /// second writer ever appears).
+    /// Adds `n`. Every counter has exactly one writing thread (a worker's
+    /// counters are its own, the control thread's its own), so a relaxed
+    /// load and store suffice: a plain `add`, where `fetch_add` would be a
+    /// locked read-modify-write several times per packet.
     #[inline]
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
 
     /// Adds one.
@@ -30,12 +34,6 @@ impl Counter {
     /// Current value.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
-    }
-
-    /// Raises the counter to `v` if it is lower (for running totals the
-    /// kernel reports, like `SO_RXQ_OVFL`).
-    pub fn raise_to(&self, v: u64) {
-        self.0.fetch_max(v, Ordering::Relaxed);
     }
 }
 
@@ -93,6 +91,9 @@ pub struct WorkerCounters {
     pub completions: Counter,
     /// GSO sends refused by the kernel and retried one datagram at a time.
     pub gso_fallbacks: Counter,
+    /// Sends refused because the chosen local address went away, resent
+    /// with the kernel choosing the source.
+    pub src_addr_resets: Counter,
     /// Drops by reason.
     pub drops: [Counter; DropReason::COUNT],
     /// Per peer, indexed by the data plane's peer id.
@@ -122,6 +123,7 @@ impl WorkerCounters {
             batches: Counter::default(),
             completions: Counter::default(),
             gso_fallbacks: Counter::default(),
+            src_addr_resets: Counter::default(),
             drops: std::array::from_fn(|_| Counter::default()),
             peers: (0..peers).map(|_| PeerCounters::default()).collect(),
         })
@@ -155,6 +157,7 @@ impl WorkerCounters {
             batches: self.batches.get(),
             completions: self.completions.get(),
             gso_fallbacks: self.gso_fallbacks.get(),
+            src_addr_resets: self.src_addr_resets.get(),
             drops: DropReason::ALL
                 .iter()
                 .map(|r| (r.as_str().to_string(), self.drops[r.index()].get()))
@@ -204,6 +207,8 @@ pub struct WorkerSnapshot {
     pub completions: u64,
     /// See [`WorkerCounters::gso_fallbacks`].
     pub gso_fallbacks: u64,
+    /// See [`WorkerCounters::src_addr_resets`].
+    pub src_addr_resets: u64,
     /// Drops by reason name, in DESIGN.md's order.
     pub drops: Vec<(String, u64)>,
 }

@@ -373,7 +373,7 @@ fn run<M: Mode, P: ControlPlane>(
             .with_context(|| format!("setting gso_max_segs {segs} on {}", c.name))?;
     }
 
-    let (link, rx, control_wake) = ControlLink::new().context("eventfd")?;
+    let (link, inbox) = ControlLink::new().context("eventfd")?;
     let stop = Arc::new(AtomicBool::new(false));
     let outbox = Outbox::new(
         sockets[0].v4.try_clone().context("dup socket")?,
@@ -478,8 +478,7 @@ fn run<M: Mode, P: ControlPlane>(
     };
     let control = ControlSetup {
         plane,
-        rx,
-        wake: control_wake,
+        inbox,
         listener,
         signals: sig_read,
         stop: stop.clone(),

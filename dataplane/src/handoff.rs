@@ -1,12 +1,15 @@
-//! What workers hand to the control thread, and how they wake it: a
-//! bounded channel (a full channel drops and counts `queue_full`, it never
-//! blocks a worker) plus an eventfd the control thread polls.
+//! What workers hand to the control thread, and how they wake it:
+//! bounded channels (a full channel drops and counts `queue_full`, it
+//! never blocks a worker) plus a doorbell eventfd the control thread polls.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::mode::ControlEvent;
 
@@ -41,8 +44,6 @@ pub enum ToControl {
         /// The plaintext packet.
         packet: Box<[u8]>,
     },
-    /// Something a receive taught the worker.
-    Event(ControlEvent),
 }
 
 /// An eventfd: workers write to wake the control thread.
@@ -82,41 +83,166 @@ impl EventFd {
     }
 }
 
+/// The control thread's wake-up: an eventfd rung at most once between
+/// two of the control thread's looks, so a burst of messages from a busy
+/// worker costs one `write` instead of one per message.
+#[derive(Debug)]
+pub struct Doorbell {
+    fd: EventFd,
+    rung: AtomicBool,
+}
+
+impl Doorbell {
+    /// A doorbell over a fresh eventfd.
+    pub fn new() -> io::Result<Doorbell> {
+        Ok(Doorbell {
+            fd: EventFd::new()?,
+            rung: AtomicBool::new(false),
+        })
+    }
+
+    /// Wakes the control thread unless a wake-up is already pending. Called
+    /// after the message is in its channel: the control thread clears the
+    /// flag before it reads the channels, so either it sees the message or
+    /// this call sees the flag cleared and writes.
+    pub fn ring(&self) {
+        if !self.rung.swap(true, Ordering::AcqRel) {
+            self.fd.notify();
+        }
+    }
+
+    /// Control thread: consume the wake-up, before reading the channels.
+    pub fn answer(&self) {
+        self.fd.drain();
+        self.rung.swap(false, Ordering::AcqRel);
+    }
+
+    /// The descriptor, for polling.
+    pub fn raw(&self) -> i32 {
+        self.fd.raw()
+    }
+}
+
+/// The control thread's ends of the link.
+#[derive(Debug)]
+pub struct ControlInbox {
+    /// Handshake messages and staged packets: bounded, and its length is
+    /// WireGuard's "under load" signal.
+    pub messages: Receiver<ToControl>,
+    /// Session events: a separate channel, so that a flood of handshake
+    /// messages can never crowd out the CONFIRMED or REKEY that keeps a
+    /// working session alive.
+    pub events: Receiver<ControlEvent>,
+    /// Rung by workers after sending.
+    pub doorbell: Arc<Doorbell>,
+}
+
 /// A worker's end of the link to the control thread.
 #[derive(Clone, Debug)]
 pub struct ControlLink {
     tx: Sender<ToControl>,
-    wake: std::sync::Arc<EventFd>,
+    events: Sender<ControlEvent>,
+    doorbell: Arc<Doorbell>,
 }
 
 impl ControlLink {
     /// Makes both ends.
-    pub fn new() -> io::Result<(ControlLink, Receiver<ToControl>, std::sync::Arc<EventFd>)> {
-        let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
-        let wake = std::sync::Arc::new(EventFd::new()?);
+    pub fn new() -> io::Result<(ControlLink, ControlInbox)> {
+        let (tx, messages) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
+        let (etx, events) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
+        let doorbell = Arc::new(Doorbell::new()?);
         Ok((
             ControlLink {
                 tx,
-                wake: wake.clone(),
+                events: etx,
+                doorbell: doorbell.clone(),
             },
-            rx,
-            wake,
+            ControlInbox {
+                messages,
+                events,
+                doorbell,
+            },
         ))
     }
 
     /// Wakes the control thread without a message (a worker is stopping).
     pub fn notify(&self) {
-        self.wake.notify();
+        self.doorbell.ring();
     }
 
     /// Hands `msg` over; `false` when the channel is full (count `queue_full`).
     pub fn send(&self, msg: ToControl) -> bool {
-        match self.tx.try_send(msg) {
-            Ok(()) => {
-                self.wake.notify();
-                true
-            }
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+        let ok = self.tx.try_send(msg).is_ok();
+        if ok {
+            self.doorbell.ring();
         }
+        ok
+    }
+
+    /// Hands a session event over, on the events' own channel; `false`
+    /// when it is full (count `queue_full`).
+    pub fn send_event(&self, ev: ControlEvent) -> bool {
+        let ok = self.events.try_send(ev).is_ok();
+        if ok {
+            self.doorbell.ring();
+        }
+        ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eventfd_count(d: &Doorbell) -> u64 {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a local from a non-blocking eventfd.
+        let n = unsafe { libc::read(d.raw(), (&mut v as *mut u64).cast(), 8) };
+        if n == 8 { v } else { 0 }
+    }
+
+    #[test]
+    fn a_burst_rings_the_doorbell_once_until_answered() {
+        let (link, inbox) = ControlLink::new().unwrap();
+        for _ in 0..5 {
+            assert!(link.send_event(ControlEvent {
+                peer: 0,
+                events: tunnel_proto::wg::Events::TIMERS,
+            }));
+        }
+        assert_eq!(
+            eventfd_count(&inbox.doorbell),
+            1,
+            "one write for five messages"
+        );
+        inbox.doorbell.answer();
+        link.notify();
+        assert_eq!(
+            eventfd_count(&inbox.doorbell),
+            1,
+            "answered, so it rings again"
+        );
+        assert_eq!(inbox.events.len(), 5);
+    }
+
+    #[test]
+    fn a_full_message_channel_leaves_room_for_session_events() {
+        let (link, inbox) = ControlLink::new().unwrap();
+        let stage = || ToControl::Stage {
+            peer: 0,
+            packet: Box::new([0u8; 1]),
+        };
+        for _ in 0..CHANNEL_CAPACITY {
+            assert!(link.send(stage()));
+        }
+        assert!(!link.send(stage()), "the message channel is bounded");
+        assert!(
+            link.send_event(ControlEvent {
+                peer: 0,
+                events: tunnel_proto::wg::Events::CONFIRMED,
+            }),
+            "a flood of handshakes must not cost a session its CONFIRMED"
+        );
+        assert_eq!(inbox.events.len(), 1);
     }
 }

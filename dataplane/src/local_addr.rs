@@ -99,6 +99,11 @@ impl LocalAddrTable {
         {
             return;
         }
+        // The odd version must be visible before any of the new fields: a
+        // reader that sees a new field then sees the odd (or a newer)
+        // version and retries. The Acquire of the exchange does not order
+        // the later stores; this fence does.
+        fence(Ordering::Release);
         cell.family.store(family, Ordering::Relaxed);
         cell.hi.store(hi, Ordering::Relaxed);
         cell.lo.store(lo, Ordering::Relaxed);

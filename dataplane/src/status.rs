@@ -147,6 +147,7 @@ impl InterfaceStatus {
             ("udp send errors", sum(|w| w.udp_tx_errors)),
             ("device write errors", sum(|w| w.dev_write_errors)),
             ("gso fallbacks", sum(|w| w.gso_fallbacks)),
+            ("local address resets", sum(|w| w.src_addr_resets)),
             ("receive buffer exhaustions", sum(|w| w.rx_buffer_exhausted)),
         ];
         if errors.iter().any(|(_, v)| *v > 0) {

@@ -137,7 +137,12 @@ impl Mode for WgMode {
                 },
                 Err(r) => Inbound::Drop(r),
             },
-            Ok(_) => Inbound::Control,
+            // Screened here, on the worker, so that junk never takes a
+            // slot in the bounded channel to the control thread.
+            Ok(_) => match dp.screen_handshake(dgram) {
+                Ok(()) => Inbound::Control,
+                Err(r) => Inbound::Drop(r),
+            },
             Err(_) => Inbound::Drop(DropReason::Malformed),
         }
     }

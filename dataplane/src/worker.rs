@@ -44,7 +44,10 @@ pub const TX_SLOTS: usize = 16;
 /// Provided receive buffers (a power of two).
 pub const RX_BUFFERS: u16 = 64;
 /// Largest read from the device: a 64 KiB super-packet plus its header.
-pub const MAX_READ: usize = VNET_HDR_LEN + 65_535;
+/// A TAP frame adds its Ethernet header (with a VLAN tag, 18 bytes) to
+/// the 64 KiB packet. The device reports a packet's full length even when
+/// it did not fit, so a read above this is a truncated packet.
+pub const MAX_READ: usize = VNET_HDR_LEN + 18 + 65_535;
 /// Where the inner packet starts in a transmit slot: room for the largest
 /// encapsulation header (16) and, just before the packet, the virtio-net
 /// header (10).
@@ -71,6 +74,9 @@ const MULTISHOT_READ: usize = 0xffff;
 pub const WRITE_SLOTS: usize = 64;
 /// Write slots one receive may fill.
 const MAX_WSLOTS_PER_BATCH: usize = 8;
+/// How long a GSO refusal lowers the limits before they are probed again.
+pub const GSO_REPROBE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A write slot: virtio-net header, link header, 64 KiB IP packet.
 const WSLOT_SIZE: usize = VNET_HDR_LEN + 14 + 65_535;
 /// Bytes of receive metadata before the payload in a provided buffer.
@@ -205,6 +211,8 @@ struct GatherOp {
     items: [Queued; MAX_GATHER],
     n: usize,
     segment: u16,
+    /// Sent from a chosen local address (`IP_PKTINFO`).
+    had_src: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -256,7 +264,15 @@ struct Worker<M: Mode> {
     timer_gate: Vec<Option<Instant>>,
     id: usize,
     vnet: usize,
+    /// Each socket's `SO_RXQ_OVFL` running total as last seen.
+    rxq_dropped_seen: [u32; 2],
     gso: bool,
+    /// Whether the socket offered GSO at start: what a re-probe restores.
+    gso_offered: bool,
+    /// When the kernel last refused a GSO send; the path (route MTU,
+    /// egress device) can change, so the limits are retried after
+    /// [`GSO_REPROBE_AFTER`].
+    gso_refused_at: Option<Instant>,
     /// Largest datagram a GSO send may carry on this path: lowered when
     /// the kernel refuses a segment size (`EMSGSIZE`/`EINVAL`: segment plus
     /// headers above the route's MTU, e.g. VXLAN over IPv6 at MTU 1450).
@@ -310,6 +326,7 @@ pub fn spawn<M: Mode>(
             }
             let id = setup.id;
             let link = setup.control.clone();
+            let stop = setup.stop.clone();
             let started = setup.started.clone();
             let r = match Worker::new(setup) {
                 Ok(mut w) => {
@@ -333,7 +350,10 @@ pub fn spawn<M: Mode>(
             if let Err(e) = &r {
                 tracing::error!(worker = id, error = %e, "worker stopped");
             }
-            // Whatever the reason, the control thread must notice.
+            // Whatever the reason, the daemon stops with it: set the flag
+            // before waking the control thread, which may look before this
+            // thread has finished returning.
+            stop.store(true, Ordering::Release);
             link.notify();
             r
         })
@@ -386,7 +406,22 @@ impl<M: Mode> Worker<M> {
             wake_dup.as_raw_fd(),
         ])?;
 
-        let read_ring = match s.read_mode {
+        // Multishot reads need kernel 6.7; older kernels get fixed reads.
+        let mut probe = io_uring::Probe::new();
+        let multishot_ok = ring.submitter().register_probe(&mut probe).is_ok()
+            && probe.is_supported(opcode::ReadMulti::CODE);
+        let read_mode = match s.read_mode {
+            ReadMode::Multishot if !multishot_ok => {
+                if s.id == 0 {
+                    tracing::warn!(
+                        "this kernel has no multishot reads (IORING_OP_READ_MULTISHOT, Linux 6.7); using fixed reads"
+                    );
+                }
+                ReadMode::Fixed
+            }
+            m => m,
+        };
+        let read_ring = match read_mode {
             ReadMode::Fixed => None,
             ReadMode::Multishot => {
                 let mut r = BufRing::new(TX_SLOTS as u16, 1)?;
@@ -453,6 +488,7 @@ impl<M: Mode> Worker<M> {
                 items: [dummy; MAX_GATHER],
                 n: 0,
                 segment: 0,
+                had_src: false,
             })
             .collect::<Vec<_>>()
             .into_boxed_slice();
@@ -499,7 +535,10 @@ impl<M: Mode> Worker<M> {
             timer_gate: vec![None; s.counters.peers.len()],
             id: s.id,
             vnet: if s.vnet_hdr { VNET_HDR_LEN } else { 0 },
+            rxq_dropped_seen: [0; 2],
             gso: s.gso,
+            gso_offered: s.gso,
+            gso_refused_at: None,
             gso_seg_limit: usize::MAX,
             has_v6,
             mode: s.mode,
@@ -514,7 +553,7 @@ impl<M: Mode> Worker<M> {
             queued: Vec::with_capacity(MAX_GATHER),
             gather,
             free_gather: (0..GATHER_OPS as u16).rev().collect(),
-            free_tx: match s.read_mode {
+            free_tx: match read_mode {
                 ReadMode::Fixed => (0..TX_SLOTS as u16).rev().collect(),
                 ReadMode::Multishot => Vec::with_capacity(TX_SLOTS),
             },
@@ -603,6 +642,14 @@ impl<M: Mode> Worker<M> {
         self.arm_recv(1);
         self.arm_reads();
         tracing::debug!(worker = self.id, mode = M::NAME, "worker running");
+        // Whatever ends the loop, requests in flight point into our memory:
+        // cancel and reap them before it goes.
+        let r = self.serve();
+        self.drain();
+        r
+    }
+
+    fn serve(&mut self) -> io::Result<()> {
         loop {
             match self.ring.submit_and_wait(1) {
                 Ok(_) => {}
@@ -611,17 +658,14 @@ impl<M: Mode> Worker<M> {
                 Err(e) => return Err(e),
             }
             if !self.batch() {
-                break;
+                return Ok(());
             }
             if self.read_errors >= MAX_READ_ERRORS {
-                self.drain();
                 return Err(io::Error::other(
                     "the device is gone or keeps failing reads (was the interface deleted?)",
                 ));
             }
         }
-        self.drain();
-        Ok(())
     }
 
     /// Handles every completion the ring holds. Returns false to stop.
@@ -671,6 +715,11 @@ impl<M: Mode> Worker<M> {
                 K_WAKE => {
                     if self.stop.load(Ordering::Acquire) {
                         keep_going = false;
+                    } else if res < 0 && res != -libc::EINTR && res != -libc::EAGAIN {
+                        // Without its wake-up read the worker could never
+                        // be told to stop: stop now rather than spin.
+                        tracing::error!(worker = self.id, error = %io::Error::from_raw_os_error(-res), "wake-up read failed");
+                        keep_going = false;
                     } else {
                         self.arm_wake();
                     }
@@ -679,6 +728,16 @@ impl<M: Mode> Worker<M> {
             }
         }
         self.flush_queued();
+        if self
+            .gso_refused_at
+            .is_some_and(|t| now.saturating_duration_since(t) >= GSO_REPROBE_AFTER)
+        {
+            // A refusal is about the path at the time; try the full size
+            // again (one refused send, resent at once, if it still fails).
+            self.gso_refused_at = None;
+            self.gso = self.gso_offered;
+            self.gso_seg_limit = usize::MAX;
+        }
         if keep_going {
             self.arm_reads();
             self.arm_recv(0);
@@ -702,11 +761,17 @@ impl<M: Mode> Worker<M> {
         self.free_tx.push(s as u16);
     }
 
+    /// Counts a failed device read; the first of a run is logged with its
+    /// errno, and a deleted device stops the worker at once.
     fn on_read_error(&mut self, res: i32) {
         if res == -libc::EBADFD || res == -libc::ENODEV {
+            // The interface was deleted under us: nothing more to read.
             self.read_errors = MAX_READ_ERRORS;
         } else if res < 0 && res != -libc::ECANCELED && res != -libc::EAGAIN && res != -libc::EINTR
         {
+            if self.read_errors == 0 {
+                tracing::warn!(worker = self.id, error = %io::Error::from_raw_os_error(-res), "device read failed");
+            }
             self.read_errors += 1;
         }
     }
@@ -723,25 +788,13 @@ impl<M: Mode> Worker<M> {
 
     fn handle_read(&mut self, mode: &M, view: &M::Batch<'_>, now: Instant, s: usize, res: i32) {
         if res <= 0 {
-            if res == -libc::EBADFD || res == -libc::ENODEV {
-                // The interface was deleted under us: nothing more to read.
-                self.read_errors = MAX_READ_ERRORS;
-            } else if res < 0
-                && res != -libc::ECANCELED
-                && res != -libc::EAGAIN
-                && res != -libc::EINTR
-            {
-                if self.read_errors == 0 {
-                    tracing::warn!(worker = self.id, error = %io::Error::from_raw_os_error(-res), "device read failed");
-                }
-                self.read_errors += 1;
-            }
+            self.on_read_error(res);
             return;
         }
         self.read_errors = 0;
         let n = res as usize;
         self.counters.dev_reads.inc();
-        if n <= self.vnet {
+        if n <= self.vnet || n > MAX_READ {
             self.counters.drop_packet(DropReason::Malformed);
             return;
         }
@@ -905,7 +958,7 @@ impl<M: Mode> Worker<M> {
             }
             *last = Some(now);
         }
-        if !self.control.send(ToControl::Event(ev)) {
+        if !self.control.send_event(ev) {
             self.counters.drop_packet(DropReason::QueueFull);
         }
     }
@@ -983,9 +1036,13 @@ impl<M: Mode> Worker<M> {
                     });
                     return;
                 }
+                // Packets held earlier in this batch go first: one flow's
+                // packets must leave in the order they were read.
+                self.flush_queued();
                 send_to(self, dst, p);
             }
             Route::Flood => {
+                self.flush_queued();
                 for i in 0..mode.flood_targets(view).len() {
                     let t = mode.flood_targets(view)[i];
                     send_to(self, t, i as u16);
@@ -1098,6 +1155,15 @@ impl<M: Mode> Worker<M> {
             };
             self.counters.udp_tx_datagrams.add(datagrams);
             self.counters.udp_tx_bytes.add(res as u64);
+        } else if had_src && (res == -libc::EINVAL || res == -libc::EADDRNOTAVAIL) {
+            // The local address went away (an EINVAL that says nothing
+            // about the segment size): forget it and resend the run as it
+            // was, letting the kernel choose the source.
+            self.local_addrs.set(usize::from(peer), None);
+            self.counters.src_addr_resets.inc();
+            if let Some(dst) = dst {
+                self.send(s, offset, len, segment, dst, peer);
+            }
         } else if segment != 0
             && (res == -libc::EIO || res == -libc::EINVAL || res == -libc::EMSGSIZE)
         {
@@ -1116,11 +1182,6 @@ impl<M: Mode> Worker<M> {
             }
         } else {
             self.counters.udp_tx_errors.inc();
-            if had_src && (res == -libc::EINVAL || res == -libc::EADDRNOTAVAIL) {
-                // The local address went away: forget it, the next send
-                // lets the kernel choose.
-                self.local_addrs.set(usize::from(peer), None);
-            }
             tracing::debug!(worker = self.id, error = %io::Error::from_raw_os_error(-res), ?dst, "send failed");
         }
         self.release(s);
@@ -1129,6 +1190,7 @@ impl<M: Mode> Worker<M> {
     /// The kernel refused a GSO send of `segment`-byte datagrams.
     fn gso_refused(&mut self, res: i32, segment: usize) {
         self.counters.gso_fallbacks.inc();
+        self.gso_refused_at = Some(Instant::now());
         if res == -libc::EIO {
             if self.gso {
                 tracing::warn!(
@@ -1224,6 +1286,7 @@ impl<M: Mode> Worker<M> {
         }
         let (name, namelen) = RawAddr::from_socket_addr(dst);
         op.name = name;
+        op.had_src = src.is_some();
         let clen = cmsg::build_send(&mut op.control.0, src, Some(op.segment));
         op.hdr.msg_name = (&mut op.name as *mut RawAddr).cast();
         op.hdr.msg_namelen = namelen;
@@ -1242,14 +1305,22 @@ impl<M: Mode> Worker<M> {
     }
 
     fn on_gather(&mut self, g: usize, res: i32) {
-        let (n, items) = {
+        let (n, items, had_src) = {
             let op = &self.gather[g];
-            (op.n, op.items)
+            (op.n, op.items, op.had_src)
         };
         self.free_gather.push(g as u16);
         if res >= 0 {
             self.counters.udp_tx_datagrams.add(n as u64);
             self.counters.udp_tx_bytes.add(res as u64);
+        } else if had_src && (res == -libc::EINVAL || res == -libc::EADDRNOTAVAIL) {
+            // As in `on_send`: the local address went away, not the size.
+            self.local_addrs.set(usize::from(items[0].peer), None);
+            self.counters.src_addr_resets.inc();
+            for q in &items[..n] {
+                self.start_send(usize::from(q.slot), q.offset, q.len, 0, q.dst, q.peer);
+            }
+            return;
         } else if res == -libc::EIO || res == -libc::EINVAL || res == -libc::EMSGSIZE {
             // As in `on_send`: send each datagram alone, keeping every
             // slot's pending count for those sends.
@@ -1326,7 +1397,11 @@ impl<M: Mode> Worker<M> {
             }
         };
         if let Some(dropped) = info.rxq_dropped {
-            self.counters.drops[DropReason::RcvbufOverflow.index()].raise_to(u64::from(dropped));
+            // Each socket keeps its own running total: add what is new.
+            let seen = &mut self.rxq_dropped_seen[sock];
+            let new = dropped.wrapping_sub(*seen);
+            *seen = dropped;
+            self.counters.drops[DropReason::RcvbufOverflow.index()].add(u64::from(new));
         }
         let Some(src) = src.map(cmsg::canonical) else {
             self.counters.drop_packet(DropReason::Malformed);
@@ -1578,8 +1653,12 @@ impl<M: Mode> Worker<M> {
             .submitter()
             .register_sync_cancel(None, types::CancelBuilder::any());
         let deadline = Instant::now() + std::time::Duration::from_secs(2);
+        // Bounded waits: a request that ignores the cancel must not hang
+        // the daemon's exit (the deadline gives up on it instead).
+        let ts = types::Timespec::new().nsec(50_000_000);
+        let args = types::SubmitArgs::new().timespec(&ts);
         while self.inflight > 0 && Instant::now() < deadline {
-            let _ = self.ring.submit_and_wait(1);
+            let _ = self.ring.submitter().submit_with_args(1, &args);
             let mut cq = self.ring.completion();
             cq.sync();
             for cqe in &mut cq {

@@ -191,6 +191,13 @@ impl Sim {
                     Err(r) => node.drops.push(r),
                 }
             }
+            // The worker screens handshake messages by MAC1 before the
+            // control thread sees them.
+            Ok(_) if node.dp.screen_handshake(bytes).is_err() => {
+                if let Err(r) = node.dp.screen_handshake(bytes) {
+                    node.drops.push(r);
+                }
+            }
             Ok(_) => {
                 let under_load = node.under_load;
                 if let Err(e) = node
@@ -751,4 +758,62 @@ fn a_receive_only_initiator_rekeys_before_the_session_dies() {
         sim.nodes[A].drops
     );
     assert!(sim.session_age(A).unwrap() < REJECT_AFTER_TIME - Duration::from_secs(60));
+}
+
+#[test]
+fn workers_screen_handshake_messages_by_mac1() {
+    let mut sim = Sim::new(|_, _| {});
+    let _ = sim.send(A, b"hello");
+    let init = sim
+        .wire
+        .iter()
+        .find(|d| message_type(&d.bytes) == Ok(MessageType::Initiation))
+        .expect("staging a packet sends an initiation")
+        .bytes
+        .clone();
+    let b = sim.nodes[B].dp.clone();
+    assert_eq!(
+        b.screen_handshake(&init),
+        Ok(()),
+        "a real initiation passes"
+    );
+    for bit in 0..init.len() * 8 {
+        let mut m = init.clone();
+        m[bit / 8] ^= 1 << (bit % 8);
+        // Only MAC2 (bytes 132..148) is outside what the screen checks.
+        if bit / 8 >= 132 {
+            continue;
+        }
+        let want = if bit / 8 < 4 {
+            DropReason::Malformed
+        } else {
+            DropReason::AuthFailed
+        };
+        assert_eq!(
+            b.screen_handshake(&m),
+            Err(want),
+            "flipping bit {bit} must fail the screen"
+        );
+    }
+    assert_eq!(
+        b.screen_handshake(&init[..147]),
+        Err(DropReason::Malformed),
+        "short"
+    );
+    assert_eq!(
+        sim.nodes[A].dp.screen_handshake(&init),
+        Err(DropReason::AuthFailed),
+        "MAC1 is keyed by the receiver's public key"
+    );
+    let mut cookie = [0u8; 64];
+    cookie[0] = 3;
+    assert_eq!(
+        b.screen_handshake(&cookie),
+        Ok(()),
+        "cookie replies carry no MAC1: the control thread authenticates them"
+    );
+    assert_eq!(
+        b.screen_handshake(&cookie[..63]),
+        Err(DropReason::Malformed)
+    );
 }

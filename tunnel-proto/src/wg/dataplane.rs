@@ -225,6 +225,9 @@ pub struct DataPlane {
     by_index: IndexMap<Arc<Keypair>>,
     allowed: Arc<AllowedIps>,
     mtu: Option<usize>,
+    /// HASH("mac1----" || our public key), to screen handshake messages
+    /// in the workers before they reach the control thread.
+    mac1_key: Option<[u8; 32]>,
 }
 
 impl fmt::Debug for DataPlane {
@@ -259,6 +262,43 @@ impl DataPlane {
             by_index,
             allowed,
             mtu,
+            mac1_key: None,
+        }
+    }
+
+    /// The same snapshot, screening handshake messages with `key`.
+    pub(crate) fn with_mac1_key(mut self, key: [u8; 32]) -> DataPlane {
+        self.mac1_key = Some(key);
+        self
+    }
+
+    /// Whether a handshake-class datagram deserves the control thread's
+    /// time: an initiation or a response of the exact length with a valid
+    /// MAC1 for our key, or a cookie reply of the exact length (those carry
+    /// no MAC1; the control thread authenticates them). One keyed BLAKE2s
+    /// over at most 116 bytes: cheap enough for a worker, and it keeps a
+    /// flood of junk out of the bounded channel, where it would crowd out
+    /// real handshakes and session events (wireguard-go checks MAC1 before
+    /// queueing for the same reason). The error is the reason to count.
+    pub fn screen_handshake(&self, datagram: &[u8]) -> Result<(), DropReason> {
+        use super::messages::{
+            COOKIE_REPLY_LEN, INITIATION_LEN, INITIATION_MAC1_OFFSET, MessageType, RESPONSE_LEN,
+            RESPONSE_MAC1_OFFSET, message_type,
+        };
+        let (mac1_offset, len) = match message_type(datagram) {
+            Ok(MessageType::Initiation) => (Some(INITIATION_MAC1_OFFSET), INITIATION_LEN),
+            Ok(MessageType::Response) => (Some(RESPONSE_MAC1_OFFSET), RESPONSE_LEN),
+            Ok(MessageType::CookieReply) => (None, COOKIE_REPLY_LEN),
+            Ok(MessageType::Data) | Err(_) => return Err(DropReason::Malformed),
+        };
+        if datagram.len() != len {
+            return Err(DropReason::Malformed);
+        }
+        match (mac1_offset, &self.mac1_key) {
+            (Some(off), Some(key)) if !super::cookie::mac1_ok(datagram, off, key) => {
+                Err(DropReason::AuthFailed)
+            }
+            _ => Ok(()),
         }
     }
 

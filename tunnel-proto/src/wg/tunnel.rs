@@ -262,7 +262,10 @@ impl Tunnel {
                 })?,
             );
         let mtu = config.mtu.map(usize::from);
-        let snapshot = Arc::new(DataPlane::new(now, 0, Vec::new(), [], allowed.clone(), mtu));
+        let snapshot = Arc::new(
+            DataPlane::new(now, 0, Vec::new(), [], allowed.clone(), mtu)
+                .with_mac1_key(identity.mac1_key),
+        );
         // Persistent keepalive: an activity stamp of 0 means "never", which is
         // due at once, so a configured peer is contacted on start-up as wg does.
         let mut t = Tunnel {
@@ -371,14 +374,17 @@ impl Tunnel {
             .flatten()
             .cloned()
             .collect();
-        self.snapshot = Arc::new(DataPlane::new(
-            self.epoch,
-            self.generation,
-            slots,
-            sessions,
-            self.allowed.clone(),
-            self.mtu,
-        ));
+        self.snapshot = Arc::new(
+            DataPlane::new(
+                self.epoch,
+                self.generation,
+                slots,
+                sessions,
+                self.allowed.clone(),
+                self.mtu,
+            )
+            .with_mac1_key(self.identity.mac1_key),
+        );
         self.snapshot_dirty = true;
     }
 
