@@ -193,20 +193,18 @@ impl Sim {
             }
             // The worker screens handshake messages by MAC1 before the
             // control thread sees them.
-            Ok(_) if node.dp.screen_handshake(bytes).is_err() => {
-                if let Err(r) = node.dp.screen_handshake(bytes) {
-                    node.drops.push(r);
+            Ok(_) => match node.dp.screen_handshake(bytes) {
+                Err(r) => node.drops.push(r),
+                Ok(()) => {
+                    let under_load = node.under_load;
+                    if let Err(e) = node
+                        .tunnel
+                        .handle_handshake(now, wall, src, bytes, under_load)
+                    {
+                        node.drops.push(e.reason());
+                    }
                 }
-            }
-            Ok(_) => {
-                let under_load = node.under_load;
-                if let Err(e) = node
-                    .tunnel
-                    .handle_handshake(now, wall, src, bytes, under_load)
-                {
-                    node.drops.push(e.reason());
-                }
-            }
+            },
             Err(e) => node.drops.push(e.into()),
         }
         self.drain(i);
