@@ -74,6 +74,15 @@ const MULTISHOT_READ: usize = 0xffff;
 pub const WRITE_SLOTS: usize = 64;
 /// Write slots one receive may fill.
 const MAX_WSLOTS_PER_BATCH: usize = 8;
+/// Whether a send from a chosen local address (`IP_PKTINFO`) failed in a
+/// way that a vanished address explains: IPv4's route lookup for a source
+/// that is no longer local fails with ENETUNREACH, IPv6's control-message
+/// check with EINVAL, a bind-time check with EADDRNOTAVAIL. Resending once
+/// without a source costs little when the cause was something else.
+fn source_refused(res: i32) -> bool {
+    res == -libc::EINVAL || res == -libc::EADDRNOTAVAIL || res == -libc::ENETUNREACH
+}
+
 /// How long a GSO refusal lowers the limits before they are probed again.
 pub const GSO_REPROBE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -1155,8 +1164,8 @@ impl<M: Mode> Worker<M> {
             };
             self.counters.udp_tx_datagrams.add(datagrams);
             self.counters.udp_tx_bytes.add(res as u64);
-        } else if had_src && (res == -libc::EINVAL || res == -libc::EADDRNOTAVAIL) {
-            // The local address went away (an EINVAL that says nothing
+        } else if had_src && source_refused(res) {
+            // The local address went away (an error that says nothing
             // about the segment size): forget it and resend the run as it
             // was, letting the kernel choose the source.
             self.local_addrs.set(usize::from(peer), None);
@@ -1313,7 +1322,7 @@ impl<M: Mode> Worker<M> {
         if res >= 0 {
             self.counters.udp_tx_datagrams.add(n as u64);
             self.counters.udp_tx_bytes.add(res as u64);
-        } else if had_src && (res == -libc::EINVAL || res == -libc::EADDRNOTAVAIL) {
+        } else if had_src && source_refused(res) {
             // As in `on_send`: the local address went away, not the size.
             self.local_addrs.set(usize::from(items[0].peer), None);
             self.counters.src_addr_resets.inc();
