@@ -16,7 +16,7 @@ use crate::mode::ControlEvent;
 /// Largest handshake-class message (the 148-byte initiation).
 pub const MAX_HANDSHAKE_LEN: usize = 148;
 
-/// Capacity of the worker → control channel.
+/// Capacity of each worker → control channel (messages, events).
 pub const CHANNEL_CAPACITY: usize = 1024;
 
 /// One message from a worker.

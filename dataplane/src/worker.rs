@@ -282,9 +282,13 @@ struct Worker<M: Mode> {
     /// egress device) can change, so the limits are retried after
     /// [`GSO_REPROBE_AFTER`].
     gso_refused_at: Option<Instant>,
+    /// The EIO refusal has been logged.
+    gso_eio_warned: bool,
     /// Largest datagram a GSO send may carry on this path: lowered when
     /// the kernel refuses a segment size (`EMSGSIZE`/`EINVAL`: segment plus
-    /// headers above the route's MTU, e.g. VXLAN over IPv6 at MTU 1450).
+    /// headers above the route's MTU, e.g. VXLAN over IPv6 at MTU 1450;
+    /// an EINVAL for a send with a chosen source is first retried without
+    /// it, since a vanished source gives the same error).
     /// Bigger datagrams go one per send and the kernel fragments them.
     gso_seg_limit: usize,
     has_v6: bool,
@@ -548,6 +552,7 @@ impl<M: Mode> Worker<M> {
             gso: s.gso,
             gso_offered: s.gso,
             gso_refused_at: None,
+            gso_eio_warned: false,
             gso_seg_limit: usize::MAX,
             has_v6,
             mode: s.mode,
@@ -1201,7 +1206,9 @@ impl<M: Mode> Worker<M> {
         self.counters.gso_fallbacks.inc();
         self.gso_refused_at = Some(Instant::now());
         if res == -libc::EIO {
-            if self.gso {
+            // Warned once: after each re-probe the egress refuses again.
+            if self.gso && !self.gso_eio_warned {
+                self.gso_eio_warned = true;
                 tracing::warn!(
                     worker = self.id,
                     "UDP GSO refused by the kernel; sending one datagram per send"
@@ -1303,12 +1310,17 @@ impl<M: Mode> Worker<M> {
         op.hdr.msg_iovlen = op.n;
         op.hdr.msg_control = op.control.0.as_mut_ptr().cast();
         op.hdr.msg_controllen = clen;
+        self.submit_gather(usize::from(g), use_v6);
+    }
+
+    /// Queues gather op `g`, whose message header is filled in.
+    fn submit_gather(&mut self, g: usize, use_v6: bool) {
+        let op = &mut self.gather[g];
         op.hdr.msg_flags = 0;
         let fd = if use_v6 { FD_V6 } else { FD_V4 };
-        let sqe =
-            opcode::SendMsg::new(fd, &op.hdr)
-                .build()
-                .user_data(ud(K_GATHER, u64::from(g), 0));
+        let sqe = opcode::SendMsg::new(fd, &op.hdr)
+            .build()
+            .user_data(ud(K_GATHER, g as u64, 0));
         self.counters.udp_tx_sends.inc();
         self.push(sqe);
     }
@@ -1318,18 +1330,23 @@ impl<M: Mode> Worker<M> {
             let op = &self.gather[g];
             (op.n, op.items, op.had_src)
         };
+        if res < 0 && had_src && source_refused(res) {
+            // As in `on_send`: the source may have gone away, or EINVAL
+            // may be about the segment size. Send the same gather once
+            // more without a source; a second refusal is about the size.
+            self.local_addrs.set(usize::from(items[0].peer), None);
+            self.counters.src_addr_resets.inc();
+            let op = &mut self.gather[g];
+            op.had_src = false;
+            let clen = cmsg::build_send(&mut op.control.0, None, Some(op.segment));
+            op.hdr.msg_controllen = clen;
+            self.submit_gather(g, cmsg::canonical(items[0].dst).is_ipv6());
+            return;
+        }
         self.free_gather.push(g as u16);
         if res >= 0 {
             self.counters.udp_tx_datagrams.add(n as u64);
             self.counters.udp_tx_bytes.add(res as u64);
-        } else if had_src && source_refused(res) {
-            // As in `on_send`: the local address went away, not the size.
-            self.local_addrs.set(usize::from(items[0].peer), None);
-            self.counters.src_addr_resets.inc();
-            for q in &items[..n] {
-                self.start_send(usize::from(q.slot), q.offset, q.len, 0, q.dst, q.peer);
-            }
-            return;
         } else if res == -libc::EIO || res == -libc::EINVAL || res == -libc::EMSGSIZE {
             // As in `on_send`: send each datagram alone, keeping every
             // slot's pending count for those sends.
@@ -1657,6 +1674,9 @@ impl<M: Mode> Worker<M> {
     /// Cancels everything in flight and waits for it, so no operation can
     /// touch the slab after it is unmapped.
     fn drain(&mut self) {
+        // Hand the kernel what is still queued first (re-arms of the last
+        // batch), so the cancel reaches those too.
+        let _ = self.ring.submit();
         let _ = self
             .ring
             .submitter()

@@ -278,8 +278,9 @@ impl DataPlane {
     /// no MAC1; the control thread authenticates them). One keyed BLAKE2s
     /// over at most 116 bytes: cheap enough for a worker, and it keeps a
     /// flood of junk out of the bounded channel, where it would crowd out
-    /// real handshakes and session events (wireguard-go checks MAC1 before
-    /// queueing for the same reason). The error is the reason to count.
+    /// real handshakes (wireguard-go checks only the length before its
+    /// queue and MAC1 after; checking both first keeps the queue for
+    /// messages that can matter). The error is the reason to count.
     pub fn screen_handshake(&self, datagram: &[u8]) -> Result<(), DropReason> {
         use super::messages::{
             COOKIE_REPLY_LEN, INITIATION_LEN, INITIATION_MAC1_OFFSET, MessageType, RESPONSE_LEN,
