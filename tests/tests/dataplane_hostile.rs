@@ -14,7 +14,8 @@ use dataplane_lab::{BULK_TIMEOUT, Lab, Underlay, WAN, diagnose, inner4, must, po
 use ringtun_tests::require_root;
 use ringtun_tests::ringtun::{Ringtun, TunnelMode, UpOptions};
 use ringtun_tests::traffic::{
-    BulkOptions, Capture, CaptureFilter, flip_bit, garbage, send_datagrams, start_tcp_bulk,
+    BulkOptions, BulkReport, BulkTransfer, Capture, CaptureFilter, flip_bit, garbage,
+    send_datagrams, start_tcp_bulk,
 };
 
 /// Datagrams of each hostile kind.
@@ -45,7 +46,7 @@ fn assert_rose(
 
 /// Waits until the transfer has moved some bytes, so that what follows
 /// lands in the middle of it.
-fn wait_for_progress(bulk: &ringtun_tests::traffic::BulkTransfer, ctx: &str) {
+fn wait_for_progress(bulk: &BulkTransfer, ctx: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while bulk.received_so_far() == 0 {
         assert!(
@@ -58,6 +59,66 @@ fn wait_for_progress(bulk: &ringtun_tests::traffic::BulkTransfer, ctx: &str) {
 
 /// Garbage that no parser may take for a message: the first byte is no
 /// WireGuard type (1-4) and, with byte 0 clear of the I flag, no VXLAN header.
+/// Starts the 64 MiB transfer from site 1 to site 2 that the attack runs
+/// beside, and waits until it moves.
+fn start_bulk(lab: &Lab, mode: TunnelMode, ctx: &str) -> BulkTransfer {
+    let bulk = must(
+        start_tcp_bulk(
+            lab.ns(1),
+            lab.ns(2),
+            inner4(mode, 2),
+            &BulkOptions {
+                bytes: BULK,
+                timeout: BULK_TIMEOUT,
+                ..BulkOptions::default()
+            },
+        ),
+        "starting the transfer",
+    );
+    wait_for_progress(&bulk, ctx);
+    bulk
+}
+
+/// Sends each named set of datagrams from `ns` to `target`: every one
+/// must leave, and site 2 (`b`) must survive each set.
+fn inject(
+    ctx: &str,
+    ns: &str,
+    target: SocketAddr,
+    sets: &[(&str, SocketAddr, &Vec<Vec<u8>>)],
+    a: &Ringtun,
+    b: &mut Ringtun,
+) {
+    for (kind, from, set) in sets {
+        let sent = must(
+            send_datagrams(ns, *from, target, set),
+            format!("sending {kind} datagrams"),
+        );
+        assert_eq!(
+            sent,
+            set.len(),
+            "{ctx}: {kind}: not every datagram was sent"
+        );
+        assert!(
+            b.is_running(),
+            "{ctx}: site 2 died after {kind} datagrams{}",
+            diagnose(&[a, b])
+        );
+    }
+}
+
+/// The transfer that ran beside the attack: it must arrive intact, and
+/// site 2 still be running.
+fn finish(ctx: &str, bulk: BulkTransfer, a: &Ringtun, b: &mut Ringtun) -> BulkReport {
+    let report = match bulk.join() {
+        Ok(r) => r,
+        Err(e) => panic!("{ctx}: the transfer failed: {e}{}", diagnose(&[a, b])),
+    };
+    assert!(report.intact(), "{ctx}: {}", report.summary());
+    assert!(b.is_running(), "{ctx}: site 2 died{}", diagnose(&[a, b]));
+    report
+}
+
 fn junk(n: usize) -> Vec<Vec<u8>> {
     (0..n)
         .map(|i| {
@@ -118,20 +179,7 @@ fn wireguard_counts_hostile_datagrams_by_reason_and_the_transfer_survives() {
     std::thread::sleep(Duration::from_millis(200));
 
     let before = drops(&b);
-    let bulk = must(
-        start_tcp_bulk(
-            lab.ns(1),
-            lab.ns(2),
-            inner4(mode, 2),
-            &BulkOptions {
-                bytes: BULK,
-                timeout: BULK_TIMEOUT,
-                ..BulkOptions::default()
-            },
-        ),
-        "starting the transfer",
-    );
-    wait_for_progress(&bulk, ctx);
+    let bulk = start_bulk(&lab, mode, ctx);
 
     let replays: Vec<Vec<u8>> = data.iter().cycle().take(EACH).cloned().collect();
     // Bits in the ciphertext (after the 16-byte header): the tag fails.
@@ -158,36 +206,22 @@ fn wireguard_counts_hostile_datagrams_by_reason_and_the_transfer_survives() {
         })
         .collect();
     let junk = junk(EACH);
-    for (kind, set) in [
-        ("garbage", &junk),
-        ("truncated", &truncated),
-        ("replayed", &replays),
-        ("bit-flipped", &flipped),
-        ("unknown-index", &unknown),
-        ("forged initiation", &forged),
-    ] {
-        let sent = must(
-            send_datagrams(lab.ns(1), injector, target, set),
-            format!("sending {kind} datagrams"),
-        );
-        assert_eq!(
-            sent,
-            set.len(),
-            "{ctx}: {kind}: not every datagram was sent"
-        );
-        assert!(
-            b.is_running(),
-            "{ctx}: site 2 died after {kind} datagrams{}",
-            diagnose(&[&a, &b])
-        );
-    }
-
-    let report = match bulk.join() {
-        Ok(r) => r,
-        Err(e) => panic!("{ctx}: the transfer failed: {e}{}", diagnose(&[&a, &b])),
-    };
-    assert!(report.intact(), "{ctx}: {}", report.summary());
-    assert!(b.is_running(), "{ctx}: site 2 died{}", diagnose(&[&a, &b]));
+    inject(
+        ctx,
+        lab.ns(1),
+        target,
+        &[
+            ("garbage", injector, &junk),
+            ("truncated", injector, &truncated),
+            ("replayed", injector, &replays),
+            ("bit-flipped", injector, &flipped),
+            ("unknown-index", injector, &unknown),
+            ("forged initiation", injector, &forged),
+        ],
+        &a,
+        &mut b,
+    );
+    let report = finish(ctx, bulk, &a, &mut b);
     let after = drops(&b);
     let n = EACH as u64;
     assert_rose(&before, &after, "malformed", 2 * n, ctx);
@@ -227,20 +261,7 @@ fn vxlan_counts_hostile_datagrams_by_reason_and_the_transfer_survives() {
     dataplane_lab::assert_reaches(lab.ns(1), inner4(mode, 2), ctx);
 
     let before = drops(&b);
-    let bulk = must(
-        start_tcp_bulk(
-            lab.ns(1),
-            lab.ns(2),
-            inner4(mode, 2),
-            &BulkOptions {
-                bytes: BULK,
-                timeout: BULK_TIMEOUT,
-                ..BulkOptions::default()
-            },
-        ),
-        "starting the transfer",
-    );
-    wait_for_progress(&bulk, ctx);
+    let bulk = start_bulk(&lab, mode, ctx);
 
     let frame = |vni: u32, len: usize, seed: u64| {
         let mut d = garbage(seed, len);
@@ -264,34 +285,20 @@ fn vxlan_counts_hostile_datagrams_by_reason_and_the_transfer_survives() {
         .map(|i| frame(dataplane_lab::VNI, 60 + i * 7, 0xF00 + i as u64))
         .collect();
     let junk = junk(EACH);
-    for (kind, from, set) in [
-        ("garbage", from_peer, &junk),
-        ("truncated", from_peer, &truncated),
-        ("wrong VNI", from_peer, &wrong_vni),
-        ("from a stranger", SocketAddr::new(stranger, 0), &foreign),
-    ] {
-        let sent = must(
-            send_datagrams(lab.ns(1), from, target, set),
-            format!("sending {kind} datagrams"),
-        );
-        assert_eq!(
-            sent,
-            set.len(),
-            "{ctx}: {kind}: not every datagram was sent"
-        );
-        assert!(
-            b.is_running(),
-            "{ctx}: site 2 died after {kind} datagrams{}",
-            diagnose(&[&a, &b])
-        );
-    }
-
-    let report = match bulk.join() {
-        Ok(r) => r,
-        Err(e) => panic!("{ctx}: the transfer failed: {e}{}", diagnose(&[&a, &b])),
-    };
-    assert!(report.intact(), "{ctx}: {}", report.summary());
-    assert!(b.is_running(), "{ctx}: site 2 died{}", diagnose(&[&a, &b]));
+    inject(
+        ctx,
+        lab.ns(1),
+        target,
+        &[
+            ("garbage", from_peer, &junk),
+            ("truncated", from_peer, &truncated),
+            ("wrong VNI", from_peer, &wrong_vni),
+            ("from a stranger", SocketAddr::new(stranger, 0), &foreign),
+        ],
+        &a,
+        &mut b,
+    );
+    let report = finish(ctx, bulk, &a, &mut b);
     let after = drops(&b);
     let n = EACH as u64;
     assert_rose(&before, &after, "malformed", 2 * n, ctx);
