@@ -10,12 +10,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use dataplane::status::InterfaceStatus;
-use dataplane_lab::{BULK_TIMEOUT, Lab, Underlay, WAN, diagnose, inner4, must, port, wan};
+use dataplane_lab::{Lab, Underlay, WAN, diagnose, inner4, must, port, wan};
 use ringtun_tests::require_root;
 use ringtun_tests::ringtun::{Ringtun, TunnelMode, UpOptions};
 use ringtun_tests::traffic::{
-    BulkOptions, BulkReport, BulkTransfer, Capture, CaptureFilter, flip_bit, garbage,
-    send_datagrams, start_tcp_bulk,
+    BulkReport, BulkTransfer, Capture, CaptureFilter, flip_bit, garbage, send_datagrams,
 };
 
 /// Datagrams of each hostile kind.
@@ -57,24 +56,10 @@ fn wait_for_progress(bulk: &BulkTransfer, ctx: &str) {
     }
 }
 
-/// Garbage that no parser may take for a message: the first byte is no
-/// WireGuard type (1-4) and, with byte 0 clear of the I flag, no VXLAN header.
 /// Starts the 64 MiB transfer from site 1 to site 2 that the attack runs
 /// beside, and waits until it moves.
 fn start_bulk(lab: &Lab, mode: TunnelMode, ctx: &str) -> BulkTransfer {
-    let bulk = must(
-        start_tcp_bulk(
-            lab.ns(1),
-            lab.ns(2),
-            inner4(mode, 2),
-            &BulkOptions {
-                bytes: BULK,
-                timeout: BULK_TIMEOUT,
-                ..BulkOptions::default()
-            },
-        ),
-        "starting the transfer",
-    );
+    let bulk = lab.start_bulk(mode, BULK);
     wait_for_progress(&bulk, ctx);
     bulk
 }
@@ -119,6 +104,8 @@ fn finish(ctx: &str, bulk: BulkTransfer, a: &Ringtun, b: &mut Ringtun) -> BulkRe
     report
 }
 
+/// Garbage that no parser may take for a message: the first byte is no
+/// WireGuard type (1-4) and, with byte 0 clear of the I flag, no VXLAN header.
 fn junk(n: usize) -> Vec<Vec<u8>> {
     (0..n)
         .map(|i| {

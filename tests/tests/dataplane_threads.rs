@@ -8,10 +8,9 @@ mod dataplane_lab;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use dataplane_lab::{BULK_TIMEOUT, Lab, Underlay, assert_reaches, diagnose, inner4, must};
+use dataplane_lab::{Lab, Underlay, assert_reaches, diagnose, inner4, must};
 use ringtun_tests::require_root;
 use ringtun_tests::ringtun::{TunnelMode, UpOptions};
-use ringtun_tests::traffic::{BulkOptions, start_tcp_bulk};
 
 const BULK: u64 = 64 << 20;
 /// Samples of the thread list a run must take while bytes flow, for the
@@ -28,19 +27,7 @@ fn no_io_worker_threads(ctx: &str, mode: TunnelMode, no_offload: bool) {
     let a = lab.up(1, &lab.conf(mode, 1, &[2], Underlay::V4), &opts);
     let b = lab.up(2, &lab.conf(mode, 2, &[1], Underlay::V4), &opts);
     assert_reaches(lab.ns(1), inner4(mode, 2), ctx);
-    let bulk = must(
-        start_tcp_bulk(
-            lab.ns(1),
-            lab.ns(2),
-            inner4(mode, 2),
-            &BulkOptions {
-                bytes: BULK,
-                timeout: BULK_TIMEOUT,
-                ..BulkOptions::default()
-            },
-        ),
-        "starting the transfer",
-    );
+    let bulk = lab.start_bulk(mode, BULK);
     let mut names = BTreeSet::new();
     let mut samples = 0;
     while !bulk.is_finished() {

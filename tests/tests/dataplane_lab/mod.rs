@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use netctl::{AddrOptions, IpPrefix, Netlink, VethConfig};
 use ringtun_tests::ringtun::{Conf, Keypair, LabDir, PeerConf, Ringtun, TunnelMode, UpOptions};
-use ringtun_tests::traffic::{BulkOptions, BulkReport, tcp_bulk};
+use ringtun_tests::traffic::{BulkOptions, BulkReport, BulkTransfer, start_tcp_bulk, tcp_bulk};
 use ringtun_tests::{NetnsGuard, ping_until_reply};
 
 /// Which family carries the tunnel's UDP.
@@ -186,6 +186,24 @@ impl Lab {
         let sub = self.dir.path().join(format!("site{i}"));
         must(std::fs::create_dir_all(&sub), "making a site directory");
         must(conf.write(&sub, IFACE), "writing a configuration")
+    }
+
+    /// Starts a `bytes`-long TCP transfer from site 1 to site 2's inner
+    /// IPv4 address, in the background.
+    pub fn start_bulk(&self, mode: TunnelMode, bytes: u64) -> BulkTransfer {
+        must(
+            start_tcp_bulk(
+                self.ns(1),
+                self.ns(2),
+                inner4(mode, 2),
+                &BulkOptions {
+                    bytes,
+                    timeout: BULK_TIMEOUT,
+                    ..BulkOptions::default()
+                },
+            ),
+            "starting the transfer",
+        )
     }
 
     /// Starts ringtun for site `i` with this configuration.
