@@ -244,9 +244,10 @@ impl ControlPlane for VxlanPlane {
     }
 }
 
-/// Addresses, MTU, bridge, link up and routes, through netlink.
+/// MAC (TAP), addresses, MTU, bridge, link up and routes, through netlink.
 fn configure_device(
     name: &str,
+    kind: DeviceKind,
     c: &Common,
     routes: &[(IpAddr, u8)],
     bridge: Option<&str>,
@@ -254,6 +255,12 @@ fn configure_device(
     let nl = netctl::Netlink::current().context("opening netlink")?;
     nl.set_mtu(name, c.mtu)
         .with_context(|| format!("setting MTU {} on {name}", c.mtu))?;
+    if kind == DeviceKind::Tap {
+        // Before it joins a bridge, so the bridge never sees another.
+        let mac = crate::tap_mac::for_device(name);
+        nl.set_address(name, mac)
+            .with_context(|| format!("setting address {mac} on {name}"))?;
+    }
     for a in &c.addresses {
         let p = netctl::IpPrefix::new(a.addr(), a.prefix_len())?;
         nl.addr_add_with(name, p, netctl::AddrOptions { nodad: true })
@@ -360,7 +367,7 @@ fn run<M: Mode, P: ControlPlane>(
             gro: gso_gro,
         },
     )?;
-    configure_device(&c.name, c, routes, bridge.as_deref())?;
+    configure_device(&c.name, kind, c, routes, bridge.as_deref())?;
     if vnet {
         // One super-packet must fit one UDP_SEGMENT send (64 KiB of UDP
         // payload): cap the segments the stack puts in one, or every

@@ -16,6 +16,7 @@ pub mod offload;
 pub mod slab;
 pub mod status;
 pub mod steering;
+pub mod tap_mac;
 pub mod tun;
 pub mod udp;
 pub mod vxlan_mode;

@@ -390,6 +390,12 @@ impl<'t> Run<'t> {
                 self.step(format!("setting {} mtu {mtu} in {full}", spec.name));
                 self.handle(&full)?.set_mtu(&spec.name, mtu)?;
             }
+            // Before enslaving: a bridge with an address of its own keeps
+            // it whatever ports come and go.
+            if let Some(mac) = spec.mac {
+                self.step(format!("setting {} address {mac} in {full}", spec.name));
+                self.handle(&full)?.set_address(&spec.name, mac)?;
+            }
             if let Some(master) = &spec.master {
                 self.step(format!("setting {} master {master} in {full}", spec.name));
                 self.handle(&full)?.set_master(&spec.name, master)?;
@@ -573,6 +579,15 @@ fn check_link(spec: &LinkSpec, full: &str, link: &Link, handle: &Netlink) -> Res
         && link.mtu != mtu
     {
         return Err(mismatch("mtu", link.mtu.to_string(), mtu.to_string()));
+    }
+    if let Some(mac) = spec.mac
+        && link.mac.as_deref() != Some(mac.to_string().as_str())
+    {
+        return Err(mismatch(
+            "mac",
+            link.mac.clone().unwrap_or_else(|| "none".to_string()),
+            mac.to_string(),
+        ));
     }
     if link.up != spec.up {
         let word = |up: bool| if up { "up" } else { "down" }.to_string();

@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::str::FromStr;
 
+use crate::mac::MacAddr;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, Nla};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
@@ -278,6 +279,8 @@ pub struct LinkChange {
     /// (`gso_max_segs`): a tunnel caps it so one super-packet fits one
     /// `UDP_SEGMENT` send.
     pub gso_max_segs: Option<u32>,
+    /// New hardware address (`address aa:bb:...`).
+    pub address: Option<MacAddr>,
 }
 
 impl LinkChange {
@@ -309,6 +312,9 @@ impl LinkChange {
         }
         if let Some(n) = self.gso_max_segs {
             words.push(format!("gso_max_segs {n}"));
+        }
+        if let Some(mac) = self.address {
+            words.push(format!("address {mac}"));
         }
         words.join(" ")
     }
@@ -574,6 +580,14 @@ impl Netlink {
         if let Some(n) = change.gso_max_segs {
             b = b.append_extra_attribute(LinkAttribute::GsoMaxSegs(n));
         }
+        if let Some(mac) = change.address {
+            if mac.is_multicast() {
+                return Err(Error::Invalid(format!(
+                    "{action}: {mac} is a multicast address and cannot be a link's own"
+                )));
+            }
+            b = b.address(mac.0.to_vec());
+        }
         // Kept open until the request is answered.
         let mut ns_fd = None;
         // As `ip`: a number is a pid unless a namespace has that name.
@@ -630,6 +644,17 @@ impl Netlink {
             name,
             &LinkChange {
                 up: Some(false),
+                ..LinkChange::default()
+            },
+        )
+    }
+
+    /// `ip link set dev NAME address MAC`.
+    pub fn set_address(&self, name: &str, mac: MacAddr) -> Result<()> {
+        self.link_set(
+            name,
+            &LinkChange {
+                address: Some(mac),
                 ..LinkChange::default()
             },
         )

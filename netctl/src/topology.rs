@@ -18,6 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Error, Result};
 use crate::link::{VXLAN_PORT, VxlanConfig};
+use crate::mac::MacAddr;
 use crate::names::{check_ifname, check_netns_name};
 use crate::prefix::{Family, IpPrefix};
 use crate::route::Route;
@@ -141,6 +142,11 @@ pub struct LinkSpec {
     /// tun/tap only: queue and ownership options.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tun: Option<TunSpec>,
+    /// Its hardware address. Pin a bridge's: without one the kernel gives
+    /// it the lowest address among its ports, which changes (and flushes
+    /// its neighbour entries) whenever a port comes or goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
 }
 
 impl LinkSpec {
@@ -157,6 +163,7 @@ impl LinkSpec {
             addresses: Vec::new(),
             vxlan: None,
             tun: None,
+            mac: None,
         }
     }
 
@@ -454,6 +461,13 @@ impl Topology {
             if link.tun.is_some() && !matches!(link.kind, LinkKindSpec::Tun | LinkKindSpec::Tap) {
                 return Err(format!("{what}: only a tun or tap link has a tun table"));
             }
+            if let Some(mac) = link.mac
+                && mac.is_multicast()
+            {
+                return Err(format!(
+                    "{what}: mac {mac} is a multicast address and cannot be a link's own"
+                ));
+            }
             if let Some(v) = &link.vxlan {
                 if v.vni >= 1 << 24 {
                     return Err(format!("{what}: vni {} does not fit 24 bits", v.vni));
@@ -623,6 +637,30 @@ mod test {
         let err = error_of(&text);
         assert!(err.contains("10.1.1.300/24 is not an IPv4 prefix"), "{err}");
         assert!(err.starts_with("t.toml: "), "{err}");
+    }
+
+    #[test]
+    fn a_bridge_mac_is_kept_and_a_bad_one_named() {
+        let pinned = "kind = \"bridge\"\n        mac = \"fe:54:00:00:00:02\"";
+        let t = Topology::parse(&SEED.replacen("kind = \"bridge\"", pinned, 1), "t.toml").unwrap();
+        let br = t.links.iter().find(|l| l.name == "br0").unwrap();
+        assert_eq!(
+            br.mac.map(|m| m.to_string()).as_deref(),
+            Some("fe:54:00:00:00:02")
+        );
+        let err = error_of(&SEED.replacen(
+            "kind = \"bridge\"",
+            "kind = \"bridge\"\n        mac = \"fe:54\"",
+            1,
+        ));
+        assert!(err.contains("\"fe:54\" is not a MAC address"), "{err}");
+        assert!(err.starts_with("t.toml: "), "{err}");
+        let err = error_of(&SEED.replacen(
+            "kind = \"bridge\"",
+            "kind = \"bridge\"\n        mac = \"01:00:5e:00:00:01\"",
+            1,
+        ));
+        assert!(err.contains("is a multicast address"), "{err}");
     }
 
     #[test]

@@ -420,3 +420,32 @@ fn gso_max_segs_is_set_and_read_back() {
     nl.set_gso_max_segs("br0", 44).unwrap();
     assert_eq!(nl.link("br0").unwrap().gso_max_segs, Some(44));
 }
+
+#[test]
+fn a_pinned_bridge_address_survives_ports_coming_and_going() {
+    require_root!("a_pinned_bridge_address_survives_ports_coming_and_going");
+    let mut guard = NetnsGuard::new();
+    let ns = guard.create("mac");
+    let nl = Netlink::in_netns(&ns).unwrap();
+    nl.add_bridge("br0").unwrap();
+    nl.add_veth(&VethConfig::new("p0", "p1")).unwrap();
+    let low: netctl::MacAddr = "02:00:00:00:00:01".parse().unwrap();
+    nl.set_address("p0", low).unwrap();
+    nl.set_master("p0", "br0").unwrap();
+    // Unpinned, the bridge follows its lowest port.
+    assert_eq!(
+        nl.link("br0").unwrap().mac.as_deref(),
+        Some("02:00:00:00:00:01")
+    );
+    let pinned: netctl::MacAddr = "fe:54:00:00:00:09".parse().unwrap();
+    nl.set_address("br0", pinned).unwrap();
+    nl.set_nomaster("p0").unwrap();
+    nl.set_master("p0", "br0").unwrap();
+    assert_eq!(
+        nl.link("br0").unwrap().mac.as_deref(),
+        Some("fe:54:00:00:00:09")
+    );
+    let group: netctl::MacAddr = "01:00:5e:00:00:01".parse().unwrap();
+    let err = nl.set_address("br0", group).unwrap_err().to_string();
+    assert!(err.contains("multicast") && err.contains("br0"), "{err}");
+}

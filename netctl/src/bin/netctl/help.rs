@@ -26,7 +26,8 @@ link add [name] NAME [mtu MTU] [up] type vxlan id VNI [local ADDR] [remote ADDR 
                                     [dstport PORT] [dev DEV] [ttl TTL] [learning | nolearning]
                                     (dstport defaults to 4789, the IANA port)
 link add [name] NAME [mtu MTU] [up] type tun | tap [multi_queue] [user U] [group G] [vnet_hdr] [pi]
-link set [dev] NAME { up | down | mtu MTU | master BRIDGE | nomaster | netns NS|PID | name NEW } ...
+link set [dev] NAME { up | down | mtu MTU | master BRIDGE | nomaster | netns NS|PID | name NEW |
+              address MAC } ...
 link del [dev] NAME
 link show [[dev] NAME]          kind, state, MTU, master, addresses (-j for JSON)
 ";

@@ -460,10 +460,17 @@ fn link_set(w: &mut Words) -> Parsed<Command> {
                 );
             }
             "name" => change.name = Some(w.value("name")?.to_string()),
+            "address" => {
+                change.address = Some(
+                    w.value("address")?
+                        .parse()
+                        .map_err(|e: netctl::Error| Usage(e.to_string()))?,
+                );
+            }
             other => {
                 return usage(format!(
                     "link set: unknown attribute {other:?}: try up, down, mtu N, master BRIDGE, nomaster, \
-                     netns NS, name NEW"
+                     netns NS, name NEW, address MAC"
                 ));
             }
         }
@@ -948,6 +955,13 @@ mod test {
             Command::LinkSet { change, .. } => assert_eq!(change.netns, Some(NetnsTarget::Pid(1))),
             other => panic!("{other:?}"),
         }
+        match cmd("link set dev br0 address fe:54:00:0a:0b:0c") {
+            Command::LinkSet { change, .. } => assert_eq!(
+                change.address,
+                Some(netctl::MacAddr([0xfe, 0x54, 0, 0x0a, 0x0b, 0x0c]))
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -1041,6 +1055,7 @@ mod test {
         assert!(err("link set veth0 mtu abc").contains("mtu: \"abc\" is not a number"));
         assert!(err("link set veth0 mtu").contains("mtu needs a value"));
         assert!(err("link set veth0 colour red").contains("unknown attribute \"colour\""));
+        assert!(err("link set br0 address fe:54:00").contains("3 octets, 6 expected"));
         assert!(err("link add veth0 type veth").contains("peer name"));
         assert!(err("link add x type wireguard").contains("unknown type"));
         assert!(err("addr add 10.1.1.2/24").contains("needs `dev NAME`"));
@@ -1078,6 +1093,8 @@ mod test {
         "down",
         "master",
         "nomaster",
+        "address",
+        "fe:54:00:0a:0b:0c",
         "netns",
         "via",
         "default",
