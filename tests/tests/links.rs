@@ -408,6 +408,20 @@ fn link_errors_name_the_link_and_counters_count() {
         after.tx_bytes >= before.tx_bytes + 84,
         "an echo is at least 84 bytes"
     );
+
+    // The echo resolved veth1's MAC: the neighbour table holds it.
+    let peer_mac = in_b.link("veth1").unwrap().mac;
+    let entries = handle.neighbours(Some("veth0")).unwrap();
+    let entry = entries
+        .iter()
+        .find(|n| n.address.to_string() == "10.9.0.2")
+        .unwrap_or_else(|| panic!("no neighbour entry for 10.9.0.2: {entries:?}"));
+    assert_eq!(entry.dev, "veth0");
+    assert_eq!(entry.mac.map(|m| m.to_string()), peer_mac, "{entry}");
+    assert!(
+        ["REACHABLE", "STALE", "DELAY", "PROBE"].contains(&entry.state.as_str()),
+        "{entry}"
+    );
 }
 
 #[test]

@@ -107,9 +107,41 @@ pub fn show_gateways(gateways: Vec<String>) -> super::table::Diagnostics {
                 )),
                 Err(e) => out.push_str(&format!("ringtun show in {ns}: {e}\n")),
             }
+            out.push_str(&layer2(ns));
         }
         out
     })
+}
+
+/// Every link's MAC and bridge, and the neighbour table, in `ns`: what a
+/// reachability failure inside one L2 segment turns on (a stale entry
+/// for a MAC that changed, an unresolved one).
+fn layer2(ns: &str) -> String {
+    let nl = match netctl::Netlink::in_netns(ns) {
+        Ok(nl) => nl,
+        Err(e) => return format!("links in {ns}: {e}\n"),
+    };
+    let mut out = format!("links in {ns}:\n");
+    match nl.links() {
+        Ok(links) => {
+            for l in links {
+                let master = l.master.map(|m| format!(" master {m}")).unwrap_or_default();
+                let mac = l.mac.unwrap_or_else(|| "-".to_string());
+                out.push_str(&format!("  {} {} {mac}{master}\n", l.name, l.kind));
+            }
+        }
+        Err(e) => out.push_str(&format!("  {e}\n")),
+    }
+    out.push_str(&format!("neighbours in {ns}:\n"));
+    match nl.neighbours(None) {
+        Ok(entries) => {
+            for n in entries {
+                out.push_str(&format!("  {n}\n"));
+            }
+        }
+        Err(e) => out.push_str(&format!("  {e}\n")),
+    }
+    out
 }
 
 /// Runs a check that may fail to even set itself up; such an error

@@ -44,6 +44,10 @@ route del { default | PREFIX } [via GATEWAY] [dev NAME] [metric N] [table N|main
 route show                       the main table; IPv4 unless -6
 ";
 
+const NEIGH: &str = "\
+neigh show [[dev] NAME]          ARP and NDP entries: address, link, MAC, state
+";
+
 const NETNS: &str = "\
 netns add NAME                   create /run/netns/NAME (as `ip netns add`; lo stays down)
 netns del NAME
@@ -95,16 +99,19 @@ pub fn text(topic: Option<Topic>) -> String {
     match topic {
         None => format!(
             "{HEAD}\nObjects and commands:\n{}\n{EXAMPLES}",
-            [LINK, ADDRESS, ROUTE, NETNS, TUNTAP, SYSCTL, PING, TOPOLOGY]
-                .iter()
-                .flat_map(|section| section.lines())
-                .map(|line| format!("  {line}\n"))
-                .collect::<String>()
+            [
+                LINK, ADDRESS, ROUTE, NEIGH, NETNS, TUNTAP, SYSCTL, PING, TOPOLOGY
+            ]
+            .iter()
+            .flat_map(|section| section.lines())
+            .map(|line| format!("  {line}\n"))
+            .collect::<String>()
         ),
         Some(topic) => match topic {
             Topic::Link => LINK,
             Topic::Address => ADDRESS,
             Topic::Route => ROUTE,
+            Topic::Neigh => NEIGH,
             Topic::Netns => NETNS,
             Topic::Tuntap => TUNTAP,
             Topic::Sysctl => SYSCTL,

@@ -40,6 +40,7 @@ pub enum Topic {
     Link,
     Address,
     Route,
+    Neigh,
     Netns,
     Tuntap,
     Sysctl,
@@ -103,6 +104,9 @@ pub enum Command {
     RouteAdd(Route),
     RouteDel(Route),
     RouteShow,
+    NeighShow {
+        dev: Option<String>,
+    },
     NetnsAdd(String),
     NetnsDel(String),
     NetnsList,
@@ -259,6 +263,7 @@ pub fn parse(args: &[String]) -> Parsed<Invocation> {
         "link" | "l" => link(&mut w, inv.family)?,
         "address" | "addr" | "a" => addr(&mut w)?,
         "route" | "r" | "ro" => route(&mut w, inv.family)?,
+        "neigh" | "neighbour" | "neighbor" | "n" => neigh(&mut w)?,
         "netns" => netns(&mut w)?,
         "tuntap" => tuntap(&mut w)?,
         "sysctl" => sysctl(&mut w)?,
@@ -266,8 +271,8 @@ pub fn parse(args: &[String]) -> Parsed<Invocation> {
         "apply" | "destroy" => topology(&mut w, object)?,
         other => {
             return usage(format!(
-                "unknown object {other:?}: netctl knows link, address, route, netns, tuntap, sysctl, ping, \
-                 apply and destroy (netctl --help)"
+                "unknown object {other:?}: netctl knows link, address, route, neigh, netns, tuntap, sysctl, \
+                 ping, apply and destroy (netctl --help)"
             ));
         }
     };
@@ -529,6 +534,19 @@ fn addr(w: &mut Words) -> Parsed<Command> {
         }
         Some(other) => usage(format!(
             "address: unknown command {other:?}: try add, del or show (netctl address help)"
+        )),
+    }
+}
+
+fn neigh(w: &mut Words) -> Parsed<Command> {
+    match w.next() {
+        None => Ok(Command::NeighShow { dev: None }),
+        Some(v) if is_help(v) => Ok(Command::Help(Some(Topic::Neigh))),
+        Some(v) if is_show(v) => Ok(Command::NeighShow {
+            dev: optional_device(w, "neigh")?,
+        }),
+        Some(other) => usage(format!(
+            "neigh: unknown command {other:?}: netctl only shows the table (netctl neigh help)"
         )),
     }
 }
@@ -955,6 +973,13 @@ mod test {
             Command::LinkSet { change, .. } => assert_eq!(change.netns, Some(NetnsTarget::Pid(1))),
             other => panic!("{other:?}"),
         }
+        assert_eq!(cmd("neigh"), Command::NeighShow { dev: None });
+        assert_eq!(
+            cmd("neigh show dev veth0"),
+            Command::NeighShow {
+                dev: Some("veth0".into())
+            }
+        );
         match cmd("link set dev br0 address fe:54:00:0a:0b:0c") {
             Command::LinkSet { change, .. } => assert_eq!(
                 change.address,
@@ -1056,6 +1081,7 @@ mod test {
         assert!(err("link set veth0 mtu").contains("mtu needs a value"));
         assert!(err("link set veth0 colour red").contains("unknown attribute \"colour\""));
         assert!(err("link set br0 address fe:54:00").contains("3 octets, 6 expected"));
+        assert!(err("neigh flush").contains("only shows the table"));
         assert!(err("link add veth0 type veth").contains("peer name"));
         assert!(err("link add x type wireguard").contains("unknown type"));
         assert!(err("addr add 10.1.1.2/24").contains("needs `dev NAME`"));
@@ -1068,6 +1094,7 @@ mod test {
         "link",
         "addr",
         "route",
+        "neigh",
         "netns",
         "tuntap",
         "sysctl",

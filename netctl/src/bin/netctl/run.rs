@@ -120,6 +120,14 @@ pub fn run(inv: Invocation) -> Result<Outcome> {
                 routes.iter().map(|r| format!("{r}\n")).collect()
             }
         }
+        Command::NeighShow { dev } => {
+            let entries = Netlink::open(ns)?.neighbours(dev.as_deref())?;
+            if inv.json {
+                json(&entries)?
+            } else {
+                entries.iter().map(|n| format!("{n}\n")).collect()
+            }
+        }
         Command::NetnsAdd(name) => {
             netns::add(&name)?;
             String::new()
