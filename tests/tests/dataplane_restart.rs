@@ -10,7 +10,8 @@ mod dataplane_lab;
 use std::time::{Duration, Instant};
 
 use dataplane_lab::{
-    IFACE, Lab, Underlay, assert_bulk, assert_reaches, diagnose, inner4, inner6, must,
+    IFACE, Lab, Underlay, assert_bulk, assert_link_gone, assert_reaches, diagnose, inner4, inner6,
+    must,
 };
 use nix::sys::signal::Signal;
 use ringtun_tests::ringtun::{Ringtun, TunnelMode, UpOptions};
@@ -25,23 +26,6 @@ const BULK: u64 = 16 << 20;
 enum Stop {
     Term,
     Kill,
-}
-
-/// Waits until `iface` is gone from `netns`.
-fn assert_link_gone(netns: &str, iface: &str, ctx: &str) {
-    let nl = must(netctl::Netlink::in_netns(netns), netns);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match nl.link(iface) {
-            Err(netctl::Error::NoSuchDevice { .. }) => return,
-            Err(e) => panic!("{ctx}: looking up {iface} in {netns}: {e}"),
-            Ok(link) => assert!(
-                Instant::now() < deadline,
-                "{ctx}: {iface} is still in {netns} 5 s after the daemon stopped: {link:?}"
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Handshakes the daemon completed, from `ringtun show`'s control counters.

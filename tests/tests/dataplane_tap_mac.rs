@@ -6,9 +6,7 @@
 
 mod dataplane_lab;
 
-use std::time::{Duration, Instant};
-
-use dataplane_lab::{IFACE, Lab, Underlay, VNI, VXLAN_PORT, must, wan};
+use dataplane_lab::{IFACE, Lab, Underlay, VNI, VXLAN_PORT, assert_link_gone, must, wan};
 use netctl::{MacAddr, Netlink, VethConfig};
 use ringtun_tests::require_root;
 use ringtun_tests::ringtun::{Conf, PeerConf, Ringtun, UpOptions};
@@ -21,21 +19,6 @@ fn mac_of(nl: &Netlink, name: &str) -> String {
     must(nl.link(name), format!("looking up {name}"))
         .mac
         .unwrap_or_else(|| panic!("{name} has no hardware address"))
-}
-
-fn wait_gone(nl: &Netlink, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match nl.link(name) {
-            Err(netctl::Error::NoSuchDevice { .. }) => return,
-            Err(e) => panic!("looking up {name}: {e}"),
-            Ok(_) => assert!(
-                Instant::now() < deadline,
-                "{name} is still there 5 s after the daemon stopped"
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -88,7 +71,7 @@ fn ringtun_restarts_leave_the_bridge_mac_and_its_own_alone() {
         Ringtun::killed_by(status, nix::sys::signal::Signal::SIGKILL),
         "expected death by SIGKILL, got {status}"
     );
-    wait_gone(&nl, IFACE);
+    assert_link_gone(ns, IFACE, "after SIGKILL");
     assert_eq!(mac_of(&nl, "br-lan"), port, "br-lan while ringtun is down");
 
     let second = lab.up(1, &conf, &opts);

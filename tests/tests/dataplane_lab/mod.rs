@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use netctl::{AddrOptions, IpPrefix, Netlink, VethConfig};
 use ringtun_tests::ringtun::{Conf, Keypair, LabDir, PeerConf, Ringtun, TunnelMode, UpOptions};
@@ -216,6 +216,24 @@ impl Lab {
             opts.env.push(("RUST_LOG".to_string(), "info".to_string()));
         }
         Ringtun::up(self.ns(i), &path, &opts).unwrap_or_else(|e| panic!("site {i}: {e}"))
+    }
+}
+
+/// Waits until `iface` is gone from `netns` (a stopped daemon's device
+/// goes with its last queue fd); panics naming `ctx` after 5 s.
+pub fn assert_link_gone(netns: &str, iface: &str, ctx: &str) {
+    let nl = must(netctl::Netlink::in_netns(netns), netns);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match nl.link(iface) {
+            Err(netctl::Error::NoSuchDevice { .. }) => return,
+            Err(e) => panic!("{ctx}: looking up {iface} in {netns}: {e}"),
+            Ok(link) => assert!(
+                Instant::now() < deadline,
+                "{ctx}: {iface} is still in {netns} 5 s after the daemon stopped: {link:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
