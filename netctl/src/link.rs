@@ -10,7 +10,6 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::str::FromStr;
 
-use crate::mac::MacAddr;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, Nla};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
@@ -19,6 +18,8 @@ use netlink_packet_route::link::{
 };
 use nix::errno::Errno;
 use rtnetlink::{LinkBridge, LinkDummy, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan};
+
+use crate::mac::MacAddr;
 use serde::Serialize;
 
 use crate::addr::Address;
@@ -521,6 +522,21 @@ impl Netlink {
                 format!("looking up link {index}"),
             )),
         }
+    }
+
+    /// Every link's name by index, from one dump: for listings that name
+    /// links (routes, neighbours) without a request per entry.
+    pub(crate) fn link_names(&self) -> Result<HashMap<u32, String>> {
+        let replies = self
+            .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))
+            .map_err(|f| f.context("listing links"))?;
+        Ok(replies
+            .iter()
+            .filter_map(|r| match r {
+                RouteNetlinkMessage::NewLink(msg) => decode_link(msg).map(|l| (l.index, l.name)),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Every link in the namespace, with addresses and counters, by index.

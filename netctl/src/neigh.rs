@@ -46,6 +46,7 @@ impl Netlink {
                 NeighbourMessage::default(),
             ))
             .map_err(|f| f.context("listing neighbours"))?;
+        let names = self.link_names()?;
         let mut out = Vec::new();
         for r in &replies {
             let RouteNetlinkMessage::NewNeighbour(msg) = r else {
@@ -59,10 +60,11 @@ impl Netlink {
             let Some((address, mac)) = decode(msg) else {
                 continue;
             };
-            // A link gone between the dump and the lookup keeps its index.
-            let dev = self
-                .link_name(msg.header.ifindex)
-                .unwrap_or_else(|_| format!("if{}", msg.header.ifindex));
+            // A link gone between the two dumps keeps its index.
+            let dev = names
+                .get(&msg.header.ifindex)
+                .cloned()
+                .unwrap_or_else(|| format!("if{}", msg.header.ifindex));
             out.push(Neighbour {
                 address,
                 dev,

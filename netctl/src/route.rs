@@ -267,11 +267,7 @@ impl Netlink {
         let replies = self
             .dump(RouteNetlinkMessage::GetRoute(query))
             .map_err(|f| f.context("listing routes"))?;
-        let names: std::collections::HashMap<u32, String> = self
-            .links()?
-            .into_iter()
-            .map(|l| (l.index, l.name))
-            .collect();
+        let names = self.link_names()?;
         Ok(replies
             .iter()
             .filter_map(|r| match r {
