@@ -12,6 +12,7 @@
 //! VNI = 1                                  # ringtun, vxlan only: 0-16777215, default 1
 //! Bridge = br0                             # ringtun, vxlan only: enslave the TAP to this bridge
 //! Offload = on                             # ringtun: TUN/TAP offloads and UDP GSO/GRO, default on
+//! HandshakeOnStart = on                    # ringtun, wireguard only: contact peers with an Endpoint at start, default on
 //!
 //! [Peer]
 //! PublicKey = <44 characters of base64>    # required in wireguard mode
@@ -161,6 +162,11 @@ pub struct WireGuardConfig {
     pub private_key: PrivateKey,
     /// The peers in file order.
     pub peers: Vec<WireGuardPeer>,
+    /// Start a handshake with every peer that has an endpoint as soon as
+    /// the daemon runs (`HandshakeOnStart = on`, the default; wg waits for
+    /// traffic). After a restart the other side's packets name a session
+    /// this side no longer has, and only a handshake restores it.
+    pub handshake_on_start: bool,
 }
 
 /// One `[Peer]` in wireguard mode.
@@ -197,6 +203,7 @@ impl WireGuardConfig {
             .map(WireGuardPeer::to_peer_config)
             .collect::<Result<_, _>>()?;
         tunnel.mtu = u16::try_from(mtu).ok();
+        tunnel.handshake_on_start = self.handshake_on_start;
         Ok(tunnel)
     }
 }

@@ -28,15 +28,20 @@ enum Stop {
     Kill,
 }
 
-/// Handshakes the daemon completed, from `ringtun show`'s control counters.
-fn completed_handshakes(d: &Ringtun) -> u64 {
+/// One of `ringtun show`'s control counters (`handshakes_completed`,
+/// `handshake_responses`, ...).
+fn control_counter(d: &Ringtun, counter: &str) -> u64 {
     let status = must(d.show(), format!("ringtun show in {}", d.netns()));
     status
         .control
         .iter()
-        .find(|(name, _)| name == "handshakes_completed")
+        .find(|(name, _)| name == counter)
         .map(|(_, n)| *n)
-        .unwrap_or_else(|| panic!("no handshakes_completed counter in {:?}", status.control))
+        .unwrap_or_else(|| panic!("no {counter} counter in {:?}", status.control))
+}
+
+fn completed_handshakes(d: &Ringtun) -> u64 {
+    control_counter(d, "handshakes_completed")
 }
 
 fn restart(ctx: &str, stop: Stop) {
@@ -55,6 +60,7 @@ fn restart(ctx: &str, stop: Stop) {
         handshakes_before >= 1,
         "{ctx}: site 1 reports no completed handshake after a ping went through"
     );
+    let responses_before = control_counter(&a, "handshake_responses");
 
     match stop {
         Stop::Term => {
@@ -82,6 +88,18 @@ fn restart(ctx: &str, stop: Stop) {
 
     let b = lab.up(2, &conf_b, &opts);
     let started = Instant::now();
+    // HandshakeOnStart: the restarted site contacts site 1 by itself, so
+    // site 1 answers an initiation before anyone sends (without it site 1
+    // would only ever initiate, after its 15 s "heard nothing" timer).
+    let deadline = started + RESUME_WITHIN;
+    while control_counter(&a, "handshake_responses") == responses_before {
+        assert!(
+            Instant::now() < deadline,
+            "{ctx}: the restarted site 2 did not contact site 1 within {RESUME_WITHIN:?}{}",
+            diagnose(&[&a, &b])
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let echo = ping_until_reply(lab.ns(1), &inner4(mode, 2).to_string(), RESUME_WITHIN);
     assert!(
         echo.is_reply(),

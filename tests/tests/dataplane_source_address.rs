@@ -60,8 +60,13 @@ fn removed_local_address(underlay: Underlay, tag: &str) {
     // The failed sends are logged at debug: a failure shows their errno.
     opts.env
         .push(("RUST_LOG".to_string(), "dataplane=debug".to_string()));
+    // Site 2 must first hear from site 1 (on its own it would write from
+    // the address the kernel picks, and site 1 would roam to that).
+    let conf2 = lab
+        .conf(mode, 2, &[1], underlay)
+        .extra("HandshakeOnStart = off");
     let a = lab.up(1, &conf1, &opts);
-    let b = lab.up(2, &lab.conf(mode, 2, &[1], underlay), &opts);
+    let b = lab.up(2, &conf2, &opts);
 
     let echo = ping_until_reply(lab.ns(1), &inner4(mode, 2).to_string(), FIRST_PACKET);
     assert!(echo.is_reply(), "site 1 to site 2 before: {echo:?}");

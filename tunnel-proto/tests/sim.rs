@@ -71,39 +71,48 @@ fn wall_of(sim_t0: Instant, now: Instant) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_700_000_000) + now.duration_since(sim_t0)
 }
 
+const KEYS: [[u8; 32]; 2] = [[0xa1; 32], [0xb2; 32]];
+
+fn addr_of(i: usize) -> SocketAddr {
+    ["192.0.2.1:51820", "198.51.100.2:51820"][i]
+        .parse()
+        .unwrap()
+}
+
+/// Node `i`'s configuration: the other node as its one peer.
+fn config_of(i: usize, tweak: &impl Fn(usize, &mut PeerConfig)) -> TunnelConfig {
+    let other = 1 - i;
+    let mut cfg = TunnelConfig::new(PrivateKey::from_bytes(KEYS[i]));
+    let mut peer = PeerConfig::new(PrivateKey::from_bytes(KEYS[other]).public_key());
+    peer.preshared_key = Some(PresharedKey::from_bytes([0x5a; 32]));
+    peer.allowed_ips = vec![IpPrefix::new(IpAddr::V4(inner(other)), 32).unwrap()];
+    peer.endpoint = Some(addr_of(other));
+    tweak(i, &mut peer);
+    cfg.peers.push(peer);
+    cfg
+}
+
+impl Node {
+    fn new(i: usize, cfg: TunnelConfig, now: Instant, wall: SystemTime) -> Node {
+        let mut tunnel = Tunnel::new(cfg, now, wall).unwrap();
+        let dp = tunnel.poll_snapshot().unwrap();
+        Node {
+            tunnel,
+            dp,
+            addr: addr_of(i),
+            delivered: Vec::new(),
+            keepalives: 0,
+            drops: Vec::new(),
+            under_load: false,
+        }
+    }
+}
+
 impl Sim {
     fn new(tweak: impl Fn(usize, &mut PeerConfig)) -> Sim {
         let t0 = Instant::now();
-        let keys = [
-            PrivateKey::from_bytes([0xa1; 32]),
-            PrivateKey::from_bytes([0xb2; 32]),
-        ];
-        let addrs: [SocketAddr; 2] = [
-            "192.0.2.1:51820".parse().unwrap(),
-            "198.51.100.2:51820".parse().unwrap(),
-        ];
         let nodes = (0..2)
-            .map(|i| {
-                let other = 1 - i;
-                let mut cfg = TunnelConfig::new(keys[i].clone());
-                let mut peer = PeerConfig::new(keys[other].public_key());
-                peer.preshared_key = Some(PresharedKey::from_bytes([0x5a; 32]));
-                peer.allowed_ips = vec![IpPrefix::new(IpAddr::V4(inner(other)), 32).unwrap()];
-                peer.endpoint = Some(addrs[other]);
-                tweak(i, &mut peer);
-                cfg.peers.push(peer);
-                let mut tunnel = Tunnel::new(cfg, t0, wall_of(t0, t0)).unwrap();
-                let dp = tunnel.poll_snapshot().unwrap();
-                Node {
-                    tunnel,
-                    dp,
-                    addr: addrs[i],
-                    delivered: Vec::new(),
-                    keepalives: 0,
-                    drops: Vec::new(),
-                    under_load: false,
-                }
-            })
+            .map(|i| Node::new(i, config_of(i, &tweak), t0, wall_of(t0, t0)))
             .collect();
         Sim {
             t0,
@@ -114,6 +123,14 @@ impl Sim {
             blackhole: None,
             partition: false,
         }
+    }
+
+    /// Node `i` starts again from nothing (a daemon restart): same keys
+    /// and peer, no sessions.
+    fn restart(&mut self, i: usize, handshake_on_start: bool) {
+        let mut cfg = config_of(i, &|_, _| {});
+        cfg.handshake_on_start = handshake_on_start;
+        self.nodes[i] = Node::new(i, cfg, self.now, self.wall());
     }
 
     fn wall(&self) -> SystemTime {
@@ -677,6 +694,32 @@ fn persistent_keepalive_keeps_the_path_warm() {
     sim.run_until(Duration::from_secs(101));
     let got = sim.nodes[B].keepalives - ka;
     assert_eq!(got, 4, "a keepalive every 25 s for 100 s, got {got}");
+}
+
+#[test]
+fn a_restarted_node_with_handshake_on_start_is_reached_again_at_once() {
+    for on in [false, true] {
+        let mut sim = established();
+        sim.run_until(Duration::from_secs(1));
+        sim.restart(B, on);
+        // The first timer call, then what A sends on its old session.
+        sim.run_until(Duration::from_secs(1) + Duration::from_millis(10));
+        let _ = sim.send(A, b"after the restart");
+        sim.run_until(Duration::from_secs(2));
+        let got = sim.nodes[B].delivered.clone();
+        if on {
+            assert_eq!(sim.handshakes_sent(B), 1, "B contacts A on start");
+            assert_eq!(
+                got,
+                vec![packet(inner(A), inner(B), b"after the restart")],
+                "A sends on the session B started"
+            );
+        } else {
+            assert_eq!(sim.handshakes_sent(B), 0, "B stays silent, as wg does");
+            assert!(got.is_empty(), "A's old session reaches nobody: {got:?}");
+            assert_eq!(sim.nodes[B].drops, vec![DropReason::UnknownIndex]);
+        }
+    }
 }
 
 #[test]

@@ -168,6 +168,7 @@ enum Field {
     Vni,
     Bridge,
     Offload,
+    HandshakeOnStart,
     /// A wg-quick key ringtun does not act on.
     WgQuickOnly,
     PublicKey,
@@ -189,6 +190,7 @@ const INTERFACE_KEYS: &[(&str, Field)] = &[
     ("VNI", Field::Vni),
     ("Bridge", Field::Bridge),
     ("Offload", Field::Offload),
+    ("HandshakeOnStart", Field::HandshakeOnStart),
     ("DNS", Field::WgQuickOnly),
     ("PreUp", Field::WgQuickOnly),
     ("PostUp", Field::WgQuickOnly),
@@ -267,6 +269,7 @@ struct RawInterface {
     vni: Slot<u32>,
     bridge: Slot<IfName>,
     offload: Slot<bool>,
+    handshake_on_start: Slot<bool>,
 }
 
 #[derive(Default)]
@@ -476,6 +479,10 @@ impl Parser<'_> {
             Field::Offload => {
                 let on = boolean(value).ok_or_else(|| bad(ValueProblem::Bool))?;
                 iface.offload.set(name, line, on)
+            }
+            Field::HandshakeOnStart => {
+                let on = boolean(value).ok_or_else(|| bad(ValueProblem::Bool))?;
+                iface.handshake_on_start.set(name, line, on)
             }
             // Peer keys never reach here: `lookup` took them from the interface table.
             _ => Ok(()),
@@ -694,6 +701,7 @@ impl Parser<'_> {
         Ok(ModeConfig::WireGuard(WireGuardConfig {
             private_key,
             peers: out,
+            handshake_on_start: raw.handshake_on_start.get().unwrap_or(true),
         }))
     }
 
@@ -704,14 +712,13 @@ impl Parser<'_> {
         allowed_ips: Vec<Vec<IpPrefix>>,
     ) -> Result<ModeConfig, ConfigError> {
         let mode = Mode::Vxlan;
-        if let Some(line) = raw.private_key.line() {
-            self.warn(
-                line,
-                WarningKind::IgnoredInMode {
-                    key: "PrivateKey",
-                    mode,
-                },
-            );
+        for (key, line) in [
+            ("PrivateKey", raw.private_key.line()),
+            ("HandshakeOnStart", raw.handshake_on_start.line()),
+        ] {
+            if let Some(line) = line {
+                self.warn(line, WarningKind::IgnoredInMode { key, mode });
+            }
         }
         let mut out: Vec<VxlanPeer> = Vec::with_capacity(peers.len());
         for (peer, allowed_ips) in peers.into_iter().zip(allowed_ips) {

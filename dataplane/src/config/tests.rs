@@ -165,6 +165,29 @@ fn wireguard_defaults() {
     );
     assert_eq!(config.interface.mtu, 1420);
     assert!(wireguard(&config).peers.is_empty());
+    assert!(wireguard(&config).handshake_on_start);
+}
+
+#[test]
+fn handshake_on_start_is_a_wireguard_switch() {
+    let (config, _) = parse(&wg_iface(
+        "HandshakeOnStart = off
+",
+    ));
+    assert!(!wireguard(&config).handshake_on_start);
+    let tunnel = wireguard(&config).to_tunnel_config(1420).unwrap();
+    assert!(!tunnel.handshake_on_start);
+    let on = wireguard(&parse(&wg_iface("")).0)
+        .to_tunnel_config(1420)
+        .unwrap();
+    assert!(on.handshake_on_start, "on unless turned off");
+    let (_, warnings) = parse("[Interface]\nMode = vxlan\nHandshakeOnStart = on\n");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].to_string().contains("HandshakeOnStart"),
+        "{}",
+        warnings[0]
+    );
 }
 
 #[test]
@@ -631,6 +654,10 @@ fn bad_values_name_what_was_expected() {
             "Offload = maybe",
             "Offload = maybe: not a switch (on, off, true or false)",
         ),
+        (
+            "HandshakeOnStart = soon",
+            "HandshakeOnStart = soon: not a switch (on, off, true or false)",
+        ),
         ("ListenPort =", "ListenPort = : empty value"),
     ];
     for (line, want) in cases {
@@ -1013,6 +1040,7 @@ fn config_line() -> impl Strategy<Value = String> {
         "VNI",
         "Bridge",
         "Offload",
+        "HandshakeOnStart",
         "DNS",
         "PostUp",
         "PublicKey",

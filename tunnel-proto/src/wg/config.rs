@@ -54,6 +54,13 @@ pub struct TunnelConfig {
     pub mtu: Option<u16>,
     /// Bound of each peer's staging queue.
     pub max_staged: usize,
+    /// Send an initiation to every peer with an endpoint on start, before
+    /// any traffic. wg does not (a peer stays silent until it has
+    /// something to send); a site-to-site gateway should: when it restarts,
+    /// the other side's packets name a session it no longer has, and
+    /// without this nothing would be restored until that side's 15 s
+    /// "sent but heard nothing" timer (§6.2) fired.
+    pub handshake_on_start: bool,
 }
 
 impl TunnelConfig {
@@ -64,6 +71,7 @@ impl TunnelConfig {
             peers: Vec::new(),
             mtu: None,
             max_staged: DEFAULT_MAX_STAGED,
+            handshake_on_start: false,
         }
     }
 }

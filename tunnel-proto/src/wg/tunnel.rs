@@ -113,6 +113,8 @@ struct Peer {
     last_handshake: Option<(Instant, SystemTime)>,
     staged: VecDeque<Vec<u8>>,
     flush_queued: bool,
+    /// An initiation is due at the first timer call (`handshake_on_start`).
+    contact_on_start: bool,
 }
 
 impl Peer {
@@ -190,8 +192,10 @@ fn min_deadline(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 
 impl Tunnel {
     /// Builds the tunnel. `now` and `wall` are the current times; no
-    /// handshake starts until traffic is staged, a timer fires or a peer with
-    /// a persistent keepalive and an endpoint is due.
+    /// handshake starts until traffic is staged, a timer fires, a peer with
+    /// a persistent keepalive and an endpoint is due, or (with
+    /// `handshake_on_start`) the first timer call contacts every peer with
+    /// an endpoint.
     pub fn new(
         config: TunnelConfig,
         now: Instant,
@@ -251,6 +255,7 @@ impl Tunnel {
                 last_handshake: None,
                 staged: VecDeque::new(),
                 flush_queued: false,
+                contact_on_start: config.handshake_on_start && endpoint.is_some(),
             });
         }
         let allowed =
@@ -803,6 +808,11 @@ impl Tunnel {
         let mut changed = false;
         for i in 0..self.peers.len() {
             let id = PeerId(i as u16);
+            if std::mem::take(&mut self.peers[i].contact_on_start)
+                && self.peers[i].pending.is_none()
+            {
+                self.start_handshake(id, now, false);
+            }
             // Handshake retransmission, or giving up (§6.4).
             if self.peers[i].retransmit_at.is_some_and(|t| t <= now) {
                 let p = &mut self.peers[i];
@@ -884,6 +894,9 @@ impl Tunnel {
         use std::sync::atomic::Ordering::Relaxed;
         let mut next = None;
         for p in &self.peers {
+            if p.contact_on_start {
+                next = min_deadline(next, Some(self.epoch));
+            }
             next = min_deadline(next, p.retransmit_at);
             let t = p.shared.tx_unanswered.load(Relaxed);
             if t != 0 {
