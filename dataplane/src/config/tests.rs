@@ -170,10 +170,7 @@ fn wireguard_defaults() {
 
 #[test]
 fn handshake_on_start_is_a_wireguard_switch() {
-    let (config, _) = parse(&wg_iface(
-        "HandshakeOnStart = off
-",
-    ));
+    let (config, _) = parse(&wg_iface("HandshakeOnStart = off\n"));
     assert!(!wireguard(&config).handshake_on_start);
     let tunnel = wireguard(&config).to_tunnel_config(1420).unwrap();
     assert!(!tunnel.handshake_on_start);
