@@ -320,7 +320,7 @@ fn receive_batch(c: &mut Criterion) {
                     .map(|s| {
                         let mut buf = vec![0u8; WgMode::HEADROOM + s.len() + WgMode::TAILROOM];
                         buf[WgMode::HEADROOM..WgMode::HEADROOM + s.len()].copy_from_slice(s);
-                        let sealed = dp_a.encapsulate(PEER, now, &mut buf, s.len()).unwrap();
+                        let sealed = dp_a.encapsulate(PEER, 0, now, &mut buf, s.len()).unwrap();
                         buf.truncate(sealed.len);
                         buf
                     })

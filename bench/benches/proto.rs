@@ -35,7 +35,7 @@ fn seal_open(c: &mut Criterion) {
             bch.iter(|| {
                 // The plaintext is re-copied each time: sealing is in place.
                 buf[HEADROOM..HEADROOM + size].copy_from_slice(&pkt);
-                black_box(dp_a.encapsulate(PEER, now, &mut buf, size).unwrap())
+                black_box(dp_a.encapsulate(PEER, 0, now, &mut buf, size).unwrap())
             })
         });
     }
@@ -54,11 +54,11 @@ fn seal_open(c: &mut Criterion) {
                     // repeats): seal one outside the timed part.
                     let mut buf = vec![0u8; HEADROOM + size + TAILROOM];
                     buf[HEADROOM..HEADROOM + size].copy_from_slice(&pkt);
-                    let s = dp_a.encapsulate(PEER, now, &mut buf, size).unwrap();
+                    let s = dp_a.encapsulate(PEER, 0, now, &mut buf, size).unwrap();
                     buf.truncate(s.len);
                     buf
                 },
-                |buf| black_box(dp_b.decapsulate(now, addr(1), buf).unwrap()),
+                |buf| black_box(dp_b.decapsulate(now, 0, addr(1).into(), buf).unwrap()),
                 BatchSize::SmallInput,
             )
         });
@@ -138,7 +138,7 @@ fn allowed_ips(c: &mut Criterion) {
             IpPrefix::new(IpAddr::V6(Ipv6Addr::from(a)), 48 + (r >> 40) as u8 % 17).unwrap()
         };
         if seen.insert(p) {
-            prefixes.push((p, PeerId::from_index((prefixes.len() % 250) as u16)));
+            prefixes.push((p, PeerId::new(u32::from((prefixes.len(), 0) % 250) as u16)));
         }
     }
     let table = AllowedIps::new(prefixes.iter().copied()).unwrap();

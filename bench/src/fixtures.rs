@@ -10,12 +10,12 @@ use std::time::{Instant, SystemTime};
 use dataplane::offload::checksum;
 use dataplane::offload::{GsoType, VnetHeader};
 use tunnel_proto::wg::{
-    DataPlane, Events, IpPrefix, PeerConfig, PeerId, TRANSMIT_BUF_LEN, Tunnel, TunnelConfig,
+    Events, IpPrefix, PeerConfig, PeerId, Snapshot, TRANSMIT_BUF_LEN, Tunnel, TunnelConfig,
 };
 use tunnel_proto::{PresharedKey, PrivateKey};
 
 /// The one peer of a two-site tunnel.
-pub const PEER: PeerId = PeerId::from_index(0);
+pub const PEER: PeerId = PeerId::new(0, 0);
 
 /// The WAN endpoint of site `i`.
 pub fn wan_addr(i: u8) -> SocketAddr {
@@ -63,25 +63,27 @@ pub fn handshake(
     b: &mut Tunnel,
     now: Instant,
     buf: &mut [u8],
-) -> (Arc<DataPlane>, Arc<DataPlane>) {
+) -> (Arc<Snapshot>, Arc<Snapshot>) {
     let wall = SystemTime::now();
     a.handle_events(PEER, Events::REKEY, now, wall);
     let n = a.poll_transmit(now, buf).expect("initiation").len;
-    b.handle_handshake(now, wall, wan_addr(1), &buf[..n], false)
+    b.handle_handshake(now, wall, wan_addr(1).into(), &buf[..n], false)
         .unwrap();
     let n = b.poll_transmit(now, buf).expect("response").len;
-    a.handle_handshake(now, wall, wan_addr(2), &buf[..n], false)
+    a.handle_handshake(now, wall, wan_addr(2).into(), &buf[..n], false)
         .unwrap();
     let n = a.poll_transmit(now, buf).expect("keepalive").len;
     let dp_b = b.snapshot();
-    let o = dp_b.decapsulate(now, wan_addr(1), &mut buf[..n]).unwrap();
+    let o = dp_b
+        .decapsulate(now, 0, wan_addr(1).into(), &mut buf[..n])
+        .unwrap();
     b.handle_events(o.peer, o.events, now, wall);
     (a.snapshot(), b.snapshot())
 }
 
 /// Two sites with an established session: site 1's and site 2's
 /// snapshots, and the instant they were made at.
-pub fn established() -> (Arc<DataPlane>, Arc<DataPlane>, Instant) {
+pub fn established() -> (Arc<Snapshot>, Arc<Snapshot>, Instant) {
     let (mut a, mut b) = (tunnel(1, 2), tunnel(2, 1));
     let now = Instant::now();
     let mut buf = vec![0u8; TRANSMIT_BUF_LEN];
@@ -176,9 +178,9 @@ mod tests {
         let pkt = ip_packet(100, [10, 0, 0, 2]);
         let mut buf = vec![0u8; tunnel_proto::wg::HEADROOM + 100 + tunnel_proto::wg::TAILROOM];
         buf[tunnel_proto::wg::HEADROOM..][..100].copy_from_slice(&pkt);
-        let sealed = a.encapsulate(PEER, now, &mut buf, 100).unwrap();
+        let sealed = a.encapsulate(PEER, 0, now, &mut buf, 100).unwrap();
         let opened = b
-            .decapsulate(now, wan_addr(1), &mut buf[..sealed.len])
+            .decapsulate(now, 0, wan_addr(1).into(), &mut buf[..sealed.len])
             .unwrap();
         assert_eq!(&buf[opened.payload], &pkt[..]);
     }
@@ -190,7 +192,7 @@ mod tests {
         for i in [0u16, 1, 255, 256, 299] {
             let [hi, lo] = i.to_be_bytes();
             let got = dp.route(IpAddr::V4(Ipv4Addr::new(10, hi, lo, 7)));
-            assert_eq!(got, Some(PeerId::from_index(i)), "peer {i}");
+            assert_eq!(got, Some(PeerId::new(u32::from(i), 0)), "peer {i}");
         }
         assert_eq!(dp.route(IpAddr::V4(Ipv4Addr::new(10, 2, 0, 1))), None);
     }

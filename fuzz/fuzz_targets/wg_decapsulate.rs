@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime};
 use libfuzzer_sys::fuzz_target;
 use tunnel_proto::PrivateKey;
 use tunnel_proto::wg::{
-    DataPlane, IpPrefix, PeerConfig, PeerId, TRANSMIT_BUF_LEN, Tunnel, TunnelConfig,
+    Snapshot, IpPrefix, PeerConfig, PeerId, TRANSMIT_BUF_LEN, Tunnel, TunnelConfig,
 };
 
 fn addr(i: u8) -> SocketAddr {
@@ -27,10 +27,10 @@ fn tunnel(me: u8, other: u8) -> Tunnel {
 }
 
 /// B's snapshot with a session from A, and A's receiver index at B.
-fn setup() -> (Arc<DataPlane>, [u8; 4], Instant) {
+fn setup() -> (Arc<Snapshot>, [u8; 4], Instant) {
     let (t0, wall) = (Instant::now(), SystemTime::now());
     let (mut a, mut b) = (tunnel(1, 2), tunnel(2, 1));
-    let peer = PeerId::from_index(0);
+    let peer = PeerId::new(0, 0);
     let mut buf = vec![0u8; TRANSMIT_BUF_LEN];
     let mut pkt = [0u8; 20];
     pkt[0] = 0x45;
@@ -38,10 +38,10 @@ fn setup() -> (Arc<DataPlane>, [u8; 4], Instant) {
     pkt[12..16].copy_from_slice(&[10, 0, 0, 1]);
     a.stage(peer, &pkt, t0, wall).unwrap();
     let n = a.poll_transmit(t0, &mut buf).unwrap().len;
-    b.handle_handshake(t0, wall, addr(1), &buf[..n], false)
+    b.handle_handshake(t0, wall, addr(1).into(), &buf[..n], false)
         .unwrap();
     let n = b.poll_transmit(t0, &mut buf).unwrap().len;
-    a.handle_handshake(t0, wall, addr(2), &buf[..n], false)
+    a.handle_handshake(t0, wall, addr(2).into(), &buf[..n], false)
         .unwrap();
     let n = a.poll_transmit(t0, &mut buf).unwrap().len;
     let mut index = [0u8; 4];
@@ -49,7 +49,7 @@ fn setup() -> (Arc<DataPlane>, [u8; 4], Instant) {
     (b.snapshot(), index, t0)
 }
 
-static SESSION: OnceLock<(Arc<DataPlane>, [u8; 4], Instant)> = OnceLock::new();
+static SESSION: OnceLock<(Arc<Snapshot>, [u8; 4], Instant)> = OnceLock::new();
 
 fuzz_target!(|data: &[u8]| {
     let (dp, index, t0) = SESSION.get_or_init(setup);
@@ -61,6 +61,6 @@ fuzz_target!(|data: &[u8]| {
         buf[..4].copy_from_slice(&[4, 0, 0, 0]);
         buf[4..8].copy_from_slice(index);
     }
-    let r = dp.decapsulate(*t0, addr(1), &mut buf);
+    let r = dp.decapsulate(*t0, 0, addr(1).into(), &mut buf);
     assert!(r.is_err(), "fuzzed bytes opened: {r:?}");
 });

@@ -21,7 +21,7 @@ fn tunnel() -> Tunnel {
     let mut t = Tunnel::new(cfg, now, SystemTime::now()).unwrap();
     // An initiation of our own in flight, so responses and cookie replies
     // have a pending index to aim at.
-    t.stage(PeerId::from_index(0), &[0x45; 20], now, SystemTime::now())
+    t.stage(PeerId::new(0, 0), &[0x45; 20], now, SystemTime::now())
         .unwrap();
     let mut buf = vec![0u8; TRANSMIT_BUF_LEN];
     while t.poll_transmit(now, &mut buf).is_some() {}
@@ -50,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
     let r = t.handle_handshake(
         Instant::now(),
         SystemTime::now(),
-        src,
+        src.into(),
         &msg,
         sel & 0x40 != 0,
     );

@@ -31,10 +31,16 @@
 
 mod drop_reason;
 mod keys;
+mod path;
+mod peer_table;
 mod random;
+mod traffic;
 pub mod vxlan;
 pub mod wg;
 
 pub use drop_reason::DropReason;
 pub use keys::{KEY_BASE64_LEN, KEY_LEN, KeyError, PresharedKey, PrivateKey, PublicKey};
-pub use random::RandomError;
+pub use path::{AtomicPath, Path};
+pub use peer_table::{PeerId, PeerTable};
+pub use random::{RandomError, Rng, RngSeed};
+pub use traffic::{PeerTraffic, Traffic, TrafficLane};

@@ -14,7 +14,7 @@ use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519;
 use tunnel_proto::wg::{
-    DataPlane, EncapError, Events, HEADROOM, Handled, IpPrefix, PeerConfig, PeerId, TAILROOM,
+    EncapError, Events, HEADROOM, Handled, IpPrefix, PeerConfig, PeerId, Snapshot, TAILROOM,
     TRANSMIT_BUF_LEN, Transmit, Tunnel, TunnelConfig,
 };
 use tunnel_proto::{DropReason, PresharedKey, PrivateKey};
@@ -80,13 +80,13 @@ fn pair(psk: Option<[u8; 32]>) -> Pair {
     Pair {
         ours,
         theirs,
-        peer: PeerId::from_index(0),
+        peer: PeerId::new(0, 0),
     }
 }
 
 fn transmit(t: &mut Tunnel) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; TRANSMIT_BUF_LEN];
-    let Transmit { dst, len } = t.poll_transmit(Instant::now(), &mut buf)?;
+    let Transmit { dst, len, .. } = t.poll_transmit(Instant::now(), &mut buf)?;
     assert_eq!(dst, their_addr(), "ringtun sent to the wrong address");
     Some(buf[..len].to_vec())
 }
@@ -134,16 +134,16 @@ fn bt_send(theirs: &mut Tunn, packet: &[u8]) -> Vec<u8> {
     }
 }
 
-fn open(dp: &DataPlane, datagram: &[u8]) -> Result<(Vec<u8>, Events, bool), DropReason> {
+fn open(dp: &Snapshot, datagram: &[u8]) -> Result<(Vec<u8>, Events, bool), DropReason> {
     let mut buf = datagram.to_vec();
-    let o = dp.decapsulate(Instant::now(), their_addr(), &mut buf)?;
+    let o = dp.decapsulate(Instant::now(), 0, their_addr().into(), &mut buf)?;
     Ok((buf[o.payload.clone()].to_vec(), o.events, o.keepalive))
 }
 
-fn seal(dp: &DataPlane, peer: PeerId, packet: &[u8]) -> Result<Vec<u8>, EncapError> {
+fn seal(dp: &Snapshot, peer: PeerId, packet: &[u8]) -> Result<Vec<u8>, EncapError> {
     let mut buf = vec![0u8; HEADROOM + packet.len() + TAILROOM];
     buf[HEADROOM..HEADROOM + packet.len()].copy_from_slice(packet);
-    let s = dp.encapsulate(peer, Instant::now(), &mut buf, packet.len())?;
+    let s = dp.encapsulate(peer, 0, Instant::now(), &mut buf, packet.len())?;
     assert_eq!(s.dst, their_addr());
     Ok(buf[..s.len].to_vec())
 }
@@ -245,7 +245,7 @@ fn ringtun_initiates_boringtun_responds() {
         let handled = p.ours.handle_handshake(
             Instant::now(),
             SystemTime::now(),
-            their_addr(),
+            their_addr().into(),
             &net[0],
             false,
         );
@@ -276,7 +276,7 @@ fn boringtun_initiates_ringtun_responds() {
         let handled = p.ours.handle_handshake(
             Instant::now(),
             SystemTime::now(),
-            their_addr(),
+            their_addr().into(),
             &init,
             false,
         );
@@ -287,7 +287,7 @@ fn boringtun_initiates_ringtun_responds() {
         let again = p.ours.handle_handshake(
             Instant::now(),
             SystemTime::now(),
-            their_addr(),
+            their_addr().into(),
             &init,
             false,
         );
@@ -341,7 +341,7 @@ fn boringtun_refuses_an_initiation_for_someone_else() {
     let bad = p.ours.handle_handshake(
         Instant::now(),
         SystemTime::now(),
-        their_addr(),
+        their_addr().into(),
         &flip(&net[0], 20),
         false,
     );

@@ -10,14 +10,14 @@ use std::time::{Instant, SystemTime};
 
 use proptest::prelude::*;
 use tunnel_proto::wg::{
-    DataPlane, HEADROOM, Handled, IpPrefix, PeerConfig, PeerId, TAILROOM, TRANSMIT_BUF_LEN, Tunnel,
+    HEADROOM, Handled, IpPrefix, PeerConfig, PeerId, Snapshot, TAILROOM, TRANSMIT_BUF_LEN, Tunnel,
     TunnelConfig,
 };
 use tunnel_proto::{DropReason, PrivateKey};
 
 struct Established {
-    dp_a: Arc<DataPlane>,
-    dp_b: Arc<DataPlane>,
+    dp_a: Arc<Snapshot>,
+    dp_b: Arc<Snapshot>,
     t0: Instant,
 }
 
@@ -51,25 +51,25 @@ fn established() -> Established {
     let wall = SystemTime::now();
     let mut a = tunnel(1, 2);
     let mut b = tunnel(2, 1);
-    let peer = PeerId::from_index(0);
+    let peer = PeerId::new(0, 0);
     let mut buf = vec![0u8; TRANSMIT_BUF_LEN];
     a.stage(peer, &ip_packet(1, 2, b"x"), t0, wall).unwrap();
     let t = a.poll_transmit(t0, &mut buf).unwrap();
     let initiation = buf[..t.len].to_vec();
     assert_eq!(
-        b.handle_handshake(t0, wall, addr(1), &initiation, false),
+        b.handle_handshake(t0, wall, addr(1).into(), &initiation, false),
         Ok(Handled::Responded(peer))
     );
     let t = b.poll_transmit(t0, &mut buf).unwrap();
     let response = buf[..t.len].to_vec();
     assert_eq!(
-        a.handle_handshake(t0, wall, addr(2), &response, false),
+        a.handle_handshake(t0, wall, addr(2).into(), &response, false),
         Ok(Handled::Established(peer))
     );
     let t = a.poll_transmit(t0, &mut buf).unwrap();
     let dp_b = b.snapshot();
     let mut first = buf[..t.len].to_vec();
-    let o = dp_b.decapsulate(t0, addr(1), &mut first).unwrap();
+    let o = dp_b.decapsulate(t0, 0, addr(1).into(), &mut first).unwrap();
     b.handle_events(o.peer, o.events, t0, wall);
     Established {
         dp_a: a.snapshot(),
@@ -102,7 +102,7 @@ proptest! {
     #[test]
     fn responder_survives_any_bytes(bytes in handshake_like(), under_load: bool) {
         let mut t = tunnel(2, 1);
-        let r = t.handle_handshake(Instant::now(), SystemTime::now(), addr(1), &bytes, under_load);
+        let r = t.handle_handshake(Instant::now(), SystemTime::now(), addr(1).into(), &bytes, under_load);
         prop_assert!(r.is_err(), "random bytes were accepted as a handshake: {:?}", r);
         let total: u64 = t.drop_counts().iter().sum();
         prop_assert_eq!(total, 1, "each rejection is counted once");
@@ -116,7 +116,7 @@ proptest! {
         let mut a = tunnel(1, 2);
         let mut b = tunnel(2, 1);
         let mut buf = vec![0u8; TRANSMIT_BUF_LEN];
-        a.stage(PeerId::from_index(0), &ip_packet(1, 2, b"x"), t0, wall).unwrap();
+        a.stage(PeerId::new(0, 0), &ip_packet(1, 2, b"x"), t0, wall).unwrap();
         let t = a.poll_transmit(t0, &mut buf).unwrap();
         let init = buf[..t.len].to_vec();
         let flip = |msg: &[u8]| {
@@ -126,15 +126,15 @@ proptest! {
             (bad, at)
         };
         let (at, len, r) = if response {
-            b.handle_handshake(t0, wall, addr(1), &init, false).unwrap();
+            b.handle_handshake(t0, wall, addr(1).into(), &init, false).unwrap();
             let t = b.poll_transmit(t0, &mut buf).unwrap();
             let resp = buf[..t.len].to_vec();
             let (bad, at) = flip(&resp);
-            let r = a.handle_handshake(t0, wall, addr(2), &bad, false);
+            let r = a.handle_handshake(t0, wall, addr(2).into(), &bad, false);
             (at, resp.len(), r)
         } else {
             let (bad, at) = flip(&init);
-            let r = b.handle_handshake(t0, wall, addr(1), &bad, false);
+            let r = b.handle_handshake(t0, wall, addr(1).into(), &bad, false);
             (at, init.len(), r)
         };
         // MAC2 (the last 16 bytes) is only checked under load; every other bit is covered.
@@ -151,12 +151,12 @@ proptest! {
         if index_from_session && bytes.len() >= 32 {
             // Aim at a live receiver index, so the AEAD itself is exercised.
             let mut probe = vec![0u8; 64];
-            let s = e.dp_a.encapsulate(PeerId::from_index(0), e.t0, &mut probe, 0).unwrap();
+            let s = e.dp_a.encapsulate(PeerId::new(0, 0), 0, e.t0, &mut probe, 0).unwrap();
             bytes[0] = 4;
             bytes[4..8].copy_from_slice(&probe[4..8]);
             prop_assert_eq!(s.len, 32);
         }
-        let r = e.dp_b.decapsulate(e.t0, addr(1), &mut bytes);
+        let r = e.dp_b.decapsulate(e.t0, 0, addr(1).into(), &mut bytes);
         prop_assert!(r.is_err());
         if index_from_session && bytes.len() >= 32 {
             prop_assert!(matches!(r, Err(DropReason::AuthFailed | DropReason::Replay)), "{:?}", r);
@@ -169,10 +169,10 @@ proptest! {
         let pkt = if keepalive { Vec::new() } else { ip_packet(1, 2, &body) };
         let mut buf = vec![0u8; HEADROOM + pkt.len() + TAILROOM];
         buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(&pkt);
-        let s = e.dp_a.encapsulate(PeerId::from_index(0), e.t0, &mut buf, pkt.len()).unwrap();
+        let s = e.dp_a.encapsulate(PeerId::new(0, 0), 0, e.t0, &mut buf, pkt.len()).unwrap();
         prop_assert_eq!(s.len % 16, 0, "padded to 16");
         prop_assert_eq!(s.dst, addr(2));
-        let o = e.dp_b.decapsulate(e.t0, addr(1), &mut buf[..s.len]).unwrap();
+        let o = e.dp_b.decapsulate(e.t0, 0, addr(1).into(), &mut buf[..s.len]).unwrap();
         prop_assert_eq!(o.keepalive, keepalive);
         prop_assert_eq!(&buf[o.payload.clone()], &pkt[..]);
     }

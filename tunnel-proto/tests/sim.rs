@@ -13,10 +13,10 @@ use tunnel_proto::wg::timers::{
     ZERO_KEYS_AFTER,
 };
 use tunnel_proto::wg::{
-    DataPlane, EncapError, HEADROOM, Handled, HandshakeError, IpPrefix, MessageType, PeerConfig,
-    PeerId, TAILROOM, TRANSMIT_BUF_LEN, Tunnel, TunnelConfig, destination, message_type,
+    EncapError, HEADROOM, Handled, HandshakeError, IpPrefix, MessageType, PeerConfig, PeerId,
+    Snapshot, TAILROOM, TRANSMIT_BUF_LEN, Tunnel, TunnelConfig, destination, message_type,
 };
-use tunnel_proto::{DropReason, PresharedKey, PrivateKey};
+use tunnel_proto::{DropReason, PresharedKey, PrivateKey, RngSeed};
 
 const A: usize = 0;
 const B: usize = 1;
@@ -40,7 +40,7 @@ fn packet(src: Ipv4Addr, dst: Ipv4Addr, body: &[u8]) -> Vec<u8> {
 
 struct Node {
     tunnel: Tunnel,
-    dp: Arc<DataPlane>,
+    dp: Arc<Snapshot>,
     addr: SocketAddr,
     delivered: Vec<Vec<u8>>,
     keepalives: usize,
@@ -72,6 +72,10 @@ fn wall_of(sim_t0: Instant, now: Instant) -> SystemTime {
 }
 
 const KEYS: [[u8; 32]; 2] = [[0xa1; 32], [0xb2; 32]];
+
+fn key_of(i: usize) -> tunnel_proto::PublicKey {
+    PrivateKey::from_bytes(KEYS[i]).public_key()
+}
 
 fn addr_of(i: usize) -> SocketAddr {
     ["192.0.2.1:51820", "198.51.100.2:51820"][i]
@@ -110,9 +114,28 @@ impl Node {
 
 impl Sim {
     fn new(tweak: impl Fn(usize, &mut PeerConfig)) -> Sim {
+        Sim::with(tweak, |_, _| {})
+    }
+
+    /// Both nodes draw their random choices from `seed` (and their index).
+    fn seeded(seed: u8) -> Sim {
+        Sim::with(
+            |_, _| {},
+            |i, cfg| cfg.rng_seed = Some(RngSeed([seed.wrapping_add(i as u8); 32])),
+        )
+    }
+
+    fn with(
+        tweak: impl Fn(usize, &mut PeerConfig),
+        tweak_tunnel: impl Fn(usize, &mut TunnelConfig),
+    ) -> Sim {
         let t0 = Instant::now();
         let nodes = (0..2)
-            .map(|i| Node::new(i, config_of(i, &tweak), t0, wall_of(t0, t0)))
+            .map(|i| {
+                let mut cfg = config_of(i, &tweak);
+                tweak_tunnel(i, &mut cfg);
+                Node::new(i, cfg, t0, wall_of(t0, t0))
+            })
             .collect();
         Sim {
             t0,
@@ -164,7 +187,7 @@ impl Sim {
             .expect("route to the other site");
         let mut buf = vec![0u8; HEADROOM + pkt.len() + TAILROOM];
         buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(&pkt);
-        match node.dp.encapsulate(peer, self.now, &mut buf, pkt.len()) {
+        match node.dp.encapsulate(peer, 0, self.now, &mut buf, pkt.len()) {
             Ok(s) => {
                 if !s.events.is_empty() {
                     node.tunnel.handle_events(peer, s.events, self.now, wall);
@@ -194,7 +217,7 @@ impl Sim {
         match message_type(bytes) {
             Ok(MessageType::Data) => {
                 let mut buf = bytes.to_vec();
-                match node.dp.decapsulate(now, src, &mut buf) {
+                match node.dp.decapsulate(now, 0, src.into(), &mut buf) {
                     Ok(o) => {
                         if o.keepalive {
                             node.keepalives += 1;
@@ -214,9 +237,9 @@ impl Sim {
                 Err(r) => node.drops.push(r),
                 Ok(()) => {
                     let under_load = node.under_load;
-                    if let Err(e) = node
-                        .tunnel
-                        .handle_handshake(now, wall, src, bytes, under_load)
+                    if let Err(e) =
+                        node.tunnel
+                            .handle_handshake(now, wall, src.into(), bytes, under_load)
                     {
                         node.drops.push(e.reason());
                     }
@@ -294,7 +317,7 @@ impl Sim {
     fn session_age(&self, i: usize) -> Option<Duration> {
         self.nodes[i]
             .tunnel
-            .peer_status(PeerId::from_index(0), self.now)
+            .peer_status(PeerId::new(0, 0), self.now)
             .unwrap()
             .session_age
     }
@@ -331,7 +354,7 @@ fn handshake_then_data_both_ways() {
     );
     let st = sim.nodes[A]
         .tunnel
-        .peer_status(PeerId::from_index(0), sim.now)
+        .peer_status(PeerId::new(0, 0), sim.now)
         .unwrap();
     assert_eq!(st.endpoint, Some(sim.nodes[B].addr));
     assert_eq!(st.latest_handshake, Some(wall_of(sim.t0, sim.t0)));
@@ -429,7 +452,7 @@ fn session_is_rejected_after_180_seconds() {
     assert_eq!(
         sim.nodes[B]
             .dp
-            .decapsulate(now, late.src, &mut buf)
+            .decapsulate(now, 0, late.src.into(), &mut buf)
             .map(|_| ()),
         Err(DropReason::Expired)
     );
@@ -478,7 +501,7 @@ fn initiations_retry_every_5_seconds_then_give_up_after_90() {
     );
     let st = sim.nodes[A]
         .tunnel
-        .peer_status(PeerId::from_index(0), sim.now)
+        .peer_status(PeerId::new(0, 0), sim.now)
         .unwrap();
     assert_eq!(
         st.staged, 0,
@@ -540,17 +563,17 @@ fn cookie_reply_does_not_move_the_endpoint_and_forged_ones_are_refused() {
     // The same cookie reply again from elsewhere: it authenticates, but must not roam.
     let r = sim.nodes[A]
         .tunnel
-        .handle_handshake(now, wall, elsewhere, &reply, false);
-    assert_eq!(r, Ok(Handled::CookieStored(PeerId::from_index(0))));
+        .handle_handshake(now, wall, elsewhere.into(), &reply, false);
+    assert_eq!(r, Ok(Handled::CookieStored(PeerId::new(0, 0))));
     assert_eq!(
-        sim.nodes[A].dp.endpoint(PeerId::from_index(0)),
+        sim.nodes[A].dp.endpoint(PeerId::new(0, 0)),
         Some(sim.nodes[B].addr)
     );
     let mut forged = reply.clone();
     forged[40] ^= 1;
     let r = sim.nodes[A]
         .tunnel
-        .handle_handshake(now, wall, elsewhere, &forged, false);
+        .handle_handshake(now, wall, elsewhere.into(), &forged, false);
     assert_eq!(r, Err(HandshakeError::Decrypt("cookie")));
 }
 
@@ -565,7 +588,7 @@ fn roaming_follows_authenticated_packets_unless_pinned() {
         sim.nodes[A].addr = new_addr;
         sim.send(A, b"from the new address").unwrap();
         sim.deliver();
-        let seen = sim.nodes[B].dp.endpoint(PeerId::from_index(0));
+        let seen = sim.nodes[B].dp.endpoint(PeerId::new(0, 0));
         if pinned {
             assert_eq!(
                 seen,
@@ -580,7 +603,7 @@ fn roaming_follows_authenticated_packets_unless_pinned() {
         let mut junk = sim.log.last().unwrap().bytes.clone();
         junk[30] ^= 1;
         sim.receive(B, junk_src, &junk);
-        assert_eq!(sim.nodes[B].dp.endpoint(PeerId::from_index(0)), seen);
+        assert_eq!(sim.nodes[B].dp.endpoint(PeerId::new(0, 0)), seen);
         assert_eq!(sim.nodes[B].drops.last(), Some(&DropReason::AuthFailed));
     }
 }
@@ -633,11 +656,11 @@ fn replayed_initiation_is_refused_and_initiations_are_rate_limited() {
     let (now, wall) = (sim.now, sim.wall());
     let r = sim.nodes[B]
         .tunnel
-        .handle_handshake(now, wall, src, &init, false);
+        .handle_handshake(now, wall, src.into(), &init, false);
     assert_eq!(r.map_err(DropReason::from), Err(DropReason::Replay));
     // Two fresh initiations from A within 20 ms: the second is rate limited.
     sim.nodes[A].tunnel.handle_events(
-        PeerId::from_index(0),
+        PeerId::new(0, 0),
         tunnel_proto::wg::Events::REKEY,
         now,
         wall,
@@ -648,8 +671,8 @@ fn replayed_initiation_is_refused_and_initiations_are_rate_limited() {
     assert_eq!(
         sim.nodes[B]
             .tunnel
-            .handle_handshake(now, wall, src, &first, false),
-        Ok(Handled::Responded(PeerId::from_index(0)))
+            .handle_handshake(now, wall, src.into(), &first, false),
+        Ok(Handled::Responded(PeerId::new(0, 0)))
     );
     // A retransmits after REKEY_TIMEOUT + jitter (B's response never reached
     // it); present that second initiation to B only 10 ms after the first.
@@ -663,7 +686,7 @@ fn replayed_initiation_is_refused_and_initiations_are_rate_limited() {
     let r = sim.nodes[B].tunnel.handle_handshake(
         now + Duration::from_millis(10),
         wall,
-        src,
+        src.into(),
         &second,
         false,
     );
@@ -671,11 +694,11 @@ fn replayed_initiation_is_refused_and_initiations_are_rate_limited() {
     let r = sim.nodes[B].tunnel.handle_handshake(
         now + Duration::from_millis(30),
         wall,
-        src,
+        src.into(),
         &second,
         false,
     );
-    assert_eq!(r, Ok(Handled::Responded(PeerId::from_index(0))));
+    assert_eq!(r, Ok(Handled::Responded(PeerId::new(0, 0))));
 }
 
 #[test]
@@ -747,7 +770,7 @@ fn a_full_staging_queue_drops_with_queue_full() {
     let now = sim.now;
     let wall = sim.wall();
     let pkt = packet(inner(A), inner(B), b"q");
-    let peer = PeerId::from_index(0);
+    let peer = PeerId::new(0, 0);
     for _ in 0..tunnel_proto::wg::DEFAULT_MAX_STAGED {
         sim.nodes[A].tunnel.stage(peer, &pkt, now, wall).unwrap();
     }
@@ -856,5 +879,234 @@ fn workers_screen_handshake_messages_by_mac1() {
     assert_eq!(
         b.screen_handshake(&cookie[..63]),
         Err(DropReason::Malformed)
+    );
+}
+
+/// Every byte that crossed the wire in a run of a fixed script: a
+/// handshake, data both ways, a rekey, a keepalive.
+fn scripted_run(sim: &mut Sim) -> Vec<Vec<u8>> {
+    sim.send(A, b"hello").unwrap_err();
+    sim.run_until(Duration::from_millis(1));
+    for s in 1..=130 {
+        sim.run_until(Duration::from_secs(s));
+        sim.send(A, b"a").unwrap();
+        if s % 7 == 0 {
+            sim.send(B, b"b").unwrap();
+        }
+        sim.deliver();
+    }
+    sim.run_until(Duration::from_secs(150));
+    sim.log.iter().map(|d| d.bytes.clone()).collect()
+}
+
+#[test]
+fn a_seeded_run_replays_exactly() {
+    let first = scripted_run(&mut Sim::seeded(7));
+    let again = scripted_run(&mut Sim::seeded(7));
+    assert!(
+        first.len() > 130,
+        "the script ran: {} datagrams",
+        first.len()
+    );
+    assert!(
+        first.iter().filter(|d| d[0] == 1).count() >= 2,
+        "it covered a rekey"
+    );
+    assert_eq!(first, again, "same seed, same bytes on the wire");
+    let other = scripted_run(&mut Sim::seeded(8));
+    assert_eq!(other.len(), first.len(), "the same exchange");
+    assert_ne!(other, first, "another seed, other ephemerals and indices");
+}
+
+#[test]
+fn handle_timeout_fires_exactly_what_poll_timeout_announced() {
+    let mut sim = Sim::new(|_, _| {});
+    sim.blackhole = Some(B);
+    sim.send(A, b"x").unwrap_err();
+    sim.deliver();
+    assert_eq!(sim.handshakes_sent(A), 1);
+    let due = sim.nodes[A].tunnel.poll_timeout().unwrap();
+    let retry = due - sim.t0;
+    assert!(
+        retry >= REKEY_TIMEOUT && retry <= REKEY_TIMEOUT + Duration::from_millis(333),
+        "the retry deadline is REKEY_TIMEOUT plus jitter: {retry:?}"
+    );
+    let wall = sim.wall();
+    let early = due - Duration::from_nanos(1);
+    sim.nodes[A].tunnel.handle_timeout(early, wall);
+    let mut buf = vec![0u8; TRANSMIT_BUF_LEN];
+    assert_eq!(
+        sim.nodes[A].tunnel.poll_transmit(early, &mut buf),
+        None,
+        "nothing fires before the announced deadline"
+    );
+    assert_eq!(sim.nodes[A].tunnel.poll_timeout(), Some(due));
+    sim.nodes[A].tunnel.handle_timeout(due, wall);
+    let t = sim.nodes[A].tunnel.poll_transmit(due, &mut buf).unwrap();
+    assert_eq!(buf[0], 1, "the retry is an initiation");
+    assert_eq!(t.dst, addr_of(B));
+    assert!(sim.nodes[A].tunnel.poll_timeout().unwrap() > due);
+}
+
+#[test]
+fn allowed_ips_endpoint_keepalive_and_pin_change_without_a_new_handshake() {
+    let mut sim = established();
+    let id = sim.nodes[A].tunnel.peer_id(&key_of(B)).unwrap();
+    let age = sim.session_age(A).unwrap();
+    let extra = IpPrefix::new(IpAddr::V4(Ipv4Addr::new(10, 9, 0, 0)), 16).unwrap();
+    let t = &mut sim.nodes[A].tunnel;
+    t.set_allowed_ips(
+        id,
+        vec![IpPrefix::new(IpAddr::V4(inner(B)), 32).unwrap(), extra],
+    )
+    .unwrap();
+    t.set_endpoint(id, Some(addr_of(B))).unwrap();
+    t.set_persistent_keepalive(id, Some(Duration::from_secs(25)))
+        .unwrap();
+    t.set_pinned(id, true).unwrap();
+    sim.drain(A);
+    assert_eq!(
+        sim.nodes[A]
+            .dp
+            .route(IpAddr::V4(Ipv4Addr::new(10, 9, 3, 4))),
+        Some(id),
+        "the new prefix routes to the peer"
+    );
+    sim.send(A, b"after").unwrap();
+    sim.send(B, b"back").unwrap();
+    sim.deliver();
+    assert_eq!(
+        sim.handshakes_sent(A) + sim.handshakes_sent(B),
+        1,
+        "no new handshake"
+    );
+    assert_eq!(sim.session_age(A), Some(age), "the same session");
+    assert_eq!(sim.nodes[B].delivered.len(), 2);
+    assert_eq!(sim.nodes[A].delivered.len(), 1);
+    let st = sim.nodes[A].tunnel.peer_status(id, sim.now).unwrap();
+    assert!(st.pinned);
+    assert_eq!(st.persistent_keepalive, Some(Duration::from_secs(25)));
+    assert_eq!(st.allowed_ips.len(), 2);
+    assert_eq!(st.traffic.tx_packets, 2, "hello (staged) and after");
+    assert_eq!(st.traffic.rx_packets, 1);
+}
+
+#[test]
+fn a_removed_peer_is_forgotten_and_its_id_never_names_the_next_one() {
+    let mut sim = established();
+    let old = sim.nodes[B].tunnel.peer_id(&key_of(A)).unwrap();
+    let before = sim.nodes[B].tunnel.receiver_indices();
+    assert!(before >= 1);
+    sim.nodes[B].tunnel.remove_peer(old).unwrap();
+    sim.drain(B);
+    assert_eq!(
+        sim.nodes[B].tunnel.receiver_indices(),
+        0,
+        "indices released"
+    );
+    assert_eq!(sim.nodes[B].tunnel.peer_count(), 0);
+    assert_eq!(sim.nodes[B].dp.endpoint(old), None);
+    // A still holds the session B forgot: its data names an unknown index.
+    sim.send(A, b"lost").unwrap();
+    sim.deliver();
+    assert_eq!(sim.nodes[B].drops, vec![DropReason::UnknownIndex]);
+    // The old id is refused everywhere.
+    let (now, wall) = (sim.now, sim.wall());
+    let t = &mut sim.nodes[B].tunnel;
+    assert!(t.peer_status(old, now).is_none());
+    assert!(t.set_endpoint(old, None).is_err());
+    assert!(t.remove_peer(old).is_err());
+    assert_eq!(
+        t.stage(old, &[0x45; 20], now, wall),
+        Err(DropReason::NoRoute)
+    );
+
+    // Added back, the peer gets the slot with a new generation.
+    let cfg = config_of(B, &|_, _| {}).peers.remove(0);
+    let new = sim.nodes[B].tunnel.add_peer(cfg).unwrap();
+    assert_eq!(new.slot(), old.slot());
+    assert_ne!(new, old);
+    assert!(sim.nodes[B].tunnel.peer_status(old, sim.now).is_none());
+    sim.drain(B);
+    // A hears nothing back and starts over after KEEPALIVE + REKEY_TIMEOUT.
+    sim.run_until(Duration::from_secs(20));
+    assert_eq!(sim.handshakes_sent(A), 2);
+    sim.send(A, b"again").unwrap();
+    sim.deliver();
+    assert_eq!(
+        sim.nodes[B].delivered.last(),
+        Some(&packet(inner(A), inner(B), b"again"))
+    );
+}
+
+#[test]
+fn a_new_preshared_key_needs_a_new_handshake_and_the_same_one_changes_nothing() {
+    let mut sim = established();
+    let age = sim.session_age(A).unwrap();
+    let same = PresharedKey::from_bytes([0x5a; 32]);
+    for i in [A, B] {
+        let id = sim.nodes[i].tunnel.peer_id(&key_of(1 - i)).unwrap();
+        sim.nodes[i]
+            .tunnel
+            .set_preshared_key(id, Some(same.clone()))
+            .unwrap();
+        sim.drain(i);
+    }
+    assert_eq!(
+        sim.session_age(A),
+        Some(age),
+        "the same key: nothing changed"
+    );
+    let new = PresharedKey::from_bytes([0x77; 32]);
+    for i in [A, B] {
+        let id = sim.nodes[i].tunnel.peer_id(&key_of(1 - i)).unwrap();
+        sim.nodes[i]
+            .tunnel
+            .set_preshared_key(id, Some(new.clone()))
+            .unwrap();
+        sim.drain(i);
+        assert_eq!(sim.session_age(i), None, "sessions dropped");
+        assert_eq!(sim.nodes[i].tunnel.receiver_indices(), 0);
+    }
+    // Past the responder's initiation rate limit.
+    sim.run_until(Duration::from_secs(1));
+    assert_eq!(sim.send(A, b"rekeyed"), Err(EncapError::NoSession));
+    sim.deliver();
+    assert_eq!(
+        sim.nodes[B].delivered.last(),
+        Some(&packet(inner(A), inner(B), b"rekeyed"))
+    );
+    assert_eq!(sim.handshakes_sent(A), 2);
+}
+
+#[test]
+fn simultaneous_rekeys_leak_no_receiver_index() {
+    let mut sim = established();
+    sim.send(B, b"confirm").unwrap();
+    sim.deliver();
+    for round in 1..=20u64 {
+        // Both sides start a handshake at the same instant: each answers
+        // the other's initiation, then gets the response to its own while
+        // the session it just answered is still unconfirmed.
+        sim.run_until(Duration::from_secs(6 * round));
+        let wall = sim.wall();
+        for i in [A, B] {
+            let id = sim.nodes[i].tunnel.peer_id(&key_of(1 - i)).unwrap();
+            sim.nodes[i]
+                .tunnel
+                .handle_events(id, tunnel_proto::wg::Events::REKEY, sim.now, wall);
+            sim.drain(i);
+        }
+        sim.deliver();
+        for i in [A, B] {
+            let n = sim.nodes[i].tunnel.receiver_indices();
+            assert!(n <= 4, "round {round}: node {i} holds {n} receiver indices");
+        }
+    }
+    sim.send(A, b"still").unwrap();
+    sim.deliver();
+    assert_eq!(
+        sim.nodes[B].delivered.last(),
+        Some(&packet(inner(A), inner(B), b"still"))
     );
 }

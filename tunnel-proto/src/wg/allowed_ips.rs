@@ -338,9 +338,9 @@ mod test {
 
     #[test]
     fn longest_prefix_wins() {
-        let a = PeerId(0);
-        let b = PeerId(1);
-        let c = PeerId(2);
+        let a = PeerId::new(0, 0);
+        let b = PeerId::new(1, 0);
+        let c = PeerId::new(2, 0);
         let t = AllowedIps::new([
             (p("0.0.0.0/0"), a),
             (p("10.0.0.0/8"), b),
@@ -367,24 +367,31 @@ mod test {
 
     #[test]
     fn same_prefix_on_two_peers_is_an_error() {
-        let err = AllowedIps::new([(p("10.0.0.0/8"), PeerId(0)), (p("10.0.0.0/8"), PeerId(1))])
-            .unwrap_err();
+        let err = AllowedIps::new([
+            (p("10.0.0.0/8"), PeerId::new(0, 0)),
+            (p("10.0.0.0/8"), PeerId::new(1, 0)),
+        ])
+        .unwrap_err();
         assert_eq!(err.prefix, p("10.0.0.0/8"));
         assert!(
-            AllowedIps::new([(p("10.0.0.0/8"), PeerId(0)), (p("10.0.0.0/8"), PeerId(0))]).is_ok()
+            AllowedIps::new([
+                (p("10.0.0.0/8"), PeerId::new(0, 0)),
+                (p("10.0.0.0/8"), PeerId::new(0, 0))
+            ])
+            .is_ok()
         );
     }
 
     #[test]
     fn edges_of_the_address_space() {
         let t = AllowedIps::new([
-            (p("255.255.255.255/32"), PeerId(1)),
-            (p("0.0.0.0/32"), PeerId(2)),
+            (p("255.255.255.255/32"), PeerId::new(1, 0)),
+            (p("0.0.0.0/32"), PeerId::new(2, 0)),
         ])
         .unwrap();
-        assert_eq!(t.lookup(ip("255.255.255.255")), Some(PeerId(1)));
+        assert_eq!(t.lookup(ip("255.255.255.255")), Some(PeerId::new(1, 0)));
         assert_eq!(t.lookup(ip("255.255.255.254")), None);
-        assert_eq!(t.lookup(ip("0.0.0.0")), Some(PeerId(2)));
+        assert_eq!(t.lookup(ip("0.0.0.0")), Some(PeerId::new(2, 0)));
         assert_eq!(t.lookup(ip("0.0.0.1")), None);
         assert_eq!(AllowedIps::empty().lookup(ip("1.1.1.1")), None);
     }
@@ -422,7 +429,7 @@ mod test {
                 probes4 in proptest::collection::vec(any::<u32>(), 50),
                 probes6 in proptest::collection::vec(any::<u128>(), 50),
             ) {
-                let unique: BTreeMap<IpPrefix, PeerId> = ps.into_iter().map(|(p, id)| (p, PeerId(id))).collect();
+                let unique: BTreeMap<IpPrefix, PeerId> = ps.into_iter().map(|(p, id)| (p, PeerId::new(u32::from(id), 0))).collect();
                 let t = AllowedIps::new(unique.iter().map(|(p, id)| (*p, *id))).unwrap();
                 // Probe random addresses and every prefix's first and last address and neighbours.
                 let mut probes: Vec<IpAddr> = probes4.iter().map(|a| IpAddr::V4(Ipv4Addr::from(*a & 0xf000_0000 | (a >> 4)))).collect();

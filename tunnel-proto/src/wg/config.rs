@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::allowed_ips::IpPrefix;
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
+use crate::random::RngSeed;
 
 /// Packets staged per peer while a handshake is under way (wireguard-go's
 /// QueueStagedSize).
@@ -48,7 +49,7 @@ impl PeerConfig {
 pub struct TunnelConfig {
     /// The interface's static private key.
     pub private_key: PrivateKey,
-    /// The peers, in order: a peer's position is its [`PeerId`](super::PeerId).
+    /// The peers; each gets a [`PeerId`](super::PeerId) in this order.
     pub peers: Vec<PeerConfig>,
     /// Inner MTU: padding never makes a packet longer than this (§5.4.6).
     pub mtu: Option<u16>,
@@ -61,6 +62,13 @@ pub struct TunnelConfig {
     /// without this nothing would be restored until that side's 15 s
     /// "sent but heard nothing" timer (§6.2) fired.
     pub handshake_on_start: bool,
+    /// Traffic counter lanes per peer: one per writing thread. The last
+    /// is the control plane's own (staged packets, keepalives); the
+    /// data plane's workers use the others, each its own.
+    pub traffic_lanes: usize,
+    /// Where random choices come from: `None` for the operating system, a
+    /// seed for a run that replays exactly (simulations, tests).
+    pub rng_seed: Option<RngSeed>,
 }
 
 impl TunnelConfig {
@@ -72,6 +80,8 @@ impl TunnelConfig {
             mtu: None,
             max_staged: DEFAULT_MAX_STAGED,
             handshake_on_start: false,
+            traffic_lanes: 1,
+            rng_seed: None,
         }
     }
 }

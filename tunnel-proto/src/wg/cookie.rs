@@ -15,7 +15,7 @@ use subtle::ConstantTimeEq;
 use super::crypto::{self, Unauthentic, mac};
 use super::messages::CookieReply;
 use super::timers::{COOKIE_SECRET_LATENCY, COOKIE_SECRET_MAX_AGE};
-use crate::random::{self, RandomError};
+use crate::random::{RandomError, Rng};
 
 /// Writes MAC1 and MAC2 into a message whose MAC1 starts at `mac1_at`
 /// (MAC2 follows it). MAC2 stays zero without a cookie. Returns MAC1, which
@@ -81,21 +81,26 @@ impl CookieChecker {
 
     /// The current secret, made on first use and replaced every
     /// COOKIE_SECRET_MAX_AGE: lazily, so an idle tunnel has no timer for it.
-    fn secret(&mut self, now: Instant) -> Result<&[u8; 32], RandomError> {
+    fn secret(&mut self, now: Instant, rng: &mut Rng) -> Result<&[u8; 32], RandomError> {
         let fresh = self
             .born
             .is_some_and(|b| now.saturating_duration_since(b) < COOKIE_SECRET_MAX_AGE);
         if !fresh {
-            random::fill(&mut self.secret)?;
+            rng.fill(&mut self.secret)?;
             self.born = Some(now);
         }
         Ok(&self.secret)
     }
 
     /// The cookie for `src`: MAC(secret, address).
-    fn cookie(&mut self, now: Instant, src: SocketAddr) -> Result<[u8; 16], RandomError> {
+    fn cookie(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        rng: &mut Rng,
+    ) -> Result<[u8; 16], RandomError> {
         let (a, n) = address_bytes(src);
-        Ok(mac(self.secret(now)?, &[&a[..n]]))
+        Ok(mac(self.secret(now, rng)?, &[&a[..n]]))
     }
 
     /// Whether the message carries a MAC2 made with the current cookie for `src`.
@@ -105,6 +110,7 @@ impl CookieChecker {
         mac2_at: usize,
         src: SocketAddr,
         now: Instant,
+        rng: &mut Rng,
     ) -> Result<bool, RandomError> {
         if self
             .born
@@ -113,7 +119,7 @@ impl CookieChecker {
             // No secret, or an expired one: no cookie we issued is still valid.
             return Ok(false);
         }
-        let cookie = self.cookie(now, src)?;
+        let cookie = self.cookie(now, src, rng)?;
         let expected = mac(&cookie, &[&msg[..mac2_at]]);
         Ok(expected.ct_eq(&msg[mac2_at..mac2_at + 16]).into())
     }
@@ -127,10 +133,11 @@ impl CookieChecker {
         mac1: &[u8; 16],
         src: SocketAddr,
         now: Instant,
+        rng: &mut Rng,
     ) -> Result<CookieReply, RandomError> {
-        let cookie = self.cookie(now, src)?;
+        let cookie = self.cookie(now, src, rng)?;
         let mut nonce = [0u8; 24];
-        random::fill(&mut nonce)?;
+        rng.fill(&mut nonce)?;
         Ok(CookieReply {
             receiver_index: sender_index,
             nonce,
@@ -202,16 +209,17 @@ mod test {
         let mac1_key = [2u8; 32];
         let src: SocketAddr = SRC.parse().unwrap();
         let mut checker = CookieChecker::new();
+        let mut rng = Rng::from_seed(crate::RngSeed([9; 32]));
         let mut msg = [7u8; INITIATION_LEN];
         let mac1 = write_macs(&mut msg, INITIATION_MAC1_OFFSET, &mac1_key, None);
         assert!(
             !checker
-                .mac2_ok(&msg, INITIATION_MAC2_OFFSET, src, t0)
+                .mac2_ok(&msg, INITIATION_MAC2_OFFSET, src, t0, &mut rng)
                 .unwrap()
         );
 
         let reply = checker
-            .reply(&responder_cookie_key, 42, &mac1, src, t0)
+            .reply(&responder_cookie_key, 42, &mac1, src, t0, &mut rng)
             .unwrap();
         assert_eq!(reply.receiver_index, 42);
         // The initiator opens it with the responder's cookie key and its own MAC1.
@@ -225,14 +233,15 @@ mod test {
                     &msg,
                     INITIATION_MAC2_OFFSET,
                     src,
-                    t0 + Duration::from_secs(1)
+                    t0 + Duration::from_secs(1),
+                    &mut rng
                 )
                 .unwrap()
         );
         let other: SocketAddr = "192.0.2.7:51821".parse().unwrap();
         assert!(
             !checker
-                .mac2_ok(&msg, INITIATION_MAC2_OFFSET, other, t0)
+                .mac2_ok(&msg, INITIATION_MAC2_OFFSET, other, t0, &mut rng)
                 .unwrap()
         );
 
@@ -245,7 +254,8 @@ mod test {
                     &msg,
                     INITIATION_MAC2_OFFSET,
                     src,
-                    t0 + Duration::from_secs(121)
+                    t0 + Duration::from_secs(121),
+                    &mut rng
                 )
                 .unwrap()
         );

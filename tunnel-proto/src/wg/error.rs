@@ -109,7 +109,9 @@ impl From<EncapError> for DropReason {
     }
 }
 
-/// Why [`Tunnel::new`](super::Tunnel::new) refused a configuration.
+/// Why [`Tunnel::new`](super::Tunnel::new) or a change to a running
+/// tunnel (`add_peer`, `set_*`, `remove_peer`) was refused. A refused
+/// change changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -135,6 +137,9 @@ pub enum ConfigError {
     /// More peers than a [`PeerId`](super::PeerId) can name.
     #[error("{0} peers is more than the supported {max}", max = u16::MAX)]
     TooManyPeers(usize),
+    /// The peer id names no peer (it was removed, or never existed).
+    #[error("{0} is not a peer of this interface (removed?)")]
+    UnknownPeer(super::PeerId),
     /// An endpoint that cannot be sent to.
     #[error("peer {peer} has an unusable endpoint {endpoint}")]
     BadEndpoint {

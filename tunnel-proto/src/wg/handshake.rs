@@ -18,7 +18,6 @@ use super::error::HandshakeError;
 use super::messages::{Initiation, Response};
 use super::tai64n::Tai64N;
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
-use crate::random;
 
 fn initial_chaining_key() -> [u8; 32] {
     hash(&[CONSTRUCTION])
@@ -116,18 +115,18 @@ pub(crate) struct InitiatorHandshake {
 }
 
 /// Builds an initiation (MACs left zero for the caller) and the state to
-/// finish the handshake with.
+/// finish the handshake with. `ephemeral` is the caller's random draw for
+/// the ephemeral key; it is erased here.
 pub(crate) fn initiate(
     id: &Identity,
     peer: &PeerKeys,
     sender_index: u32,
     timestamp: Tai64N,
+    mut ephemeral: [u8; 32],
 ) -> Result<(Initiation, InitiatorHandshake), HandshakeError> {
-    let mut eph_bytes = [0u8; 32];
-    random::fill(&mut eph_bytes).map_err(HandshakeError::Random)?;
-    let ephemeral = StaticSecret::from(eph_bytes);
-    eph_bytes.zeroize();
-    initiate_with(id, peer, sender_index, timestamp, ephemeral)
+    let secret = StaticSecret::from(ephemeral);
+    ephemeral.zeroize();
+    initiate_with(id, peer, sender_index, timestamp, secret)
 }
 
 fn initiate_with(
@@ -218,17 +217,17 @@ pub(crate) fn consume_initiation<'p>(
 }
 
 /// Answers a consumed initiation: the response (MACs left zero) and the
-/// responder's transport keys.
+/// responder's transport keys. `ephemeral` is the caller's random draw
+/// for the ephemeral key; it is erased here.
 pub(crate) fn respond(
     init: &ConsumedInitiation,
     peer: &PeerKeys,
     sender_index: u32,
+    mut ephemeral: [u8; 32],
 ) -> Result<(Response, SessionKeys), HandshakeError> {
-    let mut eph_bytes = [0u8; 32];
-    random::fill(&mut eph_bytes).map_err(HandshakeError::Random)?;
-    let ephemeral = StaticSecret::from(eph_bytes);
-    eph_bytes.zeroize();
-    respond_with(init, peer, sender_index, &ephemeral)
+    let secret = StaticSecret::from(ephemeral);
+    ephemeral.zeroize();
+    respond_with(init, peer, sender_index, &secret)
 }
 
 fn respond_with(
@@ -315,13 +314,13 @@ pub(crate) mod test {
             let i_peer = PeerKeys::new(&i, r.public, psk.as_ref()).unwrap();
             let r_peer = PeerKeys::new(&r, i.public, psk.as_ref()).unwrap();
             let ts = Tai64N::from_bytes([0x40, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]);
-            let (init, hs) = initiate(&i, &i_peer, 77, ts).unwrap();
+            let (init, hs) = initiate(&i, &i_peer, 77, ts, [0x11; 32]).unwrap();
             let (consumed, found) =
                 consume_initiation(&r, &init, |k| (*k == i.public).then_some(&r_peer)).unwrap();
             assert_eq!(found.public, i.public);
             assert_eq!(consumed.timestamp, ts);
             assert_eq!(consumed.sender_index, 77);
-            let (resp, r_keys) = respond(&consumed, &r_peer, 88).unwrap();
+            let (resp, r_keys) = respond(&consumed, &r_peer, 88, [0x22; 32]).unwrap();
             assert_eq!(resp.receiver_index, 77);
             let i_keys = consume_response(&hs, &i, &i_peer, &resp).unwrap();
             assert_eq!(i_keys.send, r_keys.recv);
@@ -335,9 +334,9 @@ pub(crate) mod test {
         let (i, r) = pair();
         let i_peer = PeerKeys::new(&i, r.public, Some(&PresharedKey::from_bytes([1; 32]))).unwrap();
         let r_peer = PeerKeys::new(&r, i.public, None).unwrap();
-        let (init, hs) = initiate(&i, &i_peer, 1, Tai64N::from_bytes([0; 12])).unwrap();
+        let (init, hs) = initiate(&i, &i_peer, 1, Tai64N::from_bytes([0; 12]), [0x33; 32]).unwrap();
         let (consumed, _) = consume_initiation(&r, &init, |_| Some(&r_peer)).unwrap();
-        let (resp, _) = respond(&consumed, &r_peer, 2).unwrap();
+        let (resp, _) = respond(&consumed, &r_peer, 2, [0x44; 32]).unwrap();
         assert_eq!(
             consume_response(&hs, &i, &i_peer, &resp).err(),
             Some(HandshakeError::Decrypt("empty payload"))
@@ -349,7 +348,7 @@ pub(crate) mod test {
         let (i, r) = pair();
         let i_peer = PeerKeys::new(&i, r.public, None).unwrap();
         let r_peer = PeerKeys::new(&r, i.public, None).unwrap();
-        let (init, _) = initiate(&i, &i_peer, 1, Tai64N::from_bytes([0; 12])).unwrap();
+        let (init, _) = initiate(&i, &i_peer, 1, Tai64N::from_bytes([0; 12]), [0x33; 32]).unwrap();
         assert_eq!(
             consume_initiation(&r, &init, |_| None)
                 .err()

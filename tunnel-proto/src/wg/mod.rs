@@ -25,24 +25,27 @@ mod allowed_ips;
 mod config;
 mod cookie;
 mod crypto;
-mod dataplane;
-mod endpoint;
 mod error;
 mod handshake;
 mod ip;
 mod keypair;
 pub mod messages;
+mod peer;
 mod replay;
+mod snapshot;
 mod tai64n;
 pub mod timers;
 mod tunnel;
 
+pub use crate::peer_table::PeerId;
 pub use allowed_ips::{AllowedIps, DuplicatePrefix, IpPrefix, PrefixError};
 pub use config::{DEFAULT_MAX_STAGED, PeerConfig, TunnelConfig};
-pub use dataplane::{DataPlane, Events, HEADROOM, Opened, PeerId, Sealed, TAILROOM};
 pub use error::{ConfigError, EncapError, HandshakeError};
 pub use ip::{InnerHeader, destination, inner_header};
 pub use messages::{MessageError, MessageType, message_type};
 pub use replay::{REPLAY_WINDOW, ReplayError, ReplayWindow};
+pub use snapshot::{Events, HEADROOM, Opened, Sealed, Snapshot, TAILROOM};
 pub use tai64n::Tai64N;
-pub use tunnel::{Handled, MAX_PACKET_LEN, PeerStatus, TRANSMIT_BUF_LEN, Transmit, Tunnel};
+pub use tunnel::{
+    Handled, MAX_PACKET_LEN, MAX_PEERS, PeerStatus, TRANSMIT_BUF_LEN, Transmit, Tunnel,
+};

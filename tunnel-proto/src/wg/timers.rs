@@ -33,6 +33,14 @@ pub const INITIATIONS_MIN_INTERVAL: Duration = Duration::from_millis(20);
 /// Keys are erased when no new session was made for this long (§6.3: 3 × REJECT_AFTER_TIME).
 pub const ZERO_KEYS_AFTER: Duration = Duration::from_secs(3 * 180);
 
+/// Least time between two timer-only events for one peer (they fire on
+/// every turnaround of a busy flow; see [`TIMER_RECHECK`]).
+pub const TIMER_EVENT_INTERVAL: Duration = Duration::from_secs(1);
+/// How soon after a timer event the control plane looks at the timers
+/// again: events held back within [`TIMER_EVENT_INTERVAL`] moved
+/// deadlines it has not heard of.
+pub const TIMER_RECHECK: Duration = Duration::from_millis(1500);
+
 /// Coarse "last activity" stamps are rewritten at most this often, so a
 /// busy peer does not write a shared cache line on every packet.
 pub(crate) const COARSE_STEP_NS: u64 = 100_000_000;

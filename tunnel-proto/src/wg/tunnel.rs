@@ -1,64 +1,87 @@
 //! The control plane: one sans-IO state machine per interface, owned by one
-//! thread, that runs handshakes and timers and publishes [`DataPlane`]
-//! snapshots for the workers.
+//! thread, that runs handshakes and timers, holds the peer table, and
+//! publishes [`Snapshot`]s for the workers.
 //!
-//! Inputs: [`Tunnel::handle_handshake`] (message types 1–3 with their source
-//! address), [`Tunnel::handle_timeout`], [`Tunnel::handle_events`] (what the
-//! workers' seal/open calls reported) and [`Tunnel::stage`] (a packet with no
-//! usable session). Outputs: [`Tunnel::poll_transmit`] (datagrams to send),
-//! [`Tunnel::poll_timeout`] (when to call `handle_timeout` next) and
-//! [`Tunnel::poll_snapshot`] (a new snapshot to swap in). After any
-//! `handle_*` or `stage` call, drain `poll_transmit`, then check
-//! `poll_snapshot` and `poll_timeout`.
+//! Inputs: [`Tunnel::handle_handshake`] (message types 1–3 with the path
+//! they came by), [`Tunnel::handle_timeout`], [`Tunnel::handle_events`]
+//! (what the workers' seal/open calls reported), [`Tunnel::stage`] (a
+//! packet with no usable session) and the configuration calls
+//! ([`Tunnel::add_peer`], [`Tunnel::remove_peer`], `set_*`). Outputs:
+//! [`Tunnel::poll_transmit`] (datagrams to send), [`Tunnel::poll_timeout`]
+//! (when to call `handle_timeout` next) and [`Tunnel::poll_snapshot`] (a
+//! new snapshot to swap in). After any `handle_*`, `stage` or
+//! configuration call, drain `poll_transmit`, then check `poll_snapshot`
+//! and `poll_timeout`.
+//!
+//! Deterministic: it reads no clock (time comes in as arguments) and every
+//! random choice comes from the [`Rng`] its configuration names, so a run
+//! with a seed replays exactly.
 
-use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::allowed_ips::{AllowedIps, IpPrefix};
 use super::cookie::{CookieChecker, ReceivedCookie, mac1_ok, write_macs};
-use super::dataplane::{
-    DataPlane, Events, HEADROOM, IndexMap, PeerId, PeerShared, PeerSlot, TAILROOM,
-};
 use super::error::{ConfigError, EncapError, HandshakeError};
-use super::handshake::{self, Identity, InitiatorHandshake, PeerKeys};
+use super::handshake::{self, Identity, PeerKeys};
 use super::keypair::Keypair;
 use super::messages::{
     CookieReply, INITIATION_LEN, INITIATION_MAC1_OFFSET, Initiation, MessageType,
     RESPONSE_MAC1_OFFSET, Response, message_type,
 };
+use super::peer::{Peer, Pending, Timer};
+use super::snapshot::{
+    Events, HEADROOM, IndexMap, PeerShared, PeerSlot, Snapshot, SnapshotParts, TAILROOM,
+};
 use super::tai64n::Tai64N;
 use super::timers::{
-    INITIATIONS_MIN_INTERVAL, KEEPALIVE_TIMEOUT, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME,
-    REKEY_ATTEMPT_TIME, REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX, ZERO_KEYS_AFTER, instant_of,
-    stamp,
+    INITIATIONS_MIN_INTERVAL, REKEY_ATTEMPT_TIME, REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX,
+    TIMER_RECHECK, stamp,
 };
 use super::{PeerConfig, TunnelConfig};
-use crate::keys::PublicKey;
-use crate::{DropReason, random};
+use crate::DropReason;
+use crate::keys::{PresharedKey, PrivateKey, PublicKey};
+use crate::path::Path;
+use crate::peer_table::{PeerId, PeerTable};
+use crate::random::Rng;
+use crate::traffic::Traffic;
 
 /// Largest packet [`Tunnel::stage`] accepts (the largest IP packet).
 pub const MAX_PACKET_LEN: usize = 65535;
 /// A buffer this long fits anything [`Tunnel::poll_transmit`] writes.
 pub const TRANSMIT_BUF_LEN: usize = HEADROOM + MAX_PACKET_LEN + TAILROOM;
+/// Most peers one interface holds.
+pub const MAX_PEERS: usize = u16::MAX as usize;
 
 /// A datagram [`Tunnel::poll_transmit`] wrote into the caller's buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit {
     /// Where to send it.
     pub dst: SocketAddr,
+    /// The local address to send it from (`None`: the kernel chooses).
+    pub src: Option<IpAddr>,
     /// Its length, from `buf[0]`.
     pub len: usize,
 }
 
-/// What `ringtun show` prints about a peer.
+/// What `ringtun show` and the UAPI report about a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerStatus {
+    /// The peer's id.
+    pub id: PeerId,
     /// The peer's public key.
     pub public_key: PublicKey,
+    /// Whether a preshared key is configured.
+    pub has_preshared_key: bool,
     /// Its current endpoint.
     pub endpoint: Option<SocketAddr>,
+    /// The local address its datagrams leave from, once learned.
+    pub local_address: Option<IpAddr>,
+    /// Whether its endpoint is pinned (no roaming).
+    pub pinned: bool,
     /// Its AllowedIPs.
     pub allowed_ips: Vec<IpPrefix>,
     /// When the latest session with it was made (wall clock).
@@ -71,6 +94,10 @@ pub struct PeerStatus {
     pub handshake_in_progress: bool,
     /// Packets waiting for a session.
     pub staged: usize,
+    /// Handshakes completed with it (as initiator, or confirmed as responder).
+    pub handshakes: u64,
+    /// Traffic, summed over every lane.
+    pub traffic: Traffic,
 }
 
 /// What [`Tunnel::handle_handshake`] did with a message.
@@ -84,48 +111,6 @@ pub enum Handled {
     CookieStored(PeerId),
 }
 
-/// Our initiation in flight.
-struct Pending {
-    state: InitiatorHandshake,
-    local_index: u32,
-}
-
-struct Peer {
-    keys: PeerKeys,
-    allowed_ips: Vec<IpPrefix>,
-    persistent_keepalive: Option<Duration>,
-    shared: Arc<PeerShared>,
-    previous: Option<Arc<Keypair>>,
-    current: Option<Arc<Keypair>>,
-    next: Option<Arc<Keypair>>,
-    pending: Option<Pending>,
-    /// When this handshake attempt began (REKEY_ATTEMPT_TIME runs from here).
-    attempt_started: Option<Instant>,
-    /// When to retry the initiation if no response came.
-    retransmit_at: Option<Instant>,
-    last_initiation_sent: Option<Instant>,
-    last_timestamp_sent: Option<Tai64N>,
-    last_timestamp_received: Option<Tai64N>,
-    last_initiation_consumed: Option<Instant>,
-    cookie: Option<ReceivedCookie>,
-    /// MAC1 of the last handshake message we sent: a cookie reply's associated data.
-    last_mac1: Option<[u8; 16]>,
-    last_handshake: Option<(Instant, SystemTime)>,
-    staged: VecDeque<Vec<u8>>,
-    flush_queued: bool,
-    /// An initiation is due at the first timer call (`handshake_on_start`).
-    contact_on_start: bool,
-}
-
-impl Peer {
-    fn usable(&self, now: Instant) -> bool {
-        self.current.as_ref().is_some_and(|k| {
-            now.saturating_duration_since(k.created) < REJECT_AFTER_TIME
-                && k.sent() < REJECT_AFTER_MESSAGES
-        })
-    }
-}
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum IndexKind {
     Initiation,
@@ -135,7 +120,7 @@ enum IndexKind {
 enum Outgoing {
     /// A handshake message or cookie reply, ready to send.
     Datagram {
-        dst: SocketAddr,
+        path: Path,
         bytes: [u8; INITIATION_LEN],
         len: usize,
     },
@@ -150,18 +135,29 @@ enum Outgoing {
 pub struct Tunnel {
     identity: Identity,
     checker: CookieChecker,
-    peers: Vec<Peer>,
+    rng: Rng,
+    peers: PeerTable<Peer>,
     by_key: HashMap<PublicKey, PeerId>,
     indices: IndexMap<(PeerId, IndexKind)>,
+    /// Every AllowedIPs prefix and its peer: the source of the lookup
+    /// table the snapshot carries, rebuilt when this changes.
+    prefixes: BTreeMap<IpPrefix, PeerId>,
     allowed: Arc<AllowedIps>,
+    allowed_dirty: bool,
+    /// The configuration changed since the last snapshot.
+    stale: bool,
     epoch: Instant,
     /// The latest (monotonic, wall) pair seen, to date messages built from
     /// calls that only carry `now`.
     clock: (Instant, SystemTime),
     mtu: Option<usize>,
     max_staged: usize,
+    lanes: usize,
+    handshake_on_start: bool,
+    /// Look at the timers again then: workers held back timer events.
+    recheck_at: Option<Instant>,
     generation: u64,
-    snapshot: Arc<DataPlane>,
+    snapshot: Arc<Snapshot>,
     snapshot_dirty: bool,
     outgoing: VecDeque<Outgoing>,
     drops: [u64; DropReason::COUNT],
@@ -177,16 +173,13 @@ impl std::fmt::Debug for Tunnel {
     }
 }
 
-fn jitter() -> Duration {
-    // A failed RNG only loses the jitter, never the retry.
-    let r = random::u32().unwrap_or(0);
-    Duration::from_millis(u64::from(r) % (REKEY_TIMEOUT_JITTER_MAX.as_millis() as u64 + 1))
-}
-
-fn min_deadline(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+fn check_endpoint(key: PublicKey, ep: Option<SocketAddr>) -> Result<(), ConfigError> {
+    match ep {
+        Some(ep) if ep.port() == 0 || ep.ip().is_unspecified() => Err(ConfigError::BadEndpoint {
+            peer: key,
+            endpoint: ep,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -201,97 +194,46 @@ impl Tunnel {
         now: Instant,
         wall: SystemTime,
     ) -> Result<Tunnel, ConfigError> {
-        let identity = Identity::new(config.private_key);
-        if config.peers.len() > usize::from(u16::MAX) {
+        if config.peers.len() > MAX_PEERS {
             return Err(ConfigError::TooManyPeers(config.peers.len()));
         }
-        let mut by_key = HashMap::new();
-        let mut peers = Vec::with_capacity(config.peers.len());
-        let mut prefixes = Vec::new();
-        for (i, pc) in config.peers.into_iter().enumerate() {
-            let PeerConfig {
-                public_key,
-                preshared_key,
-                allowed_ips,
-                endpoint,
-                persistent_keepalive,
-                pin_endpoint,
-            } = pc;
-            let id = PeerId(i as u16);
-            if public_key == identity.public {
-                return Err(ConfigError::OwnKey(public_key));
-            }
-            if by_key.insert(public_key, id).is_some() {
-                return Err(ConfigError::DuplicatePeer(public_key));
-            }
-            if let Some(ep) = endpoint
-                && (ep.port() == 0 || ep.ip().is_unspecified())
-            {
-                return Err(ConfigError::BadEndpoint {
-                    peer: public_key,
-                    endpoint: ep,
-                });
-            }
-            let keys = PeerKeys::new(&identity, public_key, preshared_key.as_ref())
-                .map_err(|_| ConfigError::InvalidPeerKey(public_key))?;
-            prefixes.extend(allowed_ips.iter().map(|p| (*p, id)));
-            peers.push(Peer {
-                keys,
-                allowed_ips,
-                persistent_keepalive: persistent_keepalive.filter(|d| !d.is_zero()),
-                shared: Arc::new(PeerShared::new(endpoint, pin_endpoint)),
-                previous: None,
-                current: None,
-                next: None,
-                pending: None,
-                attempt_started: None,
-                retransmit_at: None,
-                last_initiation_sent: None,
-                last_timestamp_sent: None,
-                last_timestamp_received: None,
-                last_initiation_consumed: None,
-                cookie: None,
-                last_mac1: None,
-                last_handshake: None,
-                staged: VecDeque::new(),
-                flush_queued: false,
-                contact_on_start: config.handshake_on_start && endpoint.is_some(),
-            });
-        }
-        let allowed =
-            Arc::new(
-                AllowedIps::new(prefixes).map_err(|d| ConfigError::DuplicateAllowedIp {
-                    prefix: d.prefix,
-                    first: peers[d.first.index()].keys.public,
-                    second: peers[d.second.index()].keys.public,
-                })?,
-            );
-        let mtu = config.mtu.map(usize::from);
-        let snapshot = Arc::new(
-            DataPlane::new(now, 0, Vec::new(), [], allowed.clone(), mtu)
-                .with_mac1_key(identity.mac1_key),
-        );
-        // Persistent keepalive: an activity stamp of 0 means "never", which is
-        // due at once, so a configured peer is contacted on start-up as wg does.
+        let identity = Identity::new(config.private_key);
         let mut t = Tunnel {
+            snapshot: Arc::new(Snapshot::new(SnapshotParts {
+                epoch: now,
+                generation: 0,
+                peers: Vec::new(),
+                sessions: Vec::new(),
+                allowed: Arc::new(AllowedIps::empty()),
+                mtu: None,
+                mac1_key: identity.mac1_key,
+            })),
             identity,
             checker: CookieChecker::new(),
-            peers,
-            by_key,
+            rng: Rng::new(config.rng_seed),
+            peers: PeerTable::new(),
+            by_key: HashMap::new(),
             indices: IndexMap::default(),
-            allowed,
+            prefixes: BTreeMap::new(),
+            allowed: Arc::new(AllowedIps::empty()),
+            allowed_dirty: false,
+            stale: false,
             epoch: now,
             clock: (now, wall),
-            mtu,
+            mtu: config.mtu.map(usize::from),
             max_staged: config.max_staged.max(1),
+            lanes: config.traffic_lanes.max(1),
+            handshake_on_start: config.handshake_on_start,
+            recheck_at: None,
             generation: 0,
-            snapshot,
             snapshot_dirty: false,
             outgoing: VecDeque::new(),
             drops: [0; DropReason::COUNT],
         };
+        for pc in config.peers {
+            t.add_peer(pc)?;
+        }
         t.publish();
-        t.snapshot_dirty = true;
         Ok(t)
     }
 
@@ -305,18 +247,38 @@ impl Tunnel {
         self.by_key.get(key).copied()
     }
 
-    /// Number of peers; ids are `0..peer_count()`.
+    /// Every peer's id, in slot order.
+    pub fn peer_ids(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.peers.ids()
+    }
+
+    /// Number of peers.
     pub fn peer_count(&self) -> usize {
         self.peers.len()
     }
 
+    /// Receiver indices in use (sessions and our pending initiations): at
+    /// most four per peer, whatever the peer does. For status and tests.
+    pub fn receiver_indices(&self) -> usize {
+        self.indices.len()
+    }
+
+    /// The traffic lane the control thread's own sends (staged packets,
+    /// keepalives) are counted in: the last one. Workers use the others.
+    pub fn control_lane(&self) -> usize {
+        self.lanes - 1
+    }
+
     /// The current snapshot.
-    pub fn snapshot(&self) -> Arc<DataPlane> {
+    pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.clone()
     }
 
     /// A new snapshot, once per change: the caller swaps it in for the workers.
-    pub fn poll_snapshot(&mut self) -> Option<Arc<DataPlane>> {
+    pub fn poll_snapshot(&mut self) -> Option<Arc<Snapshot>> {
+        if self.stale || self.allowed_dirty {
+            self.publish();
+        }
         std::mem::take(&mut self.snapshot_dirty).then(|| self.snapshot.clone())
     }
 
@@ -342,12 +304,17 @@ impl Tunnel {
         }
     }
 
-    /// Status of one peer for `ringtun show`.
-    pub fn peer_status(&self, peer: PeerId, now: Instant) -> Option<PeerStatus> {
-        let p = self.peers.get(peer.index())?;
+    /// Status of one peer.
+    pub fn peer_status(&self, id: PeerId, now: Instant) -> Option<PeerStatus> {
+        let p = self.peers.get(id)?;
+        let path = p.shared.path.load();
         Some(PeerStatus {
+            id,
             public_key: p.keys.public,
-            endpoint: p.shared.endpoint.load(),
+            has_preshared_key: p.preshared_key.is_some(),
+            endpoint: path.map(|p| p.remote),
+            local_address: path.and_then(|p| p.local),
+            pinned: p.shared.pinned.load(Relaxed),
             allowed_ips: p.allowed_ips.clone(),
             latest_handshake: p.last_handshake.map(|(_, w)| w),
             session_age: p
@@ -357,50 +324,296 @@ impl Tunnel {
             persistent_keepalive: p.persistent_keepalive,
             handshake_in_progress: p.pending.is_some(),
             staged: p.staged.len(),
+            handshakes: p.handshakes,
+            traffic: p.shared.traffic.total(),
         })
+    }
+
+    /// The peer's preshared key, for a configuration dump (the UAPI's
+    /// `get`), which must give back what was set.
+    pub fn preshared_key(&self, id: PeerId) -> Option<&PresharedKey> {
+        self.peers.get(id)?.preshared_key.as_ref()
+    }
+
+    // ----- configuration -----
+
+    /// Adds a peer; returns its id. A prefix of its AllowedIPs that
+    /// another peer holds is refused, as in a configuration file (use
+    /// [`set_allowed_ips`](Self::set_allowed_ips) to move one). With
+    /// `handshake_on_start` a peer with an endpoint is contacted at the
+    /// next timer call. Refused, nothing changes.
+    pub fn add_peer(&mut self, config: PeerConfig) -> Result<PeerId, ConfigError> {
+        let PeerConfig {
+            public_key,
+            preshared_key,
+            allowed_ips,
+            endpoint,
+            persistent_keepalive,
+            pin_endpoint,
+        } = config;
+        if public_key == self.identity.public {
+            return Err(ConfigError::OwnKey(public_key));
+        }
+        if self.by_key.contains_key(&public_key) {
+            return Err(ConfigError::DuplicatePeer(public_key));
+        }
+        if self.peers.len() >= MAX_PEERS {
+            return Err(ConfigError::TooManyPeers(self.peers.len() + 1));
+        }
+        check_endpoint(public_key, endpoint)?;
+        for prefix in &allowed_ips {
+            if let Some(other) = self.prefixes.get(prefix).and_then(|id| self.peers.get(*id)) {
+                return Err(ConfigError::DuplicateAllowedIp {
+                    prefix: *prefix,
+                    first: other.keys.public,
+                    second: public_key,
+                });
+            }
+        }
+        let keys = PeerKeys::new(&self.identity, public_key, preshared_key.as_ref())
+            .map_err(|_| ConfigError::InvalidPeerKey(public_key))?;
+        let shared = Arc::new(PeerShared::new(endpoint, pin_endpoint, self.lanes));
+        let mut peer = Peer::new(keys, shared);
+        peer.preshared_key = preshared_key;
+        peer.persistent_keepalive = persistent_keepalive.filter(|d| !d.is_zero());
+        peer.contact_on_start = self.handshake_on_start && endpoint.is_some();
+        let id = self.peers.insert(peer);
+        self.by_key.insert(public_key, id);
+        self.set_allowed_ips(id, allowed_ips)?;
+        self.stale = true;
+        Ok(id)
+    }
+
+    /// Removes a peer: its sessions are forgotten (a packet naming one of
+    /// their indices is then dropped as `unknown_index`), its pending
+    /// handshake and staged packets dropped, its keys erased, its
+    /// AllowedIPs released. The id never names anything again.
+    pub fn remove_peer(&mut self, id: PeerId) -> Result<(), ConfigError> {
+        let mut p = self.peers.remove(id).ok_or(ConfigError::UnknownPeer(id))?;
+        self.by_key.remove(&p.keys.public);
+        for k in p.take_sessions() {
+            self.forget(k);
+        }
+        if let Some(old) = p.pending.take() {
+            self.indices.remove(&old.local_index);
+        }
+        for prefix in &p.allowed_ips {
+            self.prefixes.remove(prefix);
+        }
+        self.outgoing.retain(|o| match o {
+            Outgoing::Flush(x) | Outgoing::Keepalive(x) => *x != id,
+            Outgoing::Datagram { .. } => true,
+        });
+        // Dropping `p` zeroizes its static-static secret, PSK and any
+        // ephemeral (ZeroizeOnDrop).
+        drop(p);
+        self.allowed_dirty = true;
+        self.stale = true;
+        Ok(())
+    }
+
+    /// Replaces a peer's AllowedIPs, keeping its sessions. A prefix held by
+    /// another peer moves to this one, as `wg set` does.
+    pub fn set_allowed_ips(
+        &mut self,
+        id: PeerId,
+        prefixes: Vec<IpPrefix>,
+    ) -> Result<(), ConfigError> {
+        if !self.peers.contains(id) {
+            return Err(ConfigError::UnknownPeer(id));
+        }
+        let mut unique = prefixes;
+        unique.sort();
+        unique.dedup();
+        if let Some(p) = self.peers.get_mut(id) {
+            for old in std::mem::take(&mut p.allowed_ips) {
+                self.prefixes.remove(&old);
+            }
+        }
+        for prefix in &unique {
+            if let Some(prev) = self.prefixes.insert(*prefix, id)
+                && prev != id
+                && let Some(other) = self.peers.get_mut(prev)
+            {
+                other.allowed_ips.retain(|x| x != prefix);
+            }
+        }
+        if let Some(p) = self.peers.get_mut(id) {
+            p.allowed_ips = unique;
+        }
+        self.allowed_dirty = true;
+        Ok(())
+    }
+
+    /// Sets (or clears) a peer's endpoint, keeping its sessions; the local
+    /// address is learned again from the peer's next datagram.
+    pub fn set_endpoint(
+        &mut self,
+        id: PeerId,
+        endpoint: Option<SocketAddr>,
+    ) -> Result<(), ConfigError> {
+        let p = self.peers.get(id).ok_or(ConfigError::UnknownPeer(id))?;
+        check_endpoint(p.keys.public, endpoint)?;
+        if p.shared.path.remote() != endpoint {
+            p.shared.path.store(endpoint.map(|remote| Path {
+                remote,
+                local: None,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Sets a peer's persistent keepalive (`None` or zero: off), keeping
+    /// its sessions. Turned on, the peer is contacted at once, as wg does.
+    pub fn set_persistent_keepalive(
+        &mut self,
+        id: PeerId,
+        interval: Option<Duration>,
+    ) -> Result<(), ConfigError> {
+        let p = self.peers.get_mut(id).ok_or(ConfigError::UnknownPeer(id))?;
+        let interval = interval.filter(|d| !d.is_zero());
+        if p.persistent_keepalive.is_none() && interval.is_some() {
+            p.shared.last_activity.store(0, Relaxed);
+        }
+        p.persistent_keepalive = interval;
+        Ok(())
+    }
+
+    /// Pins (or unpins) a peer's endpoint, keeping its sessions.
+    pub fn set_pinned(&mut self, id: PeerId, pinned: bool) -> Result<(), ConfigError> {
+        let p = self.peers.get(id).ok_or(ConfigError::UnknownPeer(id))?;
+        p.shared.pinned.store(pinned, Relaxed);
+        Ok(())
+    }
+
+    /// Sets a peer's preshared key. The same key again changes nothing
+    /// (`wg syncconf` sends every peer's key every time); a different one
+    /// changes the handshake's keys, so the peer's sessions and pending
+    /// handshake are dropped and the next packet starts a new one.
+    pub fn set_preshared_key(
+        &mut self,
+        id: PeerId,
+        psk: Option<PresharedKey>,
+    ) -> Result<(), ConfigError> {
+        let p = self.peers.get(id).ok_or(ConfigError::UnknownPeer(id))?;
+        if p.preshared_key == psk {
+            return Ok(());
+        }
+        let keys = PeerKeys::new(&self.identity, p.keys.public, psk.as_ref())
+            .map_err(|_| ConfigError::InvalidPeerKey(p.keys.public))?;
+        let p = self.peers.get_mut(id).ok_or(ConfigError::UnknownPeer(id))?;
+        p.keys = keys;
+        p.preshared_key = psk;
+        self.reset_handshakes(id);
+        self.stale = true;
+        Ok(())
+    }
+
+    /// Replaces the interface's private key. The same key again changes
+    /// nothing; a different one drops every session and pending handshake
+    /// (they were made with the old identity), and a peer whose public key
+    /// is the new one is removed, as wg does. Refused (a peer key that is
+    /// a low-order point), nothing changes.
+    pub fn set_private_key(&mut self, key: PrivateKey) -> Result<(), ConfigError> {
+        if key.public_key() == self.identity.public {
+            return Ok(());
+        }
+        let identity = Identity::new(key);
+        let mut keys = Vec::with_capacity(self.peers.len());
+        for (id, p) in self.peers.iter() {
+            if p.keys.public == identity.public {
+                continue;
+            }
+            let k = PeerKeys::new(&identity, p.keys.public, p.preshared_key.as_ref())
+                .map_err(|_| ConfigError::InvalidPeerKey(p.keys.public))?;
+            keys.push((id, k));
+        }
+        if let Some(own) = self.by_key.get(&identity.public).copied() {
+            self.remove_peer(own)?;
+        }
+        self.identity = identity;
+        for (id, k) in keys {
+            if let Some(p) = self.peers.get_mut(id) {
+                p.keys = k;
+            }
+            self.reset_handshakes(id);
+        }
+        self.stale = true;
+        Ok(())
+    }
+
+    /// Forgets a peer's sessions and handshake state (its keys changed).
+    fn reset_handshakes(&mut self, id: PeerId) {
+        let Some(p) = self.peers.get_mut(id) else {
+            return;
+        };
+        let sessions = p.take_sessions();
+        let pending = p.pending.take();
+        p.retransmit_at = None;
+        p.attempt_started = None;
+        p.last_initiation_sent = None;
+        p.cookie = None;
+        for k in sessions {
+            self.forget(k);
+        }
+        if let Some(old) = pending {
+            self.indices.remove(&old.local_index);
+        }
     }
 
     // ----- snapshot -----
 
     fn publish(&mut self) {
+        if std::mem::take(&mut self.allowed_dirty) {
+            // The prefix map has no duplicates: this cannot fail.
+            self.allowed = Arc::new(
+                AllowedIps::new(self.prefixes.iter().map(|(p, id)| (*p, *id)))
+                    .unwrap_or_else(|_| AllowedIps::empty()),
+            );
+        }
+        self.stale = false;
         self.generation += 1;
-        let slots = self
-            .peers
-            .iter()
-            .map(|p| PeerSlot {
+        let mut slots: Vec<Option<PeerSlot>> = (0..self.peers.slots()).map(|_| None).collect();
+        let mut sessions = Vec::new();
+        for (id, p) in self.peers.iter() {
+            slots[id.slot()] = Some(PeerSlot {
+                id,
                 shared: p.shared.clone(),
                 current: p.current.clone(),
-            })
-            .collect();
-        let sessions: Vec<Arc<Keypair>> = self
-            .peers
-            .iter()
-            .flat_map(|p| [&p.previous, &p.current, &p.next])
-            .flatten()
-            .cloned()
-            .collect();
-        self.snapshot = Arc::new(
-            DataPlane::new(
-                self.epoch,
-                self.generation,
-                slots,
-                sessions,
-                self.allowed.clone(),
-                self.mtu,
-            )
-            .with_mac1_key(self.identity.mac1_key),
-        );
+            });
+            sessions.extend(
+                [&p.previous, &p.current, &p.next]
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+        }
+        self.snapshot = Arc::new(Snapshot::new(SnapshotParts {
+            epoch: self.epoch,
+            generation: self.generation,
+            peers: slots,
+            sessions,
+            allowed: self.allowed.clone(),
+            mtu: self.mtu,
+            mac1_key: self.identity.mac1_key,
+        }));
         self.snapshot_dirty = true;
     }
 
     fn new_index(&mut self, owner: (PeerId, IndexKind)) -> Result<u32, HandshakeError> {
         loop {
-            let i = random::u32()?;
+            let i = self.rng.u32()?;
             if let std::collections::hash_map::Entry::Vacant(e) = self.indices.entry(i) {
                 e.insert(owner);
                 return Ok(i);
             }
         }
+    }
+
+    fn jitter(&mut self) -> Duration {
+        // A failed RNG only loses the jitter, never the retry.
+        let r = self.rng.u32().unwrap_or(0);
+        Duration::from_millis(u64::from(r) % (REKEY_TIMEOUT_JITTER_MAX.as_millis() as u64 + 1))
     }
 
     fn forget(&mut self, kp: Option<Arc<Keypair>>) {
@@ -414,7 +627,8 @@ impl Tunnel {
     /// Sends an initiation to `peer`. A fresh attempt (`retry == false`) is
     /// skipped if one went out less than REKEY_TIMEOUT ago (§6.4).
     fn start_handshake(&mut self, id: PeerId, now: Instant, retry: bool) {
-        let Some(p) = self.peers.get_mut(id.index()) else {
+        let jitter = self.jitter();
+        let Some(p) = self.peers.get_mut(id) else {
             return;
         };
         if !retry {
@@ -427,12 +641,14 @@ impl Tunnel {
                 p.attempt_started = Some(now);
             }
         }
-        p.retransmit_at = Some(now + REKEY_TIMEOUT + jitter());
+        p.retransmit_at = Some(now + REKEY_TIMEOUT + jitter);
         p.last_initiation_sent = Some(now);
-        if let Some(old) = p.pending.take() {
+        let old = p.pending.take();
+        let path = p.shared.path.load();
+        if let Some(old) = old {
             self.indices.remove(&old.local_index);
         }
-        let Some(dst) = self.peers[id.index()].shared.endpoint.load() else {
+        let Some(path) = path else {
             self.count(DropReason::NoEndpoint);
             return;
         };
@@ -441,20 +657,28 @@ impl Tunnel {
             Ok(i) => i,
             Err(e) => return self.count(e.reason()),
         };
-        let p = &mut self.peers[id.index()];
+        let mut ephemeral = [0u8; 32];
+        if let Err(e) = self.rng.fill(&mut ephemeral) {
+            self.indices.remove(&local_index);
+            return self.count(HandshakeError::Random(e).reason());
+        }
+        let Some(p) = self.peers.get_mut(id) else {
+            return;
+        };
         let mut ts = Tai64N::from_system_time(wall);
         if let Some(last) = p.last_timestamp_sent
             && ts <= last
         {
             ts = last.next();
         }
-        let (msg, state) = match handshake::initiate(&self.identity, &p.keys, local_index, ts) {
-            Ok(x) => x,
-            Err(e) => {
-                self.indices.remove(&local_index);
-                return self.count(e.reason());
-            }
-        };
+        let (msg, state) =
+            match handshake::initiate(&self.identity, &p.keys, local_index, ts, ephemeral) {
+                Ok(x) => x,
+                Err(e) => {
+                    self.indices.remove(&local_index);
+                    return self.count(e.reason());
+                }
+            };
         p.last_timestamp_sent = Some(ts);
         let mut bytes = msg.emit();
         let cookie = p.cookie.as_ref().and_then(|c| c.fresh(now)).copied();
@@ -466,7 +690,7 @@ impl Tunnel {
         ));
         p.pending = Some(Pending { state, local_index });
         self.outgoing.push_back(Outgoing::Datagram {
-            dst,
+            path,
             bytes,
             len: INITIATION_LEN,
         });
@@ -474,7 +698,8 @@ impl Tunnel {
 
     // ----- inputs -----
 
-    /// Handles a handshake message (type 1, 2 or 3) from `src`. Set
+    /// Handles a handshake message (type 1, 2 or 3) that came `from` (the
+    /// sender's address and the local address it arrived on). Set
     /// `under_load` when the handshake queue is long: initiations and
     /// responses then need a valid MAC2, else a cookie reply goes out and
     /// [`HandshakeError::CookieRequired`] comes back. Errors are already
@@ -483,15 +708,17 @@ impl Tunnel {
         &mut self,
         now: Instant,
         wall: SystemTime,
-        src: SocketAddr,
+        from: Path,
         datagram: &[u8],
         under_load: bool,
     ) -> Result<Handled, HandshakeError> {
         self.set_clock(now, wall);
         let res = match message_type(datagram) {
             Err(e) => Err(HandshakeError::Malformed(e)),
-            Ok(MessageType::Initiation) => self.on_initiation(now, wall, src, datagram, under_load),
-            Ok(MessageType::Response) => self.on_response(now, wall, src, datagram, under_load),
+            Ok(MessageType::Initiation) => {
+                self.on_initiation(now, wall, from, datagram, under_load)
+            }
+            Ok(MessageType::Response) => self.on_response(now, wall, from, datagram, under_load),
             Ok(MessageType::CookieReply) => self.on_cookie_reply(now, datagram),
             Ok(MessageType::Data) => Err(HandshakeError::NotHandshake),
         };
@@ -507,7 +734,7 @@ impl Tunnel {
         datagram: &[u8],
         mac1_at: usize,
         sender_index: u32,
-        src: SocketAddr,
+        from: Path,
         now: Instant,
         under_load: bool,
     ) -> Result<(), HandshakeError> {
@@ -515,16 +742,25 @@ impl Tunnel {
             return Err(HandshakeError::Mac1);
         }
         let mac2_at = mac1_at + 16;
-        if under_load && !self.checker.mac2_ok(datagram, mac2_at, src, now)? {
+        if under_load
+            && !self
+                .checker
+                .mac2_ok(datagram, mac2_at, from.remote, now, &mut self.rng)?
+        {
             let mut mac1 = [0u8; 16];
             mac1.copy_from_slice(&datagram[mac1_at..mac2_at]);
-            let reply =
-                self.checker
-                    .reply(&self.identity.cookie_key, sender_index, &mac1, src, now)?;
+            let reply = self.checker.reply(
+                &self.identity.cookie_key,
+                sender_index,
+                &mac1,
+                from.remote,
+                now,
+                &mut self.rng,
+            )?;
             let mut bytes = [0u8; INITIATION_LEN];
             bytes[..64].copy_from_slice(&reply.emit());
             self.outgoing.push_back(Outgoing::Datagram {
-                dst: src,
+                path: from,
                 bytes,
                 len: 64,
             });
@@ -537,7 +773,7 @@ impl Tunnel {
         &mut self,
         now: Instant,
         wall: SystemTime,
-        src: SocketAddr,
+        from: Path,
         datagram: &[u8],
         under_load: bool,
     ) -> Result<Handled, HandshakeError> {
@@ -546,19 +782,25 @@ impl Tunnel {
             datagram,
             INITIATION_MAC1_OFFSET,
             msg.sender_index,
-            src,
+            from,
             now,
             under_load,
         )?;
         let (consumed, _) = handshake::consume_initiation(&self.identity, &msg, |k| {
-            self.by_key.get(k).map(|id| &self.peers[id.index()].keys)
+            self.by_key
+                .get(k)
+                .and_then(|id| self.peers.get(*id))
+                .map(|p| &p.keys)
         })?;
         let id = self
             .by_key
             .get(&consumed.initiator)
             .copied()
             .ok_or(HandshakeError::UnknownPeer(consumed.initiator))?;
-        let p = &self.peers[id.index()];
+        let p = self
+            .peers
+            .get(id)
+            .ok_or(HandshakeError::UnknownPeer(consumed.initiator))?;
         // §5.1: a replayed initiation must not reset the session.
         if p.last_timestamp_received
             .is_some_and(|last| consumed.timestamp <= last)
@@ -571,8 +813,16 @@ impl Tunnel {
             return Err(HandshakeError::RateLimited);
         }
         let local_index = self.new_index((id, IndexKind::Session))?;
-        let p = &mut self.peers[id.index()];
-        let (resp, session) = match handshake::respond(&consumed, &p.keys, local_index) {
+        let mut ephemeral = [0u8; 32];
+        if let Err(e) = self.rng.fill(&mut ephemeral) {
+            self.indices.remove(&local_index);
+            return Err(HandshakeError::Random(e));
+        }
+        let Some(p) = self.peers.get_mut(id) else {
+            self.indices.remove(&local_index);
+            return Err(HandshakeError::UnknownPeer(consumed.initiator));
+        };
+        let (resp, session) = match handshake::respond(&consumed, &p.keys, local_index, ephemeral) {
             Ok(x) => x,
             Err(e) => {
                 self.indices.remove(&local_index);
@@ -581,8 +831,8 @@ impl Tunnel {
         };
         p.last_timestamp_received = Some(consumed.timestamp);
         p.last_initiation_consumed = Some(now);
-        p.shared.roam(src);
-        let dst = p.shared.endpoint.load().unwrap_or(src);
+        p.shared.roam(from);
+        let path = p.shared.path.load().unwrap_or(from);
         let kp = Arc::new(Keypair::new(
             id,
             &session,
@@ -607,7 +857,7 @@ impl Tunnel {
         self.forget(old_next);
         self.forget(old_prev);
         self.outgoing.push_back(Outgoing::Datagram {
-            dst,
+            path,
             bytes,
             len: r.len(),
         });
@@ -619,7 +869,7 @@ impl Tunnel {
         &mut self,
         now: Instant,
         wall: SystemTime,
-        src: SocketAddr,
+        from: Path,
         datagram: &[u8],
         under_load: bool,
     ) -> Result<Handled, HandshakeError> {
@@ -628,14 +878,16 @@ impl Tunnel {
             datagram,
             RESPONSE_MAC1_OFFSET,
             msg.sender_index,
-            src,
+            from,
             now,
             under_load,
         )?;
         let Some(&(id, IndexKind::Initiation)) = self.indices.get(&msg.receiver_index) else {
             return Err(HandshakeError::UnknownIndex(msg.receiver_index));
         };
-        let p = &mut self.peers[id.index()];
+        let Some(p) = self.peers.get_mut(id) else {
+            return Err(HandshakeError::UnknownIndex(msg.receiver_index));
+        };
         let Some(pending) = p
             .pending
             .as_ref()
@@ -648,7 +900,7 @@ impl Tunnel {
         p.pending = None;
         p.attempt_started = None;
         p.retransmit_at = None;
-        p.shared.roam(src);
+        p.shared.roam(from);
         let kp = Arc::new(Keypair::new(
             id,
             &session,
@@ -657,18 +909,22 @@ impl Tunnel {
             now,
             true,
         ));
-        // §5.4.6 / wireguard-go: an unconfirmed "next" becomes "previous".
+        // §5.4.6 / wireguard-go: an unconfirmed "next" becomes "previous",
+        // and the sessions it and the new one displace are forgotten.
         let displaced = match p.next.take() {
-            Some(next) => p.previous.replace(next),
+            Some(next) => [p.previous.replace(next), p.current.take()],
             None => {
                 let cur = p.current.take();
-                std::mem::replace(&mut p.previous, cur)
+                [std::mem::replace(&mut p.previous, cur), None]
             }
         };
         p.current = Some(kp);
         p.last_handshake = Some((now, wall));
+        p.handshakes += 1;
         self.indices.insert(local_index, (id, IndexKind::Session));
-        self.forget(displaced);
+        for k in displaced {
+            self.forget(k);
+        }
         self.publish();
         // The responder uses the session only after hearing on it (§5.4.6):
         // send the staged packets, or a keepalive if there are none.
@@ -685,7 +941,9 @@ impl Tunnel {
         let Some(&(id, _)) = self.indices.get(&msg.receiver_index) else {
             return Err(HandshakeError::UnknownIndex(msg.receiver_index));
         };
-        let p = &mut self.peers[id.index()];
+        let Some(p) = self.peers.get_mut(id) else {
+            return Err(HandshakeError::UnknownIndex(msg.receiver_index));
+        };
         let Some(mac1) = p.last_mac1 else {
             return Err(HandshakeError::UnknownIndex(msg.receiver_index));
         };
@@ -696,7 +954,9 @@ impl Tunnel {
     }
 
     fn queue_flush_or_keepalive(&mut self, id: PeerId) {
-        let p = &mut self.peers[id.index()];
+        let Some(p) = self.peers.get_mut(id) else {
+            return;
+        };
         if p.staged.is_empty() {
             self.outgoing.push_back(Outgoing::Keepalive(id));
         } else if !p.flush_queued {
@@ -706,13 +966,16 @@ impl Tunnel {
     }
 
     fn rotate_confirmed(&mut self, id: PeerId) {
-        let p = &mut self.peers[id.index()];
+        let Some(p) = self.peers.get_mut(id) else {
+            return;
+        };
         if !p.next.as_ref().is_some_and(|k| k.is_confirmed()) {
             return;
         }
         let next = p.next.take();
         let cur = std::mem::replace(&mut p.current, next);
         let old = std::mem::replace(&mut p.previous, cur);
+        p.handshakes += 1;
         if p.pending.is_none() {
             // A retry armed while waiting for this confirmation is moot now.
             p.retransmit_at = None;
@@ -733,17 +996,24 @@ impl Tunnel {
     /// `peer`. Follow with `poll_transmit`, `poll_snapshot`, `poll_timeout`.
     pub fn handle_events(&mut self, peer: PeerId, events: Events, now: Instant, wall: SystemTime) {
         self.set_clock(now, wall);
-        if peer.index() >= self.peers.len() {
+        if !self.peers.contains(peer) {
             return;
+        }
+        if events.contains(Events::TIMERS) {
+            // A worker moved a deadline; it holds back further ones for a
+            // while, so look again after that.
+            self.recheck_at = Some(now + TIMER_RECHECK);
         }
         if events.contains(Events::CONFIRMED) {
             self.rotate_confirmed(peer);
         }
-        if events.contains(Events::REKEY) && self.peers[peer.index()].pending.is_none() {
+        if events.contains(Events::REKEY)
+            && self.peers.get(peer).is_some_and(|p| p.pending.is_none())
+        {
             self.start_handshake(peer, now, false);
         }
-        // TIMERS and ENDPOINT_CHANGED change only atomics that poll_timeout
-        // and peer_status read; the call itself is the wake-up.
+        // ENDPOINT_CHANGED changes only the path, which every reader loads;
+        // the call itself is the wake-up.
     }
 
     /// Queues a packet that found no usable session (`EncapError::NoSession`
@@ -767,7 +1037,7 @@ impl Tunnel {
 
     fn stage_inner(&mut self, id: PeerId, packet: &[u8], now: Instant) -> Result<(), DropReason> {
         let max = self.max_staged;
-        let p = self.peers.get_mut(id.index()).ok_or(DropReason::NoRoute)?;
+        let p = self.peers.get_mut(id).ok_or(DropReason::NoRoute)?;
         if packet.len() > MAX_PACKET_LEN {
             return Err(DropReason::Malformed);
         }
@@ -800,87 +1070,29 @@ impl Tunnel {
         Ok(())
     }
 
-    /// Runs the timers that are due. Follow with `poll_transmit`,
-    /// `poll_snapshot` and `poll_timeout`.
+    // ----- timers -----
+
+    /// Runs the timers that are due, each peer's in [`Timer::ALL`] order.
+    /// Follow with `poll_transmit`, `poll_snapshot` and `poll_timeout`.
     pub fn handle_timeout(&mut self, now: Instant, wall: SystemTime) {
-        use std::sync::atomic::Ordering::Relaxed;
         self.set_clock(now, wall);
+        if self.recheck_at.is_some_and(|t| t <= now) {
+            self.recheck_at = None;
+        }
         let mut changed = false;
-        for i in 0..self.peers.len() {
-            let id = PeerId(i as u16);
-            if std::mem::take(&mut self.peers[i].contact_on_start)
-                && self.peers[i].pending.is_none()
-            {
-                self.start_handshake(id, now, false);
-            }
-            // Handshake retransmission, or giving up (§6.4).
-            if self.peers[i].retransmit_at.is_some_and(|t| t <= now) {
-                let p = &mut self.peers[i];
-                if p.attempt_started
-                    .is_some_and(|s| now.saturating_duration_since(s) >= REKEY_ATTEMPT_TIME)
-                {
-                    p.retransmit_at = None;
-                    p.attempt_started = None;
-                    let dropped = p.staged.len() as u64;
-                    p.staged.clear();
-                    if let Some(old) = p.pending.take() {
-                        self.indices.remove(&old.local_index);
-                    }
-                    self.drops[DropReason::Expired.index()] += dropped;
-                } else {
-                    self.start_handshake(id, now, true);
+        for slot in 0..self.peers.slots() {
+            let Some(id) = self.peers.id_at(slot) else {
+                continue;
+            };
+            for timer in Timer::ALL {
+                let due = self
+                    .peers
+                    .get(id)
+                    .and_then(|p| p.deadline(timer, self.epoch))
+                    .is_some_and(|d| d <= now);
+                if due {
+                    changed |= self.fire(id, timer, now);
                 }
-            }
-            let shared = self.peers[i].shared.clone();
-            // Data sent, nothing heard for KEEPALIVE + REKEY_TIMEOUT: new handshake (§6.2).
-            let t = shared.tx_unanswered.load(Relaxed);
-            if t != 0
-                && instant_of(self.epoch, t) + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT <= now
-                && shared
-                    .tx_unanswered
-                    .compare_exchange(t, 0, Relaxed, Relaxed)
-                    .is_ok()
-                && self.peers[i].pending.is_none()
-            {
-                self.start_handshake(id, now, false);
-            }
-            // Data received, nothing sent for KEEPALIVE_TIMEOUT: keepalive (§6.5).
-            let t = shared.rx_unanswered.load(Relaxed);
-            if t != 0
-                && instant_of(self.epoch, t) + KEEPALIVE_TIMEOUT <= now
-                && shared
-                    .rx_unanswered
-                    .compare_exchange(t, 0, Relaxed, Relaxed)
-                    .is_ok()
-                && self.peers[i].usable(now)
-            {
-                self.outgoing.push_back(Outgoing::Keepalive(id));
-            }
-            // Persistent keepalive: after this much silence either way.
-            if let Some(iv) = self.peers[i].persistent_keepalive
-                && shared.endpoint.load().is_some()
-            {
-                let last = shared.last_activity.load(Relaxed);
-                if last == 0 || instant_of(self.epoch, last) + iv <= now {
-                    shared.last_activity.store(stamp(self.epoch, now), Relaxed);
-                    if self.peers[i].usable(now) {
-                        self.outgoing.push_back(Outgoing::Keepalive(id));
-                    } else if self.peers[i].pending.is_none() {
-                        self.start_handshake(id, now, false);
-                    }
-                }
-            }
-            // No new session for 3 × REJECT_AFTER_TIME: erase the keys (§6.3).
-            let p = &mut self.peers[i];
-            if p.last_handshake
-                .is_some_and(|(t, _)| t + ZERO_KEYS_AFTER <= now)
-                && (p.current.is_some() || p.previous.is_some() || p.next.is_some())
-            {
-                let olds = [p.previous.take(), p.current.take(), p.next.take()];
-                for k in olds {
-                    self.forget(k);
-                }
-                changed = true;
             }
         }
         if changed {
@@ -888,44 +1100,131 @@ impl Tunnel {
         }
     }
 
-    /// When `handle_timeout` wants calling; None while there is nothing to
-    /// wait for (no session, no handshake, no keepalive configured).
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let mut next = None;
-        for p in &self.peers {
-            if p.contact_on_start {
-                next = min_deadline(next, Some(self.epoch));
-            }
-            next = min_deadline(next, p.retransmit_at);
-            let t = p.shared.tx_unanswered.load(Relaxed);
-            if t != 0 {
-                next = min_deadline(
-                    next,
-                    Some(instant_of(self.epoch, t) + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT),
-                );
-            }
-            let t = p.shared.rx_unanswered.load(Relaxed);
-            if t != 0 {
-                next = min_deadline(next, Some(instant_of(self.epoch, t) + KEEPALIVE_TIMEOUT));
-            }
-            if let Some(iv) = p.persistent_keepalive
-                && p.shared.endpoint.load().is_some()
-            {
-                let last = p.shared.last_activity.load(Relaxed);
-                let due = if last == 0 {
-                    self.epoch
+    /// Fires one due timer; true if sessions changed (publish).
+    fn fire(&mut self, id: PeerId, timer: Timer, now: Instant) -> bool {
+        /// What a timer asks for, decided while the peer is borrowed.
+        enum Then {
+            Nothing,
+            Handshake {
+                retry: bool,
+            },
+            Keepalive,
+            Forget([Option<Arc<Keypair>>; 3]),
+            GiveUp {
+                pending: Option<Pending>,
+                staged: u64,
+            },
+        }
+        let Some(p) = self.peers.get_mut(id) else {
+            return false;
+        };
+        let then = match timer {
+            Timer::ContactOnStart => {
+                p.contact_on_start = false;
+                if p.pending.is_none() {
+                    Then::Handshake { retry: false }
                 } else {
-                    instant_of(self.epoch, last) + iv
-                };
-                next = min_deadline(next, Some(due));
+                    Then::Nothing
+                }
             }
-            if p.current.is_some() || p.previous.is_some() || p.next.is_some() {
-                next = min_deadline(next, p.last_handshake.map(|(t, _)| t + ZERO_KEYS_AFTER));
+            Timer::Retransmit => {
+                if p.attempt_started
+                    .is_some_and(|s| now.saturating_duration_since(s) >= REKEY_ATTEMPT_TIME)
+                {
+                    // §6.4: give up, and the packets that waited for it.
+                    p.retransmit_at = None;
+                    p.attempt_started = None;
+                    let staged = p.staged.len() as u64;
+                    p.staged.clear();
+                    Then::GiveUp {
+                        pending: p.pending.take(),
+                        staged,
+                    }
+                } else {
+                    Then::Handshake { retry: true }
+                }
+            }
+            Timer::NewHandshake => {
+                // Taken by whoever clears it first: a worker hearing from
+                // the peer meanwhile cancels the handshake.
+                let t = p.shared.tx_unanswered.load(Relaxed);
+                let taken = t != 0
+                    && p.shared
+                        .tx_unanswered
+                        .compare_exchange(t, 0, Relaxed, Relaxed)
+                        .is_ok();
+                if taken && p.pending.is_none() {
+                    Then::Handshake { retry: false }
+                } else {
+                    Then::Nothing
+                }
+            }
+            Timer::Keepalive => {
+                let t = p.shared.rx_unanswered.load(Relaxed);
+                let taken = t != 0
+                    && p.shared
+                        .rx_unanswered
+                        .compare_exchange(t, 0, Relaxed, Relaxed)
+                        .is_ok();
+                if taken && p.usable(now) {
+                    Then::Keepalive
+                } else {
+                    Then::Nothing
+                }
+            }
+            Timer::PersistentKeepalive => {
+                p.shared
+                    .last_activity
+                    .store(stamp(self.epoch, now), Relaxed);
+                if p.usable(now) {
+                    Then::Keepalive
+                } else if p.pending.is_none() {
+                    Then::Handshake { retry: false }
+                } else {
+                    Then::Nothing
+                }
+            }
+            Timer::ZeroKeys => Then::Forget(p.take_sessions()),
+        };
+        match then {
+            Then::Nothing => false,
+            Then::Handshake { retry } => {
+                self.start_handshake(id, now, retry);
+                false
+            }
+            Then::Keepalive => {
+                self.outgoing.push_back(Outgoing::Keepalive(id));
+                false
+            }
+            Then::Forget(sessions) => {
+                for k in sessions {
+                    self.forget(k);
+                }
+                true
+            }
+            Then::GiveUp { pending, staged } => {
+                if let Some(old) = pending {
+                    self.indices.remove(&old.local_index);
+                }
+                self.drops[DropReason::Expired.index()] += staged;
+                false
             }
         }
-        next
     }
+
+    /// When `handle_timeout` wants calling: the earliest deadline of any
+    /// peer's timers ([`Peer::deadline`], the same computation that
+    /// decides what fires), or a recheck after a timer event. None while
+    /// there is nothing to wait for.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.peers
+            .iter()
+            .filter_map(|(_, p)| p.next_deadline(self.epoch))
+            .chain(self.recheck_at)
+            .min()
+    }
+
+    // ----- outputs -----
 
     /// The next datagram to send, written to `buf` (at least
     /// [`TRANSMIT_BUF_LEN`] bytes; a shorter buffer drops what does not fit,
@@ -933,13 +1232,17 @@ impl Tunnel {
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         while let Some(out) = self.outgoing.pop_front() {
             match out {
-                Outgoing::Datagram { dst, bytes, len } => {
+                Outgoing::Datagram { path, bytes, len } => {
                     let Some(slot) = buf.get_mut(..len) else {
                         self.count(DropReason::Malformed);
                         continue;
                     };
                     slot.copy_from_slice(&bytes[..len]);
-                    return Some(Transmit { dst, len });
+                    return Some(Transmit {
+                        dst: path.remote,
+                        src: path.local,
+                        len,
+                    });
                 }
                 Outgoing::Keepalive(id) => {
                     if let Some(t) = self.seal(id, now, buf, None) {
@@ -947,7 +1250,9 @@ impl Tunnel {
                     }
                 }
                 Outgoing::Flush(id) => {
-                    let p = &mut self.peers[id.index()];
+                    let Some(p) = self.peers.get_mut(id) else {
+                        continue;
+                    };
                     p.flush_queued = false;
                     let Some(packet) = p.staged.pop_front() else {
                         continue;
@@ -965,7 +1270,8 @@ impl Tunnel {
         None
     }
 
-    /// Seals a staged packet (or a keepalive) with the current snapshot.
+    /// Seals a staged packet (or a keepalive) with the current snapshot,
+    /// counted in the control thread's traffic lane.
     fn seal(
         &mut self,
         id: PeerId,
@@ -981,7 +1287,13 @@ impl Tunnel {
             };
             dst.copy_from_slice(pk);
         }
-        match self.snapshot.encapsulate(id, now, buf, len) {
+        if self.stale || self.allowed_dirty {
+            self.publish();
+        }
+        match self
+            .snapshot
+            .encapsulate(id, self.control_lane(), now, buf, len)
+        {
             Ok(sealed) => {
                 if !sealed.events.is_empty() {
                     let wall = self.wall_at(now);
@@ -989,15 +1301,18 @@ impl Tunnel {
                 }
                 Some(Transmit {
                     dst: sealed.dst,
+                    src: sealed.src,
                     len: sealed.len,
                 })
             }
             Err(EncapError::NoSession | EncapError::CounterExhausted) => {
                 // The session went away since this was queued: keep the packet
                 // staged for the next one.
-                if let Some(pk) = packet {
-                    self.peers[id.index()].staged.push_front(pk);
-                    if self.peers[id.index()].pending.is_none() {
+                if let Some(pk) = packet
+                    && let Some(p) = self.peers.get_mut(id)
+                {
+                    p.staged.push_front(pk);
+                    if p.pending.is_none() {
                         self.start_handshake(id, now, false);
                     }
                 }

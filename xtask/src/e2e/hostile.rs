@@ -245,7 +245,7 @@ mod tests {
         pkt[0] = 0x45;
         pkt[3] = 20;
         pkt[16..20].copy_from_slice(&[10, 0, 0, 1]);
-        t.stage(PeerId::from_index(0), &pkt, now, SystemTime::now())
+        t.stage(PeerId::new(0, 0), &pkt, now, SystemTime::now())
             .unwrap();
         let mut buf = vec![0u8; TRANSMIT_BUF_LEN];
         let tx = t.poll_transmit(now, &mut buf).expect("an initiation");
@@ -265,7 +265,7 @@ mod tests {
         let forged = forged_initiation(&mut SplitMix64(1), &key);
         let src = "192.0.2.66:4000".parse().unwrap();
         let err = r
-            .handle_handshake(now, SystemTime::now(), src, &forged, true)
+            .handle_handshake(now, SystemTime::now(), src.into(), &forged, true)
             .unwrap_err();
         assert!(
             matches!(err, HandshakeError::CookieRequired),
@@ -278,7 +278,7 @@ mod tests {
         let mut bad = forged;
         bad[INITIATION_MAC1_OFFSET] ^= 1;
         let err = r
-            .handle_handshake(now, SystemTime::now(), src, &bad, true)
+            .handle_handshake(now, SystemTime::now(), src.into(), &bad, true)
             .unwrap_err();
         assert!(matches!(err, HandshakeError::Mac1), "got {err}");
     }

@@ -1,19 +1,20 @@
-//! The workers' view of the tunnel: an immutable snapshot of peers, sessions
-//! and AllowedIPs that seals and opens transport data in place.
+//! The workers' view of the tunnel: an immutable [`Snapshot`] of peers,
+//! sessions and AllowedIPs that seals and opens transport data in place.
 //!
-//! The control plane ([`Tunnel`](super::Tunnel)) builds a new [`DataPlane`]
-//! whenever a session starts or ends and hands it out through
-//! [`Tunnel::poll_snapshot`](super::Tunnel::poll_snapshot); workers hold it in
-//! an `Arc` swapped as a whole (arc-swap). Per-packet state that must be
-//! shared — send counters, replay windows, endpoints, activity stamps — lives
-//! in atomics behind `Arc`s that successive snapshots share, so a swap loses
-//! nothing.
+//! The control plane ([`Tunnel`](super::Tunnel)) builds a new snapshot
+//! whenever a session starts or ends or the configuration changes, and
+//! hands it out through [`Tunnel::poll_snapshot`](super::Tunnel::poll_snapshot);
+//! workers hold it in an `Arc` swapped as a whole (arc-swap) and read one
+//! per batch. Per-packet state that must be shared — send counters, replay
+//! windows, paths, activity stamps, traffic counters — lives in atomics
+//! behind `Arc`s that successive snapshots share, so a swap loses nothing.
 //!
-//! Hot-path costs: sealing takes one `fetch_add` on the session's counter and
-//! reads the endpoint; opening takes one hash lookup and one uncontended
-//! mutex (the replay window) after authentication. Activity stamps are
-//! written only when they move by 100 ms, flags only on state changes.
-//! Nothing allocates.
+//! Hot-path costs: sealing takes one `fetch_add` on the session's counter,
+//! reads the path and adds to the worker's own traffic lane; opening takes
+//! one hash lookup and one uncontended mutex (the replay window) after
+//! authentication, and one read of the path. Activity stamps are written
+//! only when they move by 100 ms, flags only on state changes. Nothing
+//! allocates.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,50 +22,30 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{BitOr, BitOrAssign, Range};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use ring::aead::Aad;
 
 use super::allowed_ips::AllowedIps;
 use super::crypto::nonce;
-use super::endpoint::AtomicEndpoint;
 use super::error::EncapError;
 use super::ip::inner_header;
 use super::keypair::Keypair;
 use super::messages::{DATA_HEADER_LEN, DataHeader, TAG_LEN};
 use super::timers::{
     KEEPALIVE_TIMEOUT, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES,
-    REKEY_AFTER_TIME, REKEY_TIMEOUT, stamp, touch,
+    REKEY_AFTER_TIME, REKEY_TIMEOUT, TIMER_EVENT_INTERVAL, stamp, touch,
 };
 use crate::DropReason;
+use crate::path::{AtomicPath, Path};
+use crate::peer_table::PeerId;
+use crate::traffic::PeerTraffic;
 
 /// Bytes in front of the plaintext for the transport header.
 pub const HEADROOM: usize = DATA_HEADER_LEN;
 /// Bytes behind the plaintext for padding to 16 (at most 15) and the tag.
 pub const TAILROOM: usize = 15 + TAG_LEN;
-
-/// A peer, as a small index into the interface's peer list.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PeerId(pub(crate) u16);
-
-impl PeerId {
-    /// The position of the peer in the configuration.
-    pub const fn index(self) -> usize {
-        self.0 as usize
-    }
-
-    /// The peer at position `i` of the configuration.
-    pub const fn from_index(i: u16) -> PeerId {
-        PeerId(i)
-    }
-}
-
-impl fmt::Display for PeerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "peer#{}", self.0)
-    }
-}
 
 /// Things the control plane must learn from a sealed or opened packet. When
 /// not empty, the worker forwards `(peer, events)` to
@@ -136,6 +117,8 @@ pub struct Sealed {
     pub len: usize,
     /// Where to send it.
     pub dst: SocketAddr,
+    /// The local address to send it from (`None`: the kernel chooses).
+    pub src: Option<IpAddr>,
     /// What to forward to the control plane.
     pub events: Events,
 }
@@ -153,10 +136,13 @@ pub struct Opened {
     pub events: Events,
 }
 
-/// Per-peer state that outlives snapshots: endpoint and activity stamps.
+/// Per-peer state that outlives snapshots: the path, activity stamps and
+/// traffic counters. One per peer, made when the peer is added and shared
+/// by every snapshot until it is removed.
 pub(crate) struct PeerShared {
-    pub(crate) endpoint: AtomicEndpoint,
-    pub(crate) pinned: bool,
+    pub(crate) path: AtomicPath,
+    /// Keep the remote even when authenticated packets arrive from elsewhere.
+    pub(crate) pinned: AtomicBool,
     /// Last authenticated packet sent or received (coarse), for persistent keepalive.
     pub(crate) last_activity: AtomicU64,
     /// When data was first sent after the last authenticated receive (0: not
@@ -166,33 +152,56 @@ pub(crate) struct PeerShared {
     /// When data was first received after our last send (0: none); a
     /// keepalive goes out after KEEPALIVE_TIMEOUT of silence (§6.5).
     pub(crate) rx_unanswered: AtomicU64,
+    /// When a timer-only event was last reported for this peer, by any
+    /// worker: they fire on every turnaround of a busy flow, so at most
+    /// one per [`TIMER_EVENT_INTERVAL`] goes to the control thread, which
+    /// looks at the timers again shortly after each.
+    pub(crate) timers_reported: AtomicU64,
+    pub(crate) traffic: PeerTraffic,
 }
 
 impl PeerShared {
-    pub(crate) fn new(endpoint: Option<SocketAddr>, pinned: bool) -> PeerShared {
+    pub(crate) fn new(endpoint: Option<SocketAddr>, pinned: bool, lanes: usize) -> PeerShared {
         PeerShared {
-            endpoint: AtomicEndpoint::new(endpoint),
-            pinned,
+            path: AtomicPath::new(endpoint.map(|remote| Path {
+                remote,
+                local: None,
+            })),
+            pinned: AtomicBool::new(pinned),
             last_activity: AtomicU64::new(0),
             tx_unanswered: AtomicU64::new(0),
             rx_unanswered: AtomicU64::new(0),
+            timers_reported: AtomicU64::new(0),
+            traffic: PeerTraffic::new(lanes),
         }
     }
 
-    /// Records an authenticated packet from `src`: roams unless pinned (a
-    /// pinned peer without endpoint still learns one). True if it changed.
-    pub(crate) fn roam(&self, src: SocketAddr) -> bool {
-        let current = self.endpoint.load();
-        if current == Some(src) || (self.pinned && current.is_some()) {
+    /// Records an authenticated packet from `from`: roams unless pinned (a
+    /// pinned peer without endpoint still learns one). True if the remote
+    /// changed.
+    #[inline]
+    pub(crate) fn roam(&self, from: Path) -> bool {
+        self.path
+            .roam(from.remote, from.local, self.pinned.load(Ordering::Relaxed))
+    }
+
+    /// Whether a timer-only event at stamp `t` should reach the control
+    /// thread (see `timers_reported`). Claimed by one worker at a time.
+    #[inline]
+    fn report_timers(&self, t: u64) -> bool {
+        let last = self.timers_reported.load(Ordering::Relaxed);
+        if last != 0 && t.saturating_sub(last) < TIMER_EVENT_INTERVAL.as_nanos() as u64 {
             return false;
         }
-        self.endpoint.store(Some(src));
-        true
+        self.timers_reported
+            .compare_exchange(last, t, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
     }
 }
 
 /// A peer as a snapshot sees it.
 pub(crate) struct PeerSlot {
+    pub(crate) id: PeerId,
     pub(crate) shared: Arc<PeerShared>,
     pub(crate) current: Option<Arc<Keypair>>,
 }
@@ -218,23 +227,25 @@ impl Hasher for IndexHasher {
 pub(crate) type IndexMap<V> = HashMap<u32, V, BuildHasherDefault<IndexHasher>>;
 
 /// An immutable snapshot of the tunnel for the workers. `Send + Sync`.
-pub struct DataPlane {
+pub struct Snapshot {
     epoch: Instant,
     generation: u64,
-    peers: Box<[PeerSlot]>,
+    /// By [`PeerId`] slot; a slot's occupant is checked against the id's
+    /// generation, so an id from before a removal finds nothing.
+    peers: Box<[Option<PeerSlot>]>,
     by_index: IndexMap<Arc<Keypair>>,
     allowed: Arc<AllowedIps>,
     mtu: Option<usize>,
     /// HASH("mac1----" || our public key), to screen handshake messages
     /// in the workers before they reach the control thread.
-    mac1_key: Option<[u8; 32]>,
+    mac1_key: [u8; 32],
 }
 
-impl fmt::Debug for DataPlane {
+impl fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DataPlane")
+        f.debug_struct("Snapshot")
             .field("generation", &self.generation)
-            .field("peers", &self.peers.len())
+            .field("peers", &self.peers.iter().flatten().count())
             .field("sessions", &self.by_index.len())
             .field("allowed_ips", &self.allowed.len())
             .finish()
@@ -245,31 +256,41 @@ fn round16(n: usize) -> usize {
     n.div_ceil(16) * 16
 }
 
-impl DataPlane {
-    pub(crate) fn new(
-        epoch: Instant,
-        generation: u64,
-        peers: Vec<PeerSlot>,
-        sessions: impl IntoIterator<Item = Arc<Keypair>>,
-        allowed: Arc<AllowedIps>,
-        mtu: Option<usize>,
-    ) -> DataPlane {
-        let by_index = sessions.into_iter().map(|k| (k.local_index, k)).collect();
-        DataPlane {
-            epoch,
-            generation,
-            peers: peers.into(),
+/// What a snapshot is made of.
+pub(crate) struct SnapshotParts {
+    pub(crate) epoch: Instant,
+    pub(crate) generation: u64,
+    pub(crate) peers: Vec<Option<PeerSlot>>,
+    pub(crate) sessions: Vec<Arc<Keypair>>,
+    pub(crate) allowed: Arc<AllowedIps>,
+    pub(crate) mtu: Option<usize>,
+    pub(crate) mac1_key: [u8; 32],
+}
+
+impl Snapshot {
+    pub(crate) fn new(parts: SnapshotParts) -> Snapshot {
+        let by_index = parts
+            .sessions
+            .into_iter()
+            .map(|k| (k.local_index, k))
+            .collect();
+        Snapshot {
+            epoch: parts.epoch,
+            generation: parts.generation,
+            peers: parts.peers.into(),
             by_index,
-            allowed,
-            mtu,
-            mac1_key: None,
+            allowed: parts.allowed,
+            mtu: parts.mtu,
+            mac1_key: parts.mac1_key,
         }
     }
 
-    /// The same snapshot, screening handshake messages with `key`.
-    pub(crate) fn with_mac1_key(mut self, key: [u8; 32]) -> DataPlane {
-        self.mac1_key = Some(key);
-        self
+    #[inline]
+    fn slot(&self, peer: PeerId) -> Option<&PeerSlot> {
+        self.peers
+            .get(peer.slot())?
+            .as_ref()
+            .filter(|s| s.id == peer)
     }
 
     /// Whether a handshake-class datagram deserves the control thread's
@@ -295,8 +316,8 @@ impl DataPlane {
         if datagram.len() != len {
             return Err(DropReason::Malformed);
         }
-        match (mac1_offset, &self.mac1_key) {
-            (Some(off), Some(key)) if !super::cookie::mac1_ok(datagram, off, key) => {
+        match mac1_offset {
+            Some(off) if !super::cookie::mac1_ok(datagram, off, &self.mac1_key) => {
                 Err(DropReason::AuthFailed)
             }
             _ => Ok(()),
@@ -310,12 +331,26 @@ impl DataPlane {
 
     /// Number of peers.
     pub fn peer_count(&self) -> usize {
-        self.peers.len()
+        self.peers.iter().flatten().count()
     }
 
     /// The peer's current endpoint.
     pub fn endpoint(&self, peer: PeerId) -> Option<SocketAddr> {
-        self.peers.get(peer.index())?.shared.endpoint.load()
+        self.slot(peer)?.shared.path.remote()
+    }
+
+    /// The peer's current path (endpoint and local address).
+    pub fn path(&self, peer: PeerId) -> Option<Path> {
+        self.slot(peer)?.shared.path.load()
+    }
+
+    /// Forgets the local address the peer's datagrams leave from: the
+    /// kernel refused it (it is no longer ours); the next datagram from
+    /// the peer names one again.
+    pub fn forget_local(&self, peer: PeerId) {
+        if let Some(s) = self.slot(peer) {
+            s.shared.path.forget_local();
+        }
     }
 
     /// The peer whose AllowedIPs hold `dst` (longest prefix).
@@ -337,7 +372,8 @@ impl DataPlane {
 
     /// Seals the plaintext at `buf[HEADROOM..HEADROOM + payload_len]` for
     /// `peer` in place: pads it, encrypts it, writes the transport header in
-    /// front and the tag behind. `payload_len == 0` is a keepalive.
+    /// front and the tag behind. `payload_len == 0` is a keepalive. A data
+    /// packet is counted in the peer's traffic `lane` (the caller's own).
     ///
     /// On [`EncapError::NoSession`] or [`EncapError::CounterExhausted`] hand
     /// the packet to [`Tunnel::stage`](super::Tunnel::stage).
@@ -345,19 +381,17 @@ impl DataPlane {
     pub fn encapsulate(
         &self,
         peer: PeerId,
+        lane: usize,
         now: Instant,
         buf: &mut [u8],
         payload_len: usize,
     ) -> Result<Sealed, EncapError> {
-        let slot = self
-            .peers
-            .get(peer.index())
-            .ok_or(EncapError::UnknownPeer)?;
+        let slot = self.slot(peer).ok_or(EncapError::UnknownPeer)?;
         let kp = slot.current.as_ref().ok_or(EncapError::NoSession)?;
         if now.saturating_duration_since(kp.created) >= REJECT_AFTER_TIME {
             return Err(EncapError::NoSession);
         }
-        let dst = slot.shared.endpoint.load().ok_or(EncapError::NoEndpoint)?;
+        let path = slot.shared.path.load().ok_or(EncapError::NoEndpoint)?;
         let len = self.sealed_len(payload_len);
         if buf.len() < len {
             return Err(EncapError::BufferTooSmall {
@@ -398,14 +432,17 @@ impl DataPlane {
         if shared.rx_unanswered.load(Ordering::Relaxed) != 0 {
             shared.rx_unanswered.store(0, Ordering::Relaxed);
         }
-        if payload_len > 0
-            && shared.tx_unanswered.load(Ordering::Relaxed) == 0
-            && shared
-                .tx_unanswered
-                .compare_exchange(0, t, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            events |= Events::TIMERS;
+        if payload_len > 0 {
+            shared.traffic.lane(lane).sent(1, payload_len as u64);
+            if shared.tx_unanswered.load(Ordering::Relaxed) == 0
+                && shared
+                    .tx_unanswered
+                    .compare_exchange(0, t, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+                && shared.report_timers(t)
+            {
+                events |= Events::TIMERS;
+            }
         }
         // §6.2: rekey after REKEY_AFTER_MESSAGES, or REKEY_AFTER_TIME for the initiator.
         let stale = counter >= REKEY_AFTER_MESSAGES
@@ -413,17 +450,25 @@ impl DataPlane {
         if stale && kp.request_rekey() {
             events |= Events::REKEY;
         }
-        Ok(Sealed { len, dst, events })
+        Ok(Sealed {
+            len,
+            dst: path.remote,
+            src: path.local,
+            events,
+        })
     }
 
-    /// Opens a transport message (type 4) in place. On success the inner
-    /// packet is `buf[opened.payload]`, authenticated, fresh, from a source
-    /// the peer may use.
+    /// Opens a transport message (type 4) in place, received `from` (the
+    /// peer's address, and the local address it arrived on). On success
+    /// the inner packet is `buf[opened.payload]`, authenticated, fresh,
+    /// from a source the peer may use, and counted in the peer's traffic
+    /// `lane` (the caller's own).
     #[inline]
     pub fn decapsulate(
         &self,
         now: Instant,
-        src: SocketAddr,
+        lane: usize,
+        from: Path,
         buf: &mut [u8],
     ) -> Result<Opened, DropReason> {
         let header = DataHeader::parse(buf)?;
@@ -446,7 +491,7 @@ impl DataPlane {
 
         // Authenticated and fresh: this counts as hearing from the peer,
         // whatever the inner packet turns out to be.
-        let Some(slot) = self.peers.get(kp.peer.index()) else {
+        let Some(slot) = self.slot(kp.peer) else {
             return Err(DropReason::UnknownIndex);
         };
         let shared = &slot.shared;
@@ -456,7 +501,7 @@ impl DataPlane {
             shared.tx_unanswered.store(0, Ordering::Relaxed);
         }
         let mut events = Events::NONE;
-        if shared.roam(src) {
+        if shared.roam(from) {
             events |= Events::ENDPOINT_CHANGED;
         }
 
@@ -468,11 +513,16 @@ impl DataPlane {
             if self.allowed.lookup(inner.src) != Some(kp.peer) {
                 return Err(DropReason::DisallowedSource);
             }
+            shared
+                .traffic
+                .lane(lane)
+                .received(1, inner.total_len as u64);
             if shared.rx_unanswered.load(Ordering::Relaxed) == 0
                 && shared
                     .rx_unanswered
                     .compare_exchange(0, t, Ordering::Relaxed, Ordering::Relaxed)
                     .is_ok()
+                && shared.report_timers(t)
             {
                 events |= Events::TIMERS;
             }
@@ -503,11 +553,23 @@ impl DataPlane {
 mod test {
     use super::*;
 
+    fn empty(mtu: Option<usize>) -> Snapshot {
+        Snapshot::new(SnapshotParts {
+            epoch: Instant::now(),
+            generation: 0,
+            peers: Vec::new(),
+            sessions: Vec::new(),
+            allowed: Arc::new(AllowedIps::empty()),
+            mtu,
+            mac1_key: [0; 32],
+        })
+    }
+
     #[test]
     fn snapshot_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
-        assert_send_sync::<DataPlane>();
-        assert_send_sync::<Arc<DataPlane>>();
+        assert_send_sync::<Snapshot>();
+        assert_send_sync::<Arc<Snapshot>>();
     }
 
     #[test]
@@ -521,29 +583,27 @@ mod test {
 
     #[test]
     fn padding_is_to_16_but_not_beyond_the_mtu() {
-        let dp = DataPlane::new(
-            Instant::now(),
-            0,
-            Vec::new(),
-            [],
-            Arc::new(AllowedIps::empty()),
-            Some(1420),
-        );
+        let dp = empty(Some(1420));
         assert_eq!(dp.sealed_len(0), 32);
         assert_eq!(dp.sealed_len(1), 48);
         assert_eq!(dp.sealed_len(16), 48);
         assert_eq!(dp.sealed_len(1419), 32 + 1420);
         assert_eq!(dp.sealed_len(1420), 32 + 1420);
         assert_eq!(dp.sealed_len(1500), 32 + 1500);
-        let dp = DataPlane::new(
-            Instant::now(),
-            0,
-            Vec::new(),
-            [],
-            Arc::new(AllowedIps::empty()),
-            None,
-        );
+        let dp = empty(None);
         assert_eq!(dp.sealed_len(1420), 32 + 1424);
         assert!(dp.sealed_len(8192) <= HEADROOM + 8192 + TAILROOM);
+    }
+
+    #[test]
+    fn timer_events_are_reported_once_a_second_per_peer() {
+        let s = PeerShared::new(None, false, 1);
+        let sec = 1_000_000_000;
+        assert!(s.report_timers(5));
+        assert!(
+            !s.report_timers(5 + sec / 2),
+            "held back within the interval"
+        );
+        assert!(s.report_timers(5 + sec));
     }
 }
