@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use dataplane::offload::checksum;
-use dataplane::offload::{GsoType, VnetHeader};
+use dataplane::offload::{ETHERNET_HEADER_LEN, GsoType, VnetHeader};
 use tunnel_proto::wg::{
     Events, IpPrefix, PeerConfig, PeerId, Snapshot, TRANSMIT_BUF_LEN, Tunnel, TunnelConfig,
 };
@@ -158,13 +158,13 @@ pub fn tcp4_super_frame(
     dst: [u8; 6],
 ) -> (VnetHeader, Vec<u8>) {
     let (mut hdr, pkt) = tcp4_super_packet(payload, gso_size);
-    let mut f = Vec::with_capacity(14 + pkt.len());
+    let mut f = Vec::with_capacity(ETHERNET_HEADER_LEN + pkt.len());
     f.extend_from_slice(&dst);
     f.extend_from_slice(&src);
     f.extend_from_slice(&0x0800u16.to_be_bytes());
     f.extend_from_slice(&pkt);
-    hdr.csum_start += 14;
-    hdr.hdr_len += 14;
+    hdr.csum_start += ETHERNET_HEADER_LEN as u16;
+    hdr.hdr_len += ETHERNET_HEADER_LEN as u16;
     (hdr, f)
 }
 

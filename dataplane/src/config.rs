@@ -49,7 +49,8 @@ use std::time::Duration;
 pub use address::{AddressError, InterfaceAddr};
 pub use endpoint::{Endpoint, EndpointError, ResolveError};
 pub use error::{ConfigError, ErrorKind, Section, ValueProblem, Warning, WarningKind};
-pub use ifname::{IFNAME_MAX_LEN, IfName, IfNameError};
+pub use ifname::IfName;
+pub use netctl::names::IfNameError;
 pub use tunnel_proto::wg::{IpPrefix, PeerConfig, PrefixError, TunnelConfig};
 pub use tunnel_proto::{PresharedKey, PrivateKey, PublicKey};
 

@@ -18,6 +18,7 @@ use crate::counters::WorkerCounters;
 use crate::handoff::{ControlLink, EventFd};
 use crate::local_addr::LocalAddrTable;
 use crate::mode::{ControlEvent, Mode};
+use crate::offload::ETHERNET_HEADER_LEN;
 use crate::status::{InterfaceStatus, PeerStatus};
 use crate::tun::{Device, DeviceKind, Offloads};
 use crate::udp::{self, SocketOptions};
@@ -372,7 +373,11 @@ fn run<M: Mode, P: ControlPlane>(
         // One super-packet must fit one UDP_SEGMENT send (64 KiB of UDP
         // payload): cap the segments the stack puts in one, or every
         // 64 KiB read would need a second send for its last few segments.
-        let link_hdr = if kind == DeviceKind::Tap { 14 } else { 0 };
+        let link_hdr = if kind == DeviceKind::Tap {
+            ETHERNET_HEADER_LEN
+        } else {
+            0
+        };
         let stride = M::HEADROOM + c.mtu as usize + link_hdr + M::TAILROOM;
         let segs = (worker::GSO_MAX_BYTES / stride).clamp(1, worker::MAX_GRO_SEGMENTS) as u32;
         netctl::Netlink::current()

@@ -7,6 +7,7 @@ use std::io;
 use nix::errno::Errno;
 
 use crate::apply::ApplyFailure;
+use crate::names::IfNameError;
 use crate::prefix::Family;
 
 /// Everything netctl can fail with.
@@ -99,10 +100,21 @@ pub enum Error {
         /// The same prefix with the host bits cleared.
         network: String,
     },
-    /// A link or namespace name the kernel would refuse.
+    /// An interface name the kernel would refuse ([`check_ifname`]).
+    ///
+    /// [`check_ifname`]: crate::names::check_ifname
+    #[error("{input:?} is not a valid interface name: {reason}")]
+    BadIfName {
+        /// What was given.
+        input: String,
+        /// Which rule it breaks.
+        #[source]
+        reason: IfNameError,
+    },
+    /// A namespace name the kernel would refuse.
     #[error("{input:?} is not a valid {what} name: {reason}")]
     BadName {
-        /// "interface" or "namespace".
+        /// What was named: "namespace".
         what: &'static str,
         /// What was given.
         input: String,

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::addr::Address;
 use crate::error::{Error, Result};
-use crate::names::check_ifname;
+use crate::names::require_ifname;
 use crate::netlink::{Failure, Netlink};
 use crate::netns;
 
@@ -344,8 +344,8 @@ impl Netlink {
     /// Creates a veth pair, like `ip link add NAME type veth peer name PEER
     /// [netns NS]`. Both ends start DOWN with MTU 1500 unless told otherwise.
     pub fn add_veth(&self, cfg: &VethConfig) -> Result<()> {
-        check_ifname(&cfg.name)?;
-        check_ifname(&cfg.peer)?;
+        require_ifname(&cfg.name)?;
+        require_ifname(&cfg.peer)?;
         // Kept open until the request is answered: the kernel reads it then.
         let peer_fd = cfg.peer_netns.as_deref().map(netns::open).transpose()?;
         let mut peer = LinkMessageBuilder::<LinkUnspec>::new().name(cfg.peer.clone());
@@ -386,7 +386,7 @@ impl Netlink {
 
     /// Creates a bridge, like `ip link add name NAME type bridge` (DOWN).
     pub fn add_bridge(&self, name: &str) -> Result<()> {
-        check_ifname(name)?;
+        require_ifname(name)?;
         // Not LinkBridge::new: that one also sets the bridge up, `ip` does not.
         let msg = LinkMessageBuilder::<LinkBridge>::new(name).build();
         self.create_link(msg, name, "a bridge")
@@ -394,13 +394,13 @@ impl Netlink {
 
     /// Creates a dummy device, like `ip link add NAME type dummy`.
     pub fn add_dummy(&self, name: &str) -> Result<()> {
-        check_ifname(name)?;
+        require_ifname(name)?;
         self.create_link(LinkDummy::new(name).build(), name, "a dummy device")
     }
 
     /// Creates a VXLAN device, like `ip link add NAME type vxlan id VNI ...`.
     pub fn add_vxlan(&self, cfg: &VxlanConfig) -> Result<()> {
-        check_ifname(&cfg.name)?;
+        require_ifname(&cfg.name)?;
         if cfg.vni >= 1 << 24 {
             return Err(Error::Invalid(format!(
                 "vxlan {}: id {} does not fit the 24-bit VNI",
@@ -462,7 +462,7 @@ impl Netlink {
     }
 
     fn link_message(&self, name: &str) -> Result<LinkMessage> {
-        check_ifname(name)?;
+        require_ifname(name)?;
         let query = LinkMessageBuilder::<LinkUnspec>::new()
             .name(name.to_string())
             .build();
@@ -590,7 +590,7 @@ impl Netlink {
             None => {}
         }
         if let Some(new_name) = &change.name {
-            check_ifname(new_name)?;
+            require_ifname(new_name)?;
             b = b.name(new_name.clone());
         }
         if let Some(n) = change.gso_max_segs {

@@ -19,7 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::error::{Error, Result};
 use crate::link::{VXLAN_PORT, VxlanConfig};
 use crate::mac::MacAddr;
-use crate::names::{check_ifname, check_netns_name};
+use crate::names::{check_netns_name, require_ifname};
 use crate::prefix::{Family, IpPrefix};
 use crate::route::Route;
 use crate::sysctl;
@@ -446,7 +446,7 @@ impl Topology {
                     link.namespace
                 ));
             }
-            check_ifname(&link.name).map_err(|e| format!("{what}: {e}"))?;
+            require_ifname(&link.name).map_err(|e| format!("{what}: {e}"))?;
             if !names.insert((link.namespace.as_str(), link.name.as_str())) {
                 return Err(format!("{what} is declared twice"));
             }
@@ -512,7 +512,7 @@ impl Topology {
                         peer.namespace
                     ));
                 }
-                check_ifname(&peer.name).map_err(|e| format!("{what}: peer: {e}"))?;
+                require_ifname(&peer.name).map_err(|e| format!("{what}: peer: {e}"))?;
                 if peer.namespace == link.namespace && peer.name == link.name {
                     return Err(format!("{what}: a veth cannot be its own peer"));
                 }
@@ -559,7 +559,7 @@ impl Topology {
                 return Err(format!("{what}: give via, dev or both"));
             }
             if let Some(dev) = &route.dev {
-                check_ifname(dev).map_err(|e| format!("{what}: {e}"))?;
+                require_ifname(dev).map_err(|e| format!("{what}: {e}"))?;
             }
             let r = route.route().map_err(|e| format!("{what}: {e}"))?;
             for addr in [route.via, route.src].into_iter().flatten() {

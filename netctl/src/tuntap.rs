@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 
 use crate::error::{Error, Result};
 use crate::link::LinkKind;
-use crate::names::check_ifname;
+use crate::names::require_ifname;
 use crate::netlink::Netlink;
 use crate::netns;
 
@@ -74,7 +74,7 @@ impl TunTapConfig {
 
 /// Creates a persistent TUN/TAP device in the calling thread's namespace.
 pub fn create(cfg: &TunTapConfig) -> Result<()> {
-    check_ifname(&cfg.name)?;
+    require_ifname(&cfg.name)?;
     let handle = Netlink::current()?;
     if handle.link_index(&cfg.name).is_ok() {
         return Err(Error::LinkExists {
@@ -118,7 +118,7 @@ pub fn create(cfg: &TunTapConfig) -> Result<()> {
     ifr.ifr_ifru.ifru_flags = flags as libc::c_short;
     // SAFETY: fd is an open /dev/net/tun; TUNSETIFF reads and writes an
     // ifreq, and `ifr` is a live, properly sized one (name NUL-terminated:
-    // check_ifname limits it to 15 bytes of a zeroed 16-byte array).
+    // require_ifname limits it to 15 bytes of a zeroed 16-byte array).
     let rc = unsafe { libc::ioctl(fd, libc::TUNSETIFF, &mut ifr as *mut libc::ifreq) };
     if rc < 0 {
         return Err(Error::io(

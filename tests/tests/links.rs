@@ -374,7 +374,7 @@ fn link_errors_name_the_link_and_counters_count() {
     );
     assert!(matches!(
         handle.add_bridge("a234567890abcdef"),
-        Err(Error::BadName { .. })
+        Err(Error::BadIfName { .. })
     ));
     // Enslaving to something that is not a bridge: the kernel says why.
     handle.add_bridge("br0").unwrap();

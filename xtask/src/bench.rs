@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: ringtun side by side with raw veth, the kernel's
-//! VXLAN, wireguard-go and boringtun, on one machine, in one run (issue 6).
+//! VXLAN, wireguard-go and boringtun, on one machine, in one run.
 //!
 //! Every system gets a lab of its own (two gateway namespaces and a veth
 //! WAN, [`lab`]); all are set up first and kept up. Then each repeat runs

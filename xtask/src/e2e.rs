@@ -1,5 +1,5 @@
 //! `cargo xtask e2e`: two sites in namespaces with a tunnel between them,
-//! checked as a network engineer would before trusting it (issue 5).
+//! checked as a network engineer would before trusting it.
 //!
 //! Each site is a LAN host namespace cabled into a bridge in its gateway's
 //! namespace; the gateways are joined by a WAN veth pair and run ringtun

@@ -7,7 +7,7 @@ use std::io;
 use super::Mode;
 use super::address::AddressError;
 use super::endpoint::EndpointError;
-use super::ifname::IfNameError;
+use netctl::names::IfNameError;
 use tunnel_proto::KeyError;
 use tunnel_proto::wg::{IpPrefix, PrefixError};
 

@@ -727,7 +727,7 @@ fn vni_and_bridge_bounds() {
     );
     assert_eq!(
         error(&vx("Bridge = br/lan")),
-        "rt0.conf:3: Bridge = br/lan: not an interface name: contains '/', and `/`, `:`, whitespace and control characters are not allowed"
+        "rt0.conf:3: Bridge = br/lan: not an interface name: contains '/', and `/`, `:`, NUL and whitespace are not allowed"
     );
     assert_eq!(
         error(&vx("Bridge = a-very-long-bridge-name")),
@@ -861,7 +861,7 @@ fn interface_name_comes_from_the_file_stem_or_the_override() {
     let msg = |r: Result<(Config, Vec<Warning>), ConfigError>| r.unwrap_err().to_string();
     assert_eq!(
         msg(Config::parse(&text, "my site.conf")),
-        "my site.conf: interface name \"my site\" is not valid: contains ' ', and `/`, `:`, whitespace and control characters are not allowed"
+        "my site.conf: interface name \"my site\" is not valid: contains ' ', and `/`, `:`, NUL and whitespace are not allowed"
     );
     assert_eq!(
         msg(Config::parse(&text, "a-name-that-is-too-long.conf")),
@@ -869,7 +869,7 @@ fn interface_name_comes_from_the_file_stem_or_the_override() {
     );
     assert_eq!(
         msg(Config::parse_named(&text, "rt0.conf", "eth0:1")),
-        "rt0.conf: interface name \"eth0:1\" is not valid: contains ':', and `/`, `:`, whitespace and control characters are not allowed"
+        "rt0.conf: interface name \"eth0:1\" is not valid: contains ':', and `/`, `:`, NUL and whitespace are not allowed"
     );
     assert_eq!(
         msg(Config::parse(&text, "")),

@@ -539,11 +539,12 @@ fn finish_super(it: &Run, buf: &mut [u8]) {
 #[cfg(test)]
 mod test {
     use super::*;
+    use crate::offload::ETHERNET_VLAN_HEADER_LEN;
     use crate::offload::split::GsoSplit;
     use crate::offload::testutil::*;
 
     fn buffers(n: usize) -> Vec<Vec<u8>> {
-        vec![vec![0u8; VNET_HDR_LEN + 65535 + 18]; n]
+        vec![vec![0u8; VNET_HDR_LEN + MAX_IP_PACKET + ETHERNET_VLAN_HEADER_LEN]; n]
     }
 
     /// `count` consecutive wire segments of `seg` payload bytes each.
@@ -1190,7 +1191,8 @@ mod test {
             w,
             [Write::Super {
                 buffer: 0,
-                len: 10 + 18 + 40 + 3000,
+                // IPv4 and TCP headers: 40 bytes.
+                len: VNET_HDR_LEN + ETHERNET_VLAN_HEADER_LEN + 40 + 3000,
                 segments: 3
             }]
         );

@@ -16,10 +16,16 @@ pub enum Framing {
     Ethernet,
 }
 
-/// Length of an Ethernet header without a tag.
-pub(crate) const ETH_HDR_LEN: usize = 14;
-/// Length of one VLAN tag.
+/// Length of an untagged Ethernet header: destination and source MAC, EtherType
+/// (IEEE 802.3). What a TAP frame carries in front of its IP packet.
+pub const ETHERNET_HEADER_LEN: usize = 14;
+/// Length of one 802.1Q/802.1ad tag: TPID and TCI (IEEE 802.1Q).
 const VLAN_TAG_LEN: usize = 4;
+/// Length of an Ethernet header with one VLAN tag, the longest link header
+/// [`Framing::Ethernet`] accepts.
+pub const ETHERNET_VLAN_HEADER_LEN: usize = ETHERNET_HEADER_LEN + VLAN_TAG_LEN;
+/// Offset of the EtherType (or the TPID of a tag) in an Ethernet header.
+const ETHERTYPE_OFFSET: usize = 12;
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
 const ETHERTYPE_VLAN: u16 = 0x8100;
@@ -66,7 +72,8 @@ impl L4Proto {
 /// Offsets into one packet, all within its buffer: `l3 <= l4 < payload <= end <= len`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Layout {
-    /// Start of the IP header (0 on TUN, 14 or 18 on TAP).
+    /// Start of the IP header (0 on TUN, [`ETHERNET_HEADER_LEN`] or
+    /// [`ETHERNET_VLAN_HEADER_LEN`] on TAP).
     pub l3: usize,
     /// IPv6 (else IPv4).
     pub v6: bool,
@@ -116,13 +123,14 @@ pub(crate) fn parse(pkt: &[u8], framing: Framing) -> Result<Layout, OffloadError
     let (l3, ethertype) = match framing {
         Framing::Ip => (0, None),
         Framing::Ethernet => {
-            need("Ethernet header", ETH_HDR_LEN, pkt.len())?;
-            match be16(pkt, 12) {
+            need("Ethernet header", ETHERNET_HEADER_LEN, pkt.len())?;
+            match be16(pkt, ETHERTYPE_OFFSET) {
                 ETHERTYPE_VLAN | ETHERTYPE_QINQ => {
-                    need("VLAN tag", ETH_HDR_LEN + VLAN_TAG_LEN, pkt.len())?;
-                    (ETH_HDR_LEN + VLAN_TAG_LEN, Some(be16(pkt, 16)))
+                    need("VLAN tag", ETHERNET_VLAN_HEADER_LEN, pkt.len())?;
+                    let inner = be16(pkt, ETHERTYPE_OFFSET + VLAN_TAG_LEN);
+                    (ETHERNET_VLAN_HEADER_LEN, Some(inner))
                 }
-                t => (ETH_HDR_LEN, Some(t)),
+                t => (ETHERNET_HEADER_LEN, Some(t)),
             }
         }
     };

@@ -54,7 +54,7 @@ pub mod split;
 pub mod vnet;
 
 pub use coalesce::{CoalesceConfig, Coalescer, MAX_BATCH, MAX_FLOWS, Write};
-pub use layout::Framing;
+pub use layout::{ETHERNET_HEADER_LEN, ETHERNET_VLAN_HEADER_LEN, Framing};
 pub use split::{GsoSplit, MAX_SEGMENTS, finish_checksum};
 pub use vnet::{GsoType, VNET_HDR_LEN, VnetHeader};
 

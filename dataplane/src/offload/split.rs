@@ -329,6 +329,7 @@ impl<'a> GsoSplit<'a> {
 #[cfg(test)]
 mod test {
     use super::*;
+    use crate::offload::ETHERNET_VLAN_HEADER_LEN;
     use crate::offload::testutil::*;
     use proptest::prelude::*;
 
@@ -465,7 +466,8 @@ mod test {
         let segs = split_all(&hdr, &frame, Framing::Ethernet);
         assert_eq!(segs.len(), 3);
         for seg in &segs {
-            assert_eq!(&seg[..18], &frame[..18]);
+            let link = ETHERNET_VLAN_HEADER_LEN;
+            assert_eq!(&seg[..link], &frame[..link]);
             verify_segment(seg, Framing::Ethernet);
         }
     }

@@ -1,7 +1,7 @@
 //! The bench report: `report.json` (every raw figure, the machine, the
 //! versions, the load average), `report.md` (tables: medians with min–max,
-//! ringtun's ratios, latency added over raw veth, the bar of issue 7) and
-//! the SVG pictures beside them.
+//! ringtun's ratios, latency added over raw veth, the bar against userspace
+//! WireGuard and kernel VXLAN) and the SVG pictures beside them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -110,7 +110,7 @@ pub struct Report {
     pub ratios: Vec<Ratio>,
     /// Latency added over raw veth, µs: system → metric → µs.
     pub latency_added_us: BTreeMap<String, BTreeMap<String, f64>>,
-    /// The bar of issue 7.
+    /// The bar against userspace WireGuard and kernel VXLAN: each check met or not.
     pub bar: Vec<BarCheck>,
     /// Failed cells and skipped systems, in words.
     pub problems: Vec<String>,
@@ -378,7 +378,10 @@ impl Report {
         );
         let _ = writeln!(md, "## Summary\n");
         md.push_str(&self.summary_markdown());
-        let _ = writeln!(md, "\n## The bar (issue 7)\n");
+        let _ = writeln!(
+            md,
+            "\n## The bar: ringtun against userspace WireGuard and kernel VXLAN\n"
+        );
         let _ = writeln!(md, "| requirement | measured | met |\n|---|---|---|");
         for b in &self.bar {
             let _ = writeln!(

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Result;
+use dataplane::offload::ETHERNET_HEADER_LEN;
 use netctl::Netlink;
 use ringtun_tests::ringtun::{Conf, PeerConf, Ringtun};
 
@@ -125,11 +126,12 @@ fn hostile_vxlan(ctx: &mut Ctx, s: &Sites, b: &mut Ringtun) -> Result<()> {
     // varies its source port too), so the headers are what is judged.
     let spoof = socket_in(&s.gw_a, SocketAddr::new(wan::A4, 0))?;
     let random = hostile::random_datagrams(&mut ctx.rng, 2000);
+    // Shorter than a VXLAN header plus an Ethernet header.
+    let too_short = tunnel_proto::vxlan::HEADER_LEN + ETHERNET_HEADER_LEN - 1;
     let truncated: Vec<Vec<u8>> = hostile::truncated(&mut ctx.rng, real)
         .into_iter()
         .map(|mut d| {
-            // Shorter than a VXLAN header plus an Ethernet header.
-            d.truncate(d.len().min(8 + 13));
+            d.truncate(d.len().min(too_short));
             d
         })
         .collect();
