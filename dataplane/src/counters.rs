@@ -59,12 +59,21 @@ pub struct WorkerCounters {
     pub dev_read_bytes: Counter,
     /// Super-packets (GSO) among the reads.
     pub dev_read_gso: Counter,
+    /// Segments split out of those super-packets, each sealed and sent as
+    /// one datagram: over `dev_read_gso`, how much TSO/USO saved in reads.
+    pub dev_read_gso_segments: Counter,
     /// Writes completed to the device queue.
     pub dev_writes: Counter,
     /// Packets delivered to the device (a coalesced write counts its segments).
     pub dev_write_packets: Counter,
-    /// Writes that carried a coalesced super-packet.
+    /// Writes of a coalesced super-packet that the device accepted
+    /// (counted on completion, as `dev_write_coalesced_segments`, so that
+    /// one over the other is a true average).
     pub dev_write_coalesced: Counter,
+    /// Segments delivered in those writes (included in
+    /// `dev_write_packets`): over `dev_write_coalesced`, how many packets
+    /// one coalesced write saved.
+    pub dev_write_coalesced_segments: Counter,
     /// Device writes the kernel refused.
     pub dev_write_errors: Counter,
     /// Datagrams sent on the underlay.
@@ -81,6 +90,11 @@ pub struct WorkerCounters {
     pub udp_rx_bytes: Counter,
     /// Receive completions (one may carry many datagrams with GRO).
     pub udp_rx_receives: Counter,
+    /// Receive completions that carried more than one datagram: the ones
+    /// UDP GRO coalesced.
+    pub udp_rx_gro_receives: Counter,
+    /// Datagrams carried by those receives (included in `udp_rx_datagrams`).
+    pub udp_rx_gro_datagrams: Counter,
     /// Times a multishot receive ran out of provided buffers and was re-armed.
     pub rx_buffer_exhausted: Counter,
     /// Handshake messages passed to the control thread.
@@ -107,9 +121,11 @@ impl WorkerCounters {
             dev_reads: Counter::default(),
             dev_read_bytes: Counter::default(),
             dev_read_gso: Counter::default(),
+            dev_read_gso_segments: Counter::default(),
             dev_writes: Counter::default(),
             dev_write_packets: Counter::default(),
             dev_write_coalesced: Counter::default(),
+            dev_write_coalesced_segments: Counter::default(),
             dev_write_errors: Counter::default(),
             udp_tx_datagrams: Counter::default(),
             udp_tx_bytes: Counter::default(),
@@ -118,6 +134,8 @@ impl WorkerCounters {
             udp_rx_datagrams: Counter::default(),
             udp_rx_bytes: Counter::default(),
             udp_rx_receives: Counter::default(),
+            udp_rx_gro_receives: Counter::default(),
+            udp_rx_gro_datagrams: Counter::default(),
             rx_buffer_exhausted: Counter::default(),
             handshakes_to_control: Counter::default(),
             batches: Counter::default(),
@@ -141,9 +159,11 @@ impl WorkerCounters {
             dev_reads: self.dev_reads.get(),
             dev_read_bytes: self.dev_read_bytes.get(),
             dev_read_gso: self.dev_read_gso.get(),
+            dev_read_gso_segments: self.dev_read_gso_segments.get(),
             dev_writes: self.dev_writes.get(),
             dev_write_packets: self.dev_write_packets.get(),
             dev_write_coalesced: self.dev_write_coalesced.get(),
+            dev_write_coalesced_segments: self.dev_write_coalesced_segments.get(),
             dev_write_errors: self.dev_write_errors.get(),
             udp_tx_datagrams: self.udp_tx_datagrams.get(),
             udp_tx_bytes: self.udp_tx_bytes.get(),
@@ -152,6 +172,8 @@ impl WorkerCounters {
             udp_rx_datagrams: self.udp_rx_datagrams.get(),
             udp_rx_bytes: self.udp_rx_bytes.get(),
             udp_rx_receives: self.udp_rx_receives.get(),
+            udp_rx_gro_receives: self.udp_rx_gro_receives.get(),
+            udp_rx_gro_datagrams: self.udp_rx_gro_datagrams.get(),
             rx_buffer_exhausted: self.rx_buffer_exhausted.get(),
             handshakes_to_control: self.handshakes_to_control.get(),
             batches: self.batches.get(),
@@ -175,12 +197,16 @@ pub struct WorkerSnapshot {
     pub dev_read_bytes: u64,
     /// See [`WorkerCounters::dev_read_gso`].
     pub dev_read_gso: u64,
+    /// See [`WorkerCounters::dev_read_gso_segments`].
+    pub dev_read_gso_segments: u64,
     /// See [`WorkerCounters::dev_writes`].
     pub dev_writes: u64,
     /// See [`WorkerCounters::dev_write_packets`].
     pub dev_write_packets: u64,
     /// See [`WorkerCounters::dev_write_coalesced`].
     pub dev_write_coalesced: u64,
+    /// See [`WorkerCounters::dev_write_coalesced_segments`].
+    pub dev_write_coalesced_segments: u64,
     /// See [`WorkerCounters::dev_write_errors`].
     pub dev_write_errors: u64,
     /// See [`WorkerCounters::udp_tx_datagrams`].
@@ -197,6 +223,10 @@ pub struct WorkerSnapshot {
     pub udp_rx_bytes: u64,
     /// See [`WorkerCounters::udp_rx_receives`].
     pub udp_rx_receives: u64,
+    /// See [`WorkerCounters::udp_rx_gro_receives`].
+    pub udp_rx_gro_receives: u64,
+    /// See [`WorkerCounters::udp_rx_gro_datagrams`].
+    pub udp_rx_gro_datagrams: u64,
     /// See [`WorkerCounters::rx_buffer_exhausted`].
     pub rx_buffer_exhausted: u64,
     /// See [`WorkerCounters::handshakes_to_control`].

@@ -74,6 +74,22 @@ impl InterfaceStatus {
             .sum()
     }
 
+    /// The offload counters summed over workers.
+    pub fn offload_totals(&self) -> OffloadTotals {
+        let sum = |f: fn(&WorkerSnapshot) -> u64| self.workers.iter().map(f).sum::<u64>();
+        OffloadTotals {
+            super_packets: sum(|w| w.dev_read_gso),
+            super_packet_segments: sum(|w| w.dev_read_gso_segments),
+            udp_sends: sum(|w| w.udp_tx_sends),
+            udp_datagrams: sum(|w| w.udp_tx_datagrams),
+            gro_receives: sum(|w| w.udp_rx_gro_receives),
+            gro_datagrams: sum(|w| w.udp_rx_gro_datagrams),
+            rx_datagrams: sum(|w| w.udp_rx_datagrams),
+            coalesced_writes: sum(|w| w.dev_write_coalesced),
+            coalesced_segments: sum(|w| w.dev_write_coalesced_segments),
+        }
+    }
+
     /// Human-readable layout, close to `wg show`.
     pub fn render(&self) -> String {
         let mut s = String::new();
@@ -158,6 +174,8 @@ impl InterfaceStatus {
             }
         }
         let _ = writeln!(s);
+        s.push_str(&self.offload_totals().render());
+        let _ = writeln!(s);
         let _ = writeln!(
             s,
             "{:<7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}",
@@ -186,6 +204,134 @@ impl InterfaceStatus {
         }
         s
     }
+}
+
+/// The offloads at work, summed over an interface's workers: each one as
+/// how often it engaged and how many packets it carried, so that a
+/// configured offload that silently stopped working shows as an average
+/// of one (or nothing at all).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OffloadTotals {
+    /// Super-packets read from the device (TSO/USO).
+    pub super_packets: u64,
+    /// Segments split out of them.
+    pub super_packet_segments: u64,
+    /// UDP `sendmsg` operations.
+    pub udp_sends: u64,
+    /// Datagrams those sends carried (more than one each with UDP GSO).
+    pub udp_datagrams: u64,
+    /// Receives that carried more than one datagram (UDP GRO).
+    pub gro_receives: u64,
+    /// Datagrams those receives carried.
+    pub gro_datagrams: u64,
+    /// Every datagram received, with GRO or without.
+    pub rx_datagrams: u64,
+    /// Coalesced super-packets written to the device.
+    pub coalesced_writes: u64,
+    /// Segments those writes carried.
+    pub coalesced_segments: u64,
+}
+
+impl OffloadTotals {
+    /// What was counted since `before` (an earlier reading of the same
+    /// interface): field by field, never below zero, so that a restarted
+    /// daemon's smaller counters read as nothing rather than wrap.
+    pub fn since(&self, before: &OffloadTotals) -> OffloadTotals {
+        OffloadTotals {
+            super_packets: self.super_packets.saturating_sub(before.super_packets),
+            super_packet_segments: self
+                .super_packet_segments
+                .saturating_sub(before.super_packet_segments),
+            udp_sends: self.udp_sends.saturating_sub(before.udp_sends),
+            udp_datagrams: self.udp_datagrams.saturating_sub(before.udp_datagrams),
+            gro_receives: self.gro_receives.saturating_sub(before.gro_receives),
+            gro_datagrams: self.gro_datagrams.saturating_sub(before.gro_datagrams),
+            rx_datagrams: self.rx_datagrams.saturating_sub(before.rx_datagrams),
+            coalesced_writes: self
+                .coalesced_writes
+                .saturating_sub(before.coalesced_writes),
+            coalesced_segments: self
+                .coalesced_segments
+                .saturating_sub(before.coalesced_segments),
+        }
+    }
+
+    /// Both together (two gateways, say), field by field.
+    pub fn plus(&self, other: &OffloadTotals) -> OffloadTotals {
+        OffloadTotals {
+            super_packets: self.super_packets + other.super_packets,
+            super_packet_segments: self.super_packet_segments + other.super_packet_segments,
+            udp_sends: self.udp_sends + other.udp_sends,
+            udp_datagrams: self.udp_datagrams + other.udp_datagrams,
+            gro_receives: self.gro_receives + other.gro_receives,
+            gro_datagrams: self.gro_datagrams + other.gro_datagrams,
+            rx_datagrams: self.rx_datagrams + other.rx_datagrams,
+            coalesced_writes: self.coalesced_writes + other.coalesced_writes,
+            coalesced_segments: self.coalesced_segments + other.coalesced_segments,
+        }
+    }
+
+    /// Segments per super-packet read (`None` before the first).
+    pub fn segments_per_super_packet(&self) -> Option<f64> {
+        ratio(self.super_packet_segments, self.super_packets)
+    }
+
+    /// Datagrams per UDP send (`None` before the first).
+    pub fn datagrams_per_send(&self) -> Option<f64> {
+        ratio(self.udp_datagrams, self.udp_sends)
+    }
+
+    /// Datagrams per GRO receive (`None` before the first).
+    pub fn datagrams_per_gro_receive(&self) -> Option<f64> {
+        ratio(self.gro_datagrams, self.gro_receives)
+    }
+
+    /// Segments per coalesced device write (`None` before the first).
+    pub fn segments_per_coalesced_write(&self) -> Option<f64> {
+        ratio(self.coalesced_segments, self.coalesced_writes)
+    }
+
+    /// The "offloads at work" block of `ringtun show`.
+    pub fn render(&self) -> String {
+        let avg = |a: Option<f64>| a.map(|v| format!(" (avg {v:.1})")).unwrap_or_default();
+        let mut s = String::new();
+        let _ = writeln!(s, "offloads at work:");
+        let _ = writeln!(
+            s,
+            "  device reads:     {} super-packets -> {} segments{}",
+            self.super_packets,
+            self.super_packet_segments,
+            avg(self.segments_per_super_packet())
+        );
+        let _ = writeln!(
+            s,
+            "  udp sends:        {} carrying {} datagrams{}",
+            self.udp_sends,
+            self.udp_datagrams,
+            avg(self.datagrams_per_send())
+        );
+        let _ = writeln!(
+            s,
+            "  gro receives:     {} carrying {} of {} datagrams received{}",
+            self.gro_receives,
+            self.gro_datagrams,
+            self.rx_datagrams,
+            avg(self.datagrams_per_gro_receive())
+        );
+        let _ = writeln!(
+            s,
+            "  coalesced writes: {} carrying {} segments{}",
+            self.coalesced_writes,
+            self.coalesced_segments,
+            avg(self.segments_per_coalesced_write())
+        );
+        s
+    }
+}
+
+/// `num / den`, or `None` when there is nothing to divide by.
+fn ratio(num: u64, den: u64) -> Option<f64> {
+    (den > 0).then(|| num as f64 / den as f64)
 }
 
 fn human_bytes(b: u64) -> String {
@@ -233,5 +379,79 @@ mod tests {
             "zero drops are not listed:\n{text}"
         );
         assert_eq!(st.drop_count("malformed"), 3);
+    }
+
+    #[test]
+    fn render_sums_offloads_at_work_over_workers() {
+        let w0 = WorkerSnapshot {
+            dev_read_gso: 2,
+            dev_read_gso_segments: 88,
+            udp_tx_sends: 3,
+            udp_tx_datagrams: 90,
+            udp_rx_receives: 5,
+            udp_rx_gro_receives: 1,
+            udp_rx_gro_datagrams: 40,
+            udp_rx_datagrams: 44,
+            dev_write_coalesced: 1,
+            dev_write_coalesced_segments: 40,
+            ..Default::default()
+        };
+        let w1 = WorkerSnapshot {
+            dev_read_gso: 2,
+            dev_read_gso_segments: 12,
+            udp_tx_sends: 1,
+            udp_tx_datagrams: 10,
+            udp_rx_receives: 1,
+            udp_rx_gro_receives: 1,
+            udp_rx_gro_datagrams: 20,
+            udp_rx_datagrams: 20,
+            dev_write_coalesced: 3,
+            dev_write_coalesced_segments: 20,
+            ..Default::default()
+        };
+        let st = InterfaceStatus {
+            workers: vec![w0, w1],
+            ..Default::default()
+        };
+        let text = st.render();
+        for line in [
+            "device reads:     4 super-packets -> 100 segments (avg 25.0)",
+            "udp sends:        4 carrying 100 datagrams (avg 25.0)",
+            "gro receives:     2 carrying 60 of 64 datagrams received (avg 30.0)",
+            "coalesced writes: 4 carrying 60 segments (avg 15.0)",
+        ] {
+            assert!(text.contains(line), "expected {line:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn offloads_at_work_without_traffic_show_no_average() {
+        let text = InterfaceStatus::default().offload_totals().render();
+        assert!(
+            text.contains("udp sends:        0 carrying 0 datagrams\n"),
+            "no average before the first send:\n{text}"
+        );
+    }
+
+    #[test]
+    fn offload_totals_since_never_go_below_zero() {
+        let before = OffloadTotals {
+            udp_sends: 10,
+            udp_datagrams: 100,
+            coalesced_writes: 5,
+            ..Default::default()
+        };
+        let after = OffloadTotals {
+            udp_sends: 12,
+            udp_datagrams: 180,
+            coalesced_writes: 1,
+            ..Default::default()
+        };
+        let d = after.since(&before);
+        assert_eq!((d.udp_sends, d.udp_datagrams), (2, 80));
+        assert_eq!(d.datagrams_per_send(), Some(40.0));
+        assert_eq!(d.coalesced_writes, 0, "a restart reads as nothing");
+        assert_eq!(d.segments_per_coalesced_write(), None);
+        assert_eq!(d.plus(&d).udp_datagrams, 160);
     }
 }

@@ -911,6 +911,7 @@ impl<M: Mode> Worker<M> {
             self.counters.drop_packet(DropReason::Malformed);
             return;
         }
+        self.counters.dev_read_gso_segments.add(count as u64);
         let area = self.seg_area_offset;
         let mut stride = 0usize;
         let mut total = 0usize;
@@ -1444,6 +1445,12 @@ impl<M: Mode> Worker<M> {
             .map(usize::from)
             .unwrap_or(payload_len)
             .max(1);
+        if payload_len > stride {
+            self.counters.udp_rx_gro_receives.inc();
+            self.counters
+                .udp_rx_gro_datagrams
+                .add(payload_len.div_ceil(stride) as u64);
+        }
         let mut at = 0;
         self.pending_len = 0;
         self.nth_write = 0;
@@ -1581,7 +1588,6 @@ impl<M: Mode> Worker<M> {
                 } => {
                     let id = ids[buffer];
                     used = used.max(buffer + 1);
-                    self.counters.dev_write_coalesced.inc();
                     self.write_slot(id, len, segments);
                 }
             }
@@ -1655,6 +1661,10 @@ impl<M: Mode> Worker<M> {
             if res >= 0 {
                 let segs = self.wslot_segments.get(id).copied().unwrap_or(1);
                 self.counters.dev_write_packets.add(u64::from(segs));
+                self.counters.dev_write_coalesced.inc();
+                self.counters
+                    .dev_write_coalesced_segments
+                    .add(u64::from(segs));
             }
             self.free_wslots.push(id as u16);
             return;

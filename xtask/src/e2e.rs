@@ -10,7 +10,8 @@
 //! Rows: reachability, bulk TCP with SHA-256 at both ends, UDP bursts,
 //! packet and frame sizes, restarts mid-transfer, a lossy WAN (a userspace
 //! relay: [`relay`]), hostile input including a flood of handshake
-//! initiations with a valid MAC1 ([`hostile`]), offloads on and off, and
+//! initiations with a valid MAC1 ([`hostile`]), offloads on and off (and
+//! whether they engage, from ringtun's own counters: [`offloads`]), and
 //! the interop matrix. Output: one row per check and
 //! `N passed, N failed, N skipped`; non-zero exit on any failure.
 //!
@@ -22,6 +23,7 @@
 mod checks;
 mod hostile;
 mod lab;
+mod offloads;
 mod pair;
 mod probe;
 mod relay;

@@ -14,6 +14,7 @@ use ringtun_tests::traffic::{self, BulkReport, BulkTransfer, Capture, CaptureFil
 
 use super::checks::{self, Ctx, drop_deltas, fmt_deltas, reach};
 use super::lab::{self, Sites, wan};
+use super::offloads;
 use super::pair::{self, Pair};
 use super::probe::{Probe, probe_retry};
 use super::relay::{Impairment, Relay, RelaySpec};
@@ -130,6 +131,19 @@ pub fn in_lab(
 /// gateways: each LAN host and each gateway reaches the other in both
 /// families, a bulk transfer each way, a UDP burst, the largest packet.
 pub fn core(ctx: &mut Ctx, s: &Sites, m: &Mode) -> Result<()> {
+    core_with(ctx, s, m, |ctx| {
+        bulk_both(ctx, s, m, "", ctx.opts.bulk_size)
+    })
+}
+
+/// [`core`] with `bulk` making the two transfers (ringtun's pair reads
+/// its counters around them and makes the offload rows).
+fn core_with(
+    ctx: &mut Ctx,
+    s: &Sites,
+    m: &Mode,
+    bulk: impl FnOnce(&mut Ctx) -> Result<()>,
+) -> Result<()> {
     for (check, pairs) in [
         (
             "reach lan v4",
@@ -151,7 +165,7 @@ pub fn core(ctx: &mut Ctx, s: &Sites, m: &Mode) -> Result<()> {
         let pairs = pairs.map(|(ns, dst, label)| (ns.as_str(), dst, label));
         reach(ctx, check, &pairs, m.first_reply)?;
     }
-    bulk_both(ctx, s, m, "", ctx.opts.bulk_size)?;
+    bulk(ctx)?;
     checks::udp(
         ctx,
         "udp burst a->b",
@@ -210,8 +224,9 @@ pub struct OwnRows<'a> {
 }
 
 /// ringtun on both gateways, straight over the IPv4 WAN: with offloads
-/// on, every row (the core, the mode's own, a restart of each gateway);
-/// then with offloads off, reachability and the transfers.
+/// on, every row (the core, the offloads at work across its bulk
+/// transfers, the mode's own, a restart of each gateway); then with
+/// offloads off, reachability, the transfers and that no offload engaged.
 pub fn ringtun_pair(
     ctx: &mut Ctx,
     s: &Sites,
@@ -219,8 +234,8 @@ pub fn ringtun_pair(
     confs: Confs<'_>,
     own: &OwnRows<'_>,
 ) -> Result<()> {
-    const UP: &str = "ringtun up (offloads on)";
-    let mut names = vec![UP];
+    const UP: &str = "ringtun up";
+    let mut names = offloads::ON_ROWS.to_vec();
     names.extend(m.core_rows());
     names.extend(own.names);
     names.extend(pair::RESTART_ROWS);
@@ -228,15 +243,7 @@ pub fn ringtun_pair(
         match Pair::start(ctx, s, confs(m.direct()), false) {
             Err(e) => ctx.table.fail(UP, format!("{e:#}")),
             Ok(mut pair) => {
-                if ctx.wants(UP) {
-                    let offloads = pair.offloads_a()?.unwrap_or_default().join(" ");
-                    ctx.table.check(
-                        UP,
-                        offloads.contains("udp-gso"),
-                        format!("offloads: {offloads}"),
-                    );
-                }
-                core(ctx, s, m)?;
+                core_with(ctx, s, m, |ctx| offloads::bulk_on(ctx, s, m, &pair))?;
                 (own.sizes)(ctx)?;
                 if let Some(b) = pair.b.as_mut() {
                     checks::guarded(ctx, "hostile input", |ctx| (own.hostile)(ctx, b))?;
@@ -249,13 +256,14 @@ pub fn ringtun_pair(
 
     const UP_NO: &str = "ringtun up --no-offload";
     let suffix = " [--no-offload]";
-    let names = [
+    let mut names = vec![
         UP_NO,
         "reach lan v4 [--no-offload]",
         "bulk tcp a->b [--no-offload]",
         "bulk tcp b->a [--no-offload]",
         "udp burst a->b [--no-offload]",
     ];
+    names.extend(offloads::OFF_ROWS);
     if !ctx.wants_any(&names) {
         return Ok(());
     }
@@ -281,7 +289,7 @@ pub fn ringtun_pair(
                 &[(&s.lan_a, m.lan_b4, "a->b"), (&s.lan_b, m.lan_a4, "b->a")],
                 m.first_reply,
             )?;
-            bulk_both(ctx, s, m, suffix, ctx.opts.bulk_size)?;
+            offloads::bulk_off(ctx, s, m, &pair, suffix)?;
             checks::udp(
                 ctx,
                 names[4],
