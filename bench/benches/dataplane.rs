@@ -1,15 +1,19 @@
 //! The data plane's per-packet and per-batch work, without the I/O: what
-//! one worker does between a completion and the next submission.
+//! one worker does between a completion and the next submission, through
+//! the worker's own parts (`device_read`, `sched`, `transmit`,
+//! `socket_recv`, `device_write`).
 //!
 //! - `dataplane/classify`: picking the peer of an outbound packet (the
 //!   WireGuard AllowedIPs route, the VXLAN forwarding table), and taking
 //!   the per-batch snapshot.
-//! - `dataplane/send_batch`: one device read to its `sendmsg` calls: a
+//! - `dataplane/send_batch`: one device read to its `sendmsg` headers: a
 //!   64 KiB TCP super-packet split into segments at a fixed stride, each
-//!   sealed in place, control messages built per `UDP_SEGMENT` send; and a
-//!   single 1420-byte packet routed, sealed and addressed in place.
+//!   sealed in place, the scheduler's `UDP_SEGMENT` sends, each header
+//!   filled; and a single 1420-byte packet routed, sealed in place, held
+//!   for the end of the batch and sent.
 //! - `dataplane/receive_batch`: one `UDP_GRO` receive of 44 datagrams,
-//!   each opened in place, then coalesced into one device write.
+//!   each opened in place, then planned into device writes (coalesced
+//!   into one).
 //!
 //! `cargo bench -p bench --bench dataplane`. Packets/s and bytes/s are
 //! reported together (inner bytes: what the tunnel carries).
@@ -17,7 +21,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use bench::fixtures::{
@@ -25,11 +28,19 @@ use bench::fixtures::{
 };
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use dataplane::cmsg;
+use dataplane::counters::WorkerCounters;
+use dataplane::handoff::ControlLink;
 use dataplane::mode::{Inbound, Mode, Route};
-use dataplane::offload::{CoalesceConfig, Coalescer, Framing, GsoSplit, VNET_HDR_LEN, Write};
-use dataplane::vxlan_mode::VxlanMode;
+use dataplane::offload::{CoalesceConfig, Coalescer, Framing, GsoSplit, VNET_HDR_LEN, VnetHeader};
+use dataplane::vxlan_mode::{VtepId, VxlanMode};
 use dataplane::wg_mode::WgMode;
-use dataplane::worker::{GSO_MAX_BYTES, MAX_GRO_SEGMENTS};
+use dataplane::worker::device_read::{self, PACKET_OFFSET, SlotLayout};
+use dataplane::worker::device_write::{self, Planned, WRITE_SLOT_LEN};
+use dataplane::worker::sched::{Piece, Scheduler, Sink};
+use dataplane::worker::slots::{Hold, Home, Pool, Tx, Wr};
+use dataplane::worker::socket_recv::{self, Deliveries, Received};
+use dataplane::worker::transmit::{SendMsg, Transmit};
+use tunnel_proto::Path;
 use tunnel_proto::vxlan::{self, Vni};
 
 const MSS: usize = 1380;
@@ -55,10 +66,10 @@ fn vxlan_datagram(src: [u8; 6], dst: [u8; 6], frame_len: usize) -> Vec<u8> {
 
 /// A VXLAN mode with two remote VTEPs that has learned `MAC_B` behind the first.
 fn vxlan_mode_with_learned_mac() -> VxlanMode {
-    let mode = VxlanMode::new(vni(), vec![wan_addr(2), wan_addr(3)]);
+    let mode = VxlanMode::new(vni(), vec![wan_addr(2), wan_addr(3)], 1);
     let batch = mode.begin();
     let mut d = vxlan_datagram(MAC_B, MAC_A, 64);
-    let r = mode.open(&batch, Instant::now(), wan_addr(2), &mut d);
+    let r = mode.open(&batch, 0, Instant::now(), Path::from(wan_addr(2)), &mut d);
     assert!(matches!(r, Inbound::Deliver { .. }), "{r:?}");
     mode
 }
@@ -86,7 +97,7 @@ fn classify(c: &mut Criterion) {
         let batch = wg.begin();
         b.iter(|| {
             let r = wg.route(&batch, black_box(&pkt));
-            debug_assert_eq!(r, Route::Peer(0));
+            debug_assert_eq!(r, Route::Peer(PEER));
             black_box(r)
         })
     });
@@ -114,7 +125,7 @@ fn classify(c: &mut Criterion) {
         let batch = vx.begin();
         b.iter(|| {
             let r = vx.route(&batch, black_box(&unicast));
-            debug_assert_eq!(r, Route::Peer(0));
+            debug_assert_eq!(r, Route::Peer(VtepId(0)));
             black_box(r)
         })
     });
@@ -133,110 +144,172 @@ fn classify(c: &mut Criterion) {
     g.finish();
 }
 
-/// What `read_gso` plus `send_run` do for one super-packet: split, seal
-/// each segment at a fixed stride, and build the control messages of each
-/// `UDP_SEGMENT` send. Returns the number of sends.
-fn build_send_batch<M: Mode>(
-    mode: &M,
-    batch: &M::Batch<'_>,
-    now: Instant,
-    split: &GsoSplit<'_>,
-    pkt: &[u8],
-    area: &mut [u8],
-    control: &mut [u8; cmsg::SEND_CONTROL_LEN],
-) -> usize {
-    let seg_max = split.segment_size();
-    let stride_max = M::HEADROOM + seg_max + M::TAILROOM;
-    let count = split.segment_count();
-    let route = mode.route(batch, pkt);
-    let mut stride = 0;
-    let mut total = 0;
-    for i in 0..count {
-        let at = i * stride;
-        let out = &mut area[at..at + stride_max];
-        let n = split
-            .write_segment(i, &mut out[M::HEADROOM..M::HEADROOM + seg_max])
-            .unwrap();
-        let sealed = mode.seal(batch, now, route, out, n).unwrap();
-        if stride == 0 {
-            stride = sealed.len;
+/// A sink as a completion would treat it: each send's header filled, its
+/// hold given back at once.
+struct Headers<'a> {
+    pool: Pool<Tx>,
+    msg: SendMsg<1>,
+    gathered: SendMsg<64>,
+    holds: Vec<Hold<Tx>>,
+    slot: &'a [u8],
+    sends: usize,
+}
+
+impl<P: Copy> Sink<P> for Headers<'_> {
+    fn share(&mut self, hold: &Hold<Tx>) -> Hold<Tx> {
+        self.pool.share(hold)
+    }
+    fn release(&mut self, hold: Hold<Tx>) {
+        let _ = self.pool.release(hold);
+    }
+    fn send(&mut self, t: Transmit<P>, p: Piece) {
+        let at = self.slot[p.offset as usize..].as_ptr();
+        black_box(self.msg.fill(&t, [(at, p.len as usize)]));
+        self.sends += 1;
+        let _ = self.pool.release(p.hold);
+    }
+    fn can_gather(&self) -> bool {
+        true
+    }
+    fn gather(&mut self, t: Transmit<P>, pieces: impl Iterator<Item = Piece>) {
+        let slot = self.slot;
+        let holds = &mut self.holds;
+        black_box(self.gathered.fill(
+            &t,
+            pieces.map(|p| {
+                let at = slot[p.offset as usize..].as_ptr();
+                let len = p.len as usize;
+                holds.push(p.hold);
+                (at, len)
+            }),
+        ));
+        for h in self.holds.drain(..) {
+            let _ = self.pool.release(h);
         }
-        total = at + sealed.len;
+        self.sends += 1;
     }
-    let per_send = (GSO_MAX_BYTES / stride).clamp(1, MAX_GRO_SEGMENTS);
-    let mut sends = 0;
-    let mut i = 0;
-    while i < count {
-        let k = per_send.min(count - i);
-        let seg = (k > 1).then_some(stride as u16);
-        black_box(cmsg::build_send(control, None, seg));
-        i += k;
-        sends += 1;
+}
+
+/// What a worker keeps beside its mode: its counters and its link to the
+/// control thread (made once, outside the timed part).
+struct Worker<M: Mode> {
+    counters: Box<WorkerCounters>,
+    link: ControlLink<M::Event, M::Peer>,
+    _inbox: dataplane::handoff::ControlInbox<M::Event, M::Peer>,
+}
+
+impl<M: Mode> Worker<M> {
+    fn new() -> Worker<M> {
+        let (link, inbox) = ControlLink::new().unwrap();
+        Worker {
+            counters: Box::new(WorkerCounters::new().into_inner()),
+            link,
+            _inbox: inbox,
+        }
     }
-    black_box(total);
-    sends
+}
+
+/// A transmit slot holding a read of `pkt` behind its virtio-net header.
+fn slot_with(layout: &SlotLayout, hdr: &VnetHeader, pkt: &[u8]) -> (Vec<u8>, usize) {
+    let mut slot = vec![0u8; layout.slot_len()];
+    let at = layout.read_offset();
+    hdr.emit(&mut slot[at..at + VNET_HDR_LEN]).unwrap();
+    slot[PACKET_OFFSET..PACKET_OFFSET + pkt.len()].copy_from_slice(pkt);
+    (slot, VNET_HDR_LEN + pkt.len())
+}
+
+/// One device read of `n` bytes in `slot` through the worker's parts:
+/// sealed, scheduled, every send's header filled. Returns the sends.
+fn read_to_sends<M: Mode>(
+    mode: &M,
+    layout: &SlotLayout,
+    slot: &mut [u8],
+    n: usize,
+    sched: &mut Scheduler<M::Peer>,
+    worker: &Worker<M>,
+) -> usize {
+    let view = mode.begin();
+    let (run, targets) = device_read::seal_read(
+        layout,
+        mode,
+        &view,
+        0,
+        Instant::now(),
+        slot,
+        n,
+        &worker.link,
+        &worker.counters,
+    )
+    .expect("sealed");
+    let mut sink = Headers {
+        pool: Pool::new(1, Home::FreeList),
+        msg: SendMsg::default(),
+        gathered: SendMsg::default(),
+        holds: Vec::with_capacity(64),
+        slot,
+        sends: 0,
+    };
+    let hold = sink.pool.take_free().unwrap();
+    sched.send_run(hold, run, targets, &mut sink);
+    sched.flush(&mut sink);
+    sink.sends
 }
 
 fn send_batch(c: &mut Criterion) {
     let mut g = c.benchmark_group("dataplane/send_batch");
-    let now = Instant::now();
-    let mut control = [0u8; cmsg::SEND_CONTROL_LEN];
-    let mut area = vec![0u8; 128 * 1024];
 
     // wireguard: a 64 KiB TCP super-packet from TUN, 48 segments.
     let (dp_a, _, _) = established();
     let wg = WgMode::new(dp_a.clone());
+    let layout = SlotLayout::new(true, 1420, Framing::Ip);
     let (hdr, pkt) = tcp4_super_packet(65535 - 40, MSS);
     let split = GsoSplit::new(&hdr, &pkt, Framing::Ip).unwrap();
     g.throughput(Throughput::ElementsAndBytes {
         elements: split.segment_count() as u64,
         bytes: split.total_len() as u64,
     });
+    let (mut slot, n) = slot_with(&layout, &hdr, &pkt);
+    let mut sched = Scheduler::new(true, 0);
+    let wg_worker = Worker::new();
     g.bench_function("wireguard_tcp4_64k_mss1380", |b| {
+        // The read area is only read (segments go to the segment area).
         b.iter(|| {
-            let batch = wg.begin();
-            let split = GsoSplit::new(black_box(&hdr), black_box(&pkt), Framing::Ip).unwrap();
-            black_box(build_send_batch(
-                &wg,
-                &batch,
-                now,
-                &split,
-                &pkt,
-                &mut area,
-                &mut control,
+            black_box(read_to_sends(
+                &wg, &layout, &mut slot, n, &mut sched, &wg_worker,
             ))
         })
     });
 
     // vxlan: the same payload as a TAP frame.
     let vx = vxlan_mode_with_learned_mac();
+    let vlayout = SlotLayout::new(true, 1500, Framing::Ethernet);
     let (fhdr, fpkt) = tcp4_super_frame(65535 - 40, MSS, MAC_A, MAC_B);
     let fsplit = GsoSplit::new(&fhdr, &fpkt, Framing::Ethernet).unwrap();
     g.throughput(Throughput::ElementsAndBytes {
         elements: fsplit.segment_count() as u64,
         bytes: fsplit.total_len() as u64,
     });
+    let (mut vslot, vn) = slot_with(&vlayout, &fhdr, &fpkt);
+    let mut vsched = Scheduler::new(true, 0);
+    let vx_worker = Worker::new();
     g.bench_function("vxlan_tcp4_64k_mss1380", |b| {
         b.iter(|| {
-            let batch = vx.begin();
-            let split =
-                GsoSplit::new(black_box(&fhdr), black_box(&fpkt), Framing::Ethernet).unwrap();
-            black_box(build_send_batch(
+            black_box(read_to_sends(
                 &vx,
-                &batch,
-                now,
-                &split,
-                &fpkt,
-                &mut area,
-                &mut control,
+                &vlayout,
+                &mut vslot,
+                vn,
+                &mut vsched,
+                &vx_worker,
             ))
         })
     });
 
-    // One packet with no offload: routed, sealed where it was read,
-    // addressed; no copy.
+    // One packet with no offload: routed, sealed where it was read, held
+    // for the end of the batch, sent; no copy.
+    let plain = SlotLayout::new(false, 1420, Framing::Ip);
     let single = ip_packet(1420, [10, 0, 0, 2]);
-    let mut slot = vec![0u8; WgMode::HEADROOM + 1420 + WgMode::TAILROOM];
+    let mut slot = vec![0u8; plain.slot_len()];
     g.throughput(Throughput::ElementsAndBytes {
         elements: 1,
         bytes: 1420,
@@ -245,42 +318,75 @@ fn send_batch(c: &mut Criterion) {
         b.iter(|| {
             // The plaintext is re-copied each time (sealing is in place):
             // the read the device would have done.
-            slot[WgMode::HEADROOM..WgMode::HEADROOM + 1420].copy_from_slice(&single);
-            let batch = wg.begin();
-            let route = wg.route(&batch, &slot[WgMode::HEADROOM..WgMode::HEADROOM + 1420]);
-            let s = wg.seal(&batch, now, route, &mut slot, 1420).unwrap();
-            black_box(cmsg::RawAddr::from_socket_addr(s.dst));
-            black_box(cmsg::build_send(&mut control, None, None))
+            slot[PACKET_OFFSET..PACKET_OFFSET + 1420].copy_from_slice(&single);
+            black_box(read_to_sends(
+                &wg, &plain, &mut slot, 1420, &mut sched, &wg_worker,
+            ))
         })
     });
     g.finish();
 }
 
-/// Opens each datagram in place and coalesces what is delivered; returns
-/// the number of device writes.
-fn open_and_coalesce<M: Mode>(
+/// One GRO receive of `dgrams` (equal sizes but the last) through the
+/// worker's parts: each opened in place, then the device writes planned.
+/// Returns the writes.
+#[allow(clippy::too_many_arguments)]
+fn receive_to_writes<M: Mode>(
     mode: &M,
-    now: Instant,
-    src: SocketAddr,
-    dgrams: &mut [Vec<u8>],
-    co: &mut Coalescer,
-    bufs: &mut [Vec<u8>],
+    from: Path,
+    buf: &mut [u8],
+    stride: usize,
+    coalescer: &mut Coalescer,
+    pool: &mut Pool<Wr>,
+    slots: &mut [Vec<u8>],
+    worker: &Worker<M>,
 ) -> usize {
-    let batch = mode.begin();
-    let mut ranges = [(0usize, 0usize, 0usize); MAX_GRO_SEGMENTS];
-    let mut n = 0;
-    for (k, d) in dgrams.iter_mut().enumerate() {
-        if let Inbound::Deliver { start, end, .. } = mode.open(&batch, now, src, d) {
-            ranges[n] = (k, start, end);
-            n += 1;
-        }
+    let view = mode.begin();
+    let rx = Received {
+        from,
+        payload: 0..buf.len(),
+        stride,
+        rxq_dropped: None,
+    };
+    let mut out = Deliveries::default();
+    socket_recv::open_all(
+        mode,
+        &view,
+        0,
+        Instant::now(),
+        buf,
+        &rx,
+        &mut out,
+        &worker.link,
+        &worker.counters,
+    );
+    let mut pkts: [&[u8]; 64] = [&[]; 64];
+    for (p, &(s, l)) in pkts.iter_mut().zip(out.as_slice()) {
+        *p = &buf[s as usize..(s + l) as usize];
     }
-    let mut pkts: [&[u8]; MAX_GRO_SEGMENTS] = [&[]; MAX_GRO_SEGMENTS];
-    for (p, &(k, start, end)) in pkts.iter_mut().zip(&ranges[..n]) {
-        *p = &dgrams[k][start..end];
+    let mut mem: [Option<&mut [u8]>; 8] = Default::default();
+    for (m, v) in mem.iter_mut().zip(slots.iter_mut()) {
+        *m = Some(&mut v[..]);
     }
-    let w: &[Write] = co.coalesce(&pkts[..n], bufs).unwrap();
-    w.len()
+    let mut writes = 0;
+    let mut held: [Option<Hold<Wr>>; 8] = Default::default();
+    device_write::plan(
+        Some(coalescer),
+        &pkts[..out.as_slice().len()],
+        pool,
+        |h| mem[h.index()].take().unwrap(),
+        |p| {
+            writes += 1;
+            if let Planned::Coalesced { slot, .. } = p {
+                let i = slot.index();
+                held[i] = Some(slot);
+            }
+        },
+    );
+    for h in held.into_iter().flatten() {
+        let _ = pool.release(h);
+    }
+    writes
 }
 
 fn receive_batch(c: &mut Criterion) {
@@ -301,7 +407,8 @@ fn receive_batch(c: &mut Criterion) {
         .collect();
     assert_eq!(segs.len(), N);
     let inner_bytes: usize = segs.iter().map(Vec::len).sum();
-    let mut bufs = vec![vec![0u8; VNET_HDR_LEN + 65535]; 4];
+    let mut slots = vec![vec![0u8; WRITE_SLOT_LEN]; 8];
+    let mut pool = Pool::new(8, Home::FreeList);
     // The AEAD authenticated every packet: the worker trusts inner checksums.
     let mut co = Coalescer::new(CoalesceConfig {
         verify_checksums: !WgMode::AUTHENTICATED,
@@ -311,23 +418,28 @@ fn receive_batch(c: &mut Criterion) {
         elements: N as u64,
         bytes: inner_bytes as u64,
     });
+    let stride = WgMode::HEADROOM + MSS + 40 + 16;
+    let wg_worker = Worker::new();
     g.bench_function("wireguard_tcp4_44x1380", |b| {
         b.iter_batched_ref(
             || {
                 // Each open needs fresh counters (the replay window refuses
-                // repeats): seal the batch outside the timed part.
-                segs.iter()
-                    .map(|s| {
-                        let mut buf = vec![0u8; WgMode::HEADROOM + s.len() + WgMode::TAILROOM];
-                        buf[WgMode::HEADROOM..WgMode::HEADROOM + s.len()].copy_from_slice(s);
-                        let sealed = dp_a.encapsulate(PEER, 0, now, &mut buf, s.len()).unwrap();
-                        buf.truncate(sealed.len);
-                        buf
-                    })
-                    .collect::<Vec<_>>()
+                // repeats): seal the receive outside the timed part.
+                let mut gro = Vec::with_capacity(N * stride);
+                for s in &segs {
+                    let mut buf = vec![0u8; WgMode::HEADROOM + s.len() + WgMode::TAILROOM];
+                    buf[WgMode::HEADROOM..WgMode::HEADROOM + s.len()].copy_from_slice(s);
+                    let sealed = dp_a.encapsulate(PEER, 0, now, &mut buf, s.len()).unwrap();
+                    assert_eq!(sealed.len, stride);
+                    gro.extend_from_slice(&buf[..sealed.len]);
+                }
+                gro
             },
-            |dgrams| {
-                let w = open_and_coalesce(&wg_b, now, wan_addr(1), dgrams, &mut co, &mut bufs);
+            |gro| {
+                let from = Path::from(wan_addr(1));
+                let w = receive_to_writes(
+                    &wg_b, from, gro, stride, &mut co, &mut pool, &mut slots, &wg_worker,
+                );
                 assert_eq!(w, 1);
             },
             BatchSize::SmallInput,
@@ -337,28 +449,24 @@ fn receive_batch(c: &mut Criterion) {
     // vxlan: the same segments as Ethernet frames in VXLAN (plaintext:
     // nothing to renew between iterations, and checksums are verified).
     let vx = vxlan_mode_with_learned_mac();
-    let mut vdgrams: Vec<Vec<u8>> = segs
-        .iter()
-        .map(|s| {
-            let mut d = vxlan_datagram(MAC_B, MAC_A, 14 + s.len());
-            d[vxlan::HEADER_LEN + 14..].copy_from_slice(s);
-            d
-        })
-        .collect();
+    let vstride = vxlan::HEADER_LEN + 14 + MSS + 40;
+    let mut vgro: Vec<u8> = Vec::with_capacity(N * vstride);
+    for s in &segs {
+        let mut d = vxlan_datagram(MAC_B, MAC_A, 14 + s.len());
+        d[vxlan::HEADER_LEN + 14..].copy_from_slice(s);
+        vgro.extend_from_slice(&d);
+    }
     let mut vco = Coalescer::new(CoalesceConfig {
         framing: Framing::Ethernet,
         verify_checksums: !VxlanMode::AUTHENTICATED,
         ..CoalesceConfig::default()
     });
+    let vx_worker = Worker::new();
     g.bench_function("vxlan_tcp4_44x1380", |b| {
         b.iter(|| {
-            let w = open_and_coalesce(
-                &vx,
-                Instant::now(),
-                wan_addr(2),
-                &mut vdgrams,
-                &mut vco,
-                &mut bufs,
+            let from = Path::from(wan_addr(2));
+            let w = receive_to_writes(
+                &vx, from, &mut vgro, vstride, &mut vco, &mut pool, &mut slots, &vx_worker,
             );
             assert_eq!(w, 1);
         })

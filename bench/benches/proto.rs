@@ -138,7 +138,7 @@ fn allowed_ips(c: &mut Criterion) {
             IpPrefix::new(IpAddr::V6(Ipv6Addr::from(a)), 48 + (r >> 40) as u8 % 17).unwrap()
         };
         if seen.insert(p) {
-            prefixes.push((p, PeerId::new(u32::from((prefixes.len(), 0) % 250) as u16)));
+            prefixes.push((p, PeerId::new((prefixes.len() % 250) as u32, 0)));
         }
     }
     let table = AllowedIps::new(prefixes.iter().copied()).unwrap();

@@ -4,7 +4,6 @@
 //! deadline passes; an idle tunnel costs it nothing.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
@@ -12,15 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_utils::CachePadded;
-use tunnel_proto::DropReason;
+use tunnel_proto::{DropReason, Path};
 
-use crate::cmsg::{self, RawAddr};
 use crate::counters::{Counter, WorkerCounters};
 use crate::ctlsock::{self, Request};
 use crate::handoff::{CHANNEL_CAPACITY, ControlInbox, EventFd, ToControl};
-use crate::local_addr::LocalAddrTable;
-use crate::mode::ControlEvent;
 use crate::status::{InterfaceStatus, PeerStatus};
+use crate::worker::op::Family;
+use crate::worker::transmit::{SendMsg, Transmit};
 
 /// Sends control-plane datagrams (handshakes, cookie replies, keepalives,
 /// staged packets) with a plain `sendmsg` on a worker's socket: a
@@ -47,90 +45,86 @@ impl Outbox {
         }
     }
 
-    /// Sends `bytes` to `dst`, from `src` when given (and of the same family).
-    pub fn send(&self, dst: SocketAddr, src: Option<IpAddr>, bytes: &[u8]) {
-        let dst = cmsg::canonical(dst);
-        let fd = if dst.is_ipv6() {
-            match &self.v6 {
-                Some(fd) => fd.as_raw_fd(),
-                None => {
-                    self.errors.inc();
-                    return;
-                }
+    /// Sends `bytes` as one datagram to `path.remote`, from `path.local`
+    /// when given (and of the same family).
+    pub fn send(&self, path: Path, bytes: &[u8]) {
+        let t = Transmit {
+            dst: path.remote,
+            src: path.local,
+            segment: None,
+            peer: (),
+        };
+        let fd = match (t.family(), &self.v6) {
+            (Family::V4, _) => self.v4.as_raw_fd(),
+            (Family::V6, Some(v6)) => v6.as_raw_fd(),
+            (Family::V6, None) => {
+                self.errors.inc();
+                return;
             }
-        } else {
-            self.v4.as_raw_fd()
         };
-        let src = src.filter(|a| a.is_ipv6() == dst.is_ipv6());
-        let (mut name, namelen) = RawAddr::from_socket_addr(dst);
-        let mut iov = libc::iovec {
-            iov_base: bytes.as_ptr() as *mut libc::c_void,
-            iov_len: bytes.len(),
-        };
-        #[repr(C, align(8))]
-        struct Ctl([u8; cmsg::SEND_CONTROL_LEN]);
-        let mut ctl = Ctl([0; cmsg::SEND_CONTROL_LEN]);
-        let clen = cmsg::build_send(&mut ctl.0, src, None);
-        // SAFETY: msghdr is plain old data; zero is valid.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_name = (&mut name as *mut RawAddr).cast();
-        msg.msg_namelen = namelen;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        if clen > 0 {
-            msg.msg_control = ctl.0.as_mut_ptr().cast();
-            msg.msg_controllen = clen;
-        }
-        // SAFETY: every pointer in msg refers to a local that outlives the call.
-        let rc = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT) };
+        let mut msg = SendMsg::<1>::default();
+        let hdr = msg.fill(&t, [(bytes.as_ptr(), bytes.len())]);
+        // SAFETY: every pointer in the header refers to `msg` or `bytes`,
+        // which outlive the call.
+        let rc = unsafe { libc::sendmsg(fd, hdr, libc::MSG_DONTWAIT) };
         if rc < 0 {
             self.errors.inc();
-            tracing::debug!(%dst, error = %io::Error::last_os_error(), "control send failed");
+            tracing::debug!(dst = %t.dst, error = %io::Error::last_os_error(), "control send failed");
         } else {
             self.sent.inc();
         }
     }
 }
 
-/// The protocol side of the control thread.
-pub trait ControlPlane: Send {
-    /// A handshake-class message from `src`, received on local address `local`.
-    /// `under_load` is set when handshakes are queueing up.
-    #[allow(clippy::too_many_arguments)]
+/// What a tunnel mode does on the control thread: handshakes, staged
+/// packets, session events and timers (WireGuard), and what `ringtun show`
+/// reports about its peers.
+pub trait ModeControl: Send {
+    /// What workers report about a peer.
+    type Event: Send;
+    /// How workers name a peer when they stage a packet for it.
+    type Peer: Send;
+
+    /// A handshake-class message that came `from`. `under_load` is set
+    /// when handshakes are queueing up.
     fn on_handshake(
         &mut self,
         now: Instant,
         wall: SystemTime,
-        src: SocketAddr,
-        local: Option<IpAddr>,
+        from: Path,
         msg: &[u8],
         under_load: bool,
         out: &Outbox,
     );
     /// An outbound packet for `peer`, which has no usable session.
-    fn on_stage(&mut self, now: Instant, wall: SystemTime, peer: u16, packet: &[u8], out: &Outbox);
+    fn on_stage(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        peer: Self::Peer,
+        packet: &[u8],
+        out: &Outbox,
+    );
     /// Something a worker learned.
-    fn on_event(&mut self, now: Instant, wall: SystemTime, event: ControlEvent, out: &Outbox);
+    fn on_event(&mut self, now: Instant, wall: SystemTime, event: Self::Event, out: &Outbox);
     /// Timers: called when `next_timeout` has passed (and at other times).
     fn on_timeout(&mut self, now: Instant, wall: SystemTime, out: &Outbox);
     /// The next deadline, if any.
     fn next_timeout(&self) -> Option<Instant>;
-    /// Peers for `ringtun show` (traffic counters are filled in by the caller).
+    /// Peers for `ringtun show`, with their traffic.
     fn peers(&self) -> Vec<PeerStatus>;
-    /// Drops the control plane counted itself, by reason.
+    /// Drops the control thread counted itself, by reason.
     fn drops(&self) -> [u64; DropReason::COUNT];
     /// Counters of handshake outcomes, for `ringtun show`.
-    fn control_counters(&self) -> Vec<(String, u64)> {
-        Vec::new()
-    }
+    fn control_counters(&self) -> Vec<(String, u64)>;
 }
 
 /// What the control thread needs.
-pub struct ControlSetup<P: ControlPlane> {
-    /// The protocol.
-    pub plane: P,
+pub struct ControlSetup<C: ModeControl> {
+    /// The mode's control side.
+    pub plane: C,
     /// Messages and events from workers, and their doorbell.
-    pub inbox: ControlInbox,
+    pub inbox: ControlInbox<C::Event, C::Peer>,
     /// The control socket.
     pub listener: UnixListener,
     /// Read end of the signal pipe.
@@ -141,8 +135,6 @@ pub struct ControlSetup<P: ControlPlane> {
     pub worker_wakes: Vec<Arc<EventFd>>,
     /// Each worker's counters.
     pub counters: Vec<Arc<CachePadded<WorkerCounters>>>,
-    /// Local address per peer, for the status.
-    pub local_addrs: Arc<LocalAddrTable>,
     /// The fixed part of the status.
     pub status: InterfaceStatus,
     /// Sends for the control plane.
@@ -181,7 +173,7 @@ fn poll_fds(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<u
     Ok(rc as usize)
 }
 
-impl<P: ControlPlane> ControlSetup<P> {
+impl<C: ModeControl> ControlSetup<C> {
     /// Runs until a signal, `ringtun down`, or `workers_alive` turns false.
     pub fn run(mut self, workers_alive: &dyn Fn() -> bool) -> StopCause {
         let cause = loop {
@@ -230,18 +222,12 @@ impl<P: ControlPlane> ControlSetup<P> {
                     break;
                 };
                 match msg {
-                    ToControl::Handshake {
-                        src,
-                        local,
-                        len,
-                        bytes,
-                    } => {
+                    ToControl::Handshake { from, len, bytes } => {
                         let under_load = self.under_load();
                         self.plane.on_handshake(
                             now,
                             wall,
-                            src,
-                            local,
+                            from,
                             &bytes[..usize::from(len)],
                             under_load,
                             &self.outbox,
@@ -312,19 +298,7 @@ impl<P: ControlPlane> ControlSetup<P> {
     /// The full status: fixed facts, peers, counters summed over workers.
     pub fn status(&self) -> InterfaceStatus {
         let mut st = self.status.clone();
-        let mut peers = self.plane.peers();
-        for (i, p) in peers.iter_mut().enumerate() {
-            for c in &self.counters {
-                if let Some(pc) = c.peers.get(i) {
-                    p.rx_bytes += pc.rx_bytes.get();
-                    p.rx_packets += pc.rx_packets.get();
-                    p.tx_bytes += pc.tx_bytes.get();
-                    p.tx_packets += pc.tx_packets.get();
-                }
-            }
-            p.local_address = self.local_addrs.get(i).map(|a| a.to_string());
-        }
-        st.peers = peers;
+        st.peers = self.plane.peers();
         st.workers = self.counters.iter().map(|c| c.snapshot()).collect();
         let plane_drops = self.plane.drops();
         st.drops = DropReason::ALL

@@ -37,19 +37,6 @@ impl Counter {
     }
 }
 
-/// Per-peer traffic, one block per worker.
-#[derive(Debug, Default)]
-pub struct PeerCounters {
-    /// Packets sealed and sent to this peer.
-    pub tx_packets: Counter,
-    /// Plaintext bytes sent to this peer.
-    pub tx_bytes: Counter,
-    /// Packets received from this peer and delivered.
-    pub rx_packets: Counter,
-    /// Plaintext bytes received from this peer.
-    pub rx_bytes: Counter,
-}
-
 /// Everything one worker counts.
 #[derive(Debug)]
 pub struct WorkerCounters {
@@ -110,13 +97,12 @@ pub struct WorkerCounters {
     pub src_addr_resets: Counter,
     /// Drops by reason.
     pub drops: [Counter; DropReason::COUNT],
-    /// Per peer, indexed by the data plane's peer id.
-    pub peers: Box<[PeerCounters]>,
 }
 
 impl WorkerCounters {
-    /// Counters for a worker serving `peers` peers.
-    pub fn new(peers: usize) -> CachePadded<WorkerCounters> {
+    /// A worker's counters, all zero. (Per-peer traffic is the peer's
+    /// own: each peer keeps one lane per worker.)
+    pub fn new() -> CachePadded<WorkerCounters> {
         CachePadded::new(WorkerCounters {
             dev_reads: Counter::default(),
             dev_read_bytes: Counter::default(),
@@ -143,7 +129,6 @@ impl WorkerCounters {
             gso_fallbacks: Counter::default(),
             src_addr_resets: Counter::default(),
             drops: std::array::from_fn(|_| Counter::default()),
-            peers: (0..peers).map(|_| PeerCounters::default()).collect(),
         })
     }
 

@@ -2,7 +2,7 @@
 //! one worker per core and the control thread, and tear everything down on
 //! SIGINT, SIGTERM or `ringtun down`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -10,21 +10,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
-use tunnel_proto::DropReason;
 
 use crate::config::{self, Config, InterfaceAddr, ModeConfig, Table, Workers};
-use crate::control::{ControlPlane, ControlSetup, Outbox, StopCause};
+use crate::control::{ControlSetup, ModeControl, Outbox, StopCause};
 use crate::counters::WorkerCounters;
 use crate::handoff::{ControlLink, EventFd};
-use crate::local_addr::LocalAddrTable;
-use crate::mode::{ControlEvent, Mode};
+use crate::mode::Mode;
 use crate::offload::ETHERNET_HEADER_LEN;
-use crate::status::{InterfaceStatus, PeerStatus};
+use crate::status::InterfaceStatus;
 use crate::tun::{Device, DeviceKind, Offloads};
 use crate::udp::{self, SocketOptions};
-use crate::vxlan_mode::VxlanMode;
+use crate::vxlan_mode::{VxlanControl, VxlanMode};
+use crate::wg_control::WgControl;
 use crate::wg_mode::WgMode;
-use crate::wg_plane::WgPlane;
 use crate::worker::{self, WorkerSetup};
 
 /// Options of `ringtun up`.
@@ -135,113 +133,44 @@ pub fn up(opts: &UpOptions) -> Result<()> {
             {
                 common.mtu = VXLAN_IPV6_DEFAULT_MTU;
             }
-            let plane = VxlanPlane {
-                vteps: vteps.clone(),
-            };
-            let peers = vteps.len();
-            let mode = Arc::new(VxlanMode::new(vni, vteps));
+            let mode = Arc::new(VxlanMode::new(vni, vteps, common.workers));
+            let control = VxlanControl::new(mode.clone());
             run(
                 &common,
                 DeviceKind::Tap,
                 mode,
-                plane,
-                peers,
+                control,
                 &routes,
                 v.bridge.as_ref().map(|b| b.as_str().to_string()),
                 None,
-                Arc::new(LocalAddrTable::new(peers)),
             )
         }
         ModeConfig::WireGuard(w) => {
-            let tcfg = w.to_tunnel_config(common.mtu)?;
-            let pin: Vec<bool> = w.peers.iter().map(|p| p.pin_endpoint).collect();
+            let mut tcfg = w.to_tunnel_config(common.mtu)?;
+            // One traffic lane per worker, and the last for the control thread.
+            tcfg.traffic_lanes = common.workers + 1;
             let routes: Vec<(IpAddr, u8)> = w
                 .peers
                 .iter()
                 .flat_map(|p| p.allowed_ips.iter().map(|a| (a.addr(), a.prefix_len())))
                 .collect();
-            let peers = tcfg.peers.len();
             let now = std::time::Instant::now();
             let tunnel = tunnel_proto::wg::Tunnel::new(tcfg, now, std::time::SystemTime::now())
                 .map_err(anyhow::Error::new)
                 .with_context(|| format!("{}: building the tunnel", opts.config.display()))?;
             let public_key = tunnel.public_key().to_base64();
             let mode = Arc::new(WgMode::new(tunnel.snapshot()));
-            let local_addrs = Arc::new(LocalAddrTable::new(peers));
-            let plane = WgPlane::new(tunnel, mode.clone(), local_addrs.clone(), pin);
+            let control = WgControl::new(tunnel, mode.clone());
             run(
                 &common,
                 DeviceKind::Tun,
                 mode,
-                plane,
-                peers,
+                control,
                 &routes,
                 None,
                 Some(public_key),
-                local_addrs,
             )
         }
-    }
-}
-
-/// The VXLAN control plane: static VTEPs, nothing to negotiate.
-struct VxlanPlane {
-    vteps: Vec<SocketAddr>,
-}
-
-impl ControlPlane for VxlanPlane {
-    fn on_handshake(
-        &mut self,
-        _now: std::time::Instant,
-        _wall: std::time::SystemTime,
-        _src: SocketAddr,
-        _local: Option<IpAddr>,
-        _msg: &[u8],
-        _under_load: bool,
-        _out: &Outbox,
-    ) {
-    }
-    fn on_stage(
-        &mut self,
-        _now: std::time::Instant,
-        _wall: std::time::SystemTime,
-        _peer: u16,
-        _packet: &[u8],
-        _out: &Outbox,
-    ) {
-    }
-    fn on_event(
-        &mut self,
-        _now: std::time::Instant,
-        _wall: std::time::SystemTime,
-        _event: ControlEvent,
-        _out: &Outbox,
-    ) {
-    }
-    fn on_timeout(
-        &mut self,
-        _now: std::time::Instant,
-        _wall: std::time::SystemTime,
-        _out: &Outbox,
-    ) {
-    }
-    fn next_timeout(&self) -> Option<std::time::Instant> {
-        None
-    }
-    fn peers(&self) -> Vec<PeerStatus> {
-        self.vteps
-            .iter()
-            .enumerate()
-            .map(|(i, v)| PeerStatus {
-                name: format!("vtep {i}"),
-                endpoint: Some(v.to_string()),
-                pinned: true,
-                ..Default::default()
-            })
-            .collect()
-    }
-    fn drops(&self) -> [u64; DropReason::COUNT] {
-        [0; DropReason::COUNT]
     }
 }
 
@@ -336,17 +265,14 @@ fn steer_by_cpu(device: &Device, sockets: &[udp::WorkerSockets]) -> bool {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run<M: Mode, P: ControlPlane>(
+fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
     c: &Common,
     kind: DeviceKind,
     mode: Arc<M>,
-    plane: P,
-    peers: usize,
+    plane: C,
     routes: &[(IpAddr, u8)],
     bridge: Option<String>,
     public_key: Option<String>,
-    local_addrs: Arc<LocalAddrTable>,
 ) -> Result<()> {
     // The control socket first: it is the lock that keeps a second
     // instance from attaching queues to a running instance's device.
@@ -379,7 +305,7 @@ fn run<M: Mode, P: ControlPlane>(
             0
         };
         let stride = M::HEADROOM + c.mtu as usize + link_hdr + M::TAILROOM;
-        let segs = (worker::GSO_MAX_BYTES / stride).clamp(1, worker::MAX_GRO_SEGMENTS) as u32;
+        let segs = (worker::GSO_MAX_BYTES / stride).clamp(1, worker::MAX_SEGMENTS) as u32;
         netctl::Netlink::current()
             .and_then(|nl| nl.set_gso_max_segs(&c.name, segs))
             .with_context(|| format!("setting gso_max_segs {segs} on {}", c.name))?;
@@ -433,7 +359,7 @@ fn run<M: Mode, P: ControlPlane>(
     let dev_offloads = device.offloads;
     let queues: Vec<OwnedFd> = device.queues;
     for (id, (queue, socks)) in queues.into_iter().zip(sockets).enumerate() {
-        let ctr = Arc::new(WorkerCounters::new(peers));
+        let ctr = Arc::new(WorkerCounters::new());
         let wake = Arc::new(EventFd::new()?);
         counters.push(ctr.clone());
         wakes.push(wake.clone());
@@ -450,7 +376,6 @@ fn run<M: Mode, P: ControlPlane>(
             read_mode: c.read_mode,
             mode: mode.clone(),
             counters: ctr,
-            local_addrs: local_addrs.clone(),
             control: link.clone(),
             stop: stop.clone(),
             wake,
@@ -496,7 +421,6 @@ fn run<M: Mode, P: ControlPlane>(
         stop: stop.clone(),
         worker_wakes: wakes,
         counters: counters.clone(),
-        local_addrs,
         status,
         outbox,
         under_load_until: None,

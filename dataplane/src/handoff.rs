@@ -3,15 +3,15 @@
 //! never blocks a worker) plus a doorbell eventfd the control thread polls.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Receiver, Sender};
+use tunnel_proto::{DropReason, Path};
 
-use crate::mode::ControlEvent;
+use crate::counters::WorkerCounters;
 
 /// Largest handshake-class message (the 148-byte initiation).
 pub const MAX_HANDSHAKE_LEN: usize = 148;
@@ -19,16 +19,14 @@ pub const MAX_HANDSHAKE_LEN: usize = 148;
 /// Capacity of each worker → control channel (messages, events).
 pub const CHANNEL_CAPACITY: usize = 1024;
 
-/// One message from a worker.
+/// One message from a worker about peers named by `P`.
 #[derive(Debug)]
-pub enum ToControl {
+pub enum ToControl<P> {
     /// A handshake initiation, response or cookie reply, copied out of the
     /// receive buffer (at most 148 bytes, so no allocation).
     Handshake {
-        /// Where it came from.
-        src: SocketAddr,
-        /// The local address it arrived on.
-        local: Option<IpAddr>,
+        /// Where it came from, and the local address it arrived on.
+        from: Path,
         /// Valid bytes in `bytes`.
         len: u8,
         /// The message.
@@ -40,7 +38,7 @@ pub enum ToControl {
     /// thread's per-peer queue).
     Stage {
         /// The peer.
-        peer: u16,
+        peer: P,
         /// The plaintext packet.
         packet: Box<[u8]>,
     },
@@ -125,29 +123,39 @@ impl Doorbell {
 
 /// The control thread's ends of the link.
 #[derive(Debug)]
-pub struct ControlInbox {
+pub struct ControlInbox<E, P> {
     /// Handshake messages and staged packets: bounded, and its length is
     /// WireGuard's "under load" signal.
-    pub messages: Receiver<ToControl>,
+    pub messages: Receiver<ToControl<P>>,
     /// Session events: a separate channel, so that a flood of handshake
     /// messages can never crowd out the CONFIRMED or REKEY that keeps a
     /// working session alive.
-    pub events: Receiver<ControlEvent>,
+    pub events: Receiver<E>,
     /// Rung by workers after sending.
     pub doorbell: Arc<Doorbell>,
 }
 
 /// A worker's end of the link to the control thread.
-#[derive(Clone, Debug)]
-pub struct ControlLink {
-    tx: Sender<ToControl>,
-    events: Sender<ControlEvent>,
+#[derive(Debug)]
+pub struct ControlLink<E, P> {
+    tx: Sender<ToControl<P>>,
+    events: Sender<E>,
     doorbell: Arc<Doorbell>,
 }
 
-impl ControlLink {
+impl<E, P> Clone for ControlLink<E, P> {
+    fn clone(&self) -> Self {
+        ControlLink {
+            tx: self.tx.clone(),
+            events: self.events.clone(),
+            doorbell: self.doorbell.clone(),
+        }
+    }
+}
+
+impl<E, P> ControlLink<E, P> {
     /// Makes both ends.
-    pub fn new() -> io::Result<(ControlLink, ControlInbox)> {
+    pub fn new() -> io::Result<(ControlLink<E, P>, ControlInbox<E, P>)> {
         let (tx, messages) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
         let (etx, events) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
         let doorbell = Arc::new(Doorbell::new()?);
@@ -171,7 +179,7 @@ impl ControlLink {
     }
 
     /// Hands `msg` over; `false` when the channel is full (count `queue_full`).
-    pub fn send(&self, msg: ToControl) -> bool {
+    pub fn send(&self, msg: ToControl<P>) -> bool {
         let ok = self.tx.try_send(msg).is_ok();
         if ok {
             self.doorbell.ring();
@@ -181,12 +189,50 @@ impl ControlLink {
 
     /// Hands a session event over, on the events' own channel; `false`
     /// when it is full (count `queue_full`).
-    pub fn send_event(&self, ev: ControlEvent) -> bool {
+    pub fn send_event(&self, ev: E) -> bool {
         let ok = self.events.try_send(ev).is_ok();
         if ok {
             self.doorbell.ring();
         }
         ok
+    }
+
+    /// A worker tells the control thread what a seal or open reported; a
+    /// full channel is a `queue_full` drop in `counters`.
+    pub fn event(&self, ev: E, counters: &WorkerCounters) {
+        if !self.send_event(ev) {
+            counters.drop_packet(DropReason::QueueFull);
+        }
+    }
+
+    /// A worker hands over a plaintext packet for `peer`, which has no
+    /// session yet. Cost: one copy and one allocation, only while a
+    /// handshake is pending (bounded by the channel).
+    pub fn stage(&self, peer: P, packet: &[u8], counters: &WorkerCounters) {
+        let msg = ToControl::Stage {
+            peer,
+            packet: packet.into(),
+        };
+        if !self.send(msg) {
+            counters.drop_packet(DropReason::QueueFull);
+        }
+    }
+
+    /// A worker hands over a handshake message that came `from` (copied:
+    /// at most [`MAX_HANDSHAKE_LEN`] bytes, no allocation).
+    pub fn handshake(&self, from: Path, msg: &[u8], counters: &WorkerCounters) {
+        let mut bytes = [0u8; MAX_HANDSHAKE_LEN];
+        let n = msg.len().min(MAX_HANDSHAKE_LEN);
+        bytes[..n].copy_from_slice(&msg[..n]);
+        counters.handshakes_to_control.inc();
+        let msg = ToControl::Handshake {
+            from,
+            len: n as u8,
+            bytes,
+        };
+        if !self.send(msg) {
+            counters.drop_packet(DropReason::QueueFull);
+        }
     }
 }
 
@@ -203,12 +249,9 @@ mod tests {
 
     #[test]
     fn a_burst_rings_the_doorbell_once_until_answered() {
-        let (link, inbox) = ControlLink::new().unwrap();
+        let (link, inbox) = ControlLink::<u8, u16>::new().unwrap();
         for _ in 0..5 {
-            assert!(link.send_event(ControlEvent {
-                peer: 0,
-                events: tunnel_proto::wg::Events::TIMERS,
-            }));
+            assert!(link.send_event(1));
         }
         assert_eq!(
             eventfd_count(&inbox.doorbell),
@@ -227,7 +270,7 @@ mod tests {
 
     #[test]
     fn a_full_message_channel_leaves_room_for_session_events() {
-        let (link, inbox) = ControlLink::new().unwrap();
+        let (link, inbox) = ControlLink::<u8, u16>::new().unwrap();
         let stage = || ToControl::Stage {
             peer: 0,
             packet: Box::new([0u8; 1]),
@@ -237,11 +280,15 @@ mod tests {
         }
         assert!(!link.send(stage()), "the message channel is bounded");
         assert!(
-            link.send_event(ControlEvent {
-                peer: 0,
-                events: tunnel_proto::wg::Events::CONFIRMED,
-            }),
+            link.send_event(2),
             "a flood of handshakes must not cost a session its CONFIRMED"
+        );
+        let counters = WorkerCounters::new();
+        link.stage(0, &[1, 2, 3], &counters);
+        assert_eq!(
+            counters.drops[DropReason::QueueFull.index()].get(),
+            1,
+            "a full channel is counted"
         );
         assert_eq!(inbox.events.len(), 1);
     }

@@ -1,84 +1,68 @@
 //! What a worker asks of a tunnel mode, per packet. The worker owns the
-//! I/O (rings, buffers, sockets); a mode only routes, seals and opens bytes
-//! in buffers it is handed, in the manner of quinn-udp plus quinn-proto:
+//! I/O (rings, buffers, sockets); a mode routes, seals and opens bytes in
+//! buffers it is handed, and keeps what it knows about its peers (paths,
+//! traffic counters) itself, in the manner of quinn-udp plus quinn-proto:
 //! the worker never interprets protocol state, the mode never sees a fd.
 
-use std::net::SocketAddr;
+use std::fmt::Debug;
 use std::time::Instant;
 
-use tunnel_proto::DropReason;
+use tunnel_proto::{DropReason, Path};
+
+use crate::worker::sched::Target;
 
 /// Where an outbound packet goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
-    /// To one peer (WireGuard peer or VXLAN VTEP), by index.
-    Peer(u16),
+pub enum Route<P> {
+    /// To one peer (WireGuard peer or VXLAN VTEP).
+    Peer(P),
     /// To every peer (VXLAN broadcast, multicast and unknown unicast).
     Flood,
     /// Nowhere.
     Drop(DropReason),
 }
 
-/// A sealed packet ready to send: `buf[..len]` is the UDP payload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Sealed {
+/// A sealed packet: `buf[..len]` is the UDP payload, to go to every target.
+#[derive(Debug)]
+pub struct Sealed<T, E> {
     /// Wire length from the start of the buffer.
     pub len: usize,
-    /// Destination (for `Route::Flood`: unused, the worker asks `flood_targets`).
-    pub dst: SocketAddr,
+    /// Every destination, with the local address to send from.
+    pub targets: T,
     /// Something the control thread must hear about.
-    pub event: Option<ControlEvent>,
+    pub event: Option<E>,
 }
 
 /// Why a packet could not be sealed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SealError {
+pub enum SealError<P> {
     /// No usable session yet: hand the plaintext to the control thread,
     /// which holds it until a handshake completes.
-    Stage(u16),
+    Stage(P),
     /// Drop it, counted under this reason.
     Drop(DropReason),
 }
 
-/// What the control thread must hear about after a packet was sealed or
-/// opened: WireGuard's session events for one peer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ControlEvent {
-    /// Peer index.
-    pub peer: u16,
-    /// What happened.
-    pub events: tunnel_proto::wg::Events,
-}
-
-impl ControlEvent {
-    /// Only a timer moved: the worker may forward these at a bounded rate
-    /// (they fire on every turnaround of a busy flow), because the control
-    /// thread re-reads the timer state shortly after each one it gets.
-    pub fn timers_only(&self) -> bool {
-        self.events == tunnel_proto::wg::Events::TIMERS
-    }
-}
+/// What [`Mode::seal`] gives: the sealed packet with its targets, or why not.
+pub type SealResult<'b, M> =
+    Result<Sealed<<M as Mode>::Targets<'b>, <M as Mode>::Event>, SealError<<M as Mode>::Peer>>;
 
 /// What became of one received datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Inbound {
+pub enum Inbound<E> {
     /// Deliver `dgram[start..end]` to the device.
     Deliver {
         /// First byte of the inner packet.
         start: usize,
         /// One past its last byte.
         end: usize,
-        /// The peer it came from.
-        peer: u16,
         /// Something the control thread must hear about.
-        event: Option<ControlEvent>,
+        event: Option<E>,
     },
     /// Authenticated but nothing to deliver (a keepalive).
     Keepalive {
-        /// The peer it came from.
-        peer: u16,
         /// Something the control thread must hear about.
-        event: Option<ControlEvent>,
+        event: Option<E>,
     },
     /// A handshake-class message for the control thread.
     Control,
@@ -101,38 +85,54 @@ pub trait Mode: Send + Sync + 'static {
     /// reason. Plaintext modes verify.
     const AUTHENTICATED: bool;
 
+    /// A peer, as routes, stages and targets name it.
+    type Peer: Copy + Eq + Debug + Send + 'static;
+    /// What the control thread must hear about (uninhabited for a mode
+    /// whose control thread needs nothing from the workers).
+    type Event: Copy + Debug + Send + 'static;
+
     /// Per-batch view of shared state (for example a loaded peer table),
     /// taken once per completion batch rather than per packet.
     type Batch<'a>
     where
         Self: 'a;
 
+    /// The destinations of one sealed packet, read from the batch view.
+    type Targets<'b>: Iterator<Item = Target<Self::Peer>>
+    where
+        Self: 'b;
+
     /// Takes the per-batch view.
     fn begin(&self) -> Self::Batch<'_>;
 
     /// Picks the destination of the inner packet `pkt`.
-    fn route(&self, batch: &Self::Batch<'_>, pkt: &[u8]) -> Route;
+    fn route(&self, batch: &Self::Batch<'_>, pkt: &[u8]) -> Route<Self::Peer>;
 
     /// Seals the inner packet at `buf[HEADROOM..HEADROOM + len]` in place
-    /// for `route` (never `Route::Drop`).
-    fn seal(
-        &self,
-        batch: &Self::Batch<'_>,
+    /// for `route` (never `Route::Drop`), counting it in traffic lane
+    /// `lane` (the worker's own).
+    fn seal<'b>(
+        &'b self,
+        batch: &'b Self::Batch<'_>,
+        lane: usize,
         now: Instant,
-        route: Route,
+        route: Route<Self::Peer>,
         buf: &mut [u8],
         len: usize,
-    ) -> Result<Sealed, SealError>;
+    ) -> SealResult<'b, Self>;
 
-    /// Every destination of a flood, in order.
-    fn flood_targets(&self, batch: &Self::Batch<'_>) -> &[SocketAddr];
-
-    /// Opens one received datagram in place.
+    /// Opens one datagram received `from` (the sender, and the local
+    /// address it arrived on) in place, counting it in traffic lane `lane`.
     fn open(
         &self,
         batch: &Self::Batch<'_>,
+        lane: usize,
         now: Instant,
-        src: SocketAddr,
+        from: Path,
         dgram: &mut [u8],
-    ) -> Inbound;
+    ) -> Inbound<Self::Event>;
+
+    /// The kernel refused the local address sends to `peer` left from (it
+    /// is no longer ours): forget it, and let the kernel choose.
+    fn forget_local(&self, batch: &Self::Batch<'_>, peer: Self::Peer);
 }

@@ -206,7 +206,7 @@ impl OffloadError {
 }
 
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 #[cfg(test)]
 mod roundtrip_test;

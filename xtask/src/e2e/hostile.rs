@@ -263,7 +263,7 @@ mod tests {
         rcfg.peers.push(PeerConfig::new(initiator.public_key()));
         let mut r = Tunnel::new(rcfg, now, SystemTime::now()).unwrap();
         let forged = forged_initiation(&mut SplitMix64(1), &key);
-        let src = "192.0.2.66:4000".parse().unwrap();
+        let src: std::net::SocketAddr = "192.0.2.66:4000".parse().unwrap();
         let err = r
             .handle_handshake(now, SystemTime::now(), src.into(), &forged, true)
             .unwrap_err();

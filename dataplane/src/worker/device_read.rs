@@ -1,0 +1,455 @@
+//! A device read: from the bytes the kernel wrote into a transmit slot to
+//! sealed datagrams ready to send. The virtio-net header says whether the
+//! read is one packet or a super-packet; one packet is sealed where it was
+//! read (no copy), a super-packet is split into the slot's segment area at
+//! a fixed stride and each segment sealed there (one copy per segment,
+//! unavoidable since every segment needs its own headers and tag).
+//!
+//! A transmit slot:
+//! ```text
+//! 0        READ_OFFSET   PACKET_OFFSET                      segment area
+//! | room for  | vnet hdr  | packet (up to MAX_READ) ...       | seg 0 | seg 1 | ...
+//! | the outer header sealing writes in front of the packet  |   sealed at a stride
+//! ```
+
+use std::time::Instant;
+
+use tunnel_proto::DropReason;
+
+use super::sched::Run;
+use crate::counters::WorkerCounters;
+use crate::handoff::ControlLink;
+use crate::mode::{Mode, Route, SealError};
+use crate::offload::{
+    ETHERNET_HEADER_LEN, ETHERNET_VLAN_HEADER_LEN, Framing, GsoSplit, GsoType, MAX_SEGMENTS,
+    VNET_HDR_LEN, VnetHeader, finish_checksum,
+};
+
+/// Where the inner packet starts in a transmit slot: room for the largest
+/// encapsulation header (16) and, just before the packet, the virtio-net
+/// header (10).
+pub const PACKET_OFFSET: usize = 16;
+/// Largest read from the device: a 64 KiB super-packet plus its header.
+/// A TAP frame adds its Ethernet header (with a VLAN tag) to the 64 KiB
+/// packet. The device reports a packet's full length even when it did not
+/// fit, so a read above this is a truncated packet.
+pub const MAX_READ: usize = VNET_HDR_LEN + ETHERNET_VLAN_HEADER_LEN + 65_535;
+
+/// How a worker's transmit slots are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotLayout {
+    /// Bytes of virtio-net header in front of each read (0 or 10).
+    pub vnet: usize,
+    /// IP packets (TUN) or Ethernet frames (TAP).
+    pub framing: Framing,
+    /// Where the segment area starts in the slot.
+    pub seg_area: usize,
+    /// How long it is (0 without offloads: nothing is ever split).
+    pub seg_area_len: usize,
+}
+
+impl SlotLayout {
+    /// The layout for a device of `mtu` with (`vnet`) or without offloads.
+    pub fn new(vnet: bool, mtu: usize, framing: Framing) -> SlotLayout {
+        let link = match framing {
+            Framing::Ip => 0,
+            Framing::Ethernet => ETHERNET_HEADER_LEN,
+        };
+        SlotLayout {
+            vnet: if vnet { VNET_HDR_LEN } else { 0 },
+            framing,
+            // The read area plus room for a sealed single packet's tail.
+            seg_area: (PACKET_OFFSET + MAX_READ + 64).div_ceil(64) * 64,
+            seg_area_len: if vnet {
+                MAX_SEGMENTS * (PACKET_OFFSET + mtu + link + 64)
+            } else {
+                0
+            },
+        }
+    }
+
+    /// Bytes of one transmit slot.
+    pub fn slot_len(&self) -> usize {
+        self.seg_area + self.seg_area_len
+    }
+
+    /// Where a read lands in the slot (its virtio-net header first).
+    pub fn read_offset(&self) -> usize {
+        PACKET_OFFSET - self.vnet
+    }
+}
+
+/// Handles a read of `n` bytes (virtio-net header included) into `slot`:
+/// routes, splits and seals it for `mode`. Returns the sealed datagrams as
+/// a run in the slot and their targets; `None` if nothing is to be sent
+/// (dropped and counted, or staged with the control thread).
+#[allow(clippy::too_many_arguments)]
+pub fn seal_read<'b, M: Mode>(
+    layout: &SlotLayout,
+    mode: &'b M,
+    view: &'b M::Batch<'_>,
+    lane: usize,
+    now: Instant,
+    slot: &mut [u8],
+    n: usize,
+    link: &ControlLink<M::Event, M::Peer>,
+    counters: &WorkerCounters,
+) -> Option<(Run, M::Targets<'b>)> {
+    counters.dev_reads.inc();
+    if n <= layout.vnet || n > MAX_READ || slot.len() < layout.slot_len() {
+        counters.drop_packet(DropReason::Malformed);
+        return None;
+    }
+    let len = n - layout.vnet;
+    counters.dev_read_bytes.add(len as u64);
+    if layout.vnet > 0 {
+        let (hdr, pkt) =
+            slot[PACKET_OFFSET - VNET_HDR_LEN..PACKET_OFFSET + len].split_at_mut(VNET_HDR_LEN);
+        let Ok(hdr) = VnetHeader::parse(hdr) else {
+            counters.drop_packet(DropReason::Malformed);
+            return None;
+        };
+        if hdr.gso_type != GsoType::None {
+            counters.dev_read_gso.inc();
+            return seal_split(
+                layout, mode, view, lane, now, slot, &hdr, len, link, counters,
+            );
+        }
+        // Cost: one pass over the L4 bytes to finish the checksum the
+        // kernel left partial; no copy.
+        if finish_checksum(&hdr, pkt).is_err() {
+            counters.drop_packet(DropReason::Malformed);
+            return None;
+        }
+    }
+    let route = mode.route(view, &slot[PACKET_OFFSET..PACKET_OFFSET + len]);
+    if let Route::Drop(r) = route {
+        counters.drop_packet(r);
+        return None;
+    }
+    // Sealed where it was read: the outer header goes in the room before it.
+    let rel = PACKET_OFFSET - M::HEADROOM;
+    let buf = &mut slot[rel..PACKET_OFFSET + len + M::TAILROOM];
+    match mode.seal(view, lane, now, route, buf, len) {
+        Ok(sealed) => {
+            if let Some(ev) = sealed.event {
+                link.event(ev, counters);
+            }
+            Some((Run::single(rel, sealed.len), sealed.targets))
+        }
+        Err(SealError::Stage(peer)) => {
+            link.stage(peer, &slot[PACKET_OFFSET..PACKET_OFFSET + len], counters);
+            None
+        }
+        Err(SealError::Drop(r)) => {
+            counters.drop_packet(r);
+            None
+        }
+    }
+}
+
+/// A super-packet: each segment written once into the segment area at a
+/// fixed stride and sealed there. Segments that find no session (all of
+/// them, in practice: they share a peer and a snapshot) are staged; only
+/// the sealed ones before the first of those are sent.
+#[allow(clippy::too_many_arguments)]
+fn seal_split<'b, M: Mode>(
+    layout: &SlotLayout,
+    mode: &'b M,
+    view: &'b M::Batch<'_>,
+    lane: usize,
+    now: Instant,
+    slot: &mut [u8],
+    hdr: &VnetHeader,
+    len: usize,
+    link: &ControlLink<M::Event, M::Peer>,
+    counters: &WorkerCounters,
+) -> Option<(Run, M::Targets<'b>)> {
+    let (read, area) = slot.split_at_mut(layout.seg_area);
+    let pkt = &read[PACKET_OFFSET..PACKET_OFFSET + len];
+    let Ok(split) = GsoSplit::new(hdr, pkt, layout.framing) else {
+        counters.drop_packet(DropReason::Malformed);
+        return None;
+    };
+    let route = mode.route(view, pkt);
+    if let Route::Drop(r) = route {
+        counters.drop_packet(r);
+        return None;
+    }
+    let seg_max = split.segment_size();
+    let stride_max = M::HEADROOM + seg_max + M::TAILROOM;
+    let count = split.segment_count();
+    if stride_max * count > layout.seg_area_len.min(area.len()) {
+        counters.drop_packet(DropReason::Malformed);
+        return None;
+    }
+    counters.dev_read_gso_segments.add(count as u64);
+    let mut stride = 0usize;
+    let mut total = 0usize;
+    let mut sealed_count = 0usize;
+    let mut targets = None;
+    for i in 0..count {
+        // Every segment but the last is `stride` long once sealed; until
+        // the first is sealed, lay them out at the largest size.
+        let at = i * if stride == 0 { stride_max } else { stride };
+        let out = &mut area[at..at + stride_max];
+        let Ok(n) = split.write_segment(i, &mut out[M::HEADROOM..M::HEADROOM + seg_max]) else {
+            counters.drop_packet(DropReason::Malformed);
+            return None;
+        };
+        match mode.seal(view, lane, now, route, out, n) {
+            Ok(sealed) => {
+                if let Some(ev) = sealed.event {
+                    link.event(ev, counters);
+                }
+                if stride == 0 {
+                    stride = sealed.len;
+                }
+                total = at + sealed.len;
+                sealed_count += 1;
+                targets = Some(sealed.targets);
+            }
+            Err(SealError::Stage(peer)) => {
+                link.stage(peer, &out[M::HEADROOM..M::HEADROOM + n], counters);
+                // The rest cannot be sent either: stage them too.
+                for j in i + 1..count {
+                    let out = &mut area[at..at + stride_max];
+                    if let Ok(n) =
+                        split.write_segment(j, &mut out[M::HEADROOM..M::HEADROOM + seg_max])
+                    {
+                        link.stage(peer, &out[M::HEADROOM..M::HEADROOM + n], counters);
+                    }
+                }
+                break;
+            }
+            Err(SealError::Drop(r)) => {
+                counters.drop_packet(r);
+                return None;
+            }
+        }
+    }
+    let run = Run {
+        offset: layout.seg_area,
+        total,
+        stride,
+        count: sealed_count,
+    };
+    targets.map(|t| (run, t))
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::handoff::{ControlInbox, ToControl};
+    use crate::offload::testutil::{Spec, super_packet_eth, wire_frame};
+    use crate::vxlan_mode::VxlanMode;
+    use std::net::SocketAddr;
+    use tunnel_proto::vxlan::{HEADER_LEN, Vni};
+
+    const MTU: usize = 1500;
+
+    fn vxlan(vteps: usize) -> VxlanMode {
+        let addrs: Vec<SocketAddr> = (0..vteps)
+            .map(|i| SocketAddr::from(([192, 0, 2, 1 + i as u8], 4789)))
+            .collect();
+        VxlanMode::new(Vni::new(42).unwrap(), addrs, 2)
+    }
+
+    type Link = (
+        ControlLink<std::convert::Infallible, crate::vxlan_mode::VtepId>,
+        ControlInbox<std::convert::Infallible, crate::vxlan_mode::VtepId>,
+    );
+
+    fn link() -> Link {
+        ControlLink::new().unwrap()
+    }
+
+    /// A slot holding a read of `bytes` behind a virtio-net header.
+    fn slot_with(layout: &SlotLayout, hdr: &VnetHeader, bytes: &[u8]) -> (Vec<u8>, usize) {
+        let mut slot = vec![0u8; layout.slot_len()];
+        let at = layout.read_offset();
+        hdr.emit(&mut slot[at..at + VNET_HDR_LEN]).unwrap();
+        slot[PACKET_OFFSET..PACKET_OFFSET + bytes.len()].copy_from_slice(bytes);
+        (slot, VNET_HDR_LEN + bytes.len())
+    }
+
+    #[test]
+    fn a_super_frame_is_split_and_sealed_at_one_stride() {
+        let layout = SlotLayout::new(true, MTU, Framing::Ethernet);
+        let mode = vxlan(1);
+        let view = <VxlanMode as Mode>::begin(&mode);
+        let counters = WorkerCounters::new();
+        let (link, inbox) = link();
+        let spec = Spec {
+            payload: 10 * 1400 + 300,
+            gso_size: 1400,
+            ..Spec::tcp4()
+        };
+        let (hdr, frame) = super_packet_eth(&spec);
+        let (mut slot, n) = slot_with(&layout, &hdr, &frame);
+        let (run, targets) = seal_read(
+            &layout,
+            &mode,
+            &view,
+            0,
+            Instant::now(),
+            &mut slot,
+            n,
+            &link,
+            &counters,
+        )
+        .expect("sent");
+        let seg = HEADER_LEN + ETHERNET_HEADER_LEN + 20 + 20 + 1400;
+        assert_eq!(run.count, 11);
+        assert_eq!(run.stride, seg);
+        assert_eq!(run.offset, layout.seg_area);
+        assert_eq!(
+            run.total,
+            10 * seg + seg - 1100,
+            "the last carries 300 bytes"
+        );
+        let t: Vec<_> = targets.collect();
+        assert_eq!(t.len(), 1, "a flood to the one VTEP");
+        // Every segment starts with the VXLAN header of VNI 42.
+        for i in 0..run.count {
+            let s = &slot[run.offset + i * run.stride..];
+            assert_eq!(s[0], 0x08, "I flag");
+            assert_eq!(&s[4..7], &[0, 0, 42]);
+        }
+        assert_eq!(counters.dev_read_gso.get(), 1);
+        assert_eq!(counters.dev_read_gso_segments.get(), 11);
+        assert!(inbox.messages.is_empty(), "nothing staged");
+    }
+
+    #[test]
+    fn a_single_frame_is_sealed_in_place() {
+        let layout = SlotLayout::new(true, MTU, Framing::Ethernet);
+        let mode = vxlan(2);
+        let view = <VxlanMode as Mode>::begin(&mode);
+        let counters = WorkerCounters::new();
+        let (link, _inbox) = link();
+        let frame = wire_frame(&Spec {
+            payload: 100,
+            ..Spec::udp4()
+        });
+        let hdr = VnetHeader::parse(&[0; VNET_HDR_LEN]).unwrap();
+        let (mut slot, n) = slot_with(&layout, &hdr, &frame);
+        let (run, targets) = seal_read(
+            &layout,
+            &mode,
+            &view,
+            1,
+            Instant::now(),
+            &mut slot,
+            n,
+            &link,
+            &counters,
+        )
+        .expect("sent");
+        assert_eq!(
+            run,
+            Run::single(PACKET_OFFSET - HEADER_LEN, HEADER_LEN + frame.len())
+        );
+        assert_eq!(
+            &slot[PACKET_OFFSET..PACKET_OFFSET + frame.len()],
+            &frame[..],
+            "no copy"
+        );
+        assert_eq!(
+            targets.count(),
+            2,
+            "an unknown destination floods both VTEPs"
+        );
+    }
+
+    #[test]
+    fn bad_reads_are_dropped_as_malformed() {
+        let layout = SlotLayout::new(true, MTU, Framing::Ethernet);
+        let mode = vxlan(1);
+        let view = <VxlanMode as Mode>::begin(&mode);
+        let counters = WorkerCounters::new();
+        let (link, _inbox) = link();
+        let mut slot = vec![0u8; layout.slot_len()];
+        for n in [0, VNET_HDR_LEN, MAX_READ + 1] {
+            assert!(
+                seal_read(
+                    &layout,
+                    &mode,
+                    &view,
+                    0,
+                    Instant::now(),
+                    &mut slot,
+                    n,
+                    &link,
+                    &counters
+                )
+                .is_none()
+            );
+        }
+        // A header with flags TUN never sets.
+        slot[layout.read_offset()] = 0x80;
+        assert!(
+            seal_read(
+                &layout,
+                &mode,
+                &view,
+                0,
+                Instant::now(),
+                &mut slot,
+                100,
+                &link,
+                &counters
+            )
+            .is_none()
+        );
+        assert_eq!(counters.drops[DropReason::Malformed.index()].get(), 4);
+    }
+
+    #[test]
+    fn a_read_for_a_peer_without_a_session_is_staged() {
+        use crate::wg_mode::WgMode;
+        use tunnel_proto::PrivateKey;
+        use tunnel_proto::wg::{IpPrefix, PeerConfig, Tunnel, TunnelConfig};
+        let mut cfg = TunnelConfig::new(PrivateKey::from_bytes([1; 32]));
+        let mut peer = PeerConfig::new(PrivateKey::from_bytes([2; 32]).public_key());
+        peer.allowed_ips = vec!["10.0.0.0/24".parse::<IpPrefix>().unwrap()];
+        cfg.peers.push(peer);
+        let tunnel = Tunnel::new(cfg, Instant::now(), std::time::SystemTime::now()).unwrap();
+        let mode = WgMode::new(tunnel.snapshot());
+        let view = mode.begin();
+        let layout = SlotLayout::new(true, 1420, Framing::Ip);
+        let counters = WorkerCounters::new();
+        let (link, inbox) = ControlLink::new().unwrap();
+        let spec = Spec {
+            payload: 3 * 1380,
+            gso_size: 1380,
+            dst4: [10, 0, 0, 9],
+            ..Spec::tcp4()
+        };
+        let (hdr, pkt) = crate::offload::testutil::super_packet(&spec);
+        let (mut slot, n) = slot_with(&layout, &hdr, &pkt);
+        assert!(
+            seal_read(
+                &layout,
+                &mode,
+                &view,
+                0,
+                Instant::now(),
+                &mut slot,
+                n,
+                &link,
+                &counters
+            )
+            .is_none()
+        );
+        let staged: Vec<usize> = inbox
+            .messages
+            .try_iter()
+            .map(|m| match m {
+                ToControl::Stage { packet, .. } => packet.len(),
+                ToControl::Handshake { .. } => 0,
+            })
+            .collect();
+        assert_eq!(staged, vec![1420, 1420, 1420], "each segment staged alone");
+    }
+}
