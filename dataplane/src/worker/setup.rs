@@ -1,0 +1,247 @@
+//! Starting a worker: its thread, pinned to a core; its ring, built on
+//! that thread (a single-issuer ring takes submissions only from its
+//! creator); its slab, registered with the ring; its device queue, sockets
+//! and wake-up registered as fixed files; its provided-buffer rings.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_utils::CachePadded;
+use io_uring::{IoUring, opcode};
+
+use super::device_read::SlotLayout;
+use super::device_write::{WRITE_SLOT_LEN, WRITE_SLOTS};
+use super::ring::Io;
+use super::sched::Scheduler;
+use super::slots::{Home, Pool};
+use super::socket_recv::{Deliveries, MAX_GRO_SEGMENTS};
+use super::{
+    BGID_READ, BGID_RECV, RX_BUFFER_SIZE, RX_BUFFERS, ReadMode, Reading, Receiving, TX_SLOTS,
+    Worker,
+};
+use crate::bufring::BufRing;
+use crate::cmsg::{RECV_CONTROL_LEN, RawAddr};
+use crate::counters::WorkerCounters;
+use crate::handoff::{ControlLink, EventFd};
+use crate::mode::Mode;
+use crate::offload::{CoalesceConfig, Coalescer, Framing};
+use crate::slab::{Layout, Slab};
+use crate::tun::{DeviceKind, Offloads};
+use crate::udp::WorkerSockets;
+
+/// Everything a worker needs, handed over by the daemon.
+pub struct WorkerSetup<M: Mode> {
+    /// Worker number, for logs, and its traffic lane in every peer's counters.
+    pub id: usize,
+    /// Core to pin to (`None`: let the scheduler place the thread).
+    pub core: Option<core_affinity::CoreId>,
+    /// This worker's device queue.
+    pub queue: OwnedFd,
+    /// This worker's sockets.
+    pub sockets: WorkerSockets,
+    /// Whether device I/O carries a virtio-net header.
+    pub vnet_hdr: bool,
+    /// Whether to send runs of equal datagrams with `UDP_SEGMENT`.
+    pub gso: bool,
+    /// Device MTU (sizes the segment area).
+    pub mtu: usize,
+    /// TUN (IP packets) or TAP (Ethernet frames).
+    pub kind: DeviceKind,
+    /// Offloads the device accepted.
+    pub offloads: Offloads,
+    /// How to read the device queue.
+    pub read_mode: ReadMode,
+    /// The tunnel mode.
+    pub mode: Arc<M>,
+    /// This worker's counters.
+    pub counters: Arc<CachePadded<WorkerCounters>>,
+    /// Link to the control thread.
+    pub control: ControlLink<M::Event, M::Peer>,
+    /// Set to stop; then `wake` is notified.
+    pub stop: Arc<AtomicBool>,
+    /// Notified to make the worker look at `stop`.
+    pub wake: Arc<EventFd>,
+    /// Told once the worker's ring and memory are set up, or why not.
+    pub started: std::sync::mpsc::Sender<Result<(), String>>,
+}
+
+/// Starts a worker thread.
+pub fn spawn<M: Mode>(
+    setup: WorkerSetup<M>,
+) -> io::Result<std::thread::JoinHandle<io::Result<()>>> {
+    std::thread::Builder::new()
+        .name(format!("rt-worker{}", setup.id))
+        .spawn(move || {
+            if let Some(core) = setup.core
+                && !core_affinity::set_for_current(core)
+            {
+                tracing::warn!(worker = setup.id, ?core, "could not pin worker to its core");
+            }
+            let id = setup.id;
+            let link = setup.control.clone();
+            let stop = setup.stop.clone();
+            let started = setup.started.clone();
+            let r = match Worker::new(setup) {
+                Ok(mut w) => {
+                    let _ = started.send(Ok(()));
+                    w.run()
+                }
+                Err(e) => {
+                    let why = match e.raw_os_error() {
+                        Some(libc::ENOSYS) | Some(libc::EPERM) => format!(
+                            "{e}: io_uring is unavailable (kernel too old, or disabled by the sysctl kernel.io_uring_disabled)"
+                        ),
+                        Some(libc::ENOMEM) => format!(
+                            "{e}: not enough locked memory for the ring's buffers (raise RLIMIT_MEMLOCK or run as root)"
+                        ),
+                        _ => e.to_string(),
+                    };
+                    let _ = started.send(Err(why));
+                    Err(e)
+                }
+            };
+            if let Err(e) = &r {
+                tracing::error!(worker = id, error = %e, "worker stopped");
+            }
+            // Whatever the reason, the daemon stops with it: set the flag
+            // before waking the control thread, which may look before this
+            // thread has finished returning.
+            stop.store(true, Ordering::Release);
+            link.notify();
+            r
+        })
+}
+
+impl<M: Mode> Worker<M> {
+    fn new(s: WorkerSetup<M>) -> io::Result<Worker<M>> {
+        // The ring is built here, on the worker's own thread: a
+        // single-issuer ring accepts submissions only from its creator.
+        let ring: IoUring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_cqsize(8192)
+            .setup_submit_all()
+            .build(512)?;
+
+        let framing = match s.kind {
+            DeviceKind::Tun => Framing::Ip,
+            DeviceKind::Tap => Framing::Ethernet,
+        };
+        let layout = SlotLayout::new(s.vnet_hdr, s.mtu, framing);
+        let mut mem = Layout::default();
+        let tx_region = mem.region(layout.slot_len(), TX_SLOTS);
+        let rx_region = mem.region(RX_BUFFER_SIZE, usize::from(RX_BUFFERS));
+        let wr_region = mem.region(WRITE_SLOT_LEN, if s.vnet_hdr { WRITE_SLOTS } else { 0 });
+        let slab = Slab::new(mem.total())?;
+        // SAFETY: the slab outlives the registration (field order of Io).
+        unsafe { ring.submitter().register_buffers(&[slab.iovec()])? };
+
+        let has_v6 = s.sockets.v6.is_some();
+        let v6_raw = s.sockets.v6.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
+        let wake_dup = dup(s.wake.raw())?;
+        ring.submitter().register_files(&[
+            s.queue.as_raw_fd(),
+            s.sockets.v4.as_raw_fd(),
+            v6_raw,
+            wake_dup.as_raw_fd(),
+        ])?;
+
+        // Multishot reads need kernel 6.7; older kernels get fixed reads.
+        let mut probe = io_uring::Probe::new();
+        let multishot_ok = ring.submitter().register_probe(&mut probe).is_ok()
+            && probe.is_supported(opcode::ReadMulti::CODE);
+        let read_mode = match s.read_mode {
+            ReadMode::Multishot if !multishot_ok => {
+                if s.id == 0 {
+                    tracing::warn!(
+                        "this kernel has no multishot reads (IORING_OP_READ_MULTISHOT, Linux 6.7); using fixed reads"
+                    );
+                }
+                ReadMode::Fixed
+            }
+            m => m,
+        };
+        let read_ring = match read_mode {
+            ReadMode::Fixed => None,
+            ReadMode::Multishot => {
+                let r = BufRing::new(TX_SLOTS as u16, BGID_READ)?;
+                r.register(&ring.submitter())?;
+                Some(r)
+            }
+        };
+        let recv_ring = BufRing::new(RX_BUFFERS, BGID_RECV)?;
+        recv_ring.register(&ring.submitter())?;
+
+        // SAFETY: msghdr is plain old data; zero is valid.
+        let mut msgs: Box<[libc::msghdr; 2]> = Box::new(unsafe { std::mem::zeroed() });
+        for m in msgs.iter_mut() {
+            m.msg_namelen = std::mem::size_of::<RawAddr>() as libc::socklen_t;
+            m.msg_controllen = RECV_CONTROL_LEN;
+        }
+        let coalescer = (s.vnet_hdr && s.offloads.tso()).then(|| {
+            Coalescer::new(CoalesceConfig {
+                framing,
+                tcp: true,
+                udp: s.offloads.uso(),
+                verify_checksums: !M::AUTHENTICATED,
+            })
+        });
+        let mut fds = vec![s.queue, s.sockets.v4, wake_dup];
+        if let Some(v6) = s.sockets.v6 {
+            fds.push(v6);
+        }
+        let tx_home = match read_mode {
+            ReadMode::Fixed => Home::FreeList,
+            ReadMode::Multishot => Home::Kernel,
+        };
+        let mut w = Worker {
+            io: Io::new(
+                ring,
+                slab,
+                [tx_region, rx_region, wr_region],
+                Pool::new(TX_SLOTS, tx_home),
+                has_v6,
+                s.counters,
+                s.id,
+            ),
+            recv_ring,
+            read_ring,
+            layout,
+            sched: Scheduler::new(s.gso, s.id),
+            coalescer,
+            deliveries: Deliveries::default(),
+            planned: Vec::with_capacity(MAX_GRO_SEGMENTS),
+            reading: Reading {
+                mode: read_mode,
+                armed: false,
+                errors: 0,
+            },
+            receiving: Receiving {
+                msgs,
+                armed: [false; 2],
+                rxq_seen: [0; 2],
+            },
+            mode: s.mode,
+            control: s.control,
+            stop: s.stop,
+            _wake: s.wake,
+            wake_buf: Box::new(0),
+            id: s.id,
+            _fds: fds,
+        };
+        w.give_back();
+        Ok(w)
+    }
+}
+
+fn dup(fd: i32) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on a valid fd; the result is checked.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(new) })
+}
