@@ -418,7 +418,7 @@ fn receive_batch(c: &mut Criterion) {
         elements: N as u64,
         bytes: inner_bytes as u64,
     });
-    let stride = WgMode::HEADROOM + MSS + 40 + 16;
+    let stride = WgMode::HEADROOM + MSS + 40 + tunnel_proto::wg::messages::TAG_LEN;
     let wg_worker = Worker::new();
     g.bench_function("wireguard_tcp4_44x1380", |b| {
         b.iter_batched_ref(

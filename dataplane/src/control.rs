@@ -122,7 +122,7 @@ pub trait ModeControl: Send {
 /// What the control thread needs.
 pub struct ControlSetup<C: ModeControl> {
     /// The mode's control side.
-    pub plane: C,
+    pub mode: C,
     /// Messages and events from workers, and their doorbell.
     pub inbox: ControlInbox<C::Event, C::Peer>,
     /// The control socket.
@@ -181,7 +181,7 @@ impl<C: ModeControl> ControlSetup<C> {
             // Re-check workers at least every second while traffic flows is
             // not needed: a dying worker sets `stop` and wakes us.
             let timeout = self
-                .plane
+                .mode
                 .next_timeout()
                 .map(|t| t.saturating_duration_since(now));
             let mut fds = [
@@ -213,7 +213,7 @@ impl<C: ModeControl> ControlSetup<C> {
             self.inbox.doorbell.answer();
             // Session events first: they keep working sessions working.
             while let Ok(ev) = self.inbox.events.try_recv() {
-                self.plane.on_event(now, wall, ev, &self.outbox);
+                self.mode.on_event(now, wall, ev, &self.outbox);
             }
             // At most one channel's worth per turn, so that a flood cannot
             // keep signals, timers and clients waiting; the rest next turn.
@@ -224,7 +224,7 @@ impl<C: ModeControl> ControlSetup<C> {
                 match msg {
                     ToControl::Handshake { from, len, bytes } => {
                         let under_load = self.under_load();
-                        self.plane.on_handshake(
+                        self.mode.on_handshake(
                             now,
                             wall,
                             from,
@@ -234,15 +234,15 @@ impl<C: ModeControl> ControlSetup<C> {
                         )
                     }
                     ToControl::Stage { peer, packet } => {
-                        self.plane.on_stage(now, wall, peer, &packet, &self.outbox)
+                        self.mode.on_stage(now, wall, peer, &packet, &self.outbox)
                     }
                 }
             }
             if !self.inbox.messages.is_empty() {
                 self.inbox.doorbell.ring();
             }
-            if self.plane.next_timeout().is_some_and(|t| t <= now) {
-                self.plane.on_timeout(now, wall, &self.outbox);
+            if self.mode.next_timeout().is_some_and(|t| t <= now) {
+                self.mode.on_timeout(now, wall, &self.outbox);
             }
             if fds[1].revents != 0 && self.serve_clients() {
                 break StopCause::Down;
@@ -298,9 +298,9 @@ impl<C: ModeControl> ControlSetup<C> {
     /// The full status: fixed facts, peers, counters summed over workers.
     pub fn status(&self) -> InterfaceStatus {
         let mut st = self.status.clone();
-        st.peers = self.plane.peers();
+        st.peers = self.mode.peers();
         st.workers = self.counters.iter().map(|c| c.snapshot()).collect();
-        let plane_drops = self.plane.drops();
+        let control_drops = self.mode.drops();
         st.drops = DropReason::ALL
             .iter()
             .map(|r| {
@@ -309,11 +309,11 @@ impl<C: ModeControl> ControlSetup<C> {
                     .iter()
                     .map(|c| c.drops[r.index()].get())
                     .sum::<u64>()
-                    + plane_drops[r.index()];
+                    + control_drops[r.index()];
                 (r.as_str().to_string(), sum)
             })
             .collect();
-        let mut control = self.plane.control_counters();
+        let mut control = self.mode.control_counters();
         control.push(("sent".into(), self.outbox.sent.get()));
         control.push(("send_errors".into(), self.outbox.errors.get()));
         st.control = control;

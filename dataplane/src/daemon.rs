@@ -269,7 +269,7 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
     c: &Common,
     kind: DeviceKind,
     mode: Arc<M>,
-    plane: C,
+    mode_control: C,
     routes: &[(IpAddr, u8)],
     bridge: Option<String>,
     public_key: Option<String>,
@@ -414,7 +414,7 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
         ..Default::default()
     };
     let control = ControlSetup {
-        plane,
+        mode: mode_control,
         inbox,
         listener,
         signals: sig_read,

@@ -6,9 +6,16 @@
 //! datagrams come in as `&[u8]`, and what to send comes out of `poll_*` calls.
 //!
 //! - [`wg`]: WireGuard. The control plane [`wg::Tunnel`] (one per interface,
-//!   one thread) runs handshakes and timers and publishes immutable
-//!   [`wg::DataPlane`] snapshots that any number of workers use to seal and
-//!   open packets in place, without locks on the send path.
+//!   one thread) holds the peer table, runs handshakes and timers and
+//!   publishes immutable [`wg::Snapshot`]s that any number of workers use
+//!   to seal and open packets in place, without locks on the send path.
+//!   Deterministic: time comes in as arguments, randomness from an [`Rng`]
+//!   its configuration names (a seed replays a run exactly).
+//! - [`PeerTable`] and [`PeerId`]: peers by stable id (slot and generation).
+//! - [`Path`] (a peer's endpoint and the local address replies leave from,
+//!   shared lock-free as an [`AtomicPath`]) and [`PeerTraffic`] (a peer's
+//!   traffic counters, one lane per writing thread): what workers share
+//!   about a peer in both modes.
 //! - [`vxlan`]: the VXLAN header and the lock-free MAC learning table.
 //! - [`DropReason`]: why a packet was dropped, shared with the data plane's counters.
 //! - Keys in `wg`'s base64 format: [`PrivateKey`], [`PublicKey`], [`PresharedKey`].

@@ -69,7 +69,7 @@ impl From<HandshakeError> for DropReason {
     }
 }
 
-/// Why [`DataPlane::encapsulate`](super::DataPlane::encapsulate) did not seal a packet.
+/// Why [`Snapshot::encapsulate`](super::Snapshot::encapsulate) did not seal a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EncapError {

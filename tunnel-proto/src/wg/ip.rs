@@ -52,7 +52,7 @@ pub fn inner_header(packet: &[u8]) -> Option<InnerHeader> {
     }
 }
 
-/// The destination address of an outbound packet, for [`route`](super::DataPlane::route).
+/// The destination address of an outbound packet, for [`route`](super::Snapshot::route).
 /// Only the fixed header is read; the length is not checked.
 #[inline]
 pub fn destination(packet: &[u8]) -> Option<IpAddr> {

@@ -1,24 +1,30 @@
 //! WireGuard (whitepaper: <https://www.wireguard.com/papers/wireguard.pdf>):
 //! messages, the Noise_IKpsk2 handshake, cookies, sessions, replay window,
 //! timers, AllowedIPs, the control plane [`Tunnel`] and the workers'
-//! [`DataPlane`] snapshot.
+//! [`Snapshot`].
 //!
 //! # How a data plane drives it
 //!
 //! ```text
-//! control thread (owns the Tunnel)          worker k (holds Arc<DataPlane>, swapped by arc-swap)
-//! ---------------------------------          ----------------------------------------------------
-//! Tunnel::new(config, now, wall)             TUN read:  peer = dp.route(destination(pkt))
-//! snapshot = poll_snapshot() -> swap                    dp.encapsulate(peer, now, buf, len)
-//! loop:                                                   Ok(sealed)  -> send buf[..len] to sealed.dst
-//!   handshake datagram from a worker ->                   Err(NoSession | CounterExhausted)
-//!     handle_handshake(now, wall, src, d, load)              -> copy to control: stage(peer, pkt)
-//!   staged packet -> stage(peer, pkt, ...)      UDP read: message_type(d)
-//!   events -> handle_events(peer, ev, ...)        Data -> dp.decapsulate(now, src, buf)
-//!   deadline -> handle_timeout(now, wall)                   Ok(o) -> deliver buf[o.payload] unless keepalive
-//!   then: while poll_transmit(now, buf) send               Err(reason) -> count reason
-//!         poll_snapshot() -> swap for workers     1..=3 -> copy to control (handle_handshake)
-//!         sleep until poll_timeout()            any non-empty `events` -> forward (peer, events)
+//! control thread (owns the Tunnel)             worker k (holds Arc<Snapshot>, swapped by arc-swap)
+//! ---------------------------------            ----------------------------------------------------
+//! Tunnel::new(config, now, wall)               TUN read:  peer = dp.route(destination(pkt))
+//! snapshot = poll_snapshot() -> swap                      dp.encapsulate(peer, lane, now, buf, len)
+//! loop:                                                     Ok(s)  -> send buf[..s.len] to s.dst from s.src
+//!   handshake datagram from a worker ->                     Err(NoSession | CounterExhausted)
+//!     handle_handshake(now, wall, from, d, load)               -> copy to control: stage(peer, pkt)
+//!   staged packet -> stage(peer, pkt, ...)        UDP read: message_type(d)
+//!   events -> handle_events(peer, ev, ...)          Data -> dp.decapsulate(now, lane, from, buf)
+//!   add_peer / set_* / remove_peer                          Ok(o) -> deliver buf[o.payload] unless keepalive
+//!   deadline -> handle_timeout(now, wall)                   Err(reason) -> count reason
+//!   then: while poll_transmit(now, buf) send      1..=3 -> screen_handshake, copy to control
+//!         poll_snapshot() -> swap for workers   any non-empty `events` -> forward (peer, events)
+//!         sleep until poll_timeout()
+//! ```
+//!
+//! `from` is a [`Path`](crate::Path): the sender and the local address the
+//! datagram arrived on. `lane` is the worker's traffic lane in every peer's
+//! counters.
 //! ```
 
 mod allowed_ips;
