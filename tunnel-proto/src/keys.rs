@@ -24,6 +24,44 @@ pub enum KeyError {
     /// The string is not base64 for 32 bytes.
     #[error("a key must be base64 for 32 bytes (like `wg genkey` prints): {0}")]
     InvalidBase64(String),
+    /// The string is not 64 hex digits (the UAPI's form).
+    #[error("a key is 64 hex digits in the configuration protocol")]
+    InvalidHex,
+}
+
+/// Decodes 64 hex digits (either case), as the UAPI carries keys.
+fn decode_hex(s: &str) -> Result<Zeroizing<[u8; KEY_LEN]>, KeyError> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    let b = s.as_bytes();
+    if b.len() != 2 * KEY_LEN {
+        return Err(KeyError::InvalidHex);
+    }
+    let mut out = Zeroizing::new([0u8; KEY_LEN]);
+    for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+        let (Some(hi), Some(lo)) = (nibble(pair[0]), nibble(pair[1])) else {
+            return Err(KeyError::InvalidHex);
+        };
+        *o = hi << 4 | lo;
+    }
+    Ok(out)
+}
+
+/// 64 lowercase hex digits.
+fn encode_hex(bytes: &[u8; KEY_LEN]) -> Zeroizing<String> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = Zeroizing::new(String::with_capacity(2 * KEY_LEN));
+    for b in bytes {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    s
 }
 
 fn decode(s: &str) -> Result<Zeroizing<[u8; KEY_LEN]>, KeyError> {
@@ -83,6 +121,21 @@ impl PrivateKey {
         encode(&bytes)
     }
 
+    /// From 64 hex digits (the UAPI's form).
+    pub fn from_hex(s: &str) -> Result<Self, KeyError> {
+        Ok(Self::from_bytes(*decode_hex(s)?))
+    }
+
+    /// As 64 hex digits (the UAPI's form), erased when dropped.
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        encode_hex(&Zeroizing::new(self.0.to_bytes()))
+    }
+
+    /// Whether all 32 bytes are zero (the UAPI's "no private key").
+    pub fn is_zero(&self) -> bool {
+        self.0.to_bytes().iter().all(|&b| b == 0)
+    }
+
     /// The matching public key (`wg pubkey`).
     pub fn public_key(&self) -> PublicKey {
         PublicKey(x25519_dalek::PublicKey::from(&self.0).to_bytes())
@@ -131,6 +184,16 @@ impl PublicKey {
     pub fn to_base64(&self) -> String {
         encode(&self.0)
     }
+
+    /// From 64 hex digits (the UAPI's form).
+    pub fn from_hex(s: &str) -> Result<Self, KeyError> {
+        Ok(PublicKey(*decode_hex(s)?))
+    }
+
+    /// As 64 hex digits (the UAPI's form).
+    pub fn to_hex(&self) -> String {
+        encode_hex(&self.0).to_string()
+    }
 }
 
 impl fmt::Display for PublicKey {
@@ -178,6 +241,21 @@ impl PresharedKey {
     /// `wg`'s format. The returned string holds the secret: do not log it.
     pub fn to_base64(&self) -> String {
         encode(&self.0)
+    }
+
+    /// From 64 hex digits (the UAPI's form).
+    pub fn from_hex(s: &str) -> Result<Self, KeyError> {
+        Ok(PresharedKey(*decode_hex(s)?))
+    }
+
+    /// As 64 hex digits (the UAPI's form), erased when dropped.
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        encode_hex(&self.0)
+    }
+
+    /// Whether all 32 bytes are zero (the UAPI's "no preshared key").
+    pub fn is_zero(&self) -> bool {
+        self.0.iter().all(|&b| b == 0)
     }
 
     /// The raw key, for the handshake.
@@ -240,6 +318,29 @@ mod test {
         assert_eq!(PublicKey::from_base64(&pk.to_base64()).unwrap(), pk);
         let psk = PresharedKey::from_bytes([7; 32]);
         assert_eq!(PresharedKey::from_base64(&psk.to_base64()).unwrap(), psk);
+    }
+
+    #[test]
+    fn hex_is_the_uapi_form_of_every_key() {
+        let sk = PrivateKey::from_bytes([0xab; 32]);
+        assert_eq!(sk.to_hex().as_str(), "ab".repeat(32));
+        assert_eq!(
+            PrivateKey::from_hex(&"AB".repeat(32)).unwrap().public_key(),
+            sk.public_key()
+        );
+        let pk = sk.public_key();
+        assert_eq!(PublicKey::from_hex(&pk.to_hex()).unwrap(), pk);
+        let psk = PresharedKey::from_bytes([1; 32]);
+        assert_eq!(PresharedKey::from_hex(&psk.to_hex()).unwrap(), psk);
+        assert!(PresharedKey::from_bytes([0; 32]).is_zero());
+        assert!(PrivateKey::from_bytes([0; 32]).is_zero());
+        for bad in ["", "ab", &"g".repeat(64), &"a".repeat(63), &"a".repeat(65)] {
+            assert_eq!(
+                PublicKey::from_hex(bad),
+                Err(KeyError::InvalidHex),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
