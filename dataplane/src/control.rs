@@ -111,6 +111,8 @@ pub trait ModeControl: Send {
     fn on_timeout(&mut self, now: Instant, wall: SystemTime, out: &Outbox);
     /// The next deadline, if any.
     fn next_timeout(&self) -> Option<Instant>;
+    /// The interface's public key, if it has one (WireGuard).
+    fn public_key(&self) -> Option<String>;
     /// Peers for `ringtun show`, with their traffic.
     fn peers(&self) -> Vec<PeerStatus>;
     /// Drops the control thread counted itself, by reason.
@@ -298,6 +300,7 @@ impl<C: ModeControl> ControlSetup<C> {
     /// The full status: fixed facts, peers, counters summed over workers.
     pub fn status(&self) -> InterfaceStatus {
         let mut st = self.status.clone();
+        st.public_key = self.mode.public_key();
         st.peers = self.mode.peers();
         st.workers = self.counters.iter().map(|c| c.snapshot()).collect();
         let control_drops = self.mode.drops();

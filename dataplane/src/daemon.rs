@@ -142,7 +142,6 @@ pub fn up(opts: &UpOptions) -> Result<()> {
                 control,
                 &routes,
                 v.bridge.as_ref().map(|b| b.as_str().to_string()),
-                None,
             )
         }
         ModeConfig::WireGuard(w) => {
@@ -158,18 +157,9 @@ pub fn up(opts: &UpOptions) -> Result<()> {
             let tunnel = tunnel_proto::wg::Tunnel::new(tcfg, now, std::time::SystemTime::now())
                 .map_err(anyhow::Error::new)
                 .with_context(|| format!("{}: building the tunnel", opts.config.display()))?;
-            let public_key = tunnel.public_key().to_base64();
             let mode = Arc::new(WgMode::new(tunnel.snapshot()));
             let control = WgControl::new(tunnel, mode.clone());
-            run(
-                &common,
-                DeviceKind::Tun,
-                mode,
-                control,
-                &routes,
-                None,
-                Some(public_key),
-            )
+            run(&common, DeviceKind::Tun, mode, control, &routes, None)
         }
     }
 }
@@ -272,7 +262,6 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
     mode_control: C,
     routes: &[(IpAddr, u8)],
     bridge: Option<String>,
-    public_key: Option<String>,
 ) -> Result<()> {
     // The control socket first: it is the lock that keeps a second
     // instance from attaching queues to a running instance's device.
@@ -408,7 +397,6 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
         mode: M::NAME.to_string(),
         pid: std::process::id(),
         listen_port: port,
-        public_key,
         offloads,
         mtu: c.mtu,
         ..Default::default()

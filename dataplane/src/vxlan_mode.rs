@@ -252,6 +252,10 @@ impl ModeControl for VxlanControl {
         None
     }
 
+    fn public_key(&self) -> Option<String> {
+        None
+    }
+
     fn peers(&self) -> Vec<PeerStatus> {
         self.mode
             .vteps()

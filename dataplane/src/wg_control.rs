@@ -121,6 +121,10 @@ impl ModeControl for WgControl {
         self.tunnel.poll_timeout()
     }
 
+    fn public_key(&self) -> Option<String> {
+        self.tunnel.public_key().map(|k| k.to_base64())
+    }
+
     fn peers(&self) -> Vec<PeerStatus> {
         let now = Instant::now();
         self.tunnel

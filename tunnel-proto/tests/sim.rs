@@ -1110,3 +1110,48 @@ fn simultaneous_rekeys_leak_no_receiver_index() {
         Some(&packet(inner(A), inner(B), b"still"))
     );
 }
+
+#[test]
+fn a_bare_tunnel_handshakes_once_it_has_a_private_key() {
+    let mut sim = Sim::with(
+        |_, _| {},
+        |i, cfg| {
+            if i == B {
+                cfg.private_key = None;
+            }
+        },
+    );
+    assert_eq!(sim.nodes[B].tunnel.public_key(), None);
+    assert!(sim.nodes[B].tunnel.private_key().is_none());
+    assert_eq!(sim.send(A, b"early"), Err(EncapError::NoSession));
+    sim.deliver();
+    assert_eq!(
+        sim.nodes[B].drops,
+        vec![DropReason::AuthFailed],
+        "no key: no initiation can be for us"
+    );
+    let key = PrivateKey::from_bytes(KEYS[B]);
+    sim.nodes[B]
+        .tunnel
+        .set_private_key(Some(key.clone()))
+        .unwrap();
+    sim.drain(B);
+    assert_eq!(sim.nodes[B].tunnel.public_key(), Some(key.public_key()));
+    // A retries after REKEY_TIMEOUT; B answers now.
+    sim.run_until(REKEY_TIMEOUT + Duration::from_secs(1));
+    assert_eq!(
+        sim.nodes[B].delivered,
+        vec![packet(inner(A), inner(B), b"early")],
+        "the staged packet arrived once B had its key"
+    );
+    // Setting the same key again changes nothing.
+    let age = sim.session_age(B);
+    sim.nodes[B].tunnel.set_private_key(Some(key)).unwrap();
+    sim.drain(B);
+    assert_eq!(sim.session_age(B), age);
+    // Removing it drops every session.
+    sim.nodes[B].tunnel.set_private_key(None).unwrap();
+    sim.drain(B);
+    assert_eq!(sim.session_age(B), None);
+    assert_eq!(sim.nodes[B].tunnel.receiver_indices(), 0);
+}

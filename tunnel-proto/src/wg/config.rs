@@ -47,8 +47,9 @@ impl PeerConfig {
 /// An interface: its private key and peers.
 #[derive(Clone, Debug)]
 pub struct TunnelConfig {
-    /// The interface's static private key.
-    pub private_key: PrivateKey,
+    /// The interface's static private key; `None` for an interface started
+    /// bare, that handshakes only once one is set.
+    pub private_key: Option<PrivateKey>,
     /// The peers; each gets a [`PeerId`](super::PeerId) in this order.
     pub peers: Vec<PeerConfig>,
     /// Inner MTU: padding never makes a packet longer than this (§5.4.6).
@@ -75,7 +76,7 @@ impl TunnelConfig {
     /// An interface with no peers yet.
     pub fn new(private_key: PrivateKey) -> TunnelConfig {
         TunnelConfig {
-            private_key,
+            private_key: Some(private_key),
             peers: Vec::new(),
             mtu: None,
             max_staged: DEFAULT_MAX_STAGED,

@@ -16,6 +16,9 @@ pub enum HandshakeError {
     /// A transport data message was handed to the handshake path.
     #[error("transport data is not a handshake message")]
     NotHandshake,
+    /// The interface has no private key yet: nobody can handshake with it.
+    #[error("this interface has no private key yet")]
+    NoPrivateKey,
     /// MAC1 does not match our public key: not meant for us, or forged.
     #[error("MAC1 check failed")]
     Mac1,
@@ -50,7 +53,8 @@ impl HandshakeError {
     pub fn reason(&self) -> DropReason {
         match self {
             HandshakeError::Malformed(_) | HandshakeError::NotHandshake => DropReason::Malformed,
-            HandshakeError::Mac1
+            HandshakeError::NoPrivateKey
+            | HandshakeError::Mac1
             | HandshakeError::Decrypt(_)
             | HandshakeError::UnknownPeer(_)
             | HandshakeError::LowOrderPoint => DropReason::AuthFailed,

@@ -82,15 +82,27 @@ pub(crate) struct PeerKeys {
 }
 
 impl PeerKeys {
-    /// Fails if the peer's key is a low-order point (the static-static DH is zero).
+    /// Fails if the peer's key is a low-order point (the static-static DH is
+    /// zero). Without an identity of our own (an interface not configured
+    /// yet) the static-static secret stays zero until one is set; the key
+    /// is still checked, with a throwaway scalar: a low-order point gives a
+    /// zero result with every clamped scalar.
     pub(crate) fn new(
-        id: &Identity,
+        id: Option<&Identity>,
         public: PublicKey,
         psk: Option<&PresharedKey>,
     ) -> Result<PeerKeys, HandshakeError> {
+        let static_static = match id {
+            Some(id) => dh(id.private.secret(), public.as_bytes())?,
+            None => {
+                let mut probe = dh(&StaticSecret::from([0x5a; 32]), public.as_bytes())?;
+                probe.zeroize();
+                [0; 32]
+            }
+        };
         Ok(PeerKeys {
             psk: psk.map(|k| *k.as_bytes()).unwrap_or([0; 32]),
-            static_static: dh(id.private.secret(), public.as_bytes())?,
+            static_static,
             mac1_key: hash(&[LABEL_MAC1, public.as_bytes()]),
             cookie_key: hash(&[LABEL_COOKIE, public.as_bytes()]),
             initiator_hash: initial_hash(&public),
@@ -311,8 +323,8 @@ pub(crate) mod test {
     fn both_sides_derive_matching_keys_with_and_without_psk() {
         let (i, r) = pair();
         for psk in [None, Some(PresharedKey::from_bytes([9; 32]))] {
-            let i_peer = PeerKeys::new(&i, r.public, psk.as_ref()).unwrap();
-            let r_peer = PeerKeys::new(&r, i.public, psk.as_ref()).unwrap();
+            let i_peer = PeerKeys::new(Some(&i), r.public, psk.as_ref()).unwrap();
+            let r_peer = PeerKeys::new(Some(&r), i.public, psk.as_ref()).unwrap();
             let ts = Tai64N::from_bytes([0x40, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]);
             let (init, hs) = initiate(&i, &i_peer, 77, ts, [0x11; 32]).unwrap();
             let (consumed, found) =
@@ -332,8 +344,9 @@ pub(crate) mod test {
     #[test]
     fn mismatched_psk_fails_the_response() {
         let (i, r) = pair();
-        let i_peer = PeerKeys::new(&i, r.public, Some(&PresharedKey::from_bytes([1; 32]))).unwrap();
-        let r_peer = PeerKeys::new(&r, i.public, None).unwrap();
+        let i_peer =
+            PeerKeys::new(Some(&i), r.public, Some(&PresharedKey::from_bytes([1; 32]))).unwrap();
+        let r_peer = PeerKeys::new(Some(&r), i.public, None).unwrap();
         let (init, hs) = initiate(&i, &i_peer, 1, Tai64N::from_bytes([0; 12]), [0x33; 32]).unwrap();
         let (consumed, _) = consume_initiation(&r, &init, |_| Some(&r_peer)).unwrap();
         let (resp, _) = respond(&consumed, &r_peer, 2, [0x44; 32]).unwrap();
@@ -346,8 +359,8 @@ pub(crate) mod test {
     #[test]
     fn unknown_initiator_and_tampering_are_refused() {
         let (i, r) = pair();
-        let i_peer = PeerKeys::new(&i, r.public, None).unwrap();
-        let r_peer = PeerKeys::new(&r, i.public, None).unwrap();
+        let i_peer = PeerKeys::new(Some(&i), r.public, None).unwrap();
+        let r_peer = PeerKeys::new(Some(&r), i.public, None).unwrap();
         let (init, _) = initiate(&i, &i_peer, 1, Tai64N::from_bytes([0; 12]), [0x33; 32]).unwrap();
         assert_eq!(
             consume_initiation(&r, &init, |_| None)
@@ -374,7 +387,7 @@ pub(crate) mod test {
         let (i, _) = pair();
         // The all-zero point has order 1: the shared secret would be zero.
         assert_eq!(
-            PeerKeys::new(&i, PublicKey::from_bytes([0; 32]), None).err(),
+            PeerKeys::new(Some(&i), PublicKey::from_bytes([0; 32]), None).err(),
             Some(HandshakeError::LowOrderPoint)
         );
     }

@@ -237,8 +237,9 @@ pub struct Snapshot {
     allowed: Arc<AllowedIps>,
     mtu: Option<usize>,
     /// HASH("mac1----" || our public key), to screen handshake messages
-    /// in the workers before they reach the control thread.
-    mac1_key: [u8; 32],
+    /// in the workers before they reach the control thread; `None` while
+    /// the interface has no private key (no message can be for it).
+    mac1_key: Option<[u8; 32]>,
 }
 
 impl fmt::Debug for Snapshot {
@@ -264,7 +265,7 @@ pub(crate) struct SnapshotParts {
     pub(crate) sessions: Vec<Arc<Keypair>>,
     pub(crate) allowed: Arc<AllowedIps>,
     pub(crate) mtu: Option<usize>,
-    pub(crate) mac1_key: [u8; 32],
+    pub(crate) mac1_key: Option<[u8; 32]>,
 }
 
 impl Snapshot {
@@ -316,8 +317,9 @@ impl Snapshot {
         if datagram.len() != len {
             return Err(DropReason::Malformed);
         }
-        match mac1_offset {
-            Some(off) if !super::cookie::mac1_ok(datagram, off, &self.mac1_key) => {
+        match (mac1_offset, &self.mac1_key) {
+            (_, None) => Err(DropReason::AuthFailed),
+            (Some(off), Some(key)) if !super::cookie::mac1_ok(datagram, off, key) => {
                 Err(DropReason::AuthFailed)
             }
             _ => Ok(()),
@@ -561,7 +563,7 @@ mod test {
             sessions: Vec::new(),
             allowed: Arc::new(AllowedIps::empty()),
             mtu,
-            mac1_key: [0; 32],
+            mac1_key: None,
         })
     }
 

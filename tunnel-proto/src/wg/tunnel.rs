@@ -133,7 +133,9 @@ enum Outgoing {
 /// The WireGuard control plane of one interface. See the module docs for
 /// the call protocol.
 pub struct Tunnel {
-    identity: Identity,
+    /// Our key and what derives from it; `None` until one is set (an
+    /// interface started bare, waiting for its configuration).
+    identity: Option<Identity>,
     checker: CookieChecker,
     rng: Rng,
     peers: PeerTable<Peer>,
@@ -166,7 +168,7 @@ pub struct Tunnel {
 impl std::fmt::Debug for Tunnel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tunnel")
-            .field("public_key", &self.identity.public)
+            .field("public_key", &self.public_key())
             .field("peers", &self.peers.len())
             .field("generation", &self.generation)
             .finish_non_exhaustive()
@@ -197,7 +199,7 @@ impl Tunnel {
         if config.peers.len() > MAX_PEERS {
             return Err(ConfigError::TooManyPeers(config.peers.len()));
         }
-        let identity = Identity::new(config.private_key);
+        let identity = config.private_key.map(Identity::new);
         let mut t = Tunnel {
             snapshot: Arc::new(Snapshot::new(SnapshotParts {
                 epoch: now,
@@ -206,7 +208,7 @@ impl Tunnel {
                 sessions: Vec::new(),
                 allowed: Arc::new(AllowedIps::empty()),
                 mtu: None,
-                mac1_key: identity.mac1_key,
+                mac1_key: identity.as_ref().map(|i| i.mac1_key),
             })),
             identity,
             checker: CookieChecker::new(),
@@ -237,9 +239,14 @@ impl Tunnel {
         Ok(t)
     }
 
-    /// Our public key.
-    pub fn public_key(&self) -> PublicKey {
-        self.identity.public
+    /// Our public key, once a private key is set.
+    pub fn public_key(&self) -> Option<PublicKey> {
+        self.identity.as_ref().map(|i| i.public)
+    }
+
+    /// Our private key, for a configuration dump (the UAPI's `get`).
+    pub fn private_key(&self) -> Option<&PrivateKey> {
+        self.identity.as_ref().map(|i| &i.private)
     }
 
     /// The peer with this public key.
@@ -351,7 +358,7 @@ impl Tunnel {
             persistent_keepalive,
             pin_endpoint,
         } = config;
-        if public_key == self.identity.public {
+        if self.public_key() == Some(public_key) {
             return Err(ConfigError::OwnKey(public_key));
         }
         if self.by_key.contains_key(&public_key) {
@@ -370,7 +377,7 @@ impl Tunnel {
                 });
             }
         }
-        let keys = PeerKeys::new(&self.identity, public_key, preshared_key.as_ref())
+        let keys = PeerKeys::new(self.identity.as_ref(), public_key, preshared_key.as_ref())
             .map_err(|_| ConfigError::InvalidPeerKey(public_key))?;
         let shared = Arc::new(PeerShared::new(endpoint, pin_endpoint, self.lanes));
         let mut peer = Peer::new(keys, shared);
@@ -499,7 +506,7 @@ impl Tunnel {
         if p.preshared_key == psk {
             return Ok(());
         }
-        let keys = PeerKeys::new(&self.identity, p.keys.public, psk.as_ref())
+        let keys = PeerKeys::new(self.identity.as_ref(), p.keys.public, psk.as_ref())
             .map_err(|_| ConfigError::InvalidPeerKey(p.keys.public))?;
         let p = self.peers.get_mut(id).ok_or(ConfigError::UnknownPeer(id))?;
         p.keys = keys;
@@ -509,26 +516,30 @@ impl Tunnel {
         Ok(())
     }
 
-    /// Replaces the interface's private key. The same key again changes
-    /// nothing; a different one drops every session and pending handshake
-    /// (they were made with the old identity), and a peer whose public key
-    /// is the new one is removed, as wg does. Refused (a peer key that is
-    /// a low-order point), nothing changes.
-    pub fn set_private_key(&mut self, key: PrivateKey) -> Result<(), ConfigError> {
-        if key.public_key() == self.identity.public {
+    /// Replaces the interface's private key (`None`: no key, as the UAPI's
+    /// all-zero key asks). The same key again changes nothing; a different
+    /// one drops every session and pending handshake (they were made with
+    /// the old identity), and a peer whose public key is the new one is
+    /// removed, as wg does. Refused (a peer key that is a low-order point),
+    /// nothing changes.
+    pub fn set_private_key(&mut self, key: Option<PrivateKey>) -> Result<(), ConfigError> {
+        if key.as_ref().map(PrivateKey::public_key) == self.public_key() {
             return Ok(());
         }
-        let identity = Identity::new(key);
+        let identity = key.map(Identity::new);
         let mut keys = Vec::with_capacity(self.peers.len());
         for (id, p) in self.peers.iter() {
-            if p.keys.public == identity.public {
+            if identity.as_ref().is_some_and(|i| i.public == p.keys.public) {
                 continue;
             }
-            let k = PeerKeys::new(&identity, p.keys.public, p.preshared_key.as_ref())
+            let k = PeerKeys::new(identity.as_ref(), p.keys.public, p.preshared_key.as_ref())
                 .map_err(|_| ConfigError::InvalidPeerKey(p.keys.public))?;
             keys.push((id, k));
         }
-        if let Some(own) = self.by_key.get(&identity.public).copied() {
+        if let Some(own) = identity
+            .as_ref()
+            .and_then(|i| self.by_key.get(&i.public).copied())
+        {
             self.remove_peer(own)?;
         }
         self.identity = identity;
@@ -595,7 +606,7 @@ impl Tunnel {
             sessions,
             allowed: self.allowed.clone(),
             mtu: self.mtu,
-            mac1_key: self.identity.mac1_key,
+            mac1_key: self.identity.as_ref().map(|i| i.mac1_key),
         }));
         self.snapshot_dirty = true;
     }
@@ -671,14 +682,18 @@ impl Tunnel {
         {
             ts = last.next();
         }
-        let (msg, state) =
-            match handshake::initiate(&self.identity, &p.keys, local_index, ts, ephemeral) {
-                Ok(x) => x,
-                Err(e) => {
-                    self.indices.remove(&local_index);
-                    return self.count(e.reason());
-                }
-            };
+        let Some(identity) = &self.identity else {
+            self.indices.remove(&local_index);
+            return;
+        };
+        let (msg, state) = match handshake::initiate(identity, &p.keys, local_index, ts, ephemeral)
+        {
+            Ok(x) => x,
+            Err(e) => {
+                self.indices.remove(&local_index);
+                return self.count(e.reason());
+            }
+        };
         p.last_timestamp_sent = Some(ts);
         let mut bytes = msg.emit();
         let cookie = p.cookie.as_ref().and_then(|c| c.fresh(now)).copied();
@@ -738,7 +753,10 @@ impl Tunnel {
         now: Instant,
         under_load: bool,
     ) -> Result<(), HandshakeError> {
-        if !mac1_ok(datagram, mac1_at, &self.identity.mac1_key) {
+        let Some(identity) = &self.identity else {
+            return Err(HandshakeError::NoPrivateKey);
+        };
+        if !mac1_ok(datagram, mac1_at, &identity.mac1_key) {
             return Err(HandshakeError::Mac1);
         }
         let mac2_at = mac1_at + 16;
@@ -750,7 +768,7 @@ impl Tunnel {
             let mut mac1 = [0u8; 16];
             mac1.copy_from_slice(&datagram[mac1_at..mac2_at]);
             let reply = self.checker.reply(
-                &self.identity.cookie_key,
+                &identity.cookie_key,
                 sender_index,
                 &mac1,
                 from.remote,
@@ -786,7 +804,10 @@ impl Tunnel {
             now,
             under_load,
         )?;
-        let (consumed, _) = handshake::consume_initiation(&self.identity, &msg, |k| {
+        let Some(identity) = &self.identity else {
+            return Err(HandshakeError::NoPrivateKey);
+        };
+        let (consumed, _) = handshake::consume_initiation(identity, &msg, |k| {
             self.by_key
                 .get(k)
                 .and_then(|id| self.peers.get(*id))
@@ -895,7 +916,10 @@ impl Tunnel {
         else {
             return Err(HandshakeError::UnknownIndex(msg.receiver_index));
         };
-        let session = handshake::consume_response(&pending.state, &self.identity, &p.keys, &msg)?;
+        let Some(identity) = &self.identity else {
+            return Err(HandshakeError::NoPrivateKey);
+        };
+        let session = handshake::consume_response(&pending.state, identity, &p.keys, &msg)?;
         let local_index = pending.local_index;
         p.pending = None;
         p.attempt_started = None;
