@@ -261,7 +261,7 @@ fn send_batch(c: &mut Criterion) {
     // wireguard: a 64 KiB TCP super-packet from TUN, 48 segments.
     let (dp_a, _, _) = established();
     let wg = WgMode::new(dp_a.clone());
-    let layout = SlotLayout::new(true, 1420, Framing::Ip);
+    let layout = SlotLayout::new(true, Framing::Ip);
     let (hdr, pkt) = tcp4_super_packet(65535 - 40, MSS);
     let split = GsoSplit::new(&hdr, &pkt, Framing::Ip).unwrap();
     g.throughput(Throughput::ElementsAndBytes {
@@ -282,7 +282,7 @@ fn send_batch(c: &mut Criterion) {
 
     // vxlan: the same payload as a TAP frame.
     let vx = vxlan_mode_with_learned_mac();
-    let vlayout = SlotLayout::new(true, 1500, Framing::Ethernet);
+    let vlayout = SlotLayout::new(true, Framing::Ethernet);
     let (fhdr, fpkt) = tcp4_super_frame(65535 - 40, MSS, MAC_A, MAC_B);
     let fsplit = GsoSplit::new(&fhdr, &fpkt, Framing::Ethernet).unwrap();
     g.throughput(Throughput::ElementsAndBytes {
@@ -307,7 +307,7 @@ fn send_batch(c: &mut Criterion) {
 
     // One packet with no offload: routed, sealed where it was read, held
     // for the end of the batch, sent; no copy.
-    let plain = SlotLayout::new(false, 1420, Framing::Ip);
+    let plain = SlotLayout::new(false, Framing::Ip);
     let single = ip_packet(1420, [10, 0, 0, 2]);
     let mut slot = vec![0u8; plain.slot_len()];
     g.throughput(Throughput::ElementsAndBytes {

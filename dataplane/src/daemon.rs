@@ -359,7 +359,6 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
             sockets: socks,
             vnet_hdr: vnet,
             gso: gso_gro,
-            mtu: c.mtu as usize,
             kind,
             offloads: dev_offloads,
             read_mode: c.read_mode,

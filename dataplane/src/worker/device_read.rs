@@ -21,8 +21,8 @@ use crate::counters::WorkerCounters;
 use crate::handoff::ControlLink;
 use crate::mode::{Mode, Route, SealError};
 use crate::offload::{
-    ETHERNET_HEADER_LEN, ETHERNET_VLAN_HEADER_LEN, Framing, GsoSplit, GsoType, MAX_SEGMENTS,
-    VNET_HDR_LEN, VnetHeader, finish_checksum,
+    ETHERNET_VLAN_HEADER_LEN, Framing, GsoSplit, GsoType, MAX_SEGMENTS, VNET_HDR_LEN, VnetHeader,
+    finish_checksum,
 };
 
 /// Where the inner packet starts in a transmit slot: room for the largest
@@ -34,6 +34,15 @@ pub const PACKET_OFFSET: usize = 16;
 /// packet. The device reports a packet's full length even when it did not
 /// fit, so a read above this is a truncated packet.
 pub const MAX_READ: usize = VNET_HDR_LEN + ETHERNET_VLAN_HEADER_LEN + 65_535;
+
+/// Room per segment beyond its share of the payload: the largest link, IP
+/// and TCP headers (18 + 60 + 60) and the outer header and tail sealing
+/// adds (at most 16 + 31), rounded up.
+const SEGMENT_OVERHEAD: usize = 192;
+/// The largest segment size the segment area is sized for: a jumbo frame.
+/// The area does not depend on the device's MTU, which can change while
+/// the workers run (wg-quick sets it after starting the daemon).
+const LARGEST_SEGMENT: usize = 9216;
 
 /// How a worker's transmit slots are laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,19 +58,18 @@ pub struct SlotLayout {
 }
 
 impl SlotLayout {
-    /// The layout for a device of `mtu` with (`vnet`) or without offloads.
-    pub fn new(vnet: bool, mtu: usize, framing: Framing) -> SlotLayout {
-        let link = match framing {
-            Framing::Ip => 0,
-            Framing::Ethernet => ETHERNET_HEADER_LEN,
-        };
+    /// The layout with (`vnet`) or without offloads. The segment area
+    /// holds any super-packet: at most 64 KiB of payload in at most
+    /// [`MAX_SEGMENTS`] segments, each with its headers and seal, the
+    /// last laid out at full stride (up to [`LARGEST_SEGMENT`]).
+    pub fn new(vnet: bool, framing: Framing) -> SlotLayout {
         SlotLayout {
             vnet: if vnet { VNET_HDR_LEN } else { 0 },
             framing,
             // The read area plus room for a sealed single packet's tail.
             seg_area: (PACKET_OFFSET + MAX_READ + 64).div_ceil(64) * 64,
             seg_area_len: if vnet {
-                MAX_SEGMENTS * (PACKET_OFFSET + mtu + link + 64)
+                (65_535 + MAX_SEGMENTS * SEGMENT_OVERHEAD + LARGEST_SEGMENT).div_ceil(64) * 64
             } else {
                 0
             },
@@ -246,8 +254,6 @@ mod test {
     use std::net::SocketAddr;
     use tunnel_proto::vxlan::{HEADER_LEN, Vni};
 
-    const MTU: usize = 1500;
-
     fn vxlan(vteps: usize) -> VxlanMode {
         let addrs: Vec<SocketAddr> = (0..vteps)
             .map(|i| SocketAddr::from(([192, 0, 2, 1 + i as u8], 4789)))
@@ -275,7 +281,7 @@ mod test {
 
     #[test]
     fn a_super_frame_is_split_and_sealed_at_one_stride() {
-        let layout = SlotLayout::new(true, MTU, Framing::Ethernet);
+        let layout = SlotLayout::new(true, Framing::Ethernet);
         let mode = vxlan(1);
         let view = <VxlanMode as Mode>::begin(&mode);
         let counters = WorkerCounters::new();
@@ -299,7 +305,7 @@ mod test {
             &counters,
         )
         .expect("sent");
-        let seg = HEADER_LEN + ETHERNET_HEADER_LEN + 20 + 20 + 1400;
+        let seg = HEADER_LEN + crate::offload::ETHERNET_HEADER_LEN + 20 + 20 + 1400;
         assert_eq!(run.count, 11);
         assert_eq!(run.stride, seg);
         assert_eq!(run.offset, layout.seg_area);
@@ -323,7 +329,7 @@ mod test {
 
     #[test]
     fn a_single_frame_is_sealed_in_place() {
-        let layout = SlotLayout::new(true, MTU, Framing::Ethernet);
+        let layout = SlotLayout::new(true, Framing::Ethernet);
         let mode = vxlan(2);
         let view = <VxlanMode as Mode>::begin(&mode);
         let counters = WorkerCounters::new();
@@ -363,8 +369,43 @@ mod test {
     }
 
     #[test]
+    fn a_jumbo_super_packet_fits_whatever_the_mtu_was_at_start() {
+        // The device's MTU can grow after the workers started; the
+        // segment area does not depend on it.
+        let layout = SlotLayout::new(true, Framing::Ethernet);
+        let mode = vxlan(1);
+        let view = <VxlanMode as Mode>::begin(&mode);
+        let counters = WorkerCounters::new();
+        let (link, _inbox) = link();
+        // The largest payloads in at most 64 segments (the daemon caps the
+        // device's gso_max_segs so).
+        for (gso_size, payload) in [(1400u16, 65_435), (8900, 65_435), (536, 64 * 536)] {
+            let spec = Spec {
+                payload,
+                gso_size,
+                ..Spec::tcp4()
+            };
+            let (hdr, frame) = super_packet_eth(&spec);
+            let (mut slot, n) = slot_with(&layout, &hdr, &frame);
+            let sent = seal_read(
+                &layout,
+                &mode,
+                &view,
+                0,
+                Instant::now(),
+                &mut slot,
+                n,
+                &link,
+                &counters,
+            );
+            assert!(sent.is_some(), "gso_size {gso_size} was dropped");
+        }
+        assert_eq!(counters.drops[DropReason::Malformed.index()].get(), 0);
+    }
+
+    #[test]
     fn bad_reads_are_dropped_as_malformed() {
-        let layout = SlotLayout::new(true, MTU, Framing::Ethernet);
+        let layout = SlotLayout::new(true, Framing::Ethernet);
         let mode = vxlan(1);
         let view = <VxlanMode as Mode>::begin(&mode);
         let counters = WorkerCounters::new();
@@ -417,7 +458,7 @@ mod test {
         let tunnel = Tunnel::new(cfg, Instant::now(), std::time::SystemTime::now()).unwrap();
         let mode = WgMode::new(tunnel.snapshot());
         let view = mode.begin();
-        let layout = SlotLayout::new(true, 1420, Framing::Ip);
+        let layout = SlotLayout::new(true, Framing::Ip);
         let counters = WorkerCounters::new();
         let (link, inbox) = ControlLink::new().unwrap();
         let spec = Spec {

@@ -45,8 +45,6 @@ pub struct WorkerSetup<M: Mode> {
     pub vnet_hdr: bool,
     /// Whether to send runs of equal datagrams with `UDP_SEGMENT`.
     pub gso: bool,
-    /// Device MTU (sizes the segment area).
-    pub mtu: usize,
     /// TUN (IP packets) or TAP (Ethernet frames).
     pub kind: DeviceKind,
     /// Offloads the device accepted.
@@ -129,7 +127,7 @@ impl<M: Mode> Worker<M> {
             DeviceKind::Tun => Framing::Ip,
             DeviceKind::Tap => Framing::Ethernet,
         };
-        let layout = SlotLayout::new(s.vnet_hdr, s.mtu, framing);
+        let layout = SlotLayout::new(s.vnet_hdr, framing);
         let mut mem = Layout::default();
         let tx_region = mem.region(layout.slot_len(), TX_SLOTS);
         let rx_region = mem.region(RX_BUFFER_SIZE, usize::from(RX_BUFFERS));
