@@ -4,6 +4,7 @@
 //! [Interface]
 //! PrivateKey = <44 characters of base64>   # required in wireguard mode
 //! ListenPort = 51820                       # absent or 0: a random port (wireguard), 4789 (vxlan)
+//! FwMark = 0xca6c                          # SO_MARK of the tunnel's own datagrams: off | decimal | 0x hex
 //! Address = 10.0.0.1/24, fd00::1/64        # several per line and/or several lines
 //! MTU = 1420                               # default 1420 (wireguard), 1450 (vxlan)
 //! Table = auto                             # auto (a route per AllowedIPs) | off | main | 1-4294967295
@@ -25,7 +26,7 @@
 //!
 //! Section and key names are case-insensitive, as in wg-quick; values are trimmed; `#` starts
 //! a comment anywhere on a line. wg-quick keys that ringtun does not act on (DNS, PreUp,
-//! PostUp, PreDown, PostDown, SaveConfig, FwMark) give a [`Warning`]; any other unknown key is
+//! PostUp, PreDown, PostDown, SaveConfig) give a [`Warning`]; any other unknown key is
 //! an error. Every [`ConfigError`] names the file, the line and the key. One prefix under
 //! the AllowedIPs of two peers is an error (`wg` would quietly give it to the last one).
 //!
@@ -105,6 +106,8 @@ pub struct Interface {
     pub workers: Workers,
     /// Whether to use TUN/TAP offloads and UDP GSO/GRO (`Offload = on`, the default).
     pub offload: bool,
+    /// `FwMark`: the `SO_MARK` of the tunnel's own datagrams (0: none).
+    pub fwmark: u32,
 }
 
 /// `Table =`: where the routes for AllowedIPs go.

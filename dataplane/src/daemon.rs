@@ -60,6 +60,7 @@ struct Common {
     workers: usize,
     offload: bool,
     listen_port: u16,
+    fwmark: u32,
     read_mode: worker::ReadMode,
     pin: bool,
     cpu_steering: bool,
@@ -105,6 +106,7 @@ pub fn up(opts: &UpOptions) -> Result<()> {
         table: interface.table,
         workers: worker_count(interface.workers, opts.workers),
         offload: interface.offload && !opts.no_offload,
+        fwmark: interface.fwmark,
         read_mode: opts.read_mode,
         pin: opts.pin,
         cpu_steering: opts.cpu_steering,
@@ -281,6 +283,7 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
         SocketOptions {
             port: c.listen_port,
             gro: gso_gro,
+            fwmark: c.fwmark,
         },
     )?;
     configure_device(&c.name, kind, c, routes, bridge.as_deref())?;

@@ -67,6 +67,28 @@ pub struct WorkerSockets {
     pub v6: Option<OwnedFd>,
 }
 
+impl WorkerSockets {
+    /// Second descriptors for the same sockets (the control thread sends
+    /// from, and sets options on, the workers' sockets through these).
+    pub fn try_clone(&self) -> io::Result<WorkerSockets> {
+        Ok(WorkerSockets {
+            v4: self.v4.try_clone()?,
+            v6: self.v6.as_ref().map(OwnedFd::try_clone).transpose()?,
+        })
+    }
+
+    /// Sets `SO_MARK` (0: none) on both, so that policy routing can tell
+    /// the tunnel's own datagrams from what it carries (wg-quick routes
+    /// everything else into the tunnel). Needs CAP_NET_ADMIN.
+    pub fn set_mark(&self, mark: u32) -> io::Result<()> {
+        set_mark(&self.v4, mark)?;
+        if let Some(v6) = &self.v6 {
+            set_mark(v6, mark)?;
+        }
+        Ok(())
+    }
+}
+
 /// Options for the sockets.
 #[derive(Clone, Copy, Debug)]
 pub struct SocketOptions {
@@ -74,6 +96,12 @@ pub struct SocketOptions {
     pub port: u16,
     /// Turn `UDP_GRO` on.
     pub gro: bool,
+    /// `SO_MARK` of the tunnel's datagrams (wg's fwmark; 0: none).
+    pub fwmark: u32,
+}
+
+fn set_mark(fd: &impl AsRawFd, mark: u32) -> io::Result<()> {
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_MARK, mark as i32)
 }
 
 fn setsockopt_int(fd: &impl AsRawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
@@ -94,7 +122,7 @@ fn setsockopt_int(fd: &impl AsRawFd, level: i32, name: i32, value: i32) -> io::R
     }
 }
 
-fn one_socket(domain: Domain, port: u16, gro: bool) -> Result<Socket, UdpError> {
+fn one_socket(domain: Domain, port: u16, gro: bool, mark: u32) -> Result<Socket, UdpError> {
     let family = if domain == Domain::IPV4 {
         "IPv4"
     } else {
@@ -135,6 +163,9 @@ fn one_socket(domain: Domain, port: u16, gro: bool) -> Result<Socket, UdpError> 
     if gro {
         setsockopt_int(&sock, libc::SOL_UDP, libc::UDP_GRO, 1).map_err(opt("UDP_GRO"))?;
     }
+    if mark != 0 {
+        set_mark(&sock, mark).map_err(opt("SO_MARK (fwmark; needs CAP_NET_ADMIN)"))?;
+    }
     let addr: SocketAddr = if domain == Domain::IPV4 {
         SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into()
     } else {
@@ -174,7 +205,7 @@ pub fn open_worker_sockets(
     let mut port = opts.port;
     let mut out = Vec::with_capacity(workers);
     for _ in 0..workers.max(1) {
-        let v4 = one_socket(Domain::IPV4, port, opts.gro)?;
+        let v4 = one_socket(Domain::IPV4, port, opts.gro, opts.fwmark)?;
         if port == 0 {
             port = local_port(&v4).map_err(|source| UdpError::Option {
                 option: "getsockname",
@@ -182,7 +213,7 @@ pub fn open_worker_sockets(
                 source,
             })?;
         }
-        let v6 = match one_socket(Domain::IPV6, port, opts.gro) {
+        let v6 = match one_socket(Domain::IPV6, port, opts.gro, opts.fwmark) {
             Ok(s) => Some(OwnedFd::from(s)),
             // IPv6 disabled (no `ipv6` module, or disable_ipv6 in this namespace).
             Err(UdpError::Create { source, .. })
@@ -211,8 +242,15 @@ mod tests {
 
     #[test]
     fn workers_share_one_port() {
-        let (socks, port) =
-            open_worker_sockets(2, SocketOptions { port: 0, gro: true }).expect("loopback sockets");
+        let (socks, port) = open_worker_sockets(
+            2,
+            SocketOptions {
+                port: 0,
+                gro: true,
+                fwmark: 0,
+            },
+        )
+        .expect("loopback sockets");
         assert_ne!(port, 0);
         assert_eq!(socks.len(), 2);
         for s in &socks {

@@ -237,6 +237,9 @@ pub enum ValueProblem {
     /// Not a keepalive interval.
     #[error("not a keepalive interval (off or 0-65535 seconds)")]
     Keepalive,
+    /// Not a firewall mark.
+    #[error("not a firewall mark (off, or 0-4294967295 in decimal or 0x hex)")]
+    FwMark,
     /// Not an endpoint.
     #[error("not an endpoint: {0}")]
     Endpoint(EndpointError),

@@ -169,6 +169,7 @@ enum Field {
     Bridge,
     Offload,
     HandshakeOnStart,
+    FwMark,
     /// A wg-quick key ringtun does not act on.
     WgQuickOnly,
     PublicKey,
@@ -197,7 +198,7 @@ const INTERFACE_KEYS: &[(&str, Field)] = &[
     ("PreDown", Field::WgQuickOnly),
     ("PostDown", Field::WgQuickOnly),
     ("SaveConfig", Field::WgQuickOnly),
-    ("FwMark", Field::WgQuickOnly),
+    ("FwMark", Field::FwMark),
 ];
 
 const PEER_KEYS: &[(&str, Field)] = &[
@@ -270,6 +271,7 @@ struct RawInterface {
     bridge: Slot<IfName>,
     offload: Slot<bool>,
     handshake_on_start: Slot<bool>,
+    fwmark: Slot<u32>,
 }
 
 #[derive(Default)]
@@ -417,6 +419,10 @@ impl Parser<'_> {
                 let port = number(value, 0..=u64::from(u16::MAX))
                     .ok_or_else(|| bad(ValueProblem::Port))?;
                 iface.listen_port.set(name, line, port as u16)
+            }
+            Field::FwMark => {
+                let mark = fwmark(value).ok_or_else(|| bad(ValueProblem::FwMark))?;
+                iface.fwmark.set(name, line, mark)
             }
             Field::Address => {
                 for addr in address_list(value).map_err(bad)? {
@@ -586,6 +592,7 @@ impl Parser<'_> {
             table: raw.table.get().unwrap_or(Table::Auto),
             workers: raw.workers.get().unwrap_or(Workers::Auto),
             offload: raw.offload.get().unwrap_or(true),
+            fwmark: raw.fwmark.get().unwrap_or(0),
         };
         let peers = std::mem::take(&mut self.peers);
         let allowed_ips = self.settle_allowed_ips(&peers)?;
@@ -786,6 +793,20 @@ fn number(s: &str, range: std::ops::RangeInclusive<u64>) -> Option<u64> {
         return None;
     }
     s.parse::<u64>().ok().filter(|n| range.contains(n))
+}
+
+/// `FwMark`: `off`, or a number in decimal or `0x` hex, as wg-quick takes it.
+fn fwmark(s: &str) -> Option<u32> {
+    if s.eq_ignore_ascii_case("off") {
+        return Some(0);
+    }
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            u32::from_str_radix(hex, 16).ok()
+        }
+        Some(_) => None,
+        None => number(s, 0..=u64::from(u32::MAX)).map(|n| n as u32),
+    }
 }
 
 fn boolean(s: &str) -> Option<bool> {

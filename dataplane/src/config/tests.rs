@@ -105,6 +105,7 @@ fn full_wireguard_config_with_two_peers() {
             table: Table::Id(1234),
             workers: Workers::Count(NonZeroUsize::new(2).unwrap()),
             offload: false,
+            fwmark: 0,
         }
     );
     let wg = wireguard(&config);
@@ -161,6 +162,7 @@ fn wireguard_defaults() {
             table: Table::Auto,
             workers: Workers::Auto,
             offload: true,
+            fwmark: 0,
         }
     );
     assert_eq!(config.interface.mtu, 1420);
@@ -348,7 +350,7 @@ fn workers_bounds() {
 fn wg_quick_keys_are_warned_about_and_ignored() {
     let text = wg_iface(
         "DNS = 1.1.1.1\nPreUp = echo a\nPostUp = iptables -A FORWARD -i %i -j ACCEPT\nPreDown = x\n\
-         PostDown = y\nSaveConfig = true\nFwMark = 0x1234\npostup = again\n",
+         PostDown = y\nSaveConfig = true\npostup = again\n",
     );
     let (config, _) = parse(&text);
     assert_eq!(config.interface.listen_port, None);
@@ -361,10 +363,31 @@ fn wg_quick_keys_are_warned_about_and_ignored() {
             "rt0.conf:6: PreDown is a wg-quick key that ringtun does not act on; ignored",
             "rt0.conf:7: PostDown is a wg-quick key that ringtun does not act on; ignored",
             "rt0.conf:8: SaveConfig is a wg-quick key that ringtun does not act on; ignored",
-            "rt0.conf:9: FwMark is a wg-quick key that ringtun does not act on; ignored",
-            "rt0.conf:10: PostUp is a wg-quick key that ringtun does not act on; ignored",
+            "rt0.conf:9: PostUp is a wg-quick key that ringtun does not act on; ignored",
         ]
     );
+}
+
+#[test]
+fn fwmark_is_off_decimal_or_hex_as_in_wg_quick() {
+    for (value, mark) in [
+        ("off", 0),
+        ("0", 0),
+        ("51820", 51820),
+        ("0xca6c", 0xca6c),
+        ("0XFFFFFFFF", u32::MAX),
+    ] {
+        let (config, _) = parse(&wg_iface(&format!("FwMark = {value}\n")));
+        assert_eq!(config.interface.fwmark, mark, "FwMark = {value}");
+    }
+    for bad in ["-1", "0x", "0x1g", "4294967296", "mark"] {
+        assert_eq!(
+            error(&wg_iface(&format!("FwMark = {bad}\n"))),
+            format!(
+                "rt0.conf:3: FwMark = {bad}: not a firewall mark (off, or 0-4294967295 in decimal or 0x hex)"
+            )
+        );
+    }
 }
 
 #[test]
