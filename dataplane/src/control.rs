@@ -5,7 +5,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -14,9 +14,11 @@ use crossbeam_utils::CachePadded;
 use tunnel_proto::{DropReason, Path};
 
 use crate::counters::{Counter, WorkerCounters};
-use crate::ctlsock::{self, Request};
 use crate::handoff::{CHANNEL_CAPACITY, ControlInbox, EventFd, ToControl};
 use crate::status::{InterfaceStatus, PeerStatus};
+use crate::uapi::protocol::{DeviceDump, Errno, Request, SetRequest};
+use crate::uapi::server::{Commands, Reply};
+use crate::underlay::{Underlay, UnderlayError};
 use crate::worker::op::Family;
 use crate::worker::transmit::{SendMsg, Transmit};
 
@@ -119,6 +121,15 @@ pub trait ModeControl: Send {
     fn drops(&self) -> [u64; DropReason::COUNT];
     /// Counters of handshake outcomes, for `ringtun show`.
     fn control_counters(&self) -> Vec<(String, u64)>;
+    /// The configuration as the UAPI's `get` reports it (the caller fills
+    /// in the port and mark); `Err` for a mode that has none.
+    fn dump(&self) -> Result<DeviceDump, Errno>;
+    /// Whether `set` can be applied whole: nothing changes here, and
+    /// after `Ok` [`apply`](Self::apply) cannot fail.
+    fn validate(&self, set: &SetRequest) -> Result<(), Errno>;
+    /// Applies a validated `set` (its peers and keys; the caller did the
+    /// port and mark), keeping every session the change does not touch.
+    fn apply(&mut self, set: SetRequest, now: Instant, wall: SystemTime, out: &Outbox);
 }
 
 /// What the control thread needs.
@@ -127,8 +138,11 @@ pub struct ControlSetup<C: ModeControl> {
     pub mode: C,
     /// Messages and events from workers, and their doorbell.
     pub inbox: ControlInbox<C::Event, C::Peer>,
-    /// The control socket.
-    pub listener: UnixListener,
+    /// Parsed requests from the configuration socket's thread (which rings
+    /// the doorbell after each).
+    pub commands: Commands,
+    /// The tunnel's sockets: port, mark, each worker's.
+    pub underlay: Underlay,
     /// Read end of the signal pipe.
     pub signals: UnixStream,
     /// The daemon-wide stop flag.
@@ -193,11 +207,6 @@ impl<C: ModeControl> ControlSetup<C> {
                     revents: 0,
                 },
                 libc::pollfd {
-                    fd: self.listener.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
                     fd: self.signals.as_raw_fd(),
                     events: libc::POLLIN,
                     revents: 0,
@@ -207,7 +216,7 @@ impl<C: ModeControl> ControlSetup<C> {
                 tracing::error!(error = %e, "control poll failed");
                 std::thread::sleep(Duration::from_millis(50));
             }
-            if fds[2].revents != 0 {
+            if fds[1].revents != 0 {
                 break StopCause::Signal;
             }
             let now = Instant::now();
@@ -246,7 +255,7 @@ impl<C: ModeControl> ControlSetup<C> {
             if self.mode.next_timeout().is_some_and(|t| t <= now) {
                 self.mode.on_timeout(now, wall, &self.outbox);
             }
-            if fds[1].revents != 0 && self.serve_clients() {
+            if self.serve_commands(now, wall) {
                 break StopCause::Down;
             }
             if self.stop.load(Ordering::Acquire) || !workers_alive() {
@@ -274,27 +283,68 @@ impl<C: ModeControl> ControlSetup<C> {
         self.under_load_until.is_some_and(|t| now < t)
     }
 
-    /// Answers every pending client; true if one asked us to stop.
-    fn serve_clients(&mut self) -> bool {
-        let mut down = false;
-        while let Ok((s, _)) = self.listener.accept() {
-            let _ = s.set_nonblocking(false);
-            match ctlsock::read_request(&s) {
-                Ok(Request::Show) => {
-                    let st = self.status();
-                    match serde_json::to_string(&st) {
-                        Ok(json) => ctlsock::answer(&s, &json),
-                        Err(e) => ctlsock::answer(&s, &format!("error: {e}\n")),
-                    }
-                }
-                Ok(Request::Down) => {
-                    ctlsock::answer(&s, "ok\n");
-                    down = true;
-                }
-                Err(reason) => ctlsock::answer(&s, &format!("error: {reason}\n")),
+    /// Answers every request the configuration socket's thread parsed;
+    /// true if one asked the daemon to stop.
+    fn serve_commands(&mut self, now: Instant, wall: SystemTime) -> bool {
+        while let Ok(cmd) = self.commands.rx.try_recv() {
+            let (reply, down) = match cmd.request {
+                Request::Get => (Reply::Get(self.dump()), false),
+                Request::Set(set) => (Reply::Set(self.apply_set(set, now, wall)), false),
+                Request::Show => (
+                    Reply::Show(serde_json::to_string(&self.status()).map_err(|_| Errno::Unknown)),
+                    false,
+                ),
+                Request::Down => (Reply::Down, true),
+            };
+            // The client may have gone: its answer then goes nowhere.
+            let _ = cmd.reply.send(reply);
+            if down {
+                return true;
             }
         }
-        down
+        false
+    }
+
+    /// The configuration as `get` reports it.
+    fn dump(&self) -> Result<DeviceDump, Errno> {
+        let mut d = self.mode.dump()?;
+        d.listen_port = self.underlay.port();
+        d.fwmark = self.underlay.fwmark();
+        Ok(d)
+    }
+
+    /// Applies a `set` whole or not at all: the mode checks its part
+    /// first, then the sockets move (the step that can still fail, and
+    /// leaves everything as it was when it does), then the mode applies.
+    pub fn apply_set(
+        &mut self,
+        set: SetRequest,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<(), Errno> {
+        self.mode.validate(&set)?;
+        let moved = self
+            .underlay
+            .change(set.listen_port, set.fwmark)
+            .map_err(|e| {
+                tracing::warn!(error = %e, "configuration refused");
+                match e {
+                    ref e if e.port_in_use() => Errno::AddrInUse,
+                    UnderlayError::Mark { .. } => Errno::Permission,
+                    _ => Errno::Io,
+                }
+            })?;
+        if moved && let Some(first) = self.underlay.first() {
+            match first.try_clone() {
+                Ok(s) => self.outbox = Outbox::new(s.v4, s.v6),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the control thread keeps sending from the old port")
+                }
+            }
+        }
+        self.status.listen_port = self.underlay.port();
+        self.mode.apply(set, now, wall, &self.outbox);
+        Ok(())
     }
 
     /// The full status: fixed facts, peers, counters summed over workers.

@@ -1,11 +1,14 @@
-//! `ringtun up`: read the configuration, make the device and sockets, start
-//! one worker per core and the control thread, and tear everything down on
-//! SIGINT, SIGTERM or `ringtun down`.
+//! `ringtun up FILE` and `ringtun IFACE`: read the configuration (or start
+//! bare and wait for one over the configuration socket, as `wireguard-go
+//! IFACE` does), make the device, the sockets and the configuration
+//! socket, start one worker per core, the configuration socket's thread and
+//! the control thread, and tear everything down on SIGINT, SIGTERM,
+//! `ringtun down` or the device's removal.
 
 use std::net::IpAddr;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -19,7 +22,9 @@ use crate::mode::Mode;
 use crate::offload::ETHERNET_HEADER_LEN;
 use crate::status::InterfaceStatus;
 use crate::tun::{Device, DeviceKind, Offloads};
+use crate::uapi::socket::{Kind, UapiListener};
 use crate::udp::{self, SocketOptions};
+use crate::underlay::{Mailbox, Underlay};
 use crate::vxlan_mode::{VxlanControl, VxlanMode};
 use crate::wg_control::WgControl;
 use crate::wg_mode::WgMode;
@@ -42,6 +47,22 @@ pub struct UpOptions {
     pub pin: bool,
     /// Steer each packet to the worker on the CPU it appeared on.
     pub cpu_steering: bool,
+    /// Where the configuration socket goes instead of `/var/run`
+    /// (`RINGTUN_UAPI_DIR`).
+    pub uapi_dir: Option<PathBuf>,
+}
+
+/// Options of `ringtun IFACE`: an interface with no configuration yet.
+#[derive(Clone, Debug)]
+pub struct BareOptions {
+    /// The interface name.
+    pub name: String,
+    /// Worker count (default: one per CPU).
+    pub workers: Option<usize>,
+    /// Turn offloads off.
+    pub no_offload: bool,
+    /// Where the configuration socket goes instead of `/var/run`.
+    pub uapi_dir: Option<PathBuf>,
 }
 
 /// Offloads asked of the device when `Offload = on`.
@@ -64,6 +85,7 @@ struct Common {
     read_mode: worker::ReadMode,
     pin: bool,
     cpu_steering: bool,
+    uapi_dir: Option<PathBuf>,
 }
 
 fn worker_count(cfg: Workers, over: Option<usize>) -> usize {
@@ -110,6 +132,7 @@ pub fn up(opts: &UpOptions) -> Result<()> {
         read_mode: opts.read_mode,
         pin: opts.pin,
         cpu_steering: opts.cpu_steering,
+        uapi_dir: opts.uapi_dir.clone(),
         listen_port: interface.listen_port.unwrap_or(match &mode {
             ModeConfig::Vxlan(_) => config::VXLAN_PORT,
             ModeConfig::WireGuard(_) => 0,
@@ -164,6 +187,42 @@ pub fn up(opts: &UpOptions) -> Result<()> {
             run(&common, DeviceKind::Tun, mode, control, &routes, None)
         }
     }
+}
+
+/// Runs `ringtun IFACE` in the foreground: a WireGuard interface with no
+/// key, no peers, no address and no route, configured over its socket
+/// (`wg setconf`, wg-quick) while it runs.
+pub fn bare(opts: &BareOptions) -> Result<()> {
+    let name = crate::config::IfName::new(&opts.name)
+        .map_err(|e| anyhow::anyhow!("{:?} is not an interface name: {e}", opts.name))?;
+    let common = Common {
+        name: name.as_str().to_string(),
+        mtu: config::DEFAULT_MTU_WIREGUARD,
+        addresses: Vec::new(),
+        // Routes are wg-quick's business here, as with wireguard-go.
+        table: Table::Off,
+        workers: worker_count(Workers::Auto, opts.workers),
+        offload: !opts.no_offload,
+        listen_port: 0,
+        fwmark: 0,
+        read_mode: worker::ReadMode::default(),
+        pin: true,
+        cpu_steering: false,
+        uapi_dir: opts.uapi_dir.clone(),
+    };
+    let mut tcfg =
+        tunnel_proto::wg::TunnelConfig::new(tunnel_proto::PrivateKey::from_bytes([0; 32]));
+    tcfg.private_key = None;
+    tcfg.traffic_lanes = common.workers + 1;
+    let tunnel = tunnel_proto::wg::Tunnel::new(
+        tcfg,
+        std::time::Instant::now(),
+        std::time::SystemTime::now(),
+    )
+    .map_err(anyhow::Error::new)?;
+    let mode = Arc::new(WgMode::new(tunnel.snapshot()));
+    let control = WgControl::new(tunnel, mode.clone());
+    run(&common, DeviceKind::Tun, mode, control, &[], None)
 }
 
 /// MAC (TAP), addresses, MTU, bridge, link up and routes, through netlink.
@@ -265,10 +324,14 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
     routes: &[(IpAddr, u8)],
     bridge: Option<String>,
 ) -> Result<()> {
-    // The control socket first: it is the lock that keeps a second
-    // instance from attaching queues to a running instance's device.
-    let listener = crate::ctlsock::listen(&c.name)
-        .with_context(|| format!("binding the control socket for {}", c.name))?;
+    // The configuration socket first: it is the lock that keeps a second
+    // instance from attaching queues to a running instance's device. Made
+    // before any thread starts (its mode comes from the umask).
+    let uapi_kind = match kind {
+        DeviceKind::Tun => Kind::WireGuard,
+        DeviceKind::Tap => Kind::Vxlan,
+    };
+    let listener = UapiListener::bind(uapi_kind, c.uapi_dir.as_deref(), &c.name)?;
 
     let vnet = c.offload;
     let want = if vnet {
@@ -305,15 +368,13 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
 
     let (link, inbox) = ControlLink::new().context("eventfd")?;
     let stop = Arc::new(AtomicBool::new(false));
-    let outbox = Outbox::new(
-        sockets[0].v4.try_clone().context("dup socket")?,
-        sockets[0]
-            .v6
-            .as_ref()
-            .map(|f| f.try_clone())
-            .transpose()
-            .context("dup socket")?,
-    );
+    let kept: Vec<udp::WorkerSockets> = sockets
+        .iter()
+        .map(udp::WorkerSockets::try_clone)
+        .collect::<std::io::Result<_>>()
+        .context("duplicating the sockets")?;
+    let first = kept[0].try_clone().context("duplicating a socket")?;
+    let outbox = Outbox::new(first.v4, first.v6);
 
     let (sig_read, sig_write) = UnixStream::pair().context("signal pipe")?;
     sig_read.set_nonblocking(true)?;
@@ -346,6 +407,7 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
     }
     let mut counters = Vec::new();
     let mut wakes = Vec::new();
+    let mut mailboxes = Vec::new();
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     let mut handles = Vec::new();
     let dev_offloads = device.offloads;
@@ -355,6 +417,11 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
         let wake = Arc::new(EventFd::new()?);
         counters.push(ctr.clone());
         wakes.push(wake.clone());
+        let (rebind_tx, rebind) = crossbeam_channel::unbounded();
+        mailboxes.push(Mailbox {
+            sockets: rebind_tx,
+            wake: wake.clone(),
+        });
         let setup = WorkerSetup {
             id,
             core: (c.pin && !cores.is_empty()).then(|| cores[id % cores.len()]),
@@ -368,6 +435,7 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
             mode: mode.clone(),
             counters: ctr,
             control: link.clone(),
+            rebind,
             stop: stop.clone(),
             wake,
             started: started_tx.clone(),
@@ -403,19 +471,31 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
         mtu: c.mtu,
         ..Default::default()
     };
+    let uapi_wake = Arc::new(EventFd::new()?);
+    let socket_path = listener.path().to_path_buf();
+    let (commands, uapi_thread) = crate::uapi::server::spawn(
+        listener,
+        inbox.doorbell.clone(),
+        stop.clone(),
+        uapi_wake.clone(),
+    )
+    .context("starting the configuration socket's thread")?;
+    let mut all_wakes = wakes;
+    all_wakes.push(uapi_wake);
     let control = ControlSetup {
         mode: mode_control,
         inbox,
-        listener,
+        commands,
+        underlay: Underlay::new(port, c.fwmark, gso_gro, kept, mailboxes),
         signals: sig_read,
         stop: stop.clone(),
-        worker_wakes: wakes,
+        worker_wakes: all_wakes,
         counters: counters.clone(),
         status,
         outbox,
         under_load_until: None,
     };
-    eprintln!("ready: {}", c.name);
+    ready(&c.name, &socket_path);
     tracing::info!(interface = %c.name, workers = c.workers, port, "up");
     let alive = || handles.iter().all(|h| !h.is_finished());
     let cause = control.run(&alive);
@@ -430,10 +510,28 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
         }
     }
     drop(sig_write);
+    // The socket file goes with its thread's listener.
+    if uapi_thread.join().is_err() {
+        tracing::error!("the configuration socket's thread panicked");
+    }
     if cause == StopCause::WorkerExited
         && let Some(e) = failed
     {
         return Err(e);
     }
     Ok(())
+}
+
+/// Says the interface is up: `ready: IFACE` on stderr (what scripts and
+/// the tests wait for; a backgrounded daemon's parent waits for it too).
+fn ready(name: &str, socket: &Path) {
+    eprintln!("ready: {name}");
+    tracing::info!(interface = %name, socket = %socket.display(), "configuration socket");
+    if std::env::var("RINGTUN_DETACHED").is_ok_and(|v| v == "1") {
+        // The parent that started us in the background stops reading now:
+        // later lines go nowhere rather than to a closed pipe.
+        if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+            let _ = nix::unistd::dup2_stderr(&null);
+        }
+    }
 }

@@ -1,22 +1,44 @@
 //! `ringtun`: the site-to-site tunnel daemon and its tools.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
-use std::process::ExitCode;
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use dataplane::{ctlsock, daemon};
+use dataplane::daemon;
+use dataplane::uapi::{client, socket};
 use tunnel_proto::{PresharedKey, PrivateKey};
 
 /// A userspace site-to-site tunnel: WireGuard-compatible (L3) or VXLAN (L2),
 /// with a per-core io_uring data plane.
+///
+/// `ringtun [-f] IFACE` starts an interface with no configuration, as
+/// `wireguard-go [-f] IFACE` does, to be configured with `wg` or wg-quick
+/// (`WG_QUICK_USERSPACE_IMPLEMENTATION=ringtun`). It goes to the background
+/// once the interface is up, unless `-f` or `WG_PROCESS_FOREGROUND=1`.
+/// ringtun's own settings then come from the environment:
+/// `RINGTUN_WORKERS=N`, `RINGTUN_OFFLOAD=off`, `RINGTUN_UAPI_DIR=DIR`.
 #[derive(Parser)]
-#[command(name = "ringtun", version, about, long_about = None)]
+#[command(
+    name = "ringtun",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Stay in the foreground (with an interface name).
+    #[arg(short = 'f', long)]
+    foreground: bool,
+    /// Start an interface with no configuration, as `wireguard-go IFACE`.
+    iface: Option<String>,
 }
+
+/// How long a backgrounding `ringtun IFACE` waits for its daemon to be up.
+const BACKGROUND_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Subcommand)]
 enum Command {
@@ -54,6 +76,11 @@ enum Command {
         /// opening on one CPU. Needs CPUs 0..N and pinned workers.
         #[arg(long)]
         cpu_steering: bool,
+        /// Put the configuration socket under DIR instead of /var/run (for
+        /// several instances with one interface name in different network
+        /// namespaces of a host); also `RINGTUN_UAPI_DIR`.
+        #[arg(long, value_name = "DIR")]
+        uapi_dir: Option<PathBuf>,
     },
     /// Ask the instance serving IFACE (in this network namespace) to stop.
     Down {
@@ -85,7 +112,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match run(cli.command) {
+    let result = match (cli.command, cli.iface) {
+        (Some(cmd), _) => run(cmd),
+        (None, Some(iface)) => bare(&iface, cli.foreground),
+        (None, None) => {
+            eprintln!("ringtun: give a command (see --help) or an interface name to start bare");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringtun: {e:#}");
@@ -109,9 +144,11 @@ fn run(cmd: Command) -> Result<()> {
             read_mode,
             no_pin,
             cpu_steering,
+            uapi_dir,
         } => daemon::up(&daemon::UpOptions {
             pin: !no_pin,
             cpu_steering,
+            uapi_dir: uapi_dir.or_else(socket::base_from_env),
             config,
             name,
             workers,
@@ -122,17 +159,21 @@ fn run(cmd: Command) -> Result<()> {
                 dataplane::worker::ReadMode::Multishot
             },
         }),
-        Command::Down { iface } => Ok(ctlsock::down(&iface)?),
+        Command::Down { iface } => Ok(client::down(&iface)?),
         Command::Show { iface, json } => {
-            let ifaces = match iface {
-                Some(i) => vec![i],
-                None => ctlsock::running_interfaces(),
+            let statuses = match iface {
+                Some(i) => vec![client::show(&i)?],
+                // Every socket that answers as ringtun (wireguard-go's
+                // sockets sit in the same directory).
+                None => client::interfaces()
+                    .iter()
+                    .filter_map(|i| client::show(i).ok())
+                    .collect(),
             };
-            if ifaces.is_empty() {
-                bail!("no ringtun instance runs in this network namespace");
+            if statuses.is_empty() {
+                bail!("no ringtun instance runs on this host");
             }
-            for (n, i) in ifaces.iter().enumerate() {
-                let st = ctlsock::show(i)?;
+            for (n, st) in statuses.iter().enumerate() {
                 if json {
                     print_line(&serde_json::to_string_pretty(&st)?)?;
                 } else {
@@ -155,6 +196,85 @@ fn run(cmd: Command) -> Result<()> {
             let key = PrivateKey::from_base64(input.trim())
                 .context("Key is not the correct length or format")?;
             print_line(&key.public_key().to_base64())
+        }
+    }
+}
+
+/// `ringtun [-f] IFACE`: in the foreground, the daemon itself; else a copy
+/// of this program in the background, returning once it is up (so that
+/// wg-quick's next step, `wg setconf`, finds the socket).
+fn bare(iface: &str, foreground: bool) -> Result<()> {
+    let env_on = |k: &str| std::env::var(k).is_ok_and(|v| v == "1");
+    let workers = match std::env::var("RINGTUN_WORKERS") {
+        Ok(v) => Some(
+            v.parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .with_context(|| {
+                    format!("RINGTUN_WORKERS={v:?} is not a worker count (1 or more)")
+                })?,
+        ),
+        Err(_) => None,
+    };
+    let no_offload = match std::env::var("RINGTUN_OFFLOAD").as_deref() {
+        Ok("off") => true,
+        Ok("on") | Err(_) => false,
+        Ok(other) => bail!("RINGTUN_OFFLOAD={other:?} is neither on nor off"),
+    };
+    if foreground || env_on("WG_PROCESS_FOREGROUND") {
+        if env_on("RINGTUN_DETACHED") {
+            // Backgrounded by `bare` below: away from the terminal's session.
+            let _ = nix::unistd::setsid();
+        }
+        return daemon::bare(&daemon::BareOptions {
+            name: iface.to_string(),
+            workers,
+            no_offload,
+            uapi_dir: socket::base_from_env(),
+        });
+    }
+    let exe =
+        std::env::current_exe().context("finding this program to start it in the background")?;
+    let mut child = std::process::Command::new(exe)
+        .arg(iface)
+        .env("WG_PROCESS_FOREGROUND", "1")
+        .env("RINGTUN_DETACHED", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting ringtun in the background")?;
+    let Some(stderr) = child.stderr.take() else {
+        bail!("the background ringtun has no stderr to say when it is up");
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let want = format!("ready: {iface}");
+    let deadline = Instant::now() + BACKGROUND_READY_TIMEOUT;
+    let mut said = Vec::new();
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.trim() == want => return Ok(()),
+            Ok(line) => said.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "ringtun {iface} was not up within {BACKGROUND_READY_TIMEOUT:?}:\n{}",
+                    said.join("\n")
+                );
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().context("waiting for the background ringtun")?;
+                bail!("ringtun {iface} stopped ({status}):\n{}", said.join("\n"));
+            }
         }
     }
 }

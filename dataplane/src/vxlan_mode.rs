@@ -15,6 +15,7 @@ use tunnel_proto::{AtomicPath, DropReason, Path, PeerTraffic};
 use crate::control::{ModeControl, Outbox};
 use crate::mode::{Inbound, Mode, Route, SealError, SealResult, Sealed};
 use crate::status::PeerStatus;
+use crate::uapi::protocol::{DeviceDump, Errno, SetRequest};
 use crate::worker::sched::Target;
 
 /// How long a learned MAC stays: the Linux bridge's default ageing time.
@@ -285,6 +286,18 @@ impl ModeControl for VxlanControl {
     fn control_counters(&self) -> Vec<(String, u64)> {
         Vec::new()
     }
+
+    /// A VXLAN interface has no WireGuard configuration to report.
+    fn dump(&self) -> Result<DeviceDump, Errno> {
+        Err(Errno::Invalid)
+    }
+
+    /// Nor one to change: its VTEPs come from its file.
+    fn validate(&self, _: &SetRequest) -> Result<(), Errno> {
+        Err(Errno::Invalid)
+    }
+
+    fn apply(&mut self, _: SetRequest, _: Instant, _: SystemTime, _: &Outbox) {}
 }
 
 #[cfg(test)]

@@ -5,12 +5,18 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use tunnel_proto::wg::{self, Handled, PeerId, TRANSMIT_BUF_LEN, Tunnel};
-use tunnel_proto::{DropReason, Path};
+use std::collections::HashSet;
+use std::time::{Duration, UNIX_EPOCH};
+
+use tunnel_proto::wg::{
+    self, Handled, IpPrefix, MAX_PEERS, PeerConfig, PeerId, TRANSMIT_BUF_LEN, Tunnel,
+};
+use tunnel_proto::{DropReason, Path, PublicKey};
 
 use crate::control::{ModeControl, Outbox};
 use crate::counters::Counter;
 use crate::status::PeerStatus;
+use crate::uapi::protocol::{AllowedIpOp, DeviceDump, Errno, PeerDump, PeerSet, SetRequest};
 use crate::wg_mode::{WgEvent, WgMode};
 
 /// The WireGuard control side: the tunnel, where its snapshots go, and
@@ -57,6 +63,67 @@ impl WgControl {
         if let Some(snap) = self.tunnel.poll_snapshot() {
             self.mode.publish(snap);
         }
+    }
+}
+
+impl WgControl {
+    /// Applies one peer's block of a `set` (see `PeerSet`).
+    fn apply_peer(
+        &mut self,
+        p: PeerSet,
+        replace: bool,
+        now: Instant,
+    ) -> Result<(), tunnel_proto::wg::ConfigError> {
+        let id = self.tunnel.peer_id(&p.public_key);
+        if p.remove {
+            if let Some(id) = id {
+                self.tunnel.remove_peer(id)?;
+            }
+            return Ok(());
+        }
+        let current = id.and_then(|id| self.tunnel.peer_status(id, now));
+        // A block under replace_peers describes the whole peer.
+        let mut allowed: Vec<IpPrefix> = match &current {
+            Some(st) if !replace => st.allowed_ips.clone(),
+            _ => Vec::new(),
+        };
+        for op in &p.allowed_ips {
+            match *op {
+                AllowedIpOp::Clear => allowed.clear(),
+                AllowedIpOp::Add(prefix) => {
+                    if !allowed.contains(&prefix) {
+                        allowed.push(prefix);
+                    }
+                }
+                AllowedIpOp::Remove(prefix) => allowed.retain(|x| *x != prefix),
+            }
+        }
+        let psk = match p.preshared_key {
+            Some(psk) => Some(psk),
+            None if replace => Some(None),
+            None => None,
+        };
+        let keepalive = p.persistent_keepalive.or(replace.then_some(0));
+        let id = match id {
+            Some(id) => id,
+            None if p.update_only => return Ok(()),
+            None => {
+                let mut cfg = PeerConfig::new(p.public_key);
+                cfg.endpoint = p.endpoint;
+                self.tunnel.add_peer(cfg)?
+            }
+        };
+        if let Some(psk) = psk {
+            self.tunnel.set_preshared_key(id, psk)?;
+        }
+        if let Some(ep) = p.endpoint {
+            self.tunnel.set_endpoint(id, Some(ep))?;
+        }
+        if let Some(secs) = keepalive {
+            self.tunnel
+                .set_persistent_keepalive(id, Some(Duration::from_secs(u64::from(secs))))?;
+        }
+        self.tunnel.set_allowed_ips(id, allowed)
     }
 }
 
@@ -154,6 +221,120 @@ impl ModeControl for WgControl {
 
     fn drops(&self) -> [u64; DropReason::COUNT] {
         *self.tunnel.drop_counts()
+    }
+
+    fn dump(&self) -> Result<DeviceDump, Errno> {
+        let now = Instant::now();
+        let peers = self
+            .tunnel
+            .peer_ids()
+            .filter_map(|id| {
+                let st = self.tunnel.peer_status(id, now)?;
+                Some(PeerDump {
+                    public_key: st.public_key,
+                    preshared_key: self.tunnel.preshared_key(id).cloned(),
+                    endpoint: st.endpoint,
+                    last_handshake: st
+                        .latest_handshake
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok()),
+                    rx_bytes: st.traffic.rx_bytes,
+                    tx_bytes: st.traffic.tx_bytes,
+                    persistent_keepalive: st
+                        .persistent_keepalive
+                        .map_or(0, |d| u16::try_from(d.as_secs()).unwrap_or(u16::MAX)),
+                    allowed_ips: st.allowed_ips,
+                })
+            })
+            .collect();
+        Ok(DeviceDump {
+            private_key: self.tunnel.private_key().cloned(),
+            listen_port: 0,
+            fwmark: 0,
+            peers,
+        })
+    }
+
+    fn validate(&self, set: &SetRequest) -> Result<(), Errno> {
+        let own = match &set.private_key {
+            Some(k) => k.as_ref().map(|k| k.public_key()),
+            None => self.tunnel.public_key(),
+        };
+        let mut added = HashSet::new();
+        for p in set
+            .peers
+            .iter()
+            .filter(|p| Some(p.public_key) != own && !p.remove)
+        {
+            let refuse = |what: &str| {
+                tracing::warn!(peer = %p.public_key, line = p.line, "configuration refused: {what}");
+                Errno::Invalid
+            };
+            Tunnel::check_peer_key(&p.public_key).map_err(|_| refuse("a low-order public key"))?;
+            if let Some(ep) = p.endpoint {
+                Tunnel::check_endpoint(&p.public_key, ep)
+                    .map_err(|_| refuse("an endpoint that cannot be sent to"))?;
+            }
+            let exists = !set.replace_peers && self.tunnel.peer_id(&p.public_key).is_some();
+            if !exists && !p.update_only {
+                added.insert(p.public_key);
+            }
+        }
+        let kept = if set.replace_peers {
+            0
+        } else {
+            self.tunnel.peer_count()
+        };
+        if kept + added.len() > MAX_PEERS {
+            tracing::warn!(
+                peers = kept + added.len(),
+                max = MAX_PEERS,
+                "configuration refused: too many peers"
+            );
+            return Err(Errno::Invalid);
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, set: SetRequest, now: Instant, wall: SystemTime, out: &Outbox) {
+        if let Some(key) = set.private_key
+            && let Err(e) = self.tunnel.set_private_key(key)
+        {
+            tracing::error!(error = %e, "setting the private key");
+        }
+        if set.replace_peers {
+            // wg's setconf: the peers become exactly these. A peer named
+            // again keeps its sessions (the kernel would drop it and make
+            // it anew); what its block leaves out goes back to the default.
+            let named: HashSet<PublicKey> = set
+                .peers
+                .iter()
+                .filter(|p| !p.remove && !p.update_only)
+                .map(|p| p.public_key)
+                .collect();
+            let gone: Vec<PeerId> = self
+                .tunnel
+                .peer_ids()
+                .filter(|id| {
+                    self.tunnel
+                        .peer_status(*id, now)
+                        .is_some_and(|st| !named.contains(&st.public_key))
+                })
+                .collect();
+            for id in gone {
+                let _ = self.tunnel.remove_peer(id);
+            }
+        }
+        let own = self.tunnel.public_key();
+        for p in set.peers {
+            if Some(p.public_key) == own {
+                continue;
+            }
+            if let Err(e) = self.apply_peer(p, set.replace_peers, now) {
+                tracing::error!(error = %e, "applying a validated peer");
+            }
+        }
+        self.flush(now, out);
+        let _ = wall;
     }
 
     fn control_counters(&self) -> Vec<(String, u64)> {

@@ -132,6 +132,7 @@ impl Drop for NetnsGuard {
             {
                 eprintln!("cleanup: deleting namespace {name}: {e}");
             }
+            ringtun::remove_lab_uapi_dirs(name);
         }
     }
 }
@@ -177,6 +178,7 @@ impl Drop for TopologyGuard {
         if let Err(e) = self.topology.destroy(Some(&self.prefix)) {
             eprintln!("cleanup: destroying topology {}: {e}", self.prefix);
         }
+        ringtun::remove_lab_uapi_dirs(&self.prefix);
     }
 }
 

@@ -236,11 +236,50 @@ fn locate_or_build() -> std::result::Result<PathBuf, String> {
     }
 }
 
+/// Where the labs' ringtuns keep their configuration sockets: one
+/// directory per namespace. `/var/run/wireguard` is shared by every
+/// namespace of the host, and the labs run instances with one interface
+/// name side by side; a directory per namespace keeps them apart, as the
+/// per-namespace sockets of a real deployment would be.
+pub const LAB_UAPI_ROOT: &str = "/run/ringtun-labs";
+
+/// The configuration-socket directory of the ringtuns in `netns`.
+pub fn lab_uapi_dir(netns: &str) -> PathBuf {
+    Path::new(LAB_UAPI_ROOT).join(netns)
+}
+
+/// Removes the configuration-socket directories of the namespaces whose
+/// names start with `prefix` (a lab's, when it is torn down: a daemon
+/// killed with SIGKILL leaves its socket behind).
+pub fn remove_lab_uapi_dirs(prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(LAB_UAPI_ROOT) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(prefix))
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    // The root goes when the last lab does.
+    let _ = std::fs::remove_dir(LAB_UAPI_ROOT);
+}
+
 /// A `ringtun` command that runs inside `netns` (`None`: this process's
 /// own namespace), as [`program_in`] makes it; it gets SIGKILL if the
-/// calling thread ends first.
+/// calling thread ends first. Inside a namespace its configuration socket
+/// is the namespace's own ([`lab_uapi_dir`]), unless the caller's
+/// environment names one.
 pub fn command_in(netns: Option<&str>) -> Result<Command> {
-    program_in(&ringtun_bin()?, netns, Signal::SIGKILL)
+    let mut cmd = program_in(&ringtun_bin()?, netns, Signal::SIGKILL)?;
+    if let Some(ns) = netns
+        && std::env::var_os("RINGTUN_UAPI_DIR").is_none()
+    {
+        cmd.env("RINGTUN_UAPI_DIR", lab_uapi_dir(ns));
+    }
+    Ok(cmd)
 }
 
 /// A command for `program` that runs inside `netns` (`None`: this

@@ -91,8 +91,8 @@ fn a_second_up_for_a_taken_name_fails_clearly_and_the_first_keeps_serving() {
                 "the second instance should exit with status 1, not: {why}"
             );
             assert!(
-                stderr.contains("another ringtun already serves rt0"),
-                "expected `another ringtun already serves rt0` on stderr, got {stderr:?}"
+                stderr.contains("another process serves rt0"),
+                "expected `another process serves rt0` on stderr, got {stderr:?}"
             );
         }
         Err(e) => panic!("starting the second instance failed oddly: {e}"),
@@ -118,12 +118,12 @@ fn show_and_down_without_an_instance_fail_clearly() {
     let lab = Lab::pair("dps");
     let stderr = fails(lab.ns(1), &["show", IFACE]);
     assert!(
-        stderr.contains("no ringtun instance for interface rt0 in this network namespace"),
+        stderr.contains("no ringtun instance for interface rt0 (no socket answers at"),
         "show IFACE: {stderr:?}"
     );
     let stderr = fails(lab.ns(1), &["show"]);
     assert!(
-        stderr.contains("no ringtun instance runs in this network namespace"),
+        stderr.contains("no ringtun instance runs on this host"),
         "show: {stderr:?}"
     );
     let stderr = fails(lab.ns(1), &["down", IFACE]);
@@ -132,8 +132,9 @@ fn show_and_down_without_an_instance_fail_clearly() {
         "down IFACE: {stderr:?}"
     );
 
-    // An instance in one namespace is invisible from another: the control
-    // socket is abstract, and abstract sockets belong to a namespace.
+    // An instance in one lab namespace is invisible from another: each lab
+    // namespace has its own socket directory (`/var/run/wireguard` itself
+    // is shared by the whole host, as for wireguard-go).
     let a = lab.up(
         1,
         &lab.conf(mode, 1, &[2], Underlay::V4),

@@ -59,6 +59,7 @@ impl Drop for LabGuard {
         if let Err(e) = self.topology.destroy(Some(&self.prefix)) {
             eprintln!("cleanup: destroying {}: {e}", self.prefix);
         }
+        ringtun_tests::ringtun::remove_lab_uapi_dirs(&self.prefix);
     }
 }
 

@@ -35,11 +35,12 @@ pub mod socket_recv;
 pub mod transmit;
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use crossbeam_channel::Receiver;
 use io_uring::{cqueue, opcode};
 use tunnel_proto::DropReason;
 
@@ -48,6 +49,7 @@ use crate::cmsg::{RECV_CONTROL_LEN, RawAddr};
 use crate::handoff::{ControlLink, EventFd};
 use crate::mode::Mode;
 use crate::offload::Coalescer;
+use crate::udp::WorkerSockets;
 
 pub use device_read::{MAX_READ, PACKET_OFFSET, SlotLayout};
 pub use device_write::{WRITE_SLOT_LEN, WRITE_SLOTS};
@@ -133,7 +135,11 @@ struct Worker<M: Mode> {
     _wake: Arc<EventFd>,
     wake_buf: Box<u64>,
     id: usize,
-    /// Keeps the fds open while registered.
+    /// The sockets registered as fixed files (replaced on a new listen port).
+    sockets: WorkerSockets,
+    /// New sockets from the control thread (a new listen port).
+    rebind: Receiver<WorkerSockets>,
+    /// Keeps the device queue and the wake-up duplicate open while registered.
     _fds: Vec<OwnedFd>,
 }
 
@@ -217,6 +223,8 @@ impl<M: Mode> Worker<M> {
                     }
                 }
                 Op::Write(n) => self.io.on_write(n, res),
+                // The cancelled receives complete on their own.
+                Op::Cancel => {}
             }
         }
         self.sched.flush(&mut self.io);
@@ -316,6 +324,12 @@ impl<M: Mode> Worker<M> {
         if self.stop.load(Ordering::Acquire) {
             return false;
         }
+        while let Ok(sockets) = self.rebind.try_recv() {
+            if let Err(e) = self.rebind_sockets(sockets) {
+                tracing::error!(worker = self.id, error = %e, "taking the new sockets failed");
+                return false;
+            }
+        }
         if res < 0 && res != -libc::EINTR && res != -libc::EAGAIN {
             // Without its wake-up read the worker could never be told to
             // stop: stop now rather than spin.
@@ -340,6 +354,30 @@ impl<M: Mode> Worker<M> {
             None if res == -libc::ENOBUFS => {}
             None => self.on_read_error(res),
         }
+    }
+
+    /// Moves to new sockets (a new listen port): they replace the old in
+    /// the fixed-file table, so every send from now on uses them; the
+    /// multishot receives still on the old ones are cancelled, and re-arm
+    /// on the new ones when they end. Sends in flight finish on the old.
+    fn rebind_sockets(&mut self, sockets: WorkerSockets) -> io::Result<()> {
+        let v6 = sockets.v6.as_ref().map_or(-1, |s| s.as_raw_fd());
+        self.io
+            .ring
+            .submitter()
+            .register_files_update(ring::FD_V4.0, &[sockets.v4.as_raw_fd(), v6])?;
+        self.io.has_v6 = sockets.v6.is_some();
+        for f in Family::BOTH {
+            if self.receiving.armed[f.index()] {
+                let sqe = opcode::AsyncCancel::new(Op::Recv(f).encode()).build();
+                self.io.push(sqe, Op::Cancel);
+            }
+        }
+        // The old sockets close here; the receives being cancelled hold
+        // their own references until they end.
+        self.sockets = sockets;
+        tracing::info!(worker = self.id, "moved to new sockets");
+        Ok(())
     }
 
     /// Counts a failed device read; the first of a run is logged with its

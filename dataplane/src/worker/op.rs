@@ -39,6 +39,8 @@ pub enum Op {
     Gather(u16),
     /// One device write, write-table entry `n`.
     Write(u16),
+    /// A cancel of the receives on sockets being replaced (a new listen port).
+    Cancel,
 }
 
 impl Op {
@@ -53,6 +55,7 @@ impl Op {
             Op::Send(n) => (5, n),
             Op::Gather(n) => (6, n),
             Op::Write(n) => (7, n),
+            Op::Cancel => (8, 0),
         };
         tag << 56 | u64::from(n)
     }
@@ -73,6 +76,7 @@ impl Op {
             5 => Op::Send(n),
             6 => Op::Gather(n),
             7 => Op::Write(n),
+            8 if n == 0 => Op::Cancel,
             _ => return None,
         })
     }
@@ -101,6 +105,7 @@ mod test {
             Op::Send(u16::MAX),
             Op::Gather(7),
             Op::Write(63),
+            Op::Cancel,
         ];
         for op in all {
             assert_eq!(Op::decode(op.encode()), Some(op), "{op:?}");

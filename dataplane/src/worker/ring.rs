@@ -137,7 +137,7 @@ pub(super) struct Io<P> {
     sends: Table<SendOp<P>>,
     gathers: Table<GatherOp<P>>,
     writes: Table<WriteOp>,
-    has_v6: bool,
+    pub(super) has_v6: bool,
     pub(super) counters: Arc<CachePadded<WorkerCounters>>,
     /// Completions still owed by the kernel (for a clean drain at stop).
     pub(super) inflight: usize,
@@ -579,7 +579,7 @@ impl<P: Copy + Eq> Io<P> {
     /// A completion while draining: give back what its operation held.
     fn give_up(&mut self, op: Op, flags: u32) {
         match op {
-            Op::Wake => {}
+            Op::Wake | Op::Cancel => {}
             Op::ReadMulti => {
                 if let Some(h) =
                     cqueue::buffer_select(flags).and_then(|s| self.tx.from_kernel(usize::from(s)))

@@ -57,6 +57,9 @@ pub struct WorkerSetup<M: Mode> {
     pub counters: Arc<CachePadded<WorkerCounters>>,
     /// Link to the control thread.
     pub control: ControlLink<M::Event, M::Peer>,
+    /// New sockets from the control thread (a new listen port), each
+    /// followed by a ring of `wake`.
+    pub rebind: crossbeam_channel::Receiver<WorkerSockets>,
     /// Set to stop; then `wake` is notified.
     pub stop: Arc<AtomicBool>,
     /// Notified to make the worker look at `stop`.
@@ -186,10 +189,7 @@ impl<M: Mode> Worker<M> {
                 verify_checksums: !M::AUTHENTICATED,
             })
         });
-        let mut fds = vec![s.queue, s.sockets.v4, wake_dup];
-        if let Some(v6) = s.sockets.v6 {
-            fds.push(v6);
-        }
+        let fds = vec![s.queue, wake_dup];
         let tx_home = match read_mode {
             ReadMode::Fixed => Home::FreeList,
             ReadMode::Multishot => Home::Kernel,
@@ -227,6 +227,8 @@ impl<M: Mode> Worker<M> {
             _wake: s.wake,
             wake_buf: Box::new(0),
             id: s.id,
+            sockets: s.sockets,
+            rebind: s.rebind,
             _fds: fds,
         };
         w.give_back();

@@ -344,6 +344,21 @@ impl Tunnel {
 
     // ----- configuration -----
 
+    /// Whether `key` can be a peer's: a low-order point cannot (every
+    /// Diffie-Hellman with it is zero). Lets a caller check a whole batch
+    /// of changes before applying any.
+    pub fn check_peer_key(key: &PublicKey) -> Result<(), ConfigError> {
+        PeerKeys::new(None, *key, None)
+            .map(drop)
+            .map_err(|_| ConfigError::InvalidPeerKey(*key))
+    }
+
+    /// Whether `endpoint` can be sent to (not port 0, not the unspecified
+    /// address).
+    pub fn check_endpoint(key: &PublicKey, endpoint: SocketAddr) -> Result<(), ConfigError> {
+        check_endpoint(*key, Some(endpoint))
+    }
+
     /// Adds a peer; returns its id. A prefix of its AllowedIPs that
     /// another peer holds is refused, as in a configuration file (use
     /// [`set_allowed_ips`](Self::set_allowed_ips) to move one). With

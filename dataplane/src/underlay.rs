@@ -1,0 +1,220 @@
+//! The tunnel's UDP sockets as the control thread manages them: their
+//! port and firewall mark, a second descriptor of every worker's sockets
+//! (to set options on them, and for the control thread's own sends), and
+//! each worker's mailbox for new ones.
+//!
+//! A change is all or nothing: a new port is bound (the whole `SO_REUSEPORT`
+//! group, with the mark) before any worker hears of it, so a port in use
+//! leaves everything as it was; a new mark alone is set on every socket.
+//! The same values again change nothing: `wg setconf` and `wg syncconf`
+//! send the port and the mark every time.
+
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use crate::handoff::EventFd;
+use crate::udp::{self, SocketOptions, UdpError, WorkerSockets};
+
+/// Why a change of port or mark was refused (nothing changed).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnderlayError {
+    /// The new port could not be bound.
+    #[error("moving to port {port}: {source}")]
+    Bind {
+        /// The port asked for.
+        port: u16,
+        /// Why.
+        #[source]
+        source: UdpError,
+    },
+    /// The kernel refused the mark.
+    #[error("setting fwmark {mark}: {source} (SO_MARK needs CAP_NET_ADMIN)")]
+    Mark {
+        /// The mark asked for.
+        mark: u32,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A descriptor could not be duplicated.
+    #[error("duplicating a socket: {0}")]
+    Dup(#[source] std::io::Error),
+}
+
+impl UnderlayError {
+    /// Whether the port is taken (EADDRINUSE), as the UAPI reports it.
+    pub fn port_in_use(&self) -> bool {
+        matches!(
+            self,
+            UnderlayError::Bind {
+                source: UdpError::Bind { source, .. },
+                ..
+            } if source.raw_os_error() == Some(libc::EADDRINUSE)
+        )
+    }
+}
+
+/// One worker's mailbox: where its new sockets go, and its wake-up.
+#[derive(Debug)]
+pub struct Mailbox {
+    /// New sockets.
+    pub sockets: Sender<WorkerSockets>,
+    /// Rung after each.
+    pub wake: Arc<EventFd>,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Underlay {
+    port: u16,
+    fwmark: u32,
+    gro: bool,
+    /// Second descriptors of each worker's sockets, in worker order.
+    sockets: Vec<WorkerSockets>,
+    mailboxes: Vec<Mailbox>,
+}
+
+impl Underlay {
+    /// The sockets the workers were started with (second descriptors), on
+    /// `port` with `fwmark`, and their mailboxes.
+    pub fn new(
+        port: u16,
+        fwmark: u32,
+        gro: bool,
+        sockets: Vec<WorkerSockets>,
+        mailboxes: Vec<Mailbox>,
+    ) -> Underlay {
+        Underlay {
+            port,
+            fwmark,
+            gro,
+            sockets,
+            mailboxes,
+        }
+    }
+
+    /// The listen port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The firewall mark (0: none).
+    pub fn fwmark(&self) -> u32 {
+        self.fwmark
+    }
+
+    /// Worker 0's sockets (second descriptors), for the control thread's
+    /// own sends.
+    pub fn first(&self) -> Option<&WorkerSockets> {
+        self.sockets.first()
+    }
+
+    /// Moves to `port` (`Some(0)`: any port, which the current one is, so
+    /// nothing moves) and/or sets `fwmark`. Returns whether the sockets
+    /// changed (the caller then takes new descriptors for its own sends
+    /// from [`first`](Self::first)). Refused, nothing changed.
+    pub fn change(
+        &mut self,
+        port: Option<u16>,
+        fwmark: Option<u32>,
+    ) -> Result<bool, UnderlayError> {
+        let mark = fwmark.unwrap_or(self.fwmark);
+        let new_port = port.filter(|&p| p != 0 && p != self.port);
+        if let Some(p) = new_port {
+            let (fresh, bound) = udp::open_worker_sockets(
+                self.sockets.len(),
+                SocketOptions {
+                    port: p,
+                    gro: self.gro,
+                    fwmark: mark,
+                },
+            )
+            .map_err(|source| UnderlayError::Bind { port: p, source })?;
+            let mut kept = Vec::with_capacity(fresh.len());
+            for s in &fresh {
+                kept.push(s.try_clone().map_err(UnderlayError::Dup)?);
+            }
+            for (mailbox, s) in self.mailboxes.iter().zip(fresh) {
+                // A worker that has stopped has no use for them.
+                if mailbox.sockets.send(s).is_ok() {
+                    mailbox.wake.notify();
+                }
+            }
+            self.sockets = kept;
+            self.port = bound;
+            self.fwmark = mark;
+            return Ok(true);
+        }
+        if mark != self.fwmark {
+            for (i, s) in self.sockets.iter().enumerate() {
+                if let Err(source) = s.set_mark(mark) {
+                    // Put back the ones already changed.
+                    for s in &self.sockets[..i] {
+                        let _ = s.set_mark(self.fwmark);
+                    }
+                    return Err(UnderlayError::Mark { mark, source });
+                }
+            }
+            self.fwmark = mark;
+        }
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn underlay(workers: usize) -> (Underlay, Vec<crossbeam_channel::Receiver<WorkerSockets>>) {
+        let (socks, port) = udp::open_worker_sockets(
+            workers,
+            SocketOptions {
+                port: 0,
+                gro: false,
+                fwmark: 0,
+            },
+        )
+        .unwrap();
+        let mut rxs = Vec::new();
+        let mut boxes = Vec::new();
+        for _ in 0..workers {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            rxs.push(rx);
+            boxes.push(Mailbox {
+                sockets: tx,
+                wake: Arc::new(EventFd::new().unwrap()),
+            });
+        }
+        (Underlay::new(port, 0, false, socks, boxes), rxs)
+    }
+
+    #[test]
+    fn the_same_port_again_or_any_port_moves_nothing() {
+        let (mut u, rxs) = underlay(2);
+        let port = u.port();
+        assert!(!u.change(Some(port), None).unwrap());
+        assert!(!u.change(Some(0), None).unwrap(), "0 is any port: this one");
+        assert!(rxs.iter().all(|r| r.is_empty()));
+        assert_eq!(u.port(), port);
+    }
+
+    #[test]
+    fn a_new_port_reaches_every_worker_and_a_taken_one_changes_nothing() {
+        let (mut u, rxs) = underlay(2);
+        let old = u.port();
+        // A port held by a socket outside the group is refused.
+        let taken = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let busy = taken.local_addr().unwrap().port();
+        let e = u.change(Some(busy), None).unwrap_err();
+        assert!(e.port_in_use(), "{e}");
+        assert_eq!(u.port(), old);
+        assert!(rxs.iter().all(|r| r.is_empty()), "nothing sent on failure");
+        // A free one is bound by all and sent to each worker.
+        drop(taken);
+        assert!(u.change(Some(busy), None).unwrap());
+        assert_eq!(u.port(), busy);
+        assert!(rxs.iter().all(|r| r.len() == 1));
+    }
+}
