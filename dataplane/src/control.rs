@@ -130,6 +130,36 @@ pub trait ModeControl: Send {
     /// Applies a validated `set` (its peers and keys; the caller did the
     /// port and mark), keeping every session the change does not touch.
     fn apply(&mut self, set: SetRequest, now: Instant, wall: SystemTime, out: &Outbox);
+    /// What reading the configuration file again asks for: the `set` that
+    /// makes the running configuration the file's (as `wg syncconf`), and
+    /// ringtun's own per-peer settings beside it; `Err` for a mode whose
+    /// peers cannot change while it runs.
+    fn reload_plan(&self, config: &crate::config::Config) -> Result<ReloadPlan, String>;
+    /// Applies ringtun's own per-peer settings of a reload, after its `set`.
+    fn apply_extras(&mut self, plan: &ReloadPlan);
+}
+
+/// What a reload changes: the UAPI `set` it amounts to, plus what the
+/// UAPI has no key for (`PinEndpoint`), and the prefixes routes follow.
+#[derive(Debug)]
+pub struct ReloadPlan {
+    /// The change, as `wg syncconf` would send it.
+    pub set: SetRequest,
+    /// `PinEndpoint` per peer.
+    pub pins: Vec<(tunnel_proto::PublicKey, bool)>,
+    /// Every AllowedIPs prefix of the file (the routes follow them).
+    pub prefixes: Vec<(std::net::IpAddr, u8)>,
+}
+
+/// Where a reload reads from, and the routes it keeps in step.
+#[derive(Debug)]
+pub struct ReloadSource {
+    /// The file `ringtun up` was given.
+    pub file: std::path::PathBuf,
+    /// The interface's name (which a reload cannot change).
+    pub name: String,
+    /// The routes added for AllowedIPs.
+    pub routes: crate::routes::Routes,
 }
 
 /// What the control thread needs.
@@ -143,8 +173,12 @@ pub struct ControlSetup<C: ModeControl> {
     pub commands: Commands,
     /// The tunnel's sockets: port, mark, each worker's.
     pub underlay: Underlay,
-    /// Read end of the signal pipe.
+    /// Read end of the signal pipe (SIGINT, SIGTERM).
     pub signals: UnixStream,
+    /// Read end of the reload pipe (SIGHUP).
+    pub hangups: UnixStream,
+    /// The file to read again on a reload (`None`: started bare).
+    pub reload: Option<ReloadSource>,
     /// The daemon-wide stop flag.
     pub stop: Arc<AtomicBool>,
     /// Each worker's wake-up.
@@ -211,6 +245,11 @@ impl<C: ModeControl> ControlSetup<C> {
                     events: libc::POLLIN,
                     revents: 0,
                 },
+                libc::pollfd {
+                    fd: self.hangups.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
             ];
             if let Err(e) = poll_fds(&mut fds, timeout) {
                 tracing::error!(error = %e, "control poll failed");
@@ -218,6 +257,16 @@ impl<C: ModeControl> ControlSetup<C> {
             }
             if fds[1].revents != 0 {
                 break StopCause::Signal;
+            }
+            if fds[2].revents != 0 {
+                // Several SIGHUPs before we look are one reload.
+                let mut sink = [0u8; 64];
+                while matches!(io::Read::read(&mut &self.hangups, &mut sink), Ok(n) if n > 0) {}
+                let (now, wall) = (Instant::now(), SystemTime::now());
+                match self.reload(now, wall) {
+                    Ok(()) => tracing::info!("configuration read again (SIGHUP)"),
+                    Err(e) => tracing::error!("reload refused, nothing changed: {e}"),
+                }
             }
             let now = Instant::now();
             let wall = SystemTime::now();
@@ -303,6 +352,34 @@ impl<C: ModeControl> ControlSetup<C> {
             }
         }
         false
+    }
+
+    /// Reads the configuration file again and applies the difference: the
+    /// peers and keys as `wg syncconf` would (sessions kept where the keys
+    /// did not change), the port and mark, `PinEndpoint`, and the routes
+    /// for AllowedIPs. A file that does not parse changes nothing.
+    pub fn reload(&mut self, now: Instant, wall: SystemTime) -> Result<(), String> {
+        let src = self
+            .reload
+            .as_ref()
+            .ok_or("this interface was started bare: there is no file to read again")?;
+        let (config, warnings) = crate::config::Config::from_file_named(&src.file, &src.name)
+            .map_err(|e| e.to_string())?;
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        let plan = self.mode.reload_plan(&config)?;
+        let set = plan.set.clone();
+        self.apply_set(set, now, wall)
+            .map_err(|e| format!("the file's settings were refused ({e}); see the log above"))?;
+        self.mode.apply_extras(&plan);
+        if let Some(src) = self.reload.as_mut() {
+            let nl = netctl::Netlink::current().map_err(|e| format!("opening netlink: {e}"))?;
+            src.routes
+                .follow(&nl, &plan.prefixes)
+                .map_err(|e| format!("{e:#}"))?;
+        }
+        Ok(())
     }
 
     /// The configuration as `get` reports it.

@@ -15,10 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result};
 
 use crate::config::{self, Config, InterfaceAddr, ModeConfig, Table, Workers};
-use crate::control::{ControlSetup, ModeControl, Outbox, StopCause};
+use crate::control::{ControlSetup, ModeControl, Outbox, ReloadSource, StopCause};
 use crate::counters::WorkerCounters;
 use crate::handoff::{ControlLink, EventFd};
 use crate::mode::Mode;
+use crate::routes::Routes;
 use crate::offload::ETHERNET_HEADER_LEN;
 use crate::status::InterfaceStatus;
 use crate::tun::{Device, DeviceKind, Offloads};
@@ -167,6 +168,7 @@ pub fn up(opts: &UpOptions) -> Result<()> {
                 control,
                 &routes,
                 v.bridge.as_ref().map(|b| b.as_str().to_string()),
+                Some(opts.config.clone()),
             )
         }
         ModeConfig::WireGuard(w) => {
@@ -184,7 +186,7 @@ pub fn up(opts: &UpOptions) -> Result<()> {
                 .with_context(|| format!("{}: building the tunnel", opts.config.display()))?;
             let mode = Arc::new(WgMode::new(tunnel.snapshot()));
             let control = WgControl::new(tunnel, mode.clone());
-            run(&common, DeviceKind::Tun, mode, control, &routes, None)
+            run(&common, DeviceKind::Tun, mode, control, &routes, None, Some(opts.config.clone()))
         }
     }
 }
@@ -214,6 +216,9 @@ pub fn bare(opts: &BareOptions) -> Result<()> {
         tunnel_proto::wg::TunnelConfig::new(tunnel_proto::PrivateKey::from_bytes([0; 32]));
     tcfg.private_key = None;
     tcfg.traffic_lanes = common.workers + 1;
+    // Padding stops at the MTU the device starts with (wg-quick may set
+    // another, after this starts).
+    tcfg.mtu = u16::try_from(common.mtu).ok();
     let tunnel = tunnel_proto::wg::Tunnel::new(
         tcfg,
         std::time::Instant::now(),
@@ -222,17 +227,11 @@ pub fn bare(opts: &BareOptions) -> Result<()> {
     .map_err(anyhow::Error::new)?;
     let mode = Arc::new(WgMode::new(tunnel.snapshot()));
     let control = WgControl::new(tunnel, mode.clone());
-    run(&common, DeviceKind::Tun, mode, control, &[], None)
+    run(&common, DeviceKind::Tun, mode, control, &[], None, None)
 }
 
-/// MAC (TAP), addresses, MTU, bridge, link up and routes, through netlink.
-fn configure_device(
-    name: &str,
-    kind: DeviceKind,
-    c: &Common,
-    routes: &[(IpAddr, u8)],
-    bridge: Option<&str>,
-) -> Result<()> {
+/// MAC (TAP), addresses, MTU, bridge and link up, through netlink.
+fn configure_device(name: &str, kind: DeviceKind, c: &Common, bridge: Option<&str>) -> Result<()> {
     let nl = netctl::Netlink::current().context("opening netlink")?;
     nl.set_mtu(name, c.mtu)
         .with_context(|| format!("setting MTU {} on {name}", c.mtu))?;
@@ -253,40 +252,6 @@ fn configure_device(
     }
     nl.link_set_up(name)
         .with_context(|| format!("setting {name} up"))?;
-    if c.table == Table::Off {
-        return Ok(());
-    }
-    for &(addr, len) in routes {
-        let dest = netctl::IpPrefix::new(addr, len)?.network();
-        if len == 0 {
-            tracing::warn!(route = %dest, "not adding a default route through {name}: set Table = off and route it yourself");
-            continue;
-        }
-        // The kernel already routes an address's own prefix to the device.
-        let connected = c.addresses.iter().any(|a| {
-            netctl::IpPrefix::new(a.addr(), a.prefix_len())
-                .map(|p| p.network() == dest)
-                .unwrap_or(false)
-        });
-        if connected {
-            continue;
-        }
-        let mut route = netctl::Route::to(dest).dev(name);
-        if let Table::Id(t) = c.table {
-            route.table = Some(t);
-        }
-        match nl.route_add(&route) {
-            Ok(()) => {}
-            Err(e) if e.errno() == Some(nix::errno::Errno::EEXIST) => {
-                tracing::warn!(route = %dest, "a route exists already; leaving it");
-            }
-            Err(e) => {
-                return Err(
-                    anyhow::Error::new(e).context(format!("adding route {dest} dev {name}"))
-                );
-            }
-        }
-    }
     Ok(())
 }
 
@@ -323,6 +288,7 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
     mode_control: C,
     routes: &[(IpAddr, u8)],
     bridge: Option<String>,
+    reload: Option<PathBuf>,
 ) -> Result<()> {
     // The configuration socket first: it is the lock that keeps a second
     // instance from attaching queues to a running instance's device. Made
@@ -349,7 +315,9 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
             fwmark: c.fwmark,
         },
     )?;
-    configure_device(&c.name, kind, c, routes, bridge.as_deref())?;
+    configure_device(&c.name, kind, c, bridge.as_deref())?;
+    let mut route_set = Routes::new(&c.name, c.table, &c.addresses);
+    route_set.follow(&netctl::Netlink::current().context("opening netlink")?, routes)?;
     if vnet {
         // One super-packet must fit one UDP_SEGMENT send (64 KiB of UDP
         // payload): cap the segments the stack puts in one, or every
@@ -382,6 +350,10 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
         signal_hook::low_level::pipe::register(sig, sig_write.try_clone()?)
             .context("installing signal handlers")?;
     }
+    let (hup_read, hup_write) = UnixStream::pair().context("signal pipe")?;
+    hup_read.set_nonblocking(true)?;
+    signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, hup_write.try_clone()?)
+        .context("installing the SIGHUP handler")?;
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     // Worker i is pinned to CPU i when the process may use CPUs 0..n: then,
@@ -488,6 +460,12 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
         commands,
         underlay: Underlay::new(port, c.fwmark, gso_gro, kept, mailboxes),
         signals: sig_read,
+        hangups: hup_read,
+        reload: reload.map(|file| ReloadSource {
+            file,
+            name: c.name.clone(),
+            routes: route_set,
+        }),
         stop: stop.clone(),
         worker_wakes: all_wakes,
         counters: counters.clone(),
@@ -510,6 +488,7 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
         }
     }
     drop(sig_write);
+    drop(hup_write);
     // The socket file goes with its thread's listener.
     if uapi_thread.join().is_err() {
         tracing::error!("the configuration socket's thread panicked");

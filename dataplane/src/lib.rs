@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod handoff;
 pub mod mode;
 pub mod offload;
+pub mod routes;
 pub mod slab;
 pub mod status;
 pub mod steering;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tunnel_proto::vxlan::{self, Fdb, MacAddr, Vni};
 use tunnel_proto::{AtomicPath, DropReason, Path, PeerTraffic};
 
-use crate::control::{ModeControl, Outbox};
+use crate::control::{ModeControl, Outbox, ReloadPlan};
 use crate::mode::{Inbound, Mode, Route, SealError, SealResult, Sealed};
 use crate::status::PeerStatus;
 use crate::uapi::protocol::{DeviceDump, Errno, SetRequest};
@@ -298,6 +298,13 @@ impl ModeControl for VxlanControl {
     }
 
     fn apply(&mut self, _: SetRequest, _: Instant, _: SystemTime, _: &Outbox) {}
+
+    /// VTEPs are fixed while the daemon runs: a restart applies a changed file.
+    fn reload_plan(&self, _: &crate::config::Config) -> Result<ReloadPlan, String> {
+        Err("a vxlan interface's VTEPs cannot change while it runs: restart it to apply the file".into())
+    }
+
+    fn apply_extras(&mut self, _: &ReloadPlan) {}
 }
 
 #[cfg(test)]

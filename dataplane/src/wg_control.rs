@@ -13,7 +13,8 @@ use tunnel_proto::wg::{
 };
 use tunnel_proto::{DropReason, Path, PublicKey};
 
-use crate::control::{ModeControl, Outbox};
+use crate::config::{Config, ModeConfig};
+use crate::control::{ModeControl, Outbox, ReloadPlan};
 use crate::counters::Counter;
 use crate::status::PeerStatus;
 use crate::uapi::protocol::{AllowedIpOp, DeviceDump, Errno, PeerDump, PeerSet, SetRequest};
@@ -335,6 +336,75 @@ impl ModeControl for WgControl {
         }
         self.flush(now, out);
         let _ = wall;
+    }
+
+    fn reload_plan(&self, config: &Config) -> Result<ReloadPlan, String> {
+        let ModeConfig::WireGuard(w) = &config.mode else {
+            return Err("the file is now in vxlan mode: a mode cannot change while ringtun runs".into());
+        };
+        let mut peers = Vec::new();
+        let mut pins = Vec::new();
+        let mut prefixes = Vec::new();
+        for p in &w.peers {
+            let endpoint = p
+                .endpoint
+                .as_ref()
+                .map(|e| e.resolve())
+                .transpose()
+                .map_err(|e| format!("{}: peer at line {}: {e}", config.file, p.line))?;
+            let mut allowed_ips = vec![AllowedIpOp::Clear];
+            allowed_ips.extend(p.allowed_ips.iter().map(|&a| AllowedIpOp::Add(a)));
+            prefixes.extend(p.allowed_ips.iter().map(|a| (a.addr(), a.prefix_len())));
+            peers.push(PeerSet {
+                public_key: p.public_key,
+                line: p.line,
+                remove: false,
+                update_only: false,
+                preshared_key: Some(p.preshared_key.clone()),
+                endpoint,
+                persistent_keepalive: Some(p.persistent_keepalive.map_or(0, |k| k.get())),
+                allowed_ips,
+            });
+            pins.push((p.public_key, p.pin_endpoint));
+        }
+        // Peers the file no longer has go, as with `wg syncconf`.
+        let named: HashSet<PublicKey> = w.peers.iter().map(|p| p.public_key).collect();
+        let now = Instant::now();
+        for id in self.tunnel.peer_ids() {
+            if let Some(st) = self.tunnel.peer_status(id, now)
+                && !named.contains(&st.public_key)
+            {
+                peers.push(PeerSet {
+                    public_key: st.public_key,
+                    line: 0,
+                    remove: true,
+                    update_only: false,
+                    preshared_key: None,
+                    endpoint: None,
+                    persistent_keepalive: None,
+                    allowed_ips: Vec::new(),
+                });
+            }
+        }
+        Ok(ReloadPlan {
+            set: SetRequest {
+                private_key: Some(Some(w.private_key.clone())),
+                listen_port: Some(config.interface.listen_port.unwrap_or(0)),
+                fwmark: Some(config.interface.fwmark),
+                replace_peers: false,
+                peers,
+            },
+            pins,
+            prefixes,
+        })
+    }
+
+    fn apply_extras(&mut self, plan: &ReloadPlan) {
+        for (key, pin) in &plan.pins {
+            if let Some(id) = self.tunnel.peer_id(key) {
+                let _ = self.tunnel.set_pinned(id, *pin);
+            }
+        }
     }
 
     fn control_counters(&self) -> Vec<(String, u64)> {
