@@ -17,6 +17,7 @@ pub mod status;
 pub mod steering;
 pub mod tap_mac;
 pub mod tun;
+pub mod uapi;
 pub mod udp;
 pub mod vxlan_mode;
 pub mod wg_control;
