@@ -1,7 +1,9 @@
 //! The protocol's behaviour, with the bytes `wg`, wgctrl-go and
 //! wireguard-go put on the wire as fixtures.
 
-use std::net::{Ipv4Addr, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+
+use proptest::prelude::*;
 
 use super::*;
 
@@ -929,5 +931,246 @@ fn written_requests_are_what_the_tools_send() {
         let mut out = Zeroizing::new(Vec::new());
         write_request(&bare, &mut out);
         assert_eq!(parse_one(&out), bare);
+    }
+}
+
+// --- properties -------------------------------------------------------------
+
+fn key_bytes() -> impl Strategy<Value = [u8; 32]> {
+    any::<[u8; 32]>()
+}
+
+fn nonzero_key_bytes() -> impl Strategy<Value = [u8; 32]> {
+    key_bytes().prop_map(|mut k| {
+        k[0] |= 1;
+        k
+    })
+}
+
+fn arb_prefix() -> impl Strategy<Value = IpPrefix> {
+    prop_oneof![
+        (any::<u32>(), 0u8..=32).prop_map(|(a, len)| IpPrefix::new(
+            IpAddr::V4(Ipv4Addr::from(a)),
+            len
+        )
+        .unwrap()),
+        (any::<u128>(), 0u8..=128).prop_map(|(a, len)| IpPrefix::new(
+            IpAddr::V6(Ipv6Addr::from(a)),
+            len
+        )
+        .unwrap()),
+    ]
+}
+
+fn arb_endpoint() -> impl Strategy<Value = SocketAddr> {
+    prop_oneof![
+        (any::<u32>(), any::<u16>())
+            .prop_map(|(a, p)| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(a), p))),
+        (
+            any::<u128>(),
+            any::<u16>(),
+            prop_oneof![Just(0u32), any::<u32>()]
+        )
+            .prop_map(|(a, p, scope)| SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a),
+                p,
+                0,
+                scope
+            ))),
+    ]
+}
+
+fn arb_peer_set() -> impl Strategy<Value = PeerSet> {
+    (
+        key_bytes(),
+        any::<(bool, bool)>(),
+        prop::option::of(prop::option::of(nonzero_key_bytes())),
+        prop::option::of(arb_endpoint()),
+        prop::option::of(any::<u16>()),
+        prop::collection::vec(
+            prop_oneof![
+                Just(AllowedIpOp::Clear),
+                arb_prefix().prop_map(AllowedIpOp::Add),
+                arb_prefix().prop_map(AllowedIpOp::Remove),
+            ],
+            0..5,
+        ),
+    )
+        .prop_map(
+            |(key, (remove, update_only), psk, endpoint, keepalive, allowed_ips)| PeerSet {
+                public_key: PublicKey::from_bytes(key),
+                line: 0,
+                remove,
+                update_only,
+                preshared_key: psk.map(|p| p.map(PresharedKey::from_bytes)),
+                endpoint,
+                persistent_keepalive: keepalive,
+                allowed_ips,
+            },
+        )
+}
+
+fn arb_set() -> impl Strategy<Value = SetRequest> {
+    (
+        prop::option::of(prop::option::of(key_bytes())),
+        prop::option::of(any::<u16>()),
+        prop::option::of(any::<u32>()),
+        any::<bool>(),
+        prop::collection::vec(arb_peer_set(), 0..4),
+    )
+        .prop_map(
+            |(private, listen_port, fwmark, replace_peers, peers)| SetRequest {
+                // Clamped, as the parser stores it; clamping also makes it non-zero.
+                private_key: private.map(|k| {
+                    k.map(|mut k| {
+                        k[0] &= 248;
+                        k[31] = (k[31] & 127) | 64;
+                        PrivateKey::from_bytes(k)
+                    })
+                }),
+                listen_port,
+                fwmark,
+                replace_peers,
+                peers,
+            },
+        )
+}
+
+/// Sets the line numbers the parser gives to the peers of a written request.
+fn with_lines(mut set: SetRequest, bytes: &[u8]) -> SetRequest {
+    let mut lines = bytes
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .filter(|(_, l)| l.starts_with(b"public_key="))
+        .map(|(i, _)| i + 1);
+    for peer in &mut set.peers {
+        peer.line = lines.next().unwrap();
+    }
+    set
+}
+
+fn arb_dump() -> impl Strategy<Value = DeviceDump> {
+    let peer = (
+        key_bytes(),
+        prop::option::of(nonzero_key_bytes()),
+        prop::option::of(arb_endpoint()),
+        prop::option::of(
+            (any::<u64>(), 0u32..1_000_000_000).prop_filter_map("never is 0 and 0", |(s, n)| {
+                (s != 0 || n != 0).then(|| Duration::new(s, n))
+            }),
+        ),
+        any::<(u64, u64, u16)>(),
+        prop::collection::vec(arb_prefix(), 0..4),
+    )
+        .prop_map(
+            |(key, psk, endpoint, last_handshake, (rx, tx, keepalive), allowed_ips)| PeerDump {
+                public_key: PublicKey::from_bytes(key),
+                preshared_key: psk.map(PresharedKey::from_bytes),
+                endpoint,
+                last_handshake,
+                rx_bytes: rx,
+                tx_bytes: tx,
+                persistent_keepalive: keepalive,
+                allowed_ips,
+            },
+        );
+    (
+        prop::option::of(nonzero_key_bytes()),
+        any::<(u16, u32)>(),
+        prop::collection::vec(peer, 0..4),
+    )
+        .prop_map(|(key, (listen_port, fwmark), peers)| DeviceDump {
+            private_key: key.map(PrivateKey::from_bytes),
+            listen_port,
+            fwmark,
+            peers,
+        })
+}
+
+/// Byte soup shaped like the protocol, so that the framer's every state and
+/// the parser's every key are reached, not just its first check.
+fn protocol_soup() -> impl Strategy<Value = Vec<u8>> {
+    let token = prop_oneof![
+        Just(b"get=1\n".to_vec()),
+        Just(b"set=1\n".to_vec()),
+        Just(b"ringtun_show=1\n".to_vec()),
+        Just(b"ringtun_down=1\n".to_vec()),
+        Just(b"\n".to_vec()),
+        Just(b"\r\n".to_vec()),
+        Just(format!("public_key={PEER_A_HEX}\n").into_bytes()),
+        Just(format!("private_key={PRIVATE_HEX}\n").into_bytes()),
+        Just(b"listen_port=51820\n".to_vec()),
+        Just(b"allowed_ip=-10.0.0.0/8\n".to_vec()),
+        Just(b"endpoint=[::1]:1\n".to_vec()),
+        Just(b"replace_peers=true\n".to_vec()),
+        Just(b"remove=true\n".to_vec()),
+        prop::collection::vec(any::<u8>(), 0..12),
+    ];
+    prop::collection::vec(token, 0..24).prop_map(|tokens| tokens.concat())
+}
+
+/// Everything the framer gives for `bytes` pushed in chunks of the given
+/// sizes (cycled), with the end of input after them.
+fn frame_chunked(
+    bytes: &[u8],
+    sizes: &[usize],
+    max_line: usize,
+    max_request: usize,
+) -> Vec<Result<Request, ProtoError>> {
+    let mut framer = Framer::new(max_line, max_request);
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    let mut sizes = sizes.iter().cycle();
+    while !rest.is_empty() {
+        let n = (*sizes.next().unwrap()).clamp(1, rest.len());
+        framer.push(&rest[..n]);
+        rest = &rest[n..];
+        out.extend(std::iter::from_fn(|| framer.next_request()));
+    }
+    framer.end_of_input();
+    out.extend(std::iter::from_fn(|| framer.next_request()));
+    out
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_in_arbitrary_chunks_frame_as_in_one_piece(
+        bytes in prop_oneof![protocol_soup(), prop::collection::vec(any::<u8>(), 0..300)],
+        sizes in prop::collection::vec(1usize..40, 1..8),
+        max_line in prop_oneof![Just(MAX_LINE), 8usize..100],
+        max_request in prop_oneof![Just(MAX_REQUEST), 16usize..400],
+    ) {
+        let whole = frame_chunked(&bytes, &[usize::MAX], max_line, max_request);
+        let chunked = frame_chunked(&bytes, &sizes, max_line, max_request);
+        prop_assert_eq!(chunked, whole);
+    }
+
+    #[test]
+    fn written_sets_parse_back_from_any_chunking(
+        set in arb_set(),
+        sizes in prop::collection::vec(1usize..64, 1..8),
+    ) {
+        let mut bytes = Zeroizing::new(Vec::new());
+        write_request(&Request::Set(set.clone()), &mut bytes);
+        let expected = Request::Set(with_lines(set, &bytes));
+        let got = frame_chunked(&bytes, &sizes, MAX_LINE, MAX_REQUEST);
+        prop_assert_eq!(got, vec![Ok(expected)]);
+    }
+
+    #[test]
+    fn get_answers_parse_back_to_the_same_device(dump in arb_dump()) {
+        let mut bytes = Zeroizing::new(Vec::new());
+        write_get(&dump, &mut bytes);
+        prop_assert_eq!(parse_get_answer(&bytes), Ok(dump));
+    }
+
+    #[test]
+    fn answer_parsers_never_panic(bytes in prop_oneof![
+        protocol_soup(),
+        prop::collection::vec(any::<u8>(), 0..200),
+    ]) {
+        let _ = parse_get_answer(&bytes);
+        let _ = parse_show_answer(&bytes);
+        let _ = parse_errno_answer(&bytes);
     }
 }
