@@ -1087,26 +1087,76 @@ fn arb_dump() -> impl Strategy<Value = DeviceDump> {
         })
 }
 
-/// Byte soup shaped like the protocol, so that the framer's every state and
-/// the parser's every key are reached, not just its first check.
+/// Byte soup shaped like the protocol: mostly sets in the order clients
+/// send them, some with a bad or stray line, and noise, so that the framer's
+/// every state and the parser's every key are reached, not just the first
+/// check.
 fn protocol_soup() -> impl Strategy<Value = Vec<u8>> {
-    let token = prop_oneof![
-        Just(b"get=1\n".to_vec()),
-        Just(b"set=1\n".to_vec()),
-        Just(b"ringtun_show=1\n".to_vec()),
-        Just(b"ringtun_down=1\n".to_vec()),
-        Just(b"\n".to_vec()),
-        Just(b"\r\n".to_vec()),
-        Just(format!("public_key={PEER_A_HEX}\n").into_bytes()),
-        Just(format!("private_key={PRIVATE_HEX}\n").into_bytes()),
-        Just(b"listen_port=51820\n".to_vec()),
-        Just(b"allowed_ip=-10.0.0.0/8\n".to_vec()),
-        Just(b"endpoint=[::1]:1\n".to_vec()),
-        Just(b"replace_peers=true\n".to_vec()),
-        Just(b"remove=true\n".to_vec()),
+    fn line(s: &str) -> Just<Vec<u8>> {
+        Just(format!("{s}\n").into_bytes())
+    }
+    let device_line = prop_oneof![
+        line(&format!("private_key={PRIVATE_HEX}")),
+        line("private_key=0000000000000000000000000000000000000000000000000000000000000000"),
+        line("listen_port=51820"),
+        line("fwmark=7"),
+        line("replace_peers=true"),
+    ];
+    let peer_line = prop_oneof![
+        line(&format!("preshared_key={PSK_HEX}")),
+        line("remove=true"),
+        line("update_only=true"),
+        line("protocol_version=1"),
+        line("persistent_keepalive_interval=25"),
+        line("replace_allowed_ips=true"),
+        line("allowed_ip=10.0.0.0/8"),
+        line("allowed_ip=-fd00::/64"),
+        line("endpoint=[::1]:1"),
+        line("endpoint=192.0.2.1:51820"),
+    ];
+    let stray_line = prop_oneof![
+        line("listen_port=x"),
+        line("no equals sign"),
+        line("allowed_ip=10.0.0.0/33"),
+        line("unknown=1"),
+        Just(b"fwmark=1\r\n".to_vec()),
         prop::collection::vec(any::<u8>(), 0..12),
     ];
-    prop::collection::vec(token, 0..24).prop_map(|tokens| tokens.concat())
+    let peer = (
+        prop_oneof![
+            line(&format!("public_key={PEER_A_HEX}")),
+            line(&format!("public_key={PEER_B_HEX}"))
+        ],
+        prop::collection::vec(peer_line, 0..4),
+    )
+        .prop_map(|(key, lines)| [key, lines.concat()].concat());
+    let body = (
+        prop::collection::vec(device_line, 0..3),
+        prop::collection::vec(peer, 0..3),
+        prop::option::weighted(0.3, (any::<prop::sample::Index>(), stray_line)),
+    )
+        .prop_map(|(device, peers, stray)| {
+            let mut lines: Vec<Vec<u8>> = device.into_iter().chain(peers).collect();
+            if let Some((at, stray)) = stray {
+                lines.insert(at.index(lines.len() + 1), stray);
+            }
+            lines.concat()
+        });
+    let end = prop_oneof![
+        8 => Just(b"\n".to_vec()),
+        1 => Just(b"\r\n".to_vec()),
+        1 => Just(Vec::new()),
+    ];
+    let request = prop_oneof![
+        4 => (body, end).prop_map(|(body, end)| [b"set=1\n".to_vec(), body, end].concat()),
+        2 => (
+            prop_oneof![Just("get=1\n"), Just("ringtun_show=1\n"), Just("ringtun_down=1\n")],
+            prop_oneof![4 => Just(b'\n'), 1 => any::<u8>()],
+        )
+            .prop_map(|(op, next)| [op.as_bytes(), &[next]].concat()),
+        1 => prop::collection::vec(any::<u8>(), 0..12),
+    ];
+    prop::collection::vec(request, 0..6).prop_map(|requests| requests.concat())
 }
 
 /// Everything the framer gives for `bytes` pushed in chunks of the given
