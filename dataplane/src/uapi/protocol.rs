@@ -42,9 +42,10 @@
 //!   request line is unbounded and its set lines fail at 64 KiB with EIO.
 //! - The whole set is consumed even when it fails, so the next request on the
 //!   connection starts where it should. wireguard-go stops reading at the bad
-//!   line and then takes the rest of the body for request lines (and closes).
-//!   Its set reader also buffers past the empty line, so a request pipelined
-//!   behind a set can be lost; here it is not.
+//!   line, and whatever of the body its scanner had not yet buffered is then
+//!   read as request lines (which closes the connection). That scanner also
+//!   buffers past the empty line, so a request pipelined behind a set can be
+//!   lost; here it is not.
 //! - Endpoints are numeric only and a link-local zone must be a number
 //!   (`[fe80::1%2]:51820`): resolving an interface name takes a system call.
 //!   wireguard-go's `netip.ParseAddrPort` also takes `%eth0`.
@@ -183,7 +184,9 @@ impl ProtoError {
 
     /// Whether the server closes the connection after answering: the client
     /// does not speak the protocol (EPROTO), so nothing after it can be
-    /// trusted to start a request.
+    /// trusted to start a request. (wireguard-go closes without a word after
+    /// an unknown request line; answering `errno=-71` first changes nothing
+    /// for `wg`, which reports EPROTO for a closed connection too.)
     pub fn closes_connection(&self) -> bool {
         self.errno == Errno::Protocol
     }
