@@ -344,6 +344,13 @@ impl<C: ModeControl> ControlSetup<C> {
                     false,
                 ),
                 Request::Down => (Reply::Down, true),
+                Request::Reload => (
+                    Reply::Reload(self.reload(now, wall).map_err(|e| {
+                        tracing::error!("reload refused, nothing changed: {e}");
+                        Errno::Invalid
+                    })),
+                    false,
+                ),
             };
             // The client may have gone: its answer then goes nowhere.
             let _ = cmd.reply.send(reply);

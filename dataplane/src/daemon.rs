@@ -19,8 +19,8 @@ use crate::control::{ControlSetup, ModeControl, Outbox, ReloadSource, StopCause}
 use crate::counters::WorkerCounters;
 use crate::handoff::{ControlLink, EventFd};
 use crate::mode::Mode;
-use crate::routes::Routes;
 use crate::offload::ETHERNET_HEADER_LEN;
+use crate::routes::Routes;
 use crate::status::InterfaceStatus;
 use crate::tun::{Device, DeviceKind, Offloads};
 use crate::uapi::socket::{Kind, UapiListener};
@@ -186,7 +186,15 @@ pub fn up(opts: &UpOptions) -> Result<()> {
                 .with_context(|| format!("{}: building the tunnel", opts.config.display()))?;
             let mode = Arc::new(WgMode::new(tunnel.snapshot()));
             let control = WgControl::new(tunnel, mode.clone());
-            run(&common, DeviceKind::Tun, mode, control, &routes, None, Some(opts.config.clone()))
+            run(
+                &common,
+                DeviceKind::Tun,
+                mode,
+                control,
+                &routes,
+                None,
+                Some(opts.config.clone()),
+            )
         }
     }
 }
@@ -317,7 +325,10 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
     )?;
     configure_device(&c.name, kind, c, bridge.as_deref())?;
     let mut route_set = Routes::new(&c.name, c.table, &c.addresses);
-    route_set.follow(&netctl::Netlink::current().context("opening netlink")?, routes)?;
+    route_set.follow(
+        &netctl::Netlink::current().context("opening netlink")?,
+        routes,
+    )?;
     if vnet {
         // One super-packet must fit one UDP_SEGMENT send (64 KiB of UDP
         // payload): cap the segments the stack puts in one, or every
@@ -439,6 +450,7 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
         mode: M::NAME.to_string(),
         pid: std::process::id(),
         listen_port: port,
+        config: reload.as_ref().map(|f| f.display().to_string()),
         offloads,
         mtu: c.mtu,
         ..Default::default()

@@ -82,8 +82,17 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         uapi_dir: Option<PathBuf>,
     },
-    /// Ask the instance serving IFACE (in this network namespace) to stop.
+    /// Ask the instance serving IFACE to stop.
     Down {
+        /// Interface name.
+        iface: String,
+    },
+    /// Ask the instance serving IFACE to read its file again and apply
+    /// the difference (as SIGHUP): peers as `wg syncconf` would change
+    /// them, sessions kept where keys did not change, routes following
+    /// AllowedIPs. The file is checked here first, so that a mistake is
+    /// named by file, line and key, and changes nothing.
+    Reload {
         /// Interface name.
         iface: String,
     },
@@ -160,6 +169,22 @@ fn run(cmd: Command) -> Result<()> {
             },
         }),
         Command::Down { iface } => Ok(client::down(&iface)?),
+        Command::Reload { iface } => {
+            let st = client::show(&iface)?;
+            let Some(file) = st.config else {
+                bail!(
+                    "{iface} was started bare (configured with wg or wg-quick): there is no file to read again"
+                );
+            };
+            let (_, warnings) = dataplane::config::Config::from_file_named(&file, &iface)
+                .map_err(anyhow::Error::new)?;
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            client::reload(&iface).with_context(|| {
+                format!("{iface} refused {file}; its log says why, and nothing changed")
+            })
+        }
         Command::Show { iface, json } => {
             let statuses = match iface {
                 Some(i) => vec![client::show(&i)?],

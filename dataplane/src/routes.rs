@@ -50,7 +50,7 @@ impl Routes {
             .filter_map(|&(addr, len)| netctl::IpPrefix::new(addr, len).ok())
             .map(|p| p.network())
             .filter(|p| {
-                if p.len() == 0 {
+                if p.is_empty() {
                     tracing::warn!(route = %p, dev = %self.dev, "not adding a default route: set Table = off and route it yourself");
                     return false;
                 }
@@ -115,7 +115,12 @@ mod test {
     fn default_routes_own_prefixes_and_table_off_are_not_wanted() {
         let addrs = vec!["10.0.0.1/24".parse::<InterfaceAddr>().unwrap()];
         let r = Routes::new("rt0", Table::Auto, &addrs);
-        let w = r.wanted(&[p("10.0.0.0/24"), p("0.0.0.0/0"), p("10.1.2.3/16"), p("fd00::/64")]);
+        let w = r.wanted(&[
+            p("10.0.0.0/24"),
+            p("0.0.0.0/0"),
+            p("10.1.2.3/16"),
+            p("fd00::/64"),
+        ]);
         let w: Vec<String> = w.iter().map(|p| p.to_string()).collect();
         assert_eq!(w, vec!["10.1.0.0/16", "fd00::/64"]);
         let off = Routes::new("rt0", Table::Off, &addrs);

@@ -45,6 +45,10 @@ pub struct InterfaceStatus {
     pub mode: String,
     /// The daemon's process id.
     pub pid: u32,
+    /// The file `ringtun up` read (and a reload reads again); none for an
+    /// interface started bare.
+    #[serde(default)]
+    pub config: Option<String>,
     /// UDP listen port.
     pub listen_port: u16,
     /// Public key (wireguard mode).
@@ -98,6 +102,9 @@ impl InterfaceStatus {
             "interface: {} ({} mode, pid {})",
             self.interface, self.mode, self.pid
         );
+        if let Some(file) = &self.config {
+            let _ = writeln!(s, "  config: {file}");
+        }
         if let Some(pk) = &self.public_key {
             let _ = writeln!(s, "  public key: {pk}");
         }

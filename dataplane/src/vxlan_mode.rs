@@ -301,7 +301,10 @@ impl ModeControl for VxlanControl {
 
     /// VTEPs are fixed while the daemon runs: a restart applies a changed file.
     fn reload_plan(&self, _: &crate::config::Config) -> Result<ReloadPlan, String> {
-        Err("a vxlan interface's VTEPs cannot change while it runs: restart it to apply the file".into())
+        Err(
+            "a vxlan interface's VTEPs cannot change while it runs: restart it to apply the file"
+                .into(),
+        )
     }
 
     fn apply_extras(&mut self, _: &ReloadPlan) {}

@@ -340,7 +340,9 @@ impl ModeControl for WgControl {
 
     fn reload_plan(&self, config: &Config) -> Result<ReloadPlan, String> {
         let ModeConfig::WireGuard(w) = &config.mode else {
-            return Err("the file is now in vxlan mode: a mode cannot change while ringtun runs".into());
+            return Err(
+                "the file is now in vxlan mode: a mode cannot change while ringtun runs".into(),
+            );
         };
         let mut peers = Vec::new();
         let mut pins = Vec::new();

@@ -155,6 +155,12 @@ pub fn down(iface: &str) -> Result<(), ClientError> {
     protocol::parse_errno_answer(&answer).map_err(|e| answer_error(iface, e))
 }
 
+/// Asks the daemon of `iface` to read its configuration file again.
+pub fn reload(iface: &str) -> Result<(), ClientError> {
+    let answer = exchange(iface, &Request::Reload)?;
+    protocol::parse_errno_answer(&answer).map_err(|e| answer_error(iface, e))
+}
+
 /// The device and peers of `iface`, as `wg show` reads them.
 pub fn get(iface: &str) -> Result<DeviceDump, ClientError> {
     let answer = exchange(iface, &Request::Get)?;

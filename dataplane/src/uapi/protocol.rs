@@ -17,6 +17,7 @@
 //! set=1\nlisten_port=51820\n\n  -> errno=0\n\n   (or errno=-22\n\n)
 //! ringtun_show=1\n\n            -> json={..}\nerrno=0\n\n
 //! ringtun_down=1\n\n            -> errno=0\n\n
+//! ringtun_reload=1\n\n          -> errno=0\n\n
 //! ```
 //!
 //! References: wireguard-go `device/uapi.go` (the server: `IpcHandle`,
@@ -42,9 +43,10 @@
 //!   request line is unbounded and its set lines fail at 64 KiB with EIO.
 //! - The whole set is consumed even when it fails, so the next request on the
 //!   connection starts where it should. wireguard-go stops reading at the bad
-//!   line and then takes the rest of the body for request lines (and closes).
-//!   Its set reader also buffers past the empty line, so a request pipelined
-//!   behind a set can be lost; here it is not.
+//!   line, and whatever of the body its scanner had not yet buffered is then
+//!   read as request lines (which closes the connection). That scanner also
+//!   buffers past the empty line, so a request pipelined behind a set can be
+//!   lost; here it is not.
 //! - Endpoints are numeric only and a link-local zone must be a number
 //!   (`[fe80::1%2]:51820`): resolving an interface name takes a system call.
 //!   wireguard-go's `netip.ParseAddrPort` also takes `%eth0`.
@@ -61,16 +63,20 @@ use zeroize::{Zeroize, Zeroizing};
 /// IPv6 endpoint with a zone, is under 80 bytes) with room to spare.
 pub const MAX_LINE: usize = 4096;
 
-/// A request limit that fits a `wg setconf` with tens of thousands of peers
-/// (a peer with a few prefixes is about 300 bytes).
-pub const MAX_REQUEST: usize = 4 << 20;
+/// A request limit that fits a `wg setconf` with every peer an interface
+/// may have (65535; a peer with a few prefixes is about 300 bytes).
+pub const MAX_REQUEST: usize = 24 << 20;
+
+/// Buffer capacity a framer keeps between requests; more is given back.
+const KEEP_CAPACITY: usize = 64 << 10;
 
 /// The request lines, without their newline.
 const GET: &[u8] = b"get=1";
 const SET: &[u8] = b"set=1";
 const SHOW: &[u8] = b"ringtun_show=1";
 const DOWN: &[u8] = b"ringtun_down=1";
-const OPERATIONS: [&[u8]; 4] = [GET, SET, SHOW, DOWN];
+const RELOAD: &[u8] = b"ringtun_reload=1";
+const OPERATIONS: [&[u8]; 5] = [GET, SET, SHOW, DOWN, RELOAD];
 
 /// An errno the protocol answers with.
 ///
@@ -91,7 +97,8 @@ pub enum Errno {
     Invalid,
     /// EADDRINUSE: the listen port (or fwmark) could not be applied.
     AddrInUse,
-    /// EPERM: the client may not configure this device.
+    /// EPERM: the client may not configure this device (ringtun's own: not
+    /// root and without CAP_NET_ADMIN); wireguard-go has no such check.
     Permission,
     /// ENOANO (55): any other failure, as wireguard-go's `IpcErrorUnknown`.
     Unknown,
@@ -179,7 +186,9 @@ impl ProtoError {
 
     /// Whether the server closes the connection after answering: the client
     /// does not speak the protocol (EPROTO), so nothing after it can be
-    /// trusted to start a request.
+    /// trusted to start a request. (wireguard-go closes without a word after
+    /// an unknown request line; answering `errno=-71` first changes nothing
+    /// for `wg`, which reports EPROTO for a closed connection too.)
     pub fn closes_connection(&self) -> bool {
         self.errno == Errno::Protocol
     }
@@ -200,6 +209,9 @@ pub enum Request {
     Show,
     /// `ringtun_down=1\n\n`: stop the daemon, answered with [`write_errno`].
     Down,
+    /// `ringtun_reload=1\n\n`: read the configuration file again and apply
+    /// the difference (as SIGHUP does), answered with [`write_errno`].
+    Reload,
 }
 
 /// A whole `set`, validated. Fields left `None` (or `false`, or empty) were
@@ -422,6 +434,7 @@ enum Bare {
     Get,
     Show,
     Down,
+    Reload,
 }
 
 impl Bare {
@@ -430,6 +443,7 @@ impl Bare {
             Bare::Get => Request::Get,
             Bare::Show => Request::Show,
             Bare::Down => Request::Down,
+            Bare::Reload => Request::Reload,
         }
     }
 
@@ -438,6 +452,7 @@ impl Bare {
             Bare::Get => "get=1",
             Bare::Show => "ringtun_show=1",
             Bare::Down => "ringtun_down=1",
+            Bare::Reload => "ringtun_reload=1",
         }
     }
 }
@@ -481,6 +496,12 @@ impl Framer {
     pub fn push(&mut self, bytes: &[u8]) {
         if self.closed || self.eof || bytes.is_empty() {
             return;
+        }
+        if self.start == self.buf.len() && self.buf.capacity() > KEEP_CAPACITY {
+            // Everything read was consumed: let a big set's buffer go (erased
+            // as it drops) rather than hold megabytes for an idle connection.
+            self.buf = Zeroizing::new(Vec::new());
+            self.reset_offsets();
         }
         if self.start > 0 {
             // Compact once per push, not once per request: a push holding
@@ -536,6 +557,11 @@ impl Framer {
         self.closed = true;
         // Erases the whole capacity, not just the length.
         self.buf.zeroize();
+        self.reset_offsets();
+    }
+
+    /// Offsets for an empty buffer; only between requests or once closed.
+    fn reset_offsets(&mut self) {
         self.start = 0;
         self.line_start = 0;
         self.scanned = 0;
@@ -559,6 +585,7 @@ impl Framer {
                         GET => FrameState::Terminator(Bare::Get),
                         SHOW => FrameState::Terminator(Bare::Show),
                         DOWN => FrameState::Terminator(Bare::Down),
+                        RELOAD => FrameState::Terminator(Bare::Reload),
                         SET => FrameState::SetBody { body_start: nl + 1 },
                         _ => return Some(Err(bad_request_line())),
                     };
@@ -680,7 +707,7 @@ fn bad_request_line() -> ProtoError {
     ProtoError::new(
         Errno::Protocol,
         1,
-        "the request line is not get=1, set=1, ringtun_show=1 or ringtun_down=1",
+        "the request line is not get=1, set=1, ringtun_show=1, ringtun_down=1 or ringtun_reload=1",
     )
 }
 
@@ -733,19 +760,25 @@ impl<'a> Line<'a> {
         self.error(Errno::Invalid, reason)
     }
 
-    /// The key for an error message. Quoted only when it looks like a key,
-    /// since a confused client may put anything, a secret included, there.
+    /// The key for an error message. Quoted only when it looks like a key
+    /// name, since a confused client may put anything there, a hex secret
+    /// (or half of one) included.
     fn shown_key(&self) -> String {
+        let named =
+            |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-';
         if self.key.len() <= 32
-            && self
-                .key
-                .iter()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+            && self.key.iter().all(named)
+            && !self.key.iter().all(u8::is_ascii_hexdigit)
         {
             shown(self.key)
         } else {
             format!("a key of {} bytes", self.key.len())
         }
+    }
+
+    /// A key this module matched, for an error message.
+    fn key_name(&self) -> std::borrow::Cow<'a, str> {
+        String::from_utf8_lossy(self.key)
     }
 
     /// The value for an error message. Only for keys that carry no secret.
@@ -760,7 +793,7 @@ impl<'a> Line<'a> {
         } else {
             Err(self.invalid(format!(
                 "{} must be exactly true, not {}",
-                shown(self.key),
+                self.key_name(),
                 self.shown_value()
             )))
         }
@@ -771,7 +804,7 @@ impl<'a> Line<'a> {
         decimal(self.value).ok_or_else(|| {
             self.invalid(format!(
                 "{} {} is not {what}",
-                shown(self.key),
+                self.key_name(),
                 self.shown_value()
             ))
         })
@@ -782,7 +815,7 @@ impl<'a> Line<'a> {
         key_from_hex(self.value).ok_or_else(|| {
             self.error(
                 errno,
-                format!("{} is not {} hex digits", shown(self.key), 2 * KEY_LEN),
+                format!("{} is not {} hex digits", self.key_name(), 2 * KEY_LEN),
             )
         })
     }
@@ -1152,6 +1185,10 @@ pub fn write_request(request: &Request, out: &mut Zeroizing<Vec<u8>>) {
             extend_secret(out, b"ringtun_show=1\n\n");
             return;
         }
+        Request::Reload => {
+            extend_secret(out, b"ringtun_reload=1\n\n");
+            return;
+        }
         Request::Down => {
             extend_secret(out, b"ringtun_down=1\n\n");
             return;
@@ -1322,7 +1359,7 @@ pub fn parse_get_answer(answer: &[u8]) -> Result<DeviceDump, ProtoError> {
         let bad = |what: &str| {
             line.error(
                 Errno::Protocol,
-                format!("{} is not {what}", shown(line.key)),
+                format!("{} {} is not {what}", line.key_name(), line.shown_value()),
             )
         };
         match (line.key, peer.as_mut()) {
@@ -1415,3 +1452,6 @@ fn finish_peer(
     }
     Ok(peer)
 }
+
+#[cfg(test)]
+mod tests;

@@ -17,14 +17,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use zeroize::Zeroizing;
 
-use super::protocol::{self, DeviceDump, Errno, Framer, Request};
+use super::protocol::{self, DeviceDump, Errno, Framer, MAX_LINE, MAX_REQUEST, Request};
 use super::socket::{self, UapiListener};
 use crate::handoff::{Doorbell, EventFd};
 
-/// Longest line a client may send (a line is one key and value).
-pub const MAX_LINE: usize = 4096;
-/// Longest request (a `set` with thousands of peers is a few MB).
-pub const MAX_REQUEST: usize = 16 << 20;
 /// How long a client may take to send one whole request, and to read its
 /// answer.
 pub const CLIENT_DEADLINE: Duration = Duration::from_secs(5);
@@ -51,6 +47,8 @@ pub enum Reply {
     Set(Result<(), Errno>),
     /// ringtun's status as one line of JSON, or why not.
     Show(Result<String, Errno>),
+    /// Whether the file was read again and applied (all of it) or not.
+    Reload(Result<(), Errno>),
     /// The daemon stops after this answer.
     Down,
 }
@@ -242,7 +240,7 @@ impl Server {
                 protocol::write_errno(Err(e), &mut out);
                 false
             }
-            Reply::Set(r) => {
+            Reply::Set(r) | Reply::Reload(r) => {
                 protocol::write_errno(r, &mut out);
                 false
             }

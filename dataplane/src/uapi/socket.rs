@@ -240,6 +240,7 @@ mod test {
         drop(l);
         assert!(!p.exists(), "removed on drop");
         // A socket nobody answers on (its listener gone, file kept).
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         drop(UnixListener::bind(&p).unwrap());
         assert!(p.exists());
         let again = UapiListener::bind(Kind::WireGuard, Some(&base), "rt9").unwrap();
