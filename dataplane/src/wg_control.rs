@@ -418,3 +418,184 @@ impl ModeControl for WgControl {
         ]
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::uapi::protocol::{AllowedIpOp, Errno, PeerSet, SetRequest};
+    use tunnel_proto::PrivateKey;
+    use tunnel_proto::wg::TunnelConfig;
+
+    fn key(n: u8) -> PublicKey {
+        PrivateKey::from_bytes([n; 32]).public_key()
+    }
+
+    fn prefix(s: &str) -> IpPrefix {
+        s.parse().unwrap()
+    }
+
+    fn control() -> (WgControl, Outbox) {
+        let tunnel = Tunnel::new(
+            TunnelConfig::new(PrivateKey::from_bytes([1; 32])),
+            Instant::now(),
+            SystemTime::now(),
+        )
+        .unwrap();
+        let mode = Arc::new(WgMode::new(tunnel.snapshot()));
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        (WgControl::new(tunnel, mode), Outbox::new(sock.into(), None))
+    }
+
+    fn peer(n: u8, ops: Vec<AllowedIpOp>) -> PeerSet {
+        PeerSet {
+            public_key: key(n),
+            line: 2,
+            remove: false,
+            update_only: false,
+            preshared_key: None,
+            endpoint: None,
+            persistent_keepalive: None,
+            allowed_ips: ops,
+        }
+    }
+
+    fn set(c: &mut WgControl, out: &Outbox, s: SetRequest) -> Result<(), Errno> {
+        c.validate(&s)?;
+        c.apply(s, Instant::now(), SystemTime::now(), out);
+        Ok(())
+    }
+
+    fn allowed(c: &WgControl, n: u8) -> Vec<String> {
+        let d = c.dump().unwrap();
+        let p = d.peers.iter().find(|p| p.public_key == key(n)).unwrap();
+        p.allowed_ips.iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn peers_are_added_changed_moved_and_removed() {
+        let (mut c, out) = control();
+        let s = SetRequest {
+            peers: vec![
+                peer(2, vec![AllowedIpOp::Add(prefix("10.2.0.0/16"))]),
+                peer(3, vec![AllowedIpOp::Add(prefix("10.3.0.0/16"))]),
+            ],
+            ..SetRequest::default()
+        };
+        set(&mut c, &out, s).unwrap();
+        let id2 = c.tunnel.peer_id(&key(2)).unwrap();
+        // A prefix given to 3 moves from 2; 2 keeps its id (and sessions).
+        let s = SetRequest {
+            peers: vec![peer(3, vec![AllowedIpOp::Add(prefix("10.2.0.0/16"))])],
+            ..SetRequest::default()
+        };
+        set(&mut c, &out, s).unwrap();
+        assert!(allowed(&c, 2).is_empty());
+        assert_eq!(allowed(&c, 3), vec!["10.2.0.0/16", "10.3.0.0/16"]);
+        assert_eq!(c.tunnel.peer_id(&key(2)), Some(id2));
+        // update_only does not create; remove removes.
+        let mut ghost = peer(9, vec![]);
+        ghost.update_only = true;
+        let mut gone = peer(2, vec![]);
+        gone.remove = true;
+        set(
+            &mut c,
+            &out,
+            SetRequest {
+                peers: vec![ghost, gone],
+                ..SetRequest::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.tunnel.peer_id(&key(9)), None);
+        assert_eq!(c.tunnel.peer_id(&key(2)), None);
+        assert_eq!(c.dump().unwrap().peers.len(), 1);
+    }
+
+    #[test]
+    fn replace_peers_keeps_a_peer_named_again_and_drops_the_rest() {
+        let (mut c, out) = control();
+        let s = SetRequest {
+            peers: vec![
+                peer(2, vec![AllowedIpOp::Add(prefix("10.2.0.0/16"))]),
+                peer(3, vec![]),
+            ],
+            ..SetRequest::default()
+        };
+        set(&mut c, &out, s).unwrap();
+        let id2 = c.tunnel.peer_id(&key(2)).unwrap();
+        let mut again = peer(
+            2,
+            vec![AllowedIpOp::Clear, AllowedIpOp::Add(prefix("10.22.0.0/16"))],
+        );
+        again.persistent_keepalive = Some(25);
+        set(
+            &mut c,
+            &out,
+            SetRequest {
+                replace_peers: true,
+                peers: vec![again],
+                ..SetRequest::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            c.tunnel.peer_id(&key(2)),
+            Some(id2),
+            "the same peer, sessions kept"
+        );
+        assert_eq!(c.tunnel.peer_id(&key(3)), None);
+        assert_eq!(allowed(&c, 2), vec!["10.22.0.0/16"]);
+        assert_eq!(c.dump().unwrap().peers[0].persistent_keepalive, 25);
+    }
+
+    #[test]
+    fn a_bad_peer_anywhere_refuses_the_whole_set() {
+        let (mut c, out) = control();
+        set(
+            &mut c,
+            &out,
+            SetRequest {
+                peers: vec![peer(2, vec![])],
+                ..SetRequest::default()
+            },
+        )
+        .unwrap();
+        let before = c.dump().unwrap();
+        // A low-order point (all zeros) after a good change.
+        let mut bad = peer(0, vec![]);
+        bad.public_key = PublicKey::from_bytes([0; 32]);
+        let s = SetRequest {
+            private_key: Some(Some(PrivateKey::from_bytes([7; 32]))),
+            peers: vec![peer(4, vec![]), bad],
+            ..SetRequest::default()
+        };
+        assert_eq!(set(&mut c, &out, s), Err(Errno::Invalid));
+        assert_eq!(c.dump().unwrap(), before, "nothing changed");
+        let mut unreachable = peer(5, vec![]);
+        unreachable.endpoint = Some("0.0.0.0:51820".parse().unwrap());
+        let s = SetRequest {
+            peers: vec![unreachable],
+            ..SetRequest::default()
+        };
+        assert_eq!(set(&mut c, &out, s), Err(Errno::Invalid));
+        assert_eq!(c.dump().unwrap(), before);
+    }
+
+    #[test]
+    fn a_peer_with_the_interfaces_own_key_is_ignored() {
+        let (mut c, out) = control();
+        let own = PrivateKey::from_bytes([1; 32]).public_key();
+        let mut me = peer(0, vec![AllowedIpOp::Add(prefix("10.9.0.0/16"))]);
+        me.public_key = own;
+        set(
+            &mut c,
+            &out,
+            SetRequest {
+                peers: vec![me],
+                ..SetRequest::default()
+            },
+        )
+        .unwrap();
+        assert!(c.dump().unwrap().peers.is_empty());
+    }
+}
