@@ -1084,7 +1084,7 @@ fn simultaneous_rekeys_leak_no_receiver_index() {
     let mut sim = established();
     sim.send(B, b"confirm").unwrap();
     sim.deliver();
-    for round in 1..=20u64 {
+    for round in 1..=1000u64 {
         // Both sides start a handshake at the same instant: each answers
         // the other's initiation, then gets the response to its own while
         // the session it just answered is still unconfirmed.
@@ -1109,6 +1109,13 @@ fn simultaneous_rekeys_leak_no_receiver_index() {
         sim.nodes[B].delivered.last(),
         Some(&packet(inner(A), inner(B), b"still"))
     );
+    for i in [A, B] {
+        let n = sim.nodes[i].tunnel.receiver_indices();
+        assert!(
+            n <= 3,
+            "after 1,000 rounds node {i} holds {n} receiver indices"
+        );
+    }
 }
 
 #[test]
@@ -1154,4 +1161,47 @@ fn a_bare_tunnel_handshakes_once_it_has_a_private_key() {
     sim.drain(B);
     assert_eq!(sim.session_age(B), None);
     assert_eq!(sim.nodes[B].tunnel.receiver_indices(), 0);
+}
+
+#[test]
+fn the_reply_to_a_restarted_initiators_first_packet_leaves_on_the_new_session() {
+    let mut sim = established();
+    sim.send(B, b"confirm").unwrap();
+    sim.deliver();
+    sim.run_until(Duration::from_secs(1));
+    // A restarts: it has no session; B still holds the old one as current.
+    sim.restart(A, false);
+    assert_eq!(sim.send(A, b"first"), Err(EncapError::NoSession));
+    // Run the handshake, but hold A's first data packet to B.
+    let data = loop {
+        assert!(!sim.wire.is_empty(), "the handshake stalled");
+        let d = sim.wire.remove(0);
+        if d.dst == addr_of(B) && d.bytes[0] == 4 {
+            break d;
+        }
+        let to = sim.node_at(d.dst).unwrap();
+        sim.receive(to, d.src, &d.bytes);
+    };
+    // B's worker opens it with the snapshot it holds, which still names
+    // the old session as current: the control thread has not yet heard
+    // of the confirmation when the reply is sealed.
+    let dp = sim.nodes[B].dp.clone();
+    let mut buf = data.bytes.clone();
+    let o = dp
+        .decapsulate(sim.now, 0, addr_of(A).into(), &mut buf)
+        .unwrap();
+    assert!(o.events.contains(tunnel_proto::wg::Events::CONFIRMED));
+    let reply = packet(inner(B), inner(A), b"reply");
+    let mut out = vec![0u8; HEADROOM + reply.len() + TAILROOM];
+    out[HEADROOM..HEADROOM + reply.len()].copy_from_slice(&reply);
+    let s = dp
+        .encapsulate(o.peer, 0, sim.now, &mut out, reply.len())
+        .unwrap();
+    // A has only the new session: it must be able to open the reply.
+    let mut got = out[..s.len].to_vec();
+    let opened = sim.nodes[A]
+        .dp
+        .decapsulate(sim.now, 0, addr_of(B).into(), &mut got)
+        .expect("the reply left on the session A has");
+    assert_eq!(&got[opened.payload], &reply[..]);
 }

@@ -11,6 +11,7 @@ use super::PeerId;
 use super::crypto::chacha_key;
 use super::handshake::SessionKeys;
 use super::replay::{ReplayError, ReplayWindow};
+use super::timers::REJECT_AFTER_MESSAGES;
 
 /// Keeps the send counter, which every sealing worker increments, off the
 /// cache line of the read-mostly fields.
@@ -78,10 +79,18 @@ impl Keypair {
         &self.recv
     }
 
-    /// Takes the next send counter; several workers may race, each gets its own.
+    /// Takes the next send counter; several workers may race, each gets its
+    /// own. `None` once REJECT_AFTER_MESSAGES are used up: the counter stops
+    /// there (a compare-and-swap, so it never wraps, however many workers
+    /// keep asking).
     #[inline]
-    pub(crate) fn next_send_counter(&self) -> u64 {
-        self.send_counter.0.fetch_add(1, Ordering::Relaxed)
+    pub(crate) fn next_send_counter(&self) -> Option<u64> {
+        self.send_counter
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                (c < REJECT_AFTER_MESSAGES).then_some(c + 1)
+            })
+            .ok()
     }
 
     /// Counters handed out so far.
@@ -142,5 +151,32 @@ impl Keypair {
             self.rx_next.fetch_max(next, Ordering::Relaxed);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn keypair() -> Keypair {
+        let keys = SessionKeys {
+            send: [1; 32],
+            recv: [2; 32],
+        };
+        Keypair::new(PeerId::new(0, 0), &keys, 1, 2, Instant::now(), true)
+    }
+
+    #[test]
+    fn the_send_counter_stops_at_reject_after_messages_and_never_wraps() {
+        let k = keypair();
+        assert_eq!(k.next_send_counter(), Some(0));
+        k.send_counter
+            .0
+            .store(REJECT_AFTER_MESSAGES - 1, Ordering::Relaxed);
+        assert_eq!(k.next_send_counter(), Some(REJECT_AFTER_MESSAGES - 1));
+        for _ in 0..3 {
+            assert_eq!(k.next_send_counter(), None, "exhausted");
+        }
+        assert_eq!(k.sent(), REJECT_AFTER_MESSAGES, "it stays at the cap");
     }
 }

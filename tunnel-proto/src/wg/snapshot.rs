@@ -204,6 +204,12 @@ pub(crate) struct PeerSlot {
     pub(crate) id: PeerId,
     pub(crate) shared: Arc<PeerShared>,
     pub(crate) current: Option<Arc<Keypair>>,
+    /// A responder's new session, waiting for the initiator's first packet.
+    /// Once a worker has opened that packet (which confirms it), replies
+    /// leave on it at once, before the control thread makes it current: the
+    /// initiator may have no other session (it restarted), and the reply to
+    /// its first packet must not go out on one it cannot open.
+    pub(crate) next: Option<Arc<Keypair>>,
 }
 
 /// Receiver indices are random, but hashbrown wants well-spread high bits too.
@@ -389,7 +395,11 @@ impl Snapshot {
         payload_len: usize,
     ) -> Result<Sealed, EncapError> {
         let slot = self.slot(peer).ok_or(EncapError::UnknownPeer)?;
-        let kp = slot.current.as_ref().ok_or(EncapError::NoSession)?;
+        // One relaxed load, only while a responder's session is pending.
+        let kp = match &slot.next {
+            Some(next) if next.is_confirmed() => next,
+            _ => slot.current.as_ref().ok_or(EncapError::NoSession)?,
+        };
         if now.saturating_duration_since(kp.created) >= REJECT_AFTER_TIME {
             return Err(EncapError::NoSession);
         }
@@ -401,10 +411,7 @@ impl Snapshot {
                 have: buf.len(),
             });
         }
-        let counter = kp.next_send_counter();
-        if counter >= REJECT_AFTER_MESSAGES {
-            return Err(EncapError::CounterExhausted);
-        }
+        let counter = kp.next_send_counter().ok_or(EncapError::CounterExhausted)?;
         let body_end = len - TAG_LEN;
         buf[HEADROOM + payload_len..body_end].fill(0);
         let Ok(tag) = kp.send_key().seal_in_place_separate_tag(

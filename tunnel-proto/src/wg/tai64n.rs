@@ -6,18 +6,24 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// that WireGuard implementations add.
 const TAI64_BASE: u64 = (1 << 62) + 10;
 
+/// The nanosecond bits an initiation's timestamp leaves out (the low 24).
+const TIMESTAMP_WHITENER: u32 = (1 << 24) - 1;
+
 /// A TAI64N label: 8 bytes of seconds, 4 of nanoseconds, both big-endian,
 /// so comparing the bytes compares the times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Tai64N([u8; 12]);
 
 impl Tai64N {
-    /// The label for a wall-clock time (times before 1970 map to 1970).
+    /// The label for a wall-clock time (times before 1970 map to 1970),
+    /// its nanoseconds rounded down to a multiple of 2^24 (about 16.8 ms),
+    /// as the kernel and wireguard-go do: an initiation must not tell a
+    /// listener the sender's clock to the nanosecond.
     pub fn from_system_time(wall: SystemTime) -> Tai64N {
         let since = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
         Self::from_parts(
             TAI64_BASE.saturating_add(since.as_secs()),
-            since.subsec_nanos(),
+            since.subsec_nanos() & !TIMESTAMP_WHITENER,
         )
     }
 
@@ -64,9 +70,15 @@ mod test {
     use std::time::Duration;
 
     #[test]
-    fn encodes_seconds_with_the_tai_offset() {
+    fn encodes_seconds_with_the_tai_offset_and_whitened_nanoseconds() {
         let t = Tai64N::from_system_time(UNIX_EPOCH + Duration::new(1, 5));
-        assert_eq!(t.to_bytes(), [0x40, 0, 0, 0, 0, 0, 0, 0x0b, 0, 0, 0, 5]);
+        assert_eq!(t.to_bytes(), [0x40, 0, 0, 0, 0, 0, 0, 0x0b, 0, 0, 0, 0]);
+        let t = Tai64N::from_system_time(UNIX_EPOCH + Duration::new(1, 0x1234_5678));
+        assert_eq!(
+            &t.to_bytes()[8..],
+            &[0x12, 0, 0, 0],
+            "the low 24 bits of the nanoseconds are not sent"
+        );
     }
 
     #[test]
@@ -74,7 +86,13 @@ mod test {
         let a = Tai64N::from_system_time(UNIX_EPOCH + Duration::new(100, 999_999_999));
         let b = Tai64N::from_system_time(UNIX_EPOCH + Duration::new(101, 0));
         assert!(a < b);
-        assert_eq!(a.next(), b);
+        assert!(a < a.next() && a.next() < b);
+        let last = Tai64N::from_parts(7, 999_999_999);
+        assert_eq!(
+            last.next(),
+            Tai64N::from_parts(8, 0),
+            "next carries into the seconds"
+        );
         assert!(b < b.next());
         assert_eq!(
             Tai64N::from_system_time(UNIX_EPOCH - Duration::from_secs(5)),

@@ -606,6 +606,7 @@ impl Tunnel {
                 id,
                 shared: p.shared.clone(),
                 current: p.current.clone(),
+                next: p.next.clone(),
             });
             sessions.extend(
                 [&p.previous, &p.current, &p.next]
