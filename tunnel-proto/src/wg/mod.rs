@@ -37,6 +37,7 @@ mod ip;
 mod keypair;
 pub mod messages;
 mod peer;
+mod ratelimit;
 mod replay;
 mod snapshot;
 mod tai64n;

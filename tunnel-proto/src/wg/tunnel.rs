@@ -33,6 +33,7 @@ use super::messages::{
     RESPONSE_MAC1_OFFSET, Response, message_type,
 };
 use super::peer::{Peer, Pending, Timer};
+use super::ratelimit::RateLimiter;
 use super::snapshot::{
     Events, HEADROOM, IndexMap, PeerShared, PeerSlot, Snapshot, SnapshotParts, TAILROOM,
 };
@@ -137,6 +138,8 @@ pub struct Tunnel {
     /// interface started bare, waiting for its configuration).
     identity: Option<Identity>,
     checker: CookieChecker,
+    /// Handshake messages per source address, under load.
+    limiter: RateLimiter,
     rng: Rng,
     peers: PeerTable<Peer>,
     by_key: HashMap<PublicKey, PeerId>,
@@ -200,6 +203,15 @@ impl Tunnel {
             return Err(ConfigError::TooManyPeers(config.peers.len()));
         }
         let identity = config.private_key.map(Identity::new);
+        let mut rng = Rng::new(config.rng_seed);
+        let mut key = [0u8; 16];
+        // A failed RNG leaves a known key: the limiter still limits, an
+        // attacker could only aim at one entry's neighbours.
+        let _ = rng.fill(&mut key);
+        let limiter = RateLimiter::new([
+            u64::from_le_bytes(key[..8].try_into().unwrap_or_default()),
+            u64::from_le_bytes(key[8..].try_into().unwrap_or_default()),
+        ]);
         let mut t = Tunnel {
             snapshot: Arc::new(Snapshot::new(SnapshotParts {
                 epoch: now,
@@ -212,7 +224,8 @@ impl Tunnel {
             })),
             identity,
             checker: CookieChecker::new(),
-            rng: Rng::new(config.rng_seed),
+            limiter,
+            rng,
             peers: PeerTable::new(),
             by_key: HashMap::new(),
             indices: IndexMap::default(),
@@ -799,6 +812,11 @@ impl Tunnel {
                 len: 64,
             });
             return Err(HandshakeError::CookieRequired);
+        }
+        // A valid cookie proves the address, not good faith: one address
+        // still gets only so much Diffie-Hellman (wireguard-go, the kernel).
+        if under_load && !self.limiter.allow(from.remote.ip(), now) {
+            return Err(HandshakeError::RateLimited);
         }
         Ok(())
     }
