@@ -14,7 +14,8 @@ use crossbeam_utils::CachePadded;
 use tunnel_proto::{DropReason, Path};
 
 use crate::counters::{Counter, WorkerCounters};
-use crate::handoff::{CHANNEL_CAPACITY, ControlInbox, EventFd, ToControl};
+use crate::handoff::{CHANNEL_CAPACITY, ControlInbox, EventFd};
+use crate::load::HandshakeLoad;
 use crate::status::{InterfaceStatus, PeerStatus};
 use crate::uapi::protocol::{DeviceDump, Errno, Request, SetRequest};
 use crate::uapi::server::{Commands, Reply};
@@ -189,12 +190,9 @@ pub struct ControlSetup<C: ModeControl> {
     pub status: InterfaceStatus,
     /// Sends for the control plane.
     pub outbox: Outbox,
-    /// Until when handshakes are treated as under load.
-    pub under_load_until: Option<Instant>,
+    /// Whether handshakes are answered with cookies.
+    pub load: HandshakeLoad,
 }
-
-/// How long "under load" lasts after the handshake backlog was last long.
-pub const UNDER_LOAD_HOLD: Duration = Duration::from_secs(1);
 
 /// Why the control loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,30 +273,26 @@ impl<C: ModeControl> ControlSetup<C> {
             while let Ok(ev) = self.inbox.events.try_recv() {
                 self.mode.on_event(now, wall, ev, &self.outbox);
             }
-            // At most one channel's worth per turn, so that a flood cannot
-            // keep signals, timers and clients waiting; the rest next turn.
+            // At most one channel's worth of each per turn, so that a flood
+            // cannot keep signals, timers and clients waiting; the rest next
+            // turn. Handshakes first: a response completes the session the
+            // staged packets are waiting for.
             for _ in 0..CHANNEL_CAPACITY {
-                let Ok(msg) = self.inbox.messages.try_recv() else {
+                let Ok(h) = self.inbox.handshakes.try_recv() else {
                     break;
                 };
-                match msg {
-                    ToControl::Handshake { from, len, bytes } => {
-                        let under_load = self.under_load();
-                        self.mode.on_handshake(
-                            now,
-                            wall,
-                            from,
-                            &bytes[..usize::from(len)],
-                            under_load,
-                            &self.outbox,
-                        )
-                    }
-                    ToControl::Stage { peer, packet } => {
-                        self.mode.on_stage(now, wall, peer, &packet, &self.outbox)
-                    }
-                }
+                let under_load = self.load.on_handshake(now, self.inbox.handshakes.len());
+                self.mode
+                    .on_handshake(now, wall, h.from, h.message(), under_load, &self.outbox);
             }
-            if !self.inbox.messages.is_empty() {
+            for _ in 0..CHANNEL_CAPACITY {
+                let Ok(s) = self.inbox.staged.try_recv() else {
+                    break;
+                };
+                self.mode
+                    .on_stage(now, wall, s.peer, &s.packet, &self.outbox);
+            }
+            if !self.inbox.handshakes.is_empty() || !self.inbox.staged.is_empty() {
                 self.inbox.doorbell.ring();
             }
             if self.mode.next_timeout().is_some_and(|t| t <= now) {
@@ -316,20 +310,6 @@ impl<C: ModeControl> ControlSetup<C> {
             w.notify();
         }
         cause
-    }
-
-    /// WireGuard's "under load": a backlog of handshake messages means
-    /// someone is flooding us, so ask for cookies (MAC2) instead of doing
-    /// Diffie-Hellman for each. Checked per message, since a flood can
-    /// start while the queue is being drained, and held for a while after
-    /// the backlog clears, as wireguard-go does (at an eighth of its queue,
-    /// for one second).
-    fn under_load(&mut self) -> bool {
-        let now = Instant::now();
-        if self.inbox.messages.len() >= CHANNEL_CAPACITY / 8 {
-            self.under_load_until = Some(now + UNDER_LOAD_HOLD);
-        }
-        self.under_load_until.is_some_and(|t| now < t)
     }
 
     /// Answers every request the configuration socket's thread parsed;

@@ -483,7 +483,7 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
         counters: counters.clone(),
         status,
         outbox,
-        under_load_until: None,
+        load: Default::default(),
     };
     ready(&c.name, &socket_path);
     tracing::info!(interface = %c.name, workers = c.workers, port, "up");

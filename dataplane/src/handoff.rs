@@ -1,6 +1,12 @@
 //! What workers hand to the control thread, and how they wake it:
 //! bounded channels (a full channel drops and counts `queue_full`, it
 //! never blocks a worker) plus a doorbell eventfd the control thread polls.
+//!
+//! Three channels, one per kind, so that no kind can crowd out another:
+//! handshake messages (whose backlog and rate are WireGuard's "under
+//! load"), packets staged for a peer without a session (bounded on their
+//! own: local traffic never switches cookie mode on), and session events
+//! (a flood of either never costs a working session its CONFIRMED).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -16,32 +22,39 @@ use crate::counters::WorkerCounters;
 /// Largest handshake-class message (the 148-byte initiation).
 pub const MAX_HANDSHAKE_LEN: usize = 148;
 
-/// Capacity of each worker → control channel (messages, events).
+/// Capacity of each worker → control channel (handshakes, staged
+/// packets, events).
 pub const CHANNEL_CAPACITY: usize = 1024;
 
-/// One message from a worker about peers named by `P`.
+/// A handshake initiation, response or cookie reply, copied out of the
+/// receive buffer (at most 148 bytes, so no allocation).
 #[derive(Debug)]
-pub enum ToControl<P> {
-    /// A handshake initiation, response or cookie reply, copied out of the
-    /// receive buffer (at most 148 bytes, so no allocation).
-    Handshake {
-        /// Where it came from, and the local address it arrived on.
-        from: Path,
-        /// Valid bytes in `bytes`.
-        len: u8,
-        /// The message.
-        bytes: [u8; MAX_HANDSHAKE_LEN],
-    },
-    /// An outbound packet for a peer with no usable session. This is the
-    /// one allocation on a worker's path, and it happens only while a
-    /// handshake is pending (bounded by the channel and the control
-    /// thread's per-peer queue).
-    Stage {
-        /// The peer.
-        peer: P,
-        /// The plaintext packet.
-        packet: Box<[u8]>,
-    },
+pub struct Handshake {
+    /// Where it came from, and the local address it arrived on.
+    pub from: Path,
+    /// Valid bytes in `bytes`.
+    pub len: u8,
+    /// The message.
+    pub bytes: [u8; MAX_HANDSHAKE_LEN],
+}
+
+impl Handshake {
+    /// The message's bytes.
+    pub fn message(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// An outbound packet for a peer named by `P` with no usable session.
+/// This is the one allocation on a worker's path, and it happens only
+/// while a handshake is pending (bounded by its channel and the control
+/// thread's per-peer queue).
+#[derive(Debug)]
+pub struct Staged<P> {
+    /// The peer.
+    pub peer: P,
+    /// The plaintext packet.
+    pub packet: Box<[u8]>,
 }
 
 /// An eventfd: workers write to wake the control thread.
@@ -124,9 +137,11 @@ impl Doorbell {
 /// The control thread's ends of the link.
 #[derive(Debug)]
 pub struct ControlInbox<E, P> {
-    /// Handshake messages and staged packets: bounded, and its length is
-    /// WireGuard's "under load" signal.
-    pub messages: Receiver<ToControl<P>>,
+    /// Handshake messages: bounded, and their backlog is one of
+    /// WireGuard's "under load" signals.
+    pub handshakes: Receiver<Handshake>,
+    /// Packets staged for peers without a session: bounded on their own.
+    pub staged: Receiver<Staged<P>>,
     /// Session events: a separate channel, so that a flood of handshake
     /// messages can never crowd out the CONFIRMED or REKEY that keeps a
     /// working session alive.
@@ -138,7 +153,8 @@ pub struct ControlInbox<E, P> {
 /// A worker's end of the link to the control thread.
 #[derive(Debug)]
 pub struct ControlLink<E, P> {
-    tx: Sender<ToControl<P>>,
+    handshakes: Sender<Handshake>,
+    staged: Sender<Staged<P>>,
     events: Sender<E>,
     doorbell: Arc<Doorbell>,
 }
@@ -146,7 +162,8 @@ pub struct ControlLink<E, P> {
 impl<E, P> Clone for ControlLink<E, P> {
     fn clone(&self) -> Self {
         ControlLink {
-            tx: self.tx.clone(),
+            handshakes: self.handshakes.clone(),
+            staged: self.staged.clone(),
             events: self.events.clone(),
             doorbell: self.doorbell.clone(),
         }
@@ -156,17 +173,20 @@ impl<E, P> Clone for ControlLink<E, P> {
 impl<E, P> ControlLink<E, P> {
     /// Makes both ends.
     pub fn new() -> io::Result<(ControlLink<E, P>, ControlInbox<E, P>)> {
-        let (tx, messages) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
+        let (htx, handshakes) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
+        let (stx, staged) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
         let (etx, events) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
         let doorbell = Arc::new(Doorbell::new()?);
         Ok((
             ControlLink {
-                tx,
+                handshakes: htx,
+                staged: stx,
                 events: etx,
                 doorbell: doorbell.clone(),
             },
             ControlInbox {
-                messages,
+                handshakes,
+                staged,
                 events,
                 doorbell,
             },
@@ -176,15 +196,6 @@ impl<E, P> ControlLink<E, P> {
     /// Wakes the control thread without a message (a worker is stopping).
     pub fn notify(&self) {
         self.doorbell.ring();
-    }
-
-    /// Hands `msg` over; `false` when the channel is full (count `queue_full`).
-    pub fn send(&self, msg: ToControl<P>) -> bool {
-        let ok = self.tx.try_send(msg).is_ok();
-        if ok {
-            self.doorbell.ring();
-        }
-        ok
     }
 
     /// Hands a session event over, on the events' own channel; `false`
@@ -209,11 +220,13 @@ impl<E, P> ControlLink<E, P> {
     /// session yet. Cost: one copy and one allocation, only while a
     /// handshake is pending (bounded by the channel).
     pub fn stage(&self, peer: P, packet: &[u8], counters: &WorkerCounters) {
-        let msg = ToControl::Stage {
+        let msg = Staged {
             peer,
             packet: packet.into(),
         };
-        if !self.send(msg) {
+        if self.staged.try_send(msg).is_ok() {
+            self.doorbell.ring();
+        } else {
             counters.drop_packet(DropReason::QueueFull);
         }
     }
@@ -225,12 +238,14 @@ impl<E, P> ControlLink<E, P> {
         let n = msg.len().min(MAX_HANDSHAKE_LEN);
         bytes[..n].copy_from_slice(&msg[..n]);
         counters.handshakes_to_control.inc();
-        let msg = ToControl::Handshake {
+        let msg = Handshake {
             from,
             len: n as u8,
             bytes,
         };
-        if !self.send(msg) {
+        if self.handshakes.try_send(msg).is_ok() {
+            self.doorbell.ring();
+        } else {
             counters.drop_packet(DropReason::QueueFull);
         }
     }
@@ -269,27 +284,31 @@ mod tests {
     }
 
     #[test]
-    fn a_full_message_channel_leaves_room_for_session_events() {
+    fn each_kind_has_its_own_bound() {
         let (link, inbox) = ControlLink::<u8, u16>::new().unwrap();
-        let stage = || ToControl::Stage {
-            peer: 0,
-            packet: Box::new([0u8; 1]),
-        };
+        let counters = WorkerCounters::new();
+        let full = || counters.drops[DropReason::QueueFull.index()].get();
         for _ in 0..CHANNEL_CAPACITY {
-            assert!(link.send(stage()));
+            link.stage(0, &[1, 2, 3], &counters);
         }
-        assert!(!link.send(stage()), "the message channel is bounded");
+        assert_eq!(full(), 0);
+        link.stage(0, &[1, 2, 3], &counters);
+        assert_eq!(full(), 1, "the staged channel is bounded, and counts");
+        let from = Path::from("192.0.2.1:51820".parse::<std::net::SocketAddr>().unwrap());
+        link.handshake(from, &[1; 148], &counters);
+        assert_eq!(full(), 1, "staged traffic leaves room for handshakes");
+        assert_eq!(inbox.handshakes.len(), 1);
+        for _ in 0..CHANNEL_CAPACITY {
+            link.handshake(from, &[1; 148], &counters);
+        }
+        assert_eq!(full(), 2, "the handshake channel is bounded too");
         assert!(
             link.send_event(2),
             "a flood of handshakes must not cost a session its CONFIRMED"
         );
-        let counters = WorkerCounters::new();
-        link.stage(0, &[1, 2, 3], &counters);
-        assert_eq!(
-            counters.drops[DropReason::QueueFull.index()].get(),
-            1,
-            "a full channel is counted"
-        );
         assert_eq!(inbox.events.len(), 1);
+        assert_eq!(inbox.staged.len(), CHANNEL_CAPACITY);
+        let h = inbox.handshakes.try_recv().unwrap();
+        assert_eq!(h.message(), &[1; 148][..]);
     }
 }

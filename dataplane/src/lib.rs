@@ -9,6 +9,7 @@ pub mod control;
 pub mod counters;
 pub mod daemon;
 pub mod handoff;
+pub mod load;
 pub mod mode;
 pub mod offload;
 pub mod routes;

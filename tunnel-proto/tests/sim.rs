@@ -1205,3 +1205,70 @@ fn the_reply_to_a_restarted_initiators_first_packet_leaves_on_the_new_session() 
         .expect("the reply left on the session A has");
     assert_eq!(&got[opened.payload], &reply[..]);
 }
+
+#[test]
+fn under_load_one_source_with_a_cookie_is_limited_while_a_peer_still_gets_through() {
+    let mut sim = Sim::new(|_, _| {});
+    sim.nodes[B].under_load = true;
+    // The attacker knows B's public key (so its MAC1 is valid) and owns
+    // one address (so it can fetch a cookie); B does not know its key.
+    let attacker: SocketAddr = "203.0.113.66:4444".parse().unwrap();
+    let mut cfg = TunnelConfig::new(PrivateKey::from_bytes([0xee; 32]));
+    let mut peer = PeerConfig::new(key_of(B));
+    peer.endpoint = Some(addr_of(B));
+    cfg.peers.push(peer);
+    cfg.handshake_on_start = true;
+    let (now, wall) = (sim.now, sim.wall());
+    let mut evil = Tunnel::new(cfg, now, wall).unwrap();
+    evil.handle_timeout(now, wall);
+    let mut buf = vec![0u8; TRANSMIT_BUF_LEN];
+    let t = evil.poll_transmit(now, &mut buf).unwrap();
+    let first = buf[..t.len].to_vec();
+    let b = &mut sim.nodes[B].tunnel;
+    assert_eq!(
+        b.handle_handshake(now, wall, attacker.into(), &first, true),
+        Err(HandshakeError::CookieRequired)
+    );
+    let t = b.poll_transmit(now, &mut buf).unwrap();
+    assert_eq!(
+        (t.dst, buf[0]),
+        (attacker, 3),
+        "a cookie reply to the attacker"
+    );
+    let reply = buf[..t.len].to_vec();
+    assert!(matches!(
+        evil.handle_handshake(now, wall, addr_of(B).into(), &reply, false),
+        Ok(Handled::CookieStored(_))
+    ));
+    // Its retry carries a valid MAC2; it sends that a thousand times in
+    // a second.
+    let later = evil.poll_timeout().unwrap();
+    evil.handle_timeout(later, wall);
+    let t = evil.poll_transmit(later, &mut buf).unwrap();
+    let flood = buf[..t.len].to_vec();
+    assert_eq!(flood[0], 1);
+    let mut limited = 0;
+    let mut reached_dh = 0;
+    for n in 0..1000u64 {
+        let at = now + Duration::from_millis(n);
+        match b.handle_handshake(at, wall, attacker.into(), &flood, true) {
+            Err(HandshakeError::RateLimited) => limited += 1,
+            Err(HandshakeError::CookieRequired) => panic!("the MAC2 is valid"),
+            _ => reached_dh += 1,
+        }
+    }
+    // A burst of 5, then 20 a second.
+    assert!(
+        reached_dh <= 5 + 20 + 1,
+        "{reached_dh} reached Diffie-Hellman"
+    );
+    assert_eq!(limited + reached_dh, 1000);
+    // Meanwhile A, a real peer at its own address, gets through by the
+    // cookie round trip.
+    assert_eq!(sim.send(A, b"still here"), Err(EncapError::NoSession));
+    sim.run_until(REKEY_TIMEOUT + Duration::from_secs(1));
+    assert_eq!(
+        sim.nodes[B].delivered,
+        vec![packet(inner(A), inner(B), b"still here")]
+    );
+}

@@ -248,7 +248,7 @@ fn seal_split<'b, M: Mode>(
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::handoff::{ControlInbox, ToControl};
+    use crate::handoff::ControlInbox;
     use crate::offload::testutil::{Spec, super_packet_eth, wire_frame};
     use crate::vxlan_mode::VxlanMode;
     use std::net::SocketAddr;
@@ -324,7 +324,7 @@ mod test {
         }
         assert_eq!(counters.dev_read_gso.get(), 1);
         assert_eq!(counters.dev_read_gso_segments.get(), 11);
-        assert!(inbox.messages.is_empty(), "nothing staged");
+        assert!(inbox.staged.is_empty(), "nothing staged");
     }
 
     #[test]
@@ -483,14 +483,7 @@ mod test {
             )
             .is_none()
         );
-        let staged: Vec<usize> = inbox
-            .messages
-            .try_iter()
-            .map(|m| match m {
-                ToControl::Stage { packet, .. } => packet.len(),
-                ToControl::Handshake { .. } => 0,
-            })
-            .collect();
+        let staged: Vec<usize> = inbox.staged.try_iter().map(|s| s.packet.len()).collect();
         assert_eq!(staged, vec![1420, 1420, 1420], "each segment staged alone");
     }
 }

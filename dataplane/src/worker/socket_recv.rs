@@ -152,7 +152,6 @@ pub fn open_all<M: Mode>(
 mod test {
     use super::*;
     use crate::cmsg::RECV_CONTROL_LEN;
-    use crate::handoff::ToControl;
     use crate::vxlan_mode::VxlanMode;
     use std::net::SocketAddr;
     use tunnel_proto::vxlan::Vni;
@@ -323,8 +322,8 @@ mod test {
             );
             assert!(out.as_slice().is_empty());
         }
-        let msgs: Vec<_> = inbox.messages.try_iter().collect();
-        assert!(matches!(msgs[..], [ToControl::Handshake { len: 64, .. }]));
+        let msgs: Vec<_> = inbox.handshakes.try_iter().map(|h| h.len).collect();
+        assert_eq!(msgs, [64]);
         assert_eq!(
             counters.drops[DropReason::AuthFailed.index()].get(),
             1,
