@@ -21,6 +21,7 @@
 //! killed outright are removed by the next run.
 
 mod checks;
+mod first_packet;
 mod hostile;
 mod lab;
 mod offloads;

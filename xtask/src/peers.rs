@@ -356,6 +356,23 @@ impl UserspacePeer {
             return Ok(());
         };
         stop_child(&mut child, EXIT_TIMEOUT);
+        self.clean_up();
+        Ok(())
+    }
+
+    /// Stops it with SIGKILL at once, as a crash would.
+    pub fn kill(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        child.kill().context("SIGKILL")?;
+        child.wait().context("waiting for the killed daemon")?;
+        self.clean_up();
+        Ok(())
+    }
+
+    /// Removes what a stopped daemon left: its socket, its device.
+    fn clean_up(&mut self) {
         let socket = PathBuf::from(UAPI_DIR).join(format!("{}.sock", self.iface));
         if socket.exists() {
             let _ = std::fs::remove_file(&socket);
@@ -366,7 +383,6 @@ impl UserspacePeer {
         {
             let _ = nl.delete_link(&self.iface);
         }
-        Ok(())
     }
 }
 

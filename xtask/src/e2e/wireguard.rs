@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use ringtun_tests::ringtun::{Conf, Keypair, PeerConf, Ringtun};
 
 use super::checks::{self, Ctx, control, drop_deltas, reach, socket_in};
+use super::first_packet;
 use super::hostile;
 use super::lab::{Sites, l3, wan};
 use super::pair::Pair;
@@ -43,7 +44,7 @@ fn over_ipv6() -> Endpoints {
 }
 
 /// The config of one gateway's ringtun.
-fn conf(
+pub(super) fn conf(
     me: &Keypair,
     peer: &Keypair,
     tun: [&str; 2],
@@ -65,13 +66,15 @@ fn conf(
         .peer(p)
 }
 
-fn allowed_at_a() -> Vec<&'static str> {
+/// What gateway A routes to B.
+pub(super) fn allowed_at_a() -> Vec<&'static str> {
     let mut v = l3::TUN_B_HOST.to_vec();
     v.extend(l3::LAN_B_NETS);
     v
 }
 
-fn allowed_at_b() -> Vec<&'static str> {
+/// What gateway B routes to A.
+pub(super) fn allowed_at_b() -> Vec<&'static str> {
     let mut v = l3::TUN_A_HOST.to_vec();
     v.extend(l3::LAN_A_NETS);
     v
@@ -86,6 +89,15 @@ pub fn run(ctx: &mut Ctx, peer_filter: &dyn Fn(&str) -> bool, build_dir: &Path) 
         for kind in [Userspace::WireguardGo, Userspace::Boringtun] {
             if peer_filter(kind.name()) {
                 interop(ctx, s, kind, build_dir)?;
+            }
+        }
+        for kind in [
+            None,
+            Some(Userspace::WireguardGo),
+            Some(Userspace::Boringtun),
+        ] {
+            if peer_filter(kind.map_or("ringtun", Userspace::name)) {
+                first_packet::rows(ctx, s, kind, build_dir)?;
             }
         }
         Ok(())
