@@ -1272,3 +1272,31 @@ fn under_load_one_source_with_a_cookie_is_limited_while_a_peer_still_gets_throug
         vec![packet(inner(A), inner(B), b"still here")]
     );
 }
+
+#[test]
+fn a_session_the_peer_made_cancels_our_unanswered_initiation() {
+    let mut sim = Sim::new(|_, _| {});
+    // B tries first, while A is not listening.
+    sim.blackhole = Some(A);
+    assert_eq!(sim.send(B, b"from b"), Err(EncapError::NoSession));
+    sim.deliver();
+    assert_eq!(sim.handshakes_sent(B), 1);
+    // A comes up and initiates; its first packet confirms B's session.
+    sim.blackhole = None;
+    sim.run_until(Duration::from_secs(1));
+    assert_eq!(sim.send(A, b"from a"), Err(EncapError::NoSession));
+    sim.run_until(Duration::from_secs(2));
+    assert_eq!(
+        sim.nodes[B].delivered,
+        vec![packet(inner(A), inner(B), b"from a")]
+    );
+    assert_eq!(
+        sim.nodes[A].delivered,
+        vec![packet(inner(B), inner(A), b"from b")],
+        "B's staged packet left on A's session"
+    );
+    // B's own initiation was never answered; it must not be retried now.
+    sim.run_until(REKEY_TIMEOUT * 4);
+    assert_eq!(sim.handshakes_sent(B), 1, "no second handshake from B");
+    assert_eq!(sim.handshakes_sent(A), 1);
+}

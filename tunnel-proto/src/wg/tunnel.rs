@@ -1034,16 +1034,21 @@ impl Tunnel {
         let cur = std::mem::replace(&mut p.current, next);
         let old = std::mem::replace(&mut p.previous, cur);
         p.handshakes += 1;
-        if p.pending.is_none() {
-            // A retry armed while waiting for this confirmation is moot now.
-            p.retransmit_at = None;
-            p.attempt_started = None;
-        }
+        // The peer proved a session of its own making: an initiation of
+        // ours still unanswered is moot, and retrying it would only make
+        // one handshake more (the kernel's one handshake state per peer is
+        // replaced the same way). Likewise a retry armed while waiting.
+        let moot = p.pending.take();
+        p.retransmit_at = None;
+        p.attempt_started = None;
         let flush = !p.staged.is_empty() && !p.flush_queued;
         if flush {
             p.flush_queued = true;
         }
         self.forget(old);
+        if let Some(m) = moot {
+            self.indices.remove(&m.local_index);
+        }
         self.publish();
         if flush {
             self.outgoing.push_back(Outgoing::Flush(id));
