@@ -30,6 +30,7 @@ mod probe;
 mod relay;
 mod rows;
 mod seed;
+mod storm;
 mod table;
 mod vxlan;
 mod wireguard;

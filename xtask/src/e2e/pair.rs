@@ -92,6 +92,20 @@ impl Pair {
         Ok(())
     }
 
+    /// Stops gateway A's (SIGTERM; an unclean exit is an error).
+    pub fn stop_a(&mut self) -> Result<()> {
+        match self.a.take() {
+            Some(a) => checks::terminate(a),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts gateway A's again from its file.
+    pub fn start_a(&mut self) -> Result<()> {
+        self.a = Some(Ringtun::up(&self.gw_a, &self.a_path, &self.up)?);
+        Ok(())
+    }
+
     /// Stops both; one that does not exit cleanly on SIGTERM is a failed row.
     pub fn stop_row(mut self, ctx: &mut Ctx) {
         let mut first = None;

@@ -524,13 +524,13 @@ pub fn reasons_row(
 }
 
 /// The attacker's address on gateway A's WAN port, for as long as it lives.
-struct AttackerAddr {
+pub struct AttackerAddr {
     ns: String,
 }
 
 impl AttackerAddr {
     /// Adds [`wan::ATTACKER`] to `wan0` in `ns`.
-    fn add(ns: &str) -> Result<AttackerAddr> {
+    pub fn add(ns: &str) -> Result<AttackerAddr> {
         Netlink::in_netns(ns)?.addr_add_with(
             "wan0",
             wan::ATTACKER.parse()?,

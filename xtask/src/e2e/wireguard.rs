@@ -18,6 +18,7 @@ use super::pair::Pair;
 use super::probe::{Probe, probe_retry};
 use super::relay::Impairment;
 use super::rows::{self, Attack, Endpoints, HOSTILE_ROWS, Mode, OwnRows};
+use super::storm;
 use crate::peers::{self, Userspace, UserspacePeer, WgConf};
 
 const MODE: Mode = Mode {
@@ -132,6 +133,8 @@ fn ringtun_pair(ctx: &mut Ctx, s: &Sites) -> Result<()> {
         },
     )?;
 
+    storm::rows(ctx, s, confs(MODE.direct()), &kb.public_key)?;
+
     let suffix = " [ipv6 wan]";
     let checks_v6 = ["reach lan v4+v6 [ipv6 wan]", "bulk tcp a->b [ipv6 wan]"];
     if ctx.wants_any(&checks_v6) {
@@ -230,7 +233,7 @@ fn hostile_wg(ctx: &mut Ctx, s: &Sites, b: &mut Ringtun, b_public: &str) -> Resu
         &sock,
         dst,
         &public,
-        50_000,
+        hostile::Pace::Fastest { count: 50_000 },
         Duration::from_millis(500),
         &mut ctx.rng,
     )
