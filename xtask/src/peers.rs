@@ -114,7 +114,7 @@ fn apt_install(packages: &[&str]) -> Result<(), String> {
 }
 
 /// `wg` (wireguard-tools), installed with apt-get if missing and allowed.
-fn ensure_wg(install: bool) -> Result<PathBuf, String> {
+pub fn ensure_wg(install: bool) -> Result<PathBuf, String> {
     if let Some(p) = find_in_path("wg") {
         return Ok(p);
     }
