@@ -186,11 +186,19 @@ pub mod l3c {
     pub const TUN_C_HOST: [&str; 2] = ["10.99.0.3/32", "fd99::3/128"];
     /// Gateway C's tunnel address.
     pub const TUN_C4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 0, 3));
+    /// Gateway C's tunnel address, IPv6.
+    pub const TUN_C6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 3));
     /// Site C's own prefixes (on a veth pair inside gw-c; AllowedIPs at A).
     pub const SITE_C_NETS: [&str; 2] = ["10.10.3.0/24", "fd00:10:3::/64"];
+    /// Site C's gateway address in them.
+    pub const SITE_C4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 10, 3, 1));
     /// The prefixes of the address gw-b and gw-c both hold (AllowedIPs of
     /// B at A, until a row moves them to C).
     pub const SHARED_NETS: [&str; 2] = ["10.10.9.0/24", "fd00:10:9::/64"];
+    /// The address gw-b and gw-c both hold.
+    pub const SHARED4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 10, 9, 1));
+    /// The same, IPv6.
+    pub const SHARED6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd00, 0x10, 9, 0, 0, 0, 0, 1));
 }
 
 /// two-sites-l2.toml.

@@ -2,13 +2,15 @@
 //! WireGuard is, by the stock WireGuard tools over its configuration
 //! socket in `/var/run/wireguard`. `wg show`, `showconf` and `dump`
 //! print what the file says ([`show`]); `wg syncconf` during a transfer
-//! changes nothing ([`syncconf`]).
+//! changes nothing ([`syncconf`]); a second peer is removed and added back
+//! and a prefix moves between peers while traffic flows ([`peers`]).
 //!
 //! `/var/run/wireguard` is shared by every namespace of the host, so each
 //! interface here has a name of this run's own ([`iface`]), and the rows
 //! run in a lab of their own with a third gateway
 //! (`xtask/topologies/three-sites-l3.toml`).
 
+mod peers;
 mod show;
 mod syncconf;
 
@@ -32,9 +34,13 @@ pub const SHOW: &str = "uapi: wg show, showconf, dump";
 /// `wg syncconf` with the same configuration, again and again during a
 /// transfer.
 pub const SYNCCONF: &str = "uapi: syncconf under load";
+/// A second peer removed and added back during a transfer with the first.
+pub const REMOVE_ADD: &str = "uapi: remove and addconf a second peer";
+/// A prefix moved from one peer to another.
+pub const MOVE: &str = "uapi: allowed ips move between peers";
 
 /// The rows that run against ringtun on all three gateways.
-const GATEWAY_ROWS: [&str; 2] = [SHOW, SYNCCONF];
+const GATEWAY_ROWS: [&str; 4] = [SHOW, SYNCCONF, REMOVE_ADD, MOVE];
 /// The row that fails when the three gateways cannot be started.
 const UP: &str = "uapi: ringtun up with its socket in /var/run/wireguard";
 
@@ -141,14 +147,14 @@ pub fn peer_b_at_a(keys: &Keys, endpoint: SocketAddr) -> PeerConf {
 }
 
 /// Gateway C's own prefixes: its tunnel address and site C.
-fn own_c() -> Vec<&'static str> {
+pub fn own_c() -> Vec<&'static str> {
     let mut allowed = l3c::TUN_C_HOST.to_vec();
     allowed.extend(l3c::SITE_C_NETS);
     allowed
 }
 
 /// Gateway A's peer C: [`own_c`], at gw-c's WAN address.
-fn peer_c_at_a(keys: &Keys) -> PeerConf {
+pub fn peer_c_at_a(keys: &Keys) -> PeerConf {
     peer(
         &keys.c.public_key,
         &own_c(),
@@ -405,6 +411,10 @@ fn gateway_rows(
     checks::guarded(ctx, SYNCCONF, |ctx| {
         syncconf::row(ctx, s, wg, (keys, confs), gw, &mut rate)
     })?;
+    checks::guarded(ctx, REMOVE_ADD, |ctx| {
+        peers::remove_add(ctx, s, wg, keys, gw, &mut rate)
+    })?;
+    checks::guarded(ctx, MOVE, |ctx| peers::move_prefix(ctx, s, wg, keys, gw))?;
     Ok(())
 }
 
