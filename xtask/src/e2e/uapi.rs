@@ -3,7 +3,8 @@
 //! socket in `/var/run/wireguard`. `wg show`, `showconf` and `dump`
 //! print what the file says ([`show`]); `wg syncconf` during a transfer
 //! changes nothing ([`syncconf`]); a second peer is removed and added back
-//! and a prefix moves between peers while traffic flows ([`peers`]).
+//! and a prefix moves between peers while traffic flows ([`peers`]);
+//! hostile requests and users are refused ([`socket`]).
 //!
 //! `/var/run/wireguard` is shared by every namespace of the host, so each
 //! interface here has a name of this run's own ([`iface`]), and the rows
@@ -12,11 +13,13 @@
 
 mod peers;
 mod show;
+mod socket;
 mod syncconf;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -38,9 +41,13 @@ pub const SYNCCONF: &str = "uapi: syncconf under load";
 pub const REMOVE_ADD: &str = "uapi: remove and addconf a second peer";
 /// A prefix moved from one peer to another.
 pub const MOVE: &str = "uapi: allowed ips move between peers";
+/// Malformed, partial and stalled requests on the raw socket.
+pub const BAD_INPUT: &str = "uapi: bad input refused, nothing changed";
+/// Users that are not root, also with a user namespace of their own.
+pub const PERMISSION: &str = "uapi: permission refused";
 
 /// The rows that run against ringtun on all three gateways.
-const GATEWAY_ROWS: [&str; 4] = [SHOW, SYNCCONF, REMOVE_ADD, MOVE];
+const GATEWAY_ROWS: [&str; 6] = [SHOW, SYNCCONF, REMOVE_ADD, MOVE, BAD_INPUT, PERMISSION];
 /// The row that fails when the three gateways cannot be started.
 const UP: &str = "uapi: ringtun up with its socket in /var/run/wireguard";
 
@@ -98,6 +105,11 @@ impl Wg {
     /// `wg ARGS` in `ns`; its stdout, or an error with its stderr.
     pub fn run(&self, ns: &str, args: &[&str]) -> Result<String> {
         process::run_with_timeout(ns, &self.path, args, WG_TIMEOUT)
+    }
+
+    /// `wg ARGS` in `ns`, however it exits.
+    pub fn output(&self, ns: &str, args: &[&str]) -> Result<Output> {
+        process::output_in(ns, &self.path, args, &[], WG_TIMEOUT)
     }
 
     /// `wg showconf IFACE` in `ns`.
@@ -415,6 +427,8 @@ fn gateway_rows(
         peers::remove_add(ctx, s, wg, keys, gw, &mut rate)
     })?;
     checks::guarded(ctx, MOVE, |ctx| peers::move_prefix(ctx, s, wg, keys, gw))?;
+    checks::guarded(ctx, BAD_INPUT, |ctx| socket::bad_input(ctx, s, wg, keys))?;
+    checks::guarded(ctx, PERMISSION, |ctx| socket::permission(ctx, s, wg))?;
     Ok(())
 }
 
