@@ -172,8 +172,9 @@ pub mod l3 {
 }
 
 /// What three-sites-l3.toml adds to two-sites-l3.toml: gateway C on a
-/// WAN of its own to gateway A, site C's prefix, and the address gateways B
-/// and C share.
+/// WAN of its own to gateway A, site C's prefix, the address gateways B
+/// and C share, and the endpoint of gateway B that gateway A reaches only
+/// through a default route.
 pub mod l3c {
     use super::*;
     /// gw-a's address on the WAN to gw-c.
@@ -199,6 +200,8 @@ pub mod l3c {
     pub const SHARED4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 10, 9, 1));
     /// The same, IPv6.
     pub const SHARED6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd00, 0x10, 9, 0, 0, 0, 0, 1));
+    /// gw-b's address that gw-a reaches only through a default route.
+    pub const FAR_B4: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 2));
 }
 
 /// two-sites-l2.toml.

@@ -4,7 +4,9 @@
 //! print what the file says ([`show`]); `wg syncconf` during a transfer
 //! changes nothing ([`syncconf`]); a second peer is removed and added back
 //! and a prefix moves between peers while traffic flows ([`peers`]);
-//! hostile requests and users are refused ([`socket`]).
+//! wg-quick brings an interface up and down, also as a full tunnel kept
+//! out of itself by its fwmark ([`wg_quick`]); hostile requests and users
+//! are refused ([`socket`]).
 //!
 //! `/var/run/wireguard` is shared by every namespace of the host, so each
 //! interface here has a name of this run's own ([`iface`]), and the rows
@@ -15,6 +17,7 @@ mod peers;
 mod show;
 mod socket;
 mod syncconf;
+mod wg_quick;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -41,6 +44,10 @@ pub const SYNCCONF: &str = "uapi: syncconf under load";
 pub const REMOVE_ADD: &str = "uapi: remove and addconf a second peer";
 /// A prefix moved from one peer to another.
 pub const MOVE: &str = "uapi: allowed ips move between peers";
+/// wg-quick up and down with ringtun as its userspace implementation.
+pub const WG_QUICK: &str = "uapi: wg-quick up and down";
+/// The same as a full tunnel: policy routing and the fwmark.
+pub const WG_QUICK_FULL: &str = "uapi: wg-quick up and down, full tunnel (fwmark)";
 /// Malformed, partial and stalled requests on the raw socket.
 pub const BAD_INPUT: &str = "uapi: bad input refused, nothing changed";
 /// Users that are not root, also with a user namespace of their own.
@@ -259,6 +266,20 @@ pub fn peer_section(p: &PeerConf) -> String {
     s
 }
 
+/// `conf` as a wg-quick file: wg's format plus Address and MTU.
+pub fn wg_quick_format(conf: &Conf) -> String {
+    let wg = wg_format(conf);
+    let mut s = String::from("[Interface]\n");
+    for a in &conf.addresses {
+        let _ = writeln!(s, "Address = {a}");
+    }
+    if let Some(m) = conf.mtu {
+        let _ = writeln!(s, "MTU = {m}");
+    }
+    s.push_str(wg.strip_prefix("[Interface]\n").unwrap_or(&wg));
+    s
+}
+
 /// Starts `ringtun up` for `conf` in `ns` as interface `iface`, its
 /// socket in [`WG_DIR`] (`RINGTUN_UAPI_DIR` empty: the default) where the
 /// WireGuard tools look.
@@ -365,7 +386,8 @@ impl Drop for SocketSweep {
 
 /// Runs the `uapi:` rows `--only` selects, in a lab of their own.
 pub fn run(ctx: &mut Ctx) -> Result<()> {
-    let rows = GATEWAY_ROWS;
+    let mut rows = GATEWAY_ROWS.to_vec();
+    rows.extend([WG_QUICK, WG_QUICK_FULL]);
     if !ctx.wants_any(&rows) {
         return Ok(());
     }
@@ -405,7 +427,7 @@ fn all_rows(ctx: &mut Ctx, s: &Sites3, wg: &Wg) -> Result<()> {
             }
         }
     }
-    Ok(())
+    wg_quick::rows(ctx, s, wg, &keys)
 }
 
 fn gateway_rows(
@@ -492,6 +514,14 @@ mod tests {
         for gone in ["Mode", "Address", "MTU"] {
             assert!(!text.contains(gone), "{gone} in {text}");
         }
+        let quick = wg_quick_format(&confs.a);
+        assert!(
+            quick.starts_with("[Interface]\nAddress = 10.99.0.1/24\n"),
+            "{quick}"
+        );
+        assert!(quick.contains("MTU = 1420\nPrivateKey = "), "{quick}");
+        assert_eq!(quick.matches("[Interface]").count(), 1, "{quick}");
+        assert!(!quick.contains("Mode"), "{quick}");
     }
 
     #[test]
