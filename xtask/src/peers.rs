@@ -189,6 +189,17 @@ pub fn ensure(kind: Userspace, install: bool, build_dir: &Path) -> Result<Tools,
     Ok(Tools { daemon, wg })
 }
 
+/// The crate (and program) of the Prometheus exporter the `uapi` rows
+/// scrape: it runs `wg show IFACE dump` itself.
+pub const EXPORTER: &str = "prometheus_wireguard_exporter";
+
+/// The Prometheus exporter, installed with `cargo install` (building in
+/// `build_dir`) when missing and `install` is set; the error is the
+/// reason its row is skipped.
+pub fn ensure_exporter(install: bool, build_dir: &Path) -> Result<PathBuf, String> {
+    ensure_cargo_bin(EXPORTER, EXPORTER, install, build_dir)
+}
+
 /// What a userspace WireGuard peer is told.
 #[derive(Clone, Debug)]
 pub struct WgConf {

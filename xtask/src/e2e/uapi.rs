@@ -5,14 +5,16 @@
 //! changes nothing ([`syncconf`]); a second peer is removed and added back
 //! and a prefix moves between peers while traffic flows ([`peers`]);
 //! wg-quick brings an interface up and down, also as a full tunnel kept
-//! out of itself by its fwmark ([`wg_quick`]); hostile requests and users
-//! are refused ([`socket`]).
+//! out of itself by its fwmark ([`wg_quick`]); a Prometheus exporter reads
+//! the counters ([`exporter`]); hostile requests and users are refused
+//! ([`socket`]).
 //!
 //! `/var/run/wireguard` is shared by every namespace of the host, so each
 //! interface here has a name of this run's own ([`iface`]), and the rows
 //! run in a lab of their own with a third gateway
 //! (`xtask/topologies/three-sites-l3.toml`).
 
+mod exporter;
 mod peers;
 mod show;
 mod socket;
@@ -48,13 +50,17 @@ pub const MOVE: &str = "uapi: allowed ips move between peers";
 pub const WG_QUICK: &str = "uapi: wg-quick up and down";
 /// The same as a full tunnel: policy routing and the fwmark.
 pub const WG_QUICK_FULL: &str = "uapi: wg-quick up and down, full tunnel (fwmark)";
+/// The counters through prometheus_wireguard_exporter.
+pub const EXPORTER: &str = "uapi: prometheus exporter";
 /// Malformed, partial and stalled requests on the raw socket.
 pub const BAD_INPUT: &str = "uapi: bad input refused, nothing changed";
 /// Users that are not root, also with a user namespace of their own.
 pub const PERMISSION: &str = "uapi: permission refused";
 
 /// The rows that run against ringtun on all three gateways.
-const GATEWAY_ROWS: [&str; 6] = [SHOW, SYNCCONF, REMOVE_ADD, MOVE, BAD_INPUT, PERMISSION];
+const GATEWAY_ROWS: [&str; 7] = [
+    SHOW, SYNCCONF, REMOVE_ADD, MOVE, EXPORTER, BAD_INPUT, PERMISSION,
+];
 /// The row that fails when the three gateways cannot be started.
 const UP: &str = "uapi: ringtun up with its socket in /var/run/wireguard";
 
@@ -385,7 +391,7 @@ impl Drop for SocketSweep {
 }
 
 /// Runs the `uapi:` rows `--only` selects, in a lab of their own.
-pub fn run(ctx: &mut Ctx) -> Result<()> {
+pub fn run(ctx: &mut Ctx, build_dir: &Path) -> Result<()> {
     let mut rows = GATEWAY_ROWS.to_vec();
     rows.extend([WG_QUICK, WG_QUICK_FULL]);
     if !ctx.wants_any(&rows) {
@@ -404,24 +410,31 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
             return Ok(());
         }
     };
+    // Before any daemon starts: a cold install takes minutes, and the
+    // rows read handshake times.
+    let exporter = if ctx.wants(EXPORTER) {
+        crate::peers::ensure_exporter(ctx.opts.install, build_dir)
+    } else {
+        Err("not wanted".into())
+    };
     let _sweep = SocketSweep;
     let lab = lab::apply("three-sites-l3.toml", "uapi", ctx.opts.keep)?;
     let s = Sites3::of(&lab);
     ctx.table.set_diagnostics(Some(diagnostics(wg.clone(), &s)));
-    let result = all_rows(ctx, &s, &wg);
+    let result = all_rows(ctx, &s, &wg, &exporter);
     ctx.table.set_diagnostics(None);
     drop(lab);
     result
 }
 
-fn all_rows(ctx: &mut Ctx, s: &Sites3, wg: &Wg) -> Result<()> {
+fn all_rows(ctx: &mut Ctx, s: &Sites3, wg: &Wg, exporter: &Result<PathBuf, String>) -> Result<()> {
     let keys = Keys::generate()?;
     let confs = Confs::new(&keys);
     if ctx.wants_any(&GATEWAY_ROWS) {
         match Gateways::start(ctx, s, &confs) {
             Err(e) => ctx.table.fail(UP, format!("{e:#}")),
             Ok(gw) => {
-                let result = gateway_rows(ctx, s, wg, &keys, &confs, &gw);
+                let result = gateway_rows(ctx, s, wg, &keys, &confs, &gw, exporter);
                 gw.stop_row(ctx);
                 result?;
             }
@@ -437,6 +450,7 @@ fn gateway_rows(
     keys: &Keys,
     confs: &Confs,
     gw: &Gateways,
+    exporter: &Result<PathBuf, String>,
 ) -> Result<()> {
     // What a transfer from lan-a to lan-b moves per second, measured once
     // by the first row that sizes a transfer by it.
@@ -449,6 +463,9 @@ fn gateway_rows(
         peers::remove_add(ctx, s, wg, keys, gw, &mut rate)
     })?;
     checks::guarded(ctx, MOVE, |ctx| peers::move_prefix(ctx, s, wg, keys, gw))?;
+    checks::guarded(ctx, EXPORTER, |ctx| {
+        exporter::row(ctx, s, keys, gw, exporter)
+    })?;
     checks::guarded(ctx, BAD_INPUT, |ctx| socket::bad_input(ctx, s, wg, keys))?;
     checks::guarded(ctx, PERMISSION, |ctx| socket::permission(ctx, s, wg))?;
     Ok(())

@@ -93,7 +93,7 @@ pub fn run(ctx: &mut Ctx, peer_filter: &dyn Fn(&str) -> bool, build_dir: &Path) 
         Ok(())
     })?;
     if peer_filter("ringtun") {
-        uapi::run(ctx)?;
+        uapi::run(ctx, build_dir)?;
     }
     Ok(())
 }
