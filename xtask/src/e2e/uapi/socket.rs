@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -218,6 +219,15 @@ pub fn bad_input(ctx: &mut Ctx, s: &Sites3, wg: &Wg, keys: &Keys) -> Result<()> 
     Ok(())
 }
 
+/// How a client that is not allowed is refused.
+#[derive(Clone, Copy)]
+enum Refusal {
+    /// By the socket file's mode: the connect fails.
+    Mode,
+    /// By the daemon, on the peer credentials: closed unanswered.
+    Closed,
+}
+
 /// The socket's mode set to `mode` until dropped, then 0600 again.
 struct ModeFor {
     path: PathBuf,
@@ -243,8 +253,9 @@ impl Drop for ModeFor {
 /// groups), and as nobody become root of a user namespace of its own
 /// (`unshare -Ur`), is refused: with the socket at 0600 by the file's
 /// mode ("Permission denied"); with it opened to everyone, by the peer
-/// credentials the daemon checks (closed unanswered, "Protocol error" to
-/// wg). Root in gateway A's namespace is served.
+/// credentials the daemon checks (closed unanswered: "Protocol error" to
+/// wg, or SIGPIPE if the close came first). Root in gateway A's
+/// namespace is served.
 pub fn permission(ctx: &mut Ctx, s: &Sites3, wg: &Wg) -> Result<()> {
     if !ctx.wants(PERMISSION) {
         return Ok(());
@@ -286,11 +297,22 @@ pub fn permission(ctx: &mut Ctx, s: &Sites3, wg: &Wg) -> Result<()> {
     }
     let public = wg.run(&s.gw_a, &["show", &a, "public-key"])?;
     let public = public.trim();
-    let mut refused = |label: &str, userns: bool, why: &str| -> Result<()> {
+    // `why`: what wg says. `Closed`: the daemon closed the connection
+    // unanswered; wg says "Protocol error", or dies of SIGPIPE if the
+    // close came before its request was written.
+    let mut refused = |label: &str, userns: bool, why: Refusal| -> Result<()> {
         let out = run_as_nobody(userns, &[&wg_path, "show", &a])?;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        let ok = !out.status.success() && stderr.contains(why) && !stdout.contains(public);
+        let mut stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let sigpipe = out.status.signal() == Some(libc::SIGPIPE);
+        if sigpipe && stderr.is_empty() {
+            stderr = "killed by SIGPIPE: closed on".into();
+        }
+        let said = match why {
+            Refusal::Mode => stderr.contains("Permission denied"),
+            Refusal::Closed => stderr.contains("Protocol error") || sigpipe,
+        };
+        let ok = !out.status.success() && said && !stdout.contains(public);
         if !ok {
             wrong.push(format!(
                 "{label}: {} with {stderr:?}{}",
@@ -305,19 +327,19 @@ pub fn permission(ctx: &mut Ctx, s: &Sites3, wg: &Wg) -> Result<()> {
         figs.push(format!("{label}: {stderr:?}"));
         Ok(())
     };
-    refused("nobody", false, "Permission denied")?;
+    refused("nobody", false, Refusal::Mode)?;
     refused(
         "nobody as root of its own user namespace",
         true,
-        "Permission denied",
+        Refusal::Mode,
     )?;
     {
         let _open = ModeFor::set(&path, 0o666)?;
-        refused("nobody, socket 0666", false, "Protocol error")?;
+        refused("nobody, socket 0666", false, Refusal::Closed)?;
         refused(
             "nobody in a user namespace, socket 0666",
             true,
-            "Protocol error",
+            Refusal::Closed,
         )?;
     }
     let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
