@@ -37,9 +37,10 @@ const BACK_WITHIN: Duration = Duration::from_secs(10);
 /// A pause shorter than this is not noted as a stall.
 const NOTED: Duration = Duration::from_millis(50);
 
-/// The stalls of `transfers` while they ran (no byte arriving for longer
-/// than [`NOTED`]), as (start, end), sampled every 10 ms until `done`.
-fn stalls(transfers: &[&BulkTransfer], done: &AtomicBool) -> Vec<(Instant, Instant)> {
+/// The stalls of `transfers` of `total` bytes each while they ran (no
+/// byte arriving for longer than [`NOTED`] before the last one), as
+/// (start, end), sampled every 10 ms until `done`.
+fn stalls(transfers: &[&BulkTransfer], total: u64, done: &AtomicBool) -> Vec<(Instant, Instant)> {
     let mut last: Vec<(u64, Instant)> = transfers
         .iter()
         .map(|t| (t.received_so_far(), Instant::now()))
@@ -49,7 +50,7 @@ fn stalls(transfers: &[&BulkTransfer], done: &AtomicBool) -> Vec<(Instant, Insta
         std::thread::sleep(Duration::from_millis(10));
         for (t, (bytes, at)) in transfers.iter().zip(last.iter_mut()) {
             let now = t.received_so_far();
-            if now != *bytes || t.is_finished() {
+            if now != *bytes || now >= total || t.is_finished() {
                 if at.elapsed() > NOTED {
                     out.push((*at, Instant::now()));
                 }
@@ -146,7 +147,7 @@ pub fn remove_add(
     let ba = checks::start_bulk(ctx, &s.lan_b, &s.lan_a, l3::LAN_A4, bytes)?;
     let done = AtomicBool::new(false);
     let (stalls, steps) = std::thread::scope(|scope| {
-        let watch = scope.spawn(|| stalls(&[&ab, &ba], &done));
+        let watch = scope.spawn(|| stalls(&[&ab, &ba], bytes, &done));
         let steps = (|| -> Result<_> {
             let _stop_watching = SetOnDrop(&done);
             // A tenth in, with the flows at speed.
