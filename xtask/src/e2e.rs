@@ -11,8 +11,10 @@
 //! packet and frame sizes, restarts mid-transfer, a lossy WAN (a userspace
 //! relay: [`relay`]), hostile input including a flood of handshake
 //! initiations with a valid MAC1 ([`hostile`]), offloads on and off (and
-//! whether they engage, from ringtun's own counters: [`offloads`]), and
-//! the interop matrix. Output: one row per check and
+//! whether they engage, from ringtun's own counters: [`offloads`]), the
+//! interop matrix, and ringtun driven by the WireGuard tools, wg-quick
+//! and an exporter over its configuration socket ([`uapi`], in a
+//! three-site lab). Output: one row per check and
 //! `N passed, N failed, N skipped`; non-zero exit on any failure.
 //!
 //! Everything made is removed at the end, also on failure, on panic and
@@ -32,6 +34,7 @@ mod rows;
 mod seed;
 mod storm;
 mod table;
+mod uapi;
 mod vxlan;
 mod wireguard;
 

@@ -171,6 +171,39 @@ pub mod l3 {
     pub const PORT: u16 = 51820;
 }
 
+/// What three-sites-l3.toml adds to two-sites-l3.toml: gateway C on a
+/// WAN of its own to gateway A, site C's prefix, the address gateways B
+/// and C share, and the endpoint of gateway B that gateway A reaches only
+/// through a default route.
+pub mod l3c {
+    use super::*;
+    /// gw-a's address on the WAN to gw-c.
+    pub const WAN_A4: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
+    /// gw-c's WAN address.
+    pub const WAN_C4: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 3));
+    /// Tunnel addresses of gateway C (device prefixes).
+    pub const TUN_C: [&str; 2] = ["10.99.0.3/24", "fd99::3/64"];
+    /// Gateway C's tunnel address as a host route (AllowedIPs at A).
+    pub const TUN_C_HOST: [&str; 2] = ["10.99.0.3/32", "fd99::3/128"];
+    /// Gateway C's tunnel address.
+    pub const TUN_C4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 0, 3));
+    /// Gateway C's tunnel address, IPv6.
+    pub const TUN_C6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 3));
+    /// Site C's own prefixes (on a veth pair inside gw-c; AllowedIPs at A).
+    pub const SITE_C_NETS: [&str; 2] = ["10.10.3.0/24", "fd00:10:3::/64"];
+    /// Site C's gateway address in them.
+    pub const SITE_C4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 10, 3, 1));
+    /// The prefixes of the address gw-b and gw-c both hold (AllowedIPs of
+    /// B at A, until a row moves them to C).
+    pub const SHARED_NETS: [&str; 2] = ["10.10.9.0/24", "fd00:10:9::/64"];
+    /// The address gw-b and gw-c both hold.
+    pub const SHARED4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 10, 9, 1));
+    /// The same, IPv6.
+    pub const SHARED6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd00, 0x10, 9, 0, 0, 0, 0, 1));
+    /// gw-b's address that gw-a reaches only through a default route.
+    pub const FAR_B4: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 2));
+}
+
 /// two-sites-l2.toml.
 pub mod l2 {
     use super::*;

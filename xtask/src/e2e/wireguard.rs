@@ -1,7 +1,8 @@
 //! `wireguard` mode: ringtun on both gateways (offloads on and off, IPv4
 //! and IPv6 WAN, lossy WAN through the relay, restarts, hostile input),
 //! then wireguard-go and boringtun on gateway B against ringtun on
-//! gateway A, each side initiating in turn.
+//! gateway A, each side initiating in turn; then ringtun driven by the
+//! WireGuard tools, in a lab of its own ([`uapi`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -19,6 +20,7 @@ use super::probe::{Probe, probe_retry};
 use super::relay::Impairment;
 use super::rows::{self, Attack, Endpoints, HOSTILE_ROWS, Mode, OwnRows};
 use super::storm;
+use super::uapi;
 use crate::peers::{self, Userspace, UserspacePeer, WgConf};
 
 const MODE: Mode = Mode {
@@ -102,7 +104,11 @@ pub fn run(ctx: &mut Ctx, peer_filter: &dyn Fn(&str) -> bool, build_dir: &Path) 
             }
         }
         Ok(())
-    })
+    })?;
+    if peer_filter("ringtun") {
+        uapi::run(ctx, build_dir)?;
+    }
+    Ok(())
 }
 
 /// ringtun on both gateways, every row.
