@@ -109,6 +109,9 @@ fn oversized(ctx: &mut Ctx, s: &Sites) -> Result<()> {
     Ok(())
 }
 
+/// The drop reasons the hostile input at a VXLAN port must raise.
+const HOSTILE_VXLAN_REASONS: &[&str] = &["disallowed_source", "malformed", "wrong_vni"];
+
 /// Hostile input at gateway B's VXLAN port while lan-a sends to lan-b.
 /// VXLAN has no authentication: what a VTEP's address sends is taken, so
 /// the checks are that nothing from elsewhere is, that damaged headers are
@@ -153,8 +156,7 @@ fn hostile_vxlan(ctx: &mut Ctx, s: &Sites, b: &mut Ringtun) -> Result<()> {
     let n_flip = hostile::send_all(&spoof, dst, &flipped);
     let n_replay = hostile::send_all(&spoof, dst, real);
     let during = !attack.transfer.is_finished();
-    std::thread::sleep(Duration::from_millis(300));
-    let mid = b.show()?;
+    let mid = rows::status_once_risen(ctx, b, &attack.before, HOSTILE_VXLAN_REASONS)?;
     let report = checks::wait_bulk(ctx, attack.transfer)?;
     let running = b.is_running();
 
@@ -170,7 +172,7 @@ fn hostile_vxlan(ctx: &mut Ctx, s: &Sites, b: &mut Ringtun) -> Result<()> {
     rows::reasons_row(
         ctx,
         (&attack.before, &mid),
-        &["disallowed_source", "malformed", "wrong_vni"],
+        HOSTILE_VXLAN_REASONS,
         &format!(
             "sent {n_stranger} from a stranger, {n_random} random, {n_trunc} truncated, {n_vni} wrong-VNI from the VTEP's address"
         ),

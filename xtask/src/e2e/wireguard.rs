@@ -192,6 +192,9 @@ fn too_big(ctx: &mut Ctx, s: &Sites) -> Result<()> {
 /// answered with cookie replies, not handshakes.
 const FLOOD: &str = "hostile: initiation flood gets cookie replies";
 
+/// The drop reasons the hostile input at a WireGuard port must raise.
+const HOSTILE_WG_REASONS: &[&str] = &["malformed", "auth_failed", "replay"];
+
 /// Hostile input at gateway B's port while lan-a sends to lan-b.
 fn hostile_wg(ctx: &mut Ctx, s: &Sites, b: &mut Ringtun, b_public: &str) -> Result<()> {
     if !ctx.wants_any(&[HOSTILE_ROWS[0], HOSTILE_ROWS[1], FLOOD]) {
@@ -208,8 +211,7 @@ fn hostile_wg(ctx: &mut Ctx, s: &Sites, b: &mut Ringtun, b_public: &str) -> Resu
     let n_trunc = hostile::send_all(&sock, dst, &truncated);
     let n_flip = hostile::send_all(&sock, dst, &flipped);
     let n_replay = hostile::send_all(&sock, dst, real);
-    std::thread::sleep(Duration::from_millis(300));
-    let mid = b.show()?;
+    let mid = rows::status_once_risen(ctx, b, &attack.before, HOSTILE_WG_REASONS)?;
     let public: [u8; 32] = tunnel_proto::PublicKey::from_base64(b_public)
         .context("gateway B's public key")?
         .as_bytes()
@@ -232,7 +234,7 @@ fn hostile_wg(ctx: &mut Ctx, s: &Sites, b: &mut Ringtun, b_public: &str) -> Resu
     rows::reasons_row(
         ctx,
         (&attack.before, &mid),
-        &["malformed", "auth_failed", "replay"],
+        HOSTILE_WG_REASONS,
         &format!(
             "sent {n_random} random, {n_trunc} truncated, {n_flip} bit-flipped, {n_replay} replayed ({} captured)",
             real.len()
