@@ -13,7 +13,7 @@ use ringtun_tests::ringtun::{Conf, PeerConf, Ringtun};
 
 use super::checks::{self, Ctx, socket_in};
 use super::hostile;
-use super::lab::{Sites, l2, wan};
+use super::lab::{self, Sites, l2, wan};
 use super::probe::Probe;
 use super::rows::{self, Attack, HOSTILE_ROWS, Mode, OwnRows};
 use crate::peers::KernelVxlan;
@@ -190,7 +190,7 @@ fn kernel(ctx: &mut Ctx, s: &Sites) -> Result<()> {
     ctx.interrupted()?;
     let vx = match KernelVxlan::start(
         &s.gw_b,
-        "vx-b",
+        lab::KERNEL_VXLAN,
         l2::VNI,
         wan::B4,
         wan::A4,
@@ -204,7 +204,7 @@ fn kernel(ctx: &mut Ctx, s: &Sites) -> Result<()> {
             return Ok(());
         }
     };
-    let path = conf(wan::at(wan::B4, l2::PORT)).write(ctx.dir.path(), "rt-a")?;
+    let path = conf(wan::at(wan::B4, l2::PORT)).write(ctx.dir.path(), lab::TUN_A)?;
     let up = ctx.up_options(false);
     let a = match Ringtun::up(&s.gw_a, &path, &up) {
         Ok(a) => a,

@@ -12,7 +12,7 @@ use ringtun_tests::ringtun::{Conf, Keypair, PeerConf, Ringtun};
 
 use super::checks::{self, Ctx, control, drop_deltas, reach, socket_in};
 use super::hostile;
-use super::lab::{Sites, l3, wan};
+use super::lab::{self, Sites, l3, wan};
 use super::pair::Pair;
 use super::probe::{Probe, probe_retry};
 use super::relay::Impairment;
@@ -83,7 +83,7 @@ pub fn run(ctx: &mut Ctx, peer_filter: &dyn Fn(&str) -> bool, build_dir: &Path) 
         if peer_filter("ringtun") {
             ringtun_pair(ctx, s)?;
         }
-        for kind in [Userspace::WireguardGo, Userspace::Boringtun] {
+        for kind in Userspace::ALL {
             if peer_filter(kind.name()) {
                 interop(ctx, s, kind, build_dir)?;
             }
@@ -341,7 +341,7 @@ fn interop(ctx: &mut Ctx, s: &Sites, kind: Userspace, build_dir: &Path) -> Resul
             &allowed_at_a(),
             Some(wan::at(wan::B4, l3::PORT)),
         )
-        .write(ctx.dir.path(), "rt-a")?;
+        .write(ctx.dir.path(), lab::TUN_A)?;
         let started = start(ctx, &path, None);
         match started {
             Err(e) => ctx.table.fail(first[0], format!("{e:#}")),
@@ -376,7 +376,7 @@ fn interop(ctx: &mut Ctx, s: &Sites, kind: Userspace, build_dir: &Path) -> Resul
     if ctx.wants_any(&second) {
         ctx.interrupted()?;
         let path =
-            conf(&ka, &kb, l3::TUN_A, &allowed_at_a(), None).write(ctx.dir.path(), "rt-a")?;
+            conf(&ka, &kb, l3::TUN_A, &allowed_at_a(), None).write(ctx.dir.path(), lab::TUN_A)?;
         let started = start(ctx, &path, Some(wan::at(wan::A4, l3::PORT)));
         match started {
             Err(e) => ctx.table.fail(second[0], format!("{e:#}")),
