@@ -1292,9 +1292,13 @@ mod tests {
         let status = polite.try_wait().unwrap().expect("reaped");
         assert!(Ringtun::killed_by(status, Signal::SIGTERM), "{status}");
         assert!(started.elapsed() < Duration::from_secs(10));
-        let mut deaf = sh("trap '' TERM; exec sleep 30");
-        // Let the shell ignore SIGTERM before it comes.
-        std::thread::sleep(Duration::from_millis(200));
+        // The shell says when it ignores SIGTERM; the signal comes after.
+        let mut deaf = sh("trap '' TERM; echo ignoring; exec sleep 30");
+        let mut line = String::new();
+        std::io::BufReader::new(deaf.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "ignoring\n");
         stop_child(&mut deaf, Duration::from_millis(200));
         let status = deaf.try_wait().unwrap().expect("reaped");
         assert!(Ringtun::killed_by(status, Signal::SIGKILL), "{status}");

@@ -45,6 +45,8 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use ringtun_tests::ringtun::LabDir;
 
+use crate::peers::{Userspace, UserspacePeer};
+
 use checks::{Ctx, Options};
 use relay::SplitMix64;
 use table::Table;
@@ -263,7 +265,9 @@ pub fn run(args: &E2eArgs) -> Result<()> {
 fn cleanup_row(table: &mut Table, links_before: &[String]) -> Result<()> {
     // Namespaces are deleted by the labs' guards; children were reaped by
     // theirs. Give exiting processes a moment.
+    let ours = lab::harness_link_names()?;
     let mut left = Vec::new();
+    let mut others = Vec::new();
     for _ in 0..50 {
         left.clear();
         left.extend(
@@ -276,34 +280,50 @@ fn cleanup_row(table: &mut Table, links_before: &[String]) -> Result<()> {
                 .into_iter()
                 .map(|c| format!("process {c}")),
         );
-        let links = lab::host_links()?;
-        left.extend(
-            links
-                .iter()
-                .filter(|l| !links_before.contains(l))
-                .map(|l| format!("host link {l}")),
-        );
-        let tag = std::process::id() % 1_000_000;
-        if let Ok(dir) = std::fs::read_dir("/var/run/wireguard") {
-            left.extend(
-                dir.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.ends_with(&format!("{tag}.sock")))
-                    .map(|n| format!("socket /var/run/wireguard/{n}")),
+        // Only names the harness uses: other programs on a shared host
+        // may add links of their own meanwhile.
+        others.clear();
+        for link in lab::host_links()? {
+            if links_before.contains(&link) {
+                continue;
+            }
+            if ours.contains(&link) {
+                left.push(format!("host link {link}"));
+            } else {
+                others.push(link);
+            }
+        }
+        // The userspace peers' sockets, by their exact names: another
+        // run's names may end in the same digits.
+        for kind in Userspace::ALL {
+            let socket = format!(
+                "/var/run/wireguard/{}.sock",
+                UserspacePeer::iface_name(kind)
             );
+            if std::path::Path::new(&socket).exists() {
+                left.push(format!("socket {socket}"));
+            }
         }
         if left.is_empty() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    let not_ours = if others.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (new host links of other programs, not counted: {})",
+            others.join(", ")
+        )
+    };
     table.check(
         "cleanup: no namespace, link, process or socket left behind",
         left.is_empty(),
         if left.is_empty() {
-            "checked namespaces, child processes, host links, UAPI sockets".to_string()
+            format!("checked namespaces, child processes, host links, UAPI sockets{not_ours}")
         } else {
-            format!("left: {}", left.join(", "))
+            format!("left: {}{not_ours}", left.join(", "))
         },
     );
     Ok(())

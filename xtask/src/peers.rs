@@ -33,6 +33,9 @@ pub enum Userspace {
 }
 
 impl Userspace {
+    /// Every implementation the harness knows.
+    pub const ALL: [Userspace; 2] = [Userspace::WireguardGo, Userspace::Boringtun];
+
     /// Its name in the table.
     pub fn name(self) -> &'static str {
         match self {

@@ -2,6 +2,7 @@
 //! destroyed when the lab is dropped (unless `--keep`), the addresses the
 //! files use, and the checks that nothing was left behind.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,7 @@ use anyhow::{Context, Result};
 use netctl::Topology;
 
 use crate::labs::LabGuard;
+use crate::peers::{Userspace, UserspacePeer};
 
 /// Where the topology files live.
 pub fn topology_dir() -> PathBuf {
@@ -65,6 +67,41 @@ impl Sites {
             lan_b: lab.ns("lan-b"),
         }
     }
+}
+
+/// Gateway A's tunnel device (ringtun's interface, as its config names it).
+pub const TUN_A: &str = "rt-a";
+/// Gateway B's tunnel device.
+pub const TUN_B: &str = "rt-b";
+/// The kernel's vxlan device on gateway B, in the kernel interop rows.
+pub const KERNEL_VXLAN: &str = "vx-b";
+
+/// Every link name this harness gives a device: the links and veth peers
+/// of the topology files, the tunnel devices, the userspace peers'. A link
+/// of one of these names appearing in the harness's own namespace is one
+/// it leaked; any other is someone else's (the host is shared).
+pub fn harness_link_names() -> Result<BTreeSet<String>> {
+    let mut names: BTreeSet<String> = [TUN_A, TUN_B, KERNEL_VXLAN]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    names.extend(Userspace::ALL.map(UserspacePeer::iface_name));
+    let dir = topology_dir();
+    let entries = std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?;
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("listing {}", dir.display()))?
+            .path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let topology = Topology::from_file(&path)?;
+        for link in &topology.links {
+            names.insert(link.name.clone());
+            names.extend(link.peer.as_ref().map(|p| p.name.clone()));
+        }
+    }
+    Ok(names)
 }
 
 /// Links of the harness's own namespace, by name (to compare before/after).
@@ -229,4 +266,22 @@ pub mod l2 {
     pub const VNI: u32 = 4242;
     /// The IANA VXLAN port.
     pub const PORT: u16 = 4789;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_harness_link_names_cover_topologies_tunnels_and_peers() {
+        let names = harness_link_names().unwrap();
+        for name in ["eth0", "lan0", "br-lan", "wan0", TUN_A, TUN_B, KERNEL_VXLAN] {
+            assert!(names.contains(name), "{name} missing from {names:?}");
+        }
+        for kind in Userspace::ALL {
+            let iface = UserspacePeer::iface_name(kind);
+            assert!(names.contains(&iface), "{iface} missing from {names:?}");
+        }
+        assert!(!names.contains("ifb0"), "{names:?}");
+    }
 }

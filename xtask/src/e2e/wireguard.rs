@@ -14,7 +14,7 @@ use ringtun_tests::ringtun::{Conf, Keypair, PeerConf, Ringtun};
 use super::checks::{self, Ctx, control, drop_deltas, reach, socket_in};
 use super::first_packet;
 use super::hostile;
-use super::lab::{Sites, l3, wan};
+use super::lab::{self, Sites, l3, wan};
 use super::pair::Pair;
 use super::probe::{Probe, probe_retry};
 use super::relay::Impairment;
@@ -89,7 +89,7 @@ pub fn run(ctx: &mut Ctx, peer_filter: &dyn Fn(&str) -> bool, build_dir: &Path) 
         if peer_filter("ringtun") {
             ringtun_pair(ctx, s)?;
         }
-        for kind in [Userspace::WireguardGo, Userspace::Boringtun] {
+        for kind in Userspace::ALL {
             if peer_filter(kind.name()) {
                 interop(ctx, s, kind, build_dir)?;
             }
@@ -213,6 +213,9 @@ fn too_big(ctx: &mut Ctx, s: &Sites) -> Result<()> {
 /// answered with cookie replies, not handshakes.
 const FLOOD: &str = "hostile: initiation flood gets cookie replies";
 
+/// The drop reasons the hostile input at a WireGuard port must raise.
+const HOSTILE_WG_REASONS: &[&str] = &["malformed", "auth_failed", "replay"];
+
 /// Hostile input at gateway B's port while lan-a sends to lan-b.
 fn hostile_wg(ctx: &mut Ctx, s: &Sites, b: &mut Ringtun, b_public: &str) -> Result<()> {
     if !ctx.wants_any(&[HOSTILE_ROWS[0], HOSTILE_ROWS[1], FLOOD]) {
@@ -229,8 +232,7 @@ fn hostile_wg(ctx: &mut Ctx, s: &Sites, b: &mut Ringtun, b_public: &str) -> Resu
     let n_trunc = hostile::send_all(&sock, dst, &truncated);
     let n_flip = hostile::send_all(&sock, dst, &flipped);
     let n_replay = hostile::send_all(&sock, dst, real);
-    std::thread::sleep(Duration::from_millis(300));
-    let mid = b.show()?;
+    let mid = rows::status_once_risen(ctx, b, &attack.before, HOSTILE_WG_REASONS)?;
     let public: [u8; 32] = tunnel_proto::PublicKey::from_base64(b_public)
         .context("gateway B's public key")?
         .as_bytes()
@@ -253,7 +255,7 @@ fn hostile_wg(ctx: &mut Ctx, s: &Sites, b: &mut Ringtun, b_public: &str) -> Resu
     rows::reasons_row(
         ctx,
         (&attack.before, &mid),
-        &["malformed", "auth_failed", "replay"],
+        HOSTILE_WG_REASONS,
         &format!(
             "sent {n_random} random, {n_trunc} truncated, {n_flip} bit-flipped, {n_replay} replayed ({} captured)",
             real.len()
@@ -360,7 +362,7 @@ fn interop(ctx: &mut Ctx, s: &Sites, kind: Userspace, build_dir: &Path) -> Resul
             &allowed_at_a(),
             Some(wan::at(wan::B4, l3::PORT)),
         )
-        .write(ctx.dir.path(), "rt-a")?;
+        .write(ctx.dir.path(), lab::TUN_A)?;
         let started = start(ctx, &path, None);
         match started {
             Err(e) => ctx.table.fail(first[0], format!("{e:#}")),
@@ -395,7 +397,7 @@ fn interop(ctx: &mut Ctx, s: &Sites, kind: Userspace, build_dir: &Path) -> Resul
     if ctx.wants_any(&second) {
         ctx.interrupted()?;
         let path =
-            conf(&ka, &kb, l3::TUN_A, &allowed_at_a(), None).write(ctx.dir.path(), "rt-a")?;
+            conf(&ka, &kb, l3::TUN_A, &allowed_at_a(), None).write(ctx.dir.path(), lab::TUN_A)?;
         let started = start(ctx, &path, Some(wan::at(wan::A4, l3::PORT)));
         match started {
             Err(e) => ctx.table.fail(second[0], format!("{e:#}")),
