@@ -304,6 +304,12 @@ impl<C: ModeControl> ControlSetup<C> {
             if self.stop.load(Ordering::Acquire) || !workers_alive() {
                 break StopCause::WorkerExited;
             }
+            // Under load, at most one turn a millisecond: a flood then costs
+            // a wake-up per millisecond, not one per datagram (its messages
+            // wait in the bounded channel meanwhile).
+            if self.load.is_loaded(Instant::now()) {
+                std::thread::sleep(crate::load::LOADED_TURN);
+            }
         };
         self.stop.store(true, Ordering::Release);
         for w in &self.worker_wakes {

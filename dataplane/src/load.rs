@@ -25,6 +25,9 @@ pub const WINDOW_LIMIT: u32 = 50;
 pub const BACKLOG_LIMIT: usize = CHANNEL_CAPACITY / 8;
 /// How long load lasts after it was last seen.
 pub const HOLD: Duration = Duration::from_secs(1);
+/// Under load, the control thread's shortest turn: the messages of a
+/// millisecond are answered together.
+pub const LOADED_TURN: Duration = Duration::from_millis(1);
 
 /// See the module docs.
 #[derive(Debug, Default)]

@@ -343,6 +343,96 @@ fn errors_from_the_kernel_name_the_object_and_exit_1() {
     );
 }
 
+/// `struct __user_cap_header_struct` of `<linux/capability.h>`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// `struct __user_cap_data_struct`: one per 32 capabilities.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit sets, two [`CapData`].
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Leaves the calling process uid 0 but without any capability, for itself
+/// and for whatever it execs: the bounding set emptied, every set cleared,
+/// and the securebits that make root special (capabilities on exec, the
+/// fixup on a uid change) switched off and locked.
+///
+/// Staying uid 0 keeps the test independent of where the checkout lives:
+/// a checkout under a 0700 directory (`/root`, `mktemp -d`) cannot be
+/// entered by another user, so switching to `nobody` would fail the exec
+/// itself. Runs between fork and exec, so it only makes system calls: no
+/// allocation, no lock (`io::Error::last_os_error` allocates nothing).
+fn drop_every_capability() -> std::io::Result<()> {
+    use std::io::Error;
+    // The bounding set first: dropping from it needs CAP_SETPCAP, which
+    // the capset below takes away. EINVAL marks the first number past the
+    // kernel's CAP_LAST_CAP.
+    for cap in 0..64 {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
+            let e = Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                break;
+            }
+            return Err(e);
+        }
+    }
+    // Without these, exec of any binary by uid 0 would fill the permitted
+    // set again (up to the bounding set, so belt and braces).
+    let securebits = libc::SECBIT_NOROOT
+        | libc::SECBIT_NOROOT_LOCKED
+        | libc::SECBIT_NO_SETUID_FIXUP
+        | libc::SECBIT_NO_SETUID_FIXUP_LOCKED
+        | libc::SECBIT_NO_CAP_AMBIENT_RAISE
+        | libc::SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_SECUREBITS, securebits, 0, 0, 0) } != 0 {
+        return Err(Error::last_os_error());
+    }
+    // SAFETY: prctl with integer arguments only.
+    let cleared = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    if cleared != 0 {
+        return Err(Error::last_os_error());
+    }
+    let header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let none = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capset(2) reads one header and, for version 3, two data
+    // structs; both live on this stack frame for the whole call.
+    if unsafe { libc::syscall(libc::SYS_capset, &header, none.as_ptr()) } != 0 {
+        return Err(Error::last_os_error());
+    }
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[test]
 fn without_cap_net_admin_the_error_says_run_as_root() {
     require_root!("without_cap_net_admin_the_error_says_run_as_root");
@@ -353,19 +443,17 @@ fn without_cap_net_admin_the_error_says_run_as_root() {
     cmd.args(["link", "add", "name", "br0", "type", "bridge"]);
     // SAFETY: between fork and exec only async-signal-safe system calls run:
     // setns into the test's namespace (so nothing can touch the host's),
-    // then drop to nobody, which clears every capability.
+    // then every capability dropped, the uid kept (see
+    // `drop_every_capability`).
     unsafe {
         cmd.pre_exec(move || {
             nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)?;
-            nix::unistd::setgroups(&[])?;
-            let nobody_gid = nix::unistd::Gid::from_raw(65534);
-            nix::unistd::setresgid(nobody_gid, nobody_gid, nobody_gid)?;
-            let nobody = nix::unistd::Uid::from_raw(65534);
-            nix::unistd::setresuid(nobody, nobody, nobody)?;
-            Ok(())
+            drop_every_capability()
         });
     }
-    let out = cmd.output().unwrap();
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {NETCTL} without capabilities: {e}"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(

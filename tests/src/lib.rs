@@ -8,6 +8,7 @@
 //! through [`NetnsGuard`] (or [`TopologyGuard`]) with names from
 //! [`unique_name`], and so can run in parallel with every other test.
 
+use std::collections::BTreeSet;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
@@ -182,25 +183,40 @@ impl Drop for TopologyGuard {
     }
 }
 
-/// What the host (the test's own namespace) looks like: its links, and the
-/// namespaces under /run/netns whose names start with a prefix (other tests
-/// make and remove their own namespaces concurrently, so only a test's own
-/// prefix can be compared).
+/// What the host (the test's own namespace) looks like, as far as a test's
+/// own objects go: the namespaces under /run/netns whose names start with
+/// its prefix, and the links of the caller's namespace that have one of the
+/// names its topology gives links. Other tests and other programs on a
+/// shared host make and remove their own namespaces and links meanwhile,
+/// so only what the test could have touched is compared.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostSnapshot {
     /// Namespaces under /run/netns starting with the prefix.
     pub netns: Vec<String>,
-    /// One line per link of the caller's namespace: index, name, kind,
-    /// state, MTU, master.
+    /// One line per link of the caller's namespace with one of the names:
+    /// index, name, kind, state, MTU, master.
     pub links: Vec<String>,
-    /// `ip -o link show` of the caller's namespace, when `ip` is installed.
-    pub ip_link: Option<String>,
+    /// The lines of `ip -o link show` for those links, when `ip` is
+    /// installed.
+    pub ip_link: Option<Vec<String>>,
     /// `ip netns list` lines starting with the prefix, when `ip` is installed.
     pub ip_netns: Option<Vec<String>>,
 }
 
-/// Takes a [`HostSnapshot`]; panics if netlink cannot be read.
-pub fn host_snapshot(prefix: &str) -> HostSnapshot {
+/// Every link name `topology` gives: its links and their veth peers.
+pub fn link_names(topology: &Topology) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for link in &topology.links {
+        names.insert(link.name.clone());
+        names.extend(link.peer.as_ref().map(|p| p.name.clone()));
+    }
+    names
+}
+
+/// Takes a [`HostSnapshot`] of the namespaces starting with `prefix` and
+/// the caller's links named in `link_names`; panics if netlink cannot be
+/// read.
+pub fn host_snapshot(prefix: &str, link_names: &BTreeSet<String>) -> HostSnapshot {
     let netns = netns::list()
         .unwrap_or_else(|e| panic!("listing namespaces: {e}"))
         .into_iter()
@@ -210,6 +226,7 @@ pub fn host_snapshot(prefix: &str) -> HostSnapshot {
         .and_then(|h| h.links())
         .unwrap_or_else(|e| panic!("listing the host's links: {e}"))
         .into_iter()
+        .filter(|l| link_names.contains(&l.name))
         .map(|l| {
             format!(
                 "{}: {} {} up={} mtu={} master={:?}",
@@ -217,7 +234,19 @@ pub fn host_snapshot(prefix: &str) -> HostSnapshot {
             )
         })
         .collect();
-    let ip_link = run_ip(&["-o", "link", "show"]);
+    // `IDX: NAME[@PEER]: <FLAGS> ...`, one line per link with -o.
+    let named = |line: &str| {
+        line.split(": ")
+            .nth(1)
+            .and_then(|n| n.split('@').next())
+            .is_some_and(|n| link_names.contains(n))
+    };
+    let ip_link = run_ip(&["-o", "link", "show"]).map(|out| {
+        out.lines()
+            .filter(|l| named(l))
+            .map(str::to_string)
+            .collect()
+    });
     let ip_netns = run_ip(&["netns", "list"]).map(|out| {
         out.lines()
             .filter(|l| l.starts_with(prefix))

@@ -275,12 +275,18 @@ pub fn remove_lab_uapi_dirs(prefix: &str) {
 pub fn command_in(netns: Option<&str>) -> Result<Command> {
     let mut cmd = program_in(&ringtun_bin()?, netns, Signal::SIGKILL)?;
     if let Some(ns) = netns
-        && std::env::var_os("RINGTUN_UAPI_DIR").is_none()
+        && std::env::var_os(UAPI_DIR_ENV).is_none()
     {
-        cmd.env("RINGTUN_UAPI_DIR", lab_uapi_dir(ns));
+        cmd.env(UAPI_DIR_ENV, lab_uapi_dir(ns));
     }
     Ok(cmd)
 }
+
+/// The environment variable that moves ringtun's configuration sockets
+/// (empty: the standard `/var/run/wireguard`, where `wg` looks). A daemon
+/// started with it in [`UpOptions::env`] is asked with the same value by
+/// [`Ringtun::show`] and [`Ringtun::down`].
+pub const UAPI_DIR_ENV: &str = "RINGTUN_UAPI_DIR";
 
 /// A command for `program` that runs inside `netns` (`None`: this
 /// process's own namespace), its stdin empty. The child enters the
@@ -322,15 +328,33 @@ pub fn program_in(program: &Path, netns: Option<&str>, death_signal: Signal) -> 
 /// Runs `ringtun ARGS` inside `netns` to completion (killed after
 /// [`COMMAND_TIMEOUT`]) and returns its output, whatever its exit status.
 pub fn run_in(netns: Option<&str>, args: &[&str]) -> Result<Output> {
+    run_with_env(netns, args, &[])
+}
+
+/// [`run_in`] with `env` set for the command (after [`command_in`]'s own,
+/// so that `RINGTUN_UAPI_DIR` here names the socket directory).
+pub fn run_with_env(
+    netns: Option<&str>,
+    args: &[&str],
+    env: &[(String, String)],
+) -> Result<Output> {
     let mut cmd = command_in(netns)?;
     cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     output_with_timeout(cmd, &args.join(" "), COMMAND_TIMEOUT)
 }
 
 /// Runs `ringtun ARGS` inside `netns` and returns its stdout; a non-zero
 /// exit is an [`Error::Command`] carrying its stderr.
 pub fn run_ok_in(netns: Option<&str>, args: &[&str]) -> Result<String> {
-    let out = run_in(netns, args)?;
+    run_ok_with_env(netns, args, &[])
+}
+
+/// [`run_ok_in`] with `env` set for the command, as [`run_with_env`].
+fn run_ok_with_env(netns: Option<&str>, args: &[&str], env: &[(String, String)]) -> Result<String> {
+    let out = run_with_env(netns, args, env)?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -859,6 +883,9 @@ pub struct Ringtun {
     iface: String,
     stderr: LineTail,
     exited: Option<ExitStatus>,
+    /// `RINGTUN_UAPI_DIR` as the daemon was given it in
+    /// [`UpOptions::env`], for the commands that reach its socket.
+    uapi_env: Vec<(String, String)>,
 }
 
 impl Ringtun {
@@ -913,6 +940,12 @@ impl Ringtun {
             iface,
             stderr,
             exited: None,
+            uapi_env: opts
+                .env
+                .iter()
+                .filter(|(k, _)| k == UAPI_DIR_ENV)
+                .cloned()
+                .collect(),
         };
         let why = match ready_rx.recv_timeout(opts.ready_timeout) {
             Ok(()) => return Ok(daemon),
@@ -976,15 +1009,16 @@ impl Ringtun {
         }
     }
 
-    /// `ringtun show IFACE --json`, run inside the namespace.
+    /// `ringtun show IFACE --json`, run inside the namespace (with the
+    /// socket directory the daemon was given, if any).
     pub fn show(&self) -> Result<InterfaceStatus> {
-        show_json(Some(&self.netns), &self.iface)
+        show_json_with_env(Some(&self.netns), &self.iface, &self.uapi_env)
     }
 
     /// `ringtun down IFACE`, run inside the namespace (the daemon should
     /// then exit: see [`Ringtun::wait_exit`]).
     pub fn down(&self) -> Result<()> {
-        run_ok_in(Some(&self.netns), &["down", &self.iface]).map(|_| ())
+        run_ok_with_env(Some(&self.netns), &["down", &self.iface], &self.uapi_env).map(|_| ())
     }
 
     /// Waits up to `timeout` for the process to exit and returns how it
@@ -1104,7 +1138,16 @@ impl Drop for Ringtun {
 
 /// `ringtun show IFACE --json` inside `netns`, parsed.
 pub fn show_json(netns: Option<&str>, iface: &str) -> Result<InterfaceStatus> {
-    let stdout = run_ok_in(netns, &["show", iface, "--json"])?;
+    show_json_with_env(netns, iface, &[])
+}
+
+/// [`show_json`] with `env` set for the command, as [`run_with_env`].
+pub fn show_json_with_env(
+    netns: Option<&str>,
+    iface: &str,
+    env: &[(String, String)],
+) -> Result<InterfaceStatus> {
+    let stdout = run_ok_with_env(netns, &["show", iface, "--json"], env)?;
     serde_json::from_str(&stdout).map_err(|e| Error::BadJson {
         iface: iface.to_string(),
         detail: e.to_string(),
@@ -1249,9 +1292,13 @@ mod tests {
         let status = polite.try_wait().unwrap().expect("reaped");
         assert!(Ringtun::killed_by(status, Signal::SIGTERM), "{status}");
         assert!(started.elapsed() < Duration::from_secs(10));
-        let mut deaf = sh("trap '' TERM; exec sleep 30");
-        // Let the shell ignore SIGTERM before it comes.
-        std::thread::sleep(Duration::from_millis(200));
+        // The shell says when it ignores SIGTERM; the signal comes after.
+        let mut deaf = sh("trap '' TERM; echo ignoring; exec sleep 30");
+        let mut line = String::new();
+        std::io::BufReader::new(deaf.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "ignoring\n");
         stop_child(&mut deaf, Duration::from_millis(200));
         let status = deaf.try_wait().unwrap().expect("reaped");
         assert!(Ringtun::killed_by(status, Signal::SIGKILL), "{status}");

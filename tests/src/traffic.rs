@@ -211,6 +211,9 @@ pub struct BulkOptions {
     pub timeout: Duration,
     /// Port to listen on (0: any free port).
     pub port: u16,
+    /// Bytes a second the sender keeps to (`None`: as fast as it can):
+    /// a transfer that must span a stretch of time, not load the machine.
+    pub pace: Option<u64>,
 }
 
 impl Default for BulkOptions {
@@ -220,6 +223,7 @@ impl Default for BulkOptions {
             seed: 0x5EED,
             timeout: Duration::from_secs(120),
             port: 0,
+            pace: None,
         }
     }
 }
@@ -373,8 +377,8 @@ pub fn start_tcp_bulk(
     };
     let sender = {
         let sent = sent.clone();
-        let (bytes, seed) = (opts.bytes, opts.seed);
-        std::thread::spawn(move || send_all(stream, bytes, seed, deadline, timeout, &sent))
+        let (bytes, seed, pace) = (opts.bytes, opts.seed, opts.pace);
+        std::thread::spawn(move || send_all(stream, bytes, seed, pace, deadline, timeout, &sent))
     };
     Ok(BulkTransfer {
         received,
@@ -411,16 +415,27 @@ fn send_all(
     mut stream: TcpStream,
     bytes: u64,
     seed: u64,
+    pace: Option<u64>,
     deadline: Instant,
     timeout: Duration,
     sent: &AtomicU64,
 ) -> Result<(u64, [u8; 32])> {
     let mut payload = BulkPayload::new(seed);
     let mut hash = Sha256::new();
-    let mut buf = vec![0u8; BULK_CHUNK];
+    // Paced, in chunks of a fiftieth of a second's worth.
+    let chunk = pace.map_or(BULK_CHUNK, |p| ((p / 50) as usize).clamp(1024, BULK_CHUNK));
+    let mut buf = vec![0u8; chunk];
     let mut done = 0u64;
+    let started = Instant::now();
     while done < bytes {
-        let n = (bytes - done).min(BULK_CHUNK as u64) as usize;
+        if let Some(p) = pace.filter(|&p| p > 0) {
+            let due = started + Duration::from_secs_f64(done as f64 / p as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
+        let n = (bytes - done).min(chunk as u64) as usize;
         payload.fill(&mut buf[..n]);
         hash.update(&buf[..n]);
         let mut off = 0;

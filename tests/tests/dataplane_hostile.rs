@@ -56,6 +56,24 @@ fn wait_for_progress(bulk: &BulkTransfer, ctx: &str) {
     }
 }
 
+/// Waits until `d` has delivered at least `n` packets from its peers (the
+/// data messages captured on its WAN, opened and counted).
+fn wait_until_received(d: &Ringtun, n: u64, ctx: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got: u64 = drops(d).peers.iter().map(|p| p.rx_packets).sum();
+        if got >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ctx}: {} delivered {got} packets from its peers, expected the {n} captured on its WAN",
+            d.netns()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Starts the 64 MiB transfer from site 1 to site 2 that the attack runs
 /// beside, and waits until it moves.
 fn start_bulk(lab: &Lab, mode: TunnelMode, ctx: &str) -> BulkTransfer {
@@ -163,7 +181,9 @@ fn wireguard_counts_hostile_datagrams_by_reason_and_the_transfer_survives() {
     );
     // Let the originals arrive first: an early copy would be accepted,
     // not replayed.
-    std::thread::sleep(Duration::from_millis(200));
+    // (Keepalives, 32 bytes, carry nothing to deliver and are not counted.)
+    let carrying = data.iter().filter(|d| d.len() > 32).count() as u64;
+    wait_until_received(&b, carrying, ctx);
 
     let before = drops(&b);
     let bulk = start_bulk(&lab, mode, ctx);

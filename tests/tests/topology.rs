@@ -7,8 +7,8 @@ use std::time::Duration;
 use netctl::topology::LinkKindSpec;
 use netctl::{Error, LinkKind, Netlink, Topology, netns};
 use ringtun_tests::{
-    TopologyGuard, host_snapshot, ping_until_reply, repo_root, require_root, require_tool_or_skip,
-    unique_name,
+    TopologyGuard, host_snapshot, link_names, ping_until_reply, repo_root, require_root,
+    require_tool_or_skip, unique_name,
 };
 
 fn example() -> Topology {
@@ -34,7 +34,13 @@ fn example_topology_applies_twice_routes_both_families_and_destroys_without_a_tr
     }
     let topology = example();
     let prefix = format!("{}-", unique_name("ex"));
-    let before = host_snapshot(&prefix);
+    // The host as far as this test's objects go: what it could touch.
+    let names = link_names(&topology);
+    assert!(
+        names.contains("wan0"),
+        "link names of the example: {names:?}"
+    );
+    let before = host_snapshot(&prefix, &names);
     assert!(before.netns.is_empty());
 
     let result = std::panic::catch_unwind(|| {
@@ -99,7 +105,7 @@ fn example_topology_applies_twice_routes_both_families_and_destroys_without_a_tr
         std::panic::resume_unwind(panic);
     }
     assert_eq!(destroyed.deleted.len(), 4, "{destroyed:?}");
-    let after = host_snapshot(&prefix);
+    let after = host_snapshot(&prefix, &names);
     assert_eq!(before, after, "the host changed");
     // A second destroy finds nothing and says so.
     assert_eq!(topology.destroy(Some(&prefix)).unwrap().absent.len(), 4);

@@ -32,9 +32,13 @@
 //! the initiator's identity is decrypted before that peer's PSK is chosen
 //! without snow's build-then-`set_psk` dance or its "risky" raw-split API, and
 //! each failure gets a precise error. The in-memory interop test against
-//! boringtun proves the bytes. Transport data uses ring's in-place
-//! ChaCha20-Poly1305 (`LessSafeKey`); the cookie reply's XChaCha20-Poly1305
-//! comes from the `chacha20poly1305` crate, since ring has none.
+//! boringtun proves the bytes. ChaCha20-Poly1305 comes from aws-lc-rs
+//! (`LessSafeKey`, in place): as fast as ring's (the same assembly), and
+//! its key schedule lives in one C allocation that aws-lc wipes when it
+//! is freed, so a session's keys are really gone when the session is
+//! (ring keeps them inline in a Rust value that nothing wipes, and every
+//! move of it leaves a copy behind). The cookie reply's
+//! XChaCha20-Poly1305 comes from the `chacha20poly1305` crate.
 
 mod drop_reason;
 mod keys;

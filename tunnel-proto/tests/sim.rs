@@ -1272,3 +1272,63 @@ fn under_load_one_source_with_a_cookie_is_limited_while_a_peer_still_gets_throug
         vec![packet(inner(A), inner(B), b"still here")]
     );
 }
+
+#[test]
+fn a_session_the_peer_made_cancels_our_unanswered_initiation() {
+    let mut sim = Sim::new(|_, _| {});
+    // B tries first, while A is not listening.
+    sim.blackhole = Some(A);
+    assert_eq!(sim.send(B, b"from b"), Err(EncapError::NoSession));
+    sim.deliver();
+    assert_eq!(sim.handshakes_sent(B), 1);
+    // A comes up and initiates; its first packet confirms B's session.
+    sim.blackhole = None;
+    sim.run_until(Duration::from_secs(1));
+    assert_eq!(sim.send(A, b"from a"), Err(EncapError::NoSession));
+    sim.run_until(Duration::from_secs(2));
+    assert_eq!(
+        sim.nodes[B].delivered,
+        vec![packet(inner(A), inner(B), b"from a")]
+    );
+    assert_eq!(
+        sim.nodes[A].delivered,
+        vec![packet(inner(B), inner(A), b"from b")],
+        "B's staged packet left on A's session"
+    );
+    // B's own initiation was never answered; it must not be retried now.
+    sim.run_until(REKEY_TIMEOUT * 4);
+    assert_eq!(sim.handshakes_sent(B), 1, "no second handshake from B");
+    assert_eq!(sim.handshakes_sent(A), 1);
+}
+
+#[test]
+fn under_load_one_address_gets_only_so_many_cookie_replies() {
+    let mut sim = Sim::new(|_, _| {});
+    sim.nodes[B].under_load = true;
+    sim.send(A, b"x").unwrap_err();
+    let init = sim.wire.pop().unwrap().bytes;
+    assert_eq!(init[0], 1);
+    let (now, wall) = (sim.now, sim.wall());
+    let flooder: SocketAddr = "203.0.113.7:999".parse().unwrap();
+    let b = &mut sim.nodes[B].tunnel;
+    let mut buf = vec![0u8; TRANSMIT_BUF_LEN];
+    let mut replies = 0;
+    for n in 0..1000u64 {
+        let at = now + Duration::from_millis(n);
+        let _ = b.handle_handshake(at, wall, flooder.into(), &init, true);
+        while let Some(t) = b.poll_transmit(at, &mut buf) {
+            assert_eq!((t.dst, buf[0]), (flooder, 3));
+            replies += 1;
+        }
+    }
+    // A burst of 5, then 20 a second.
+    assert!((5..=26).contains(&replies), "{replies} cookie replies");
+    // Another address still gets its reply at once.
+    let later = now + Duration::from_millis(1000);
+    let other: SocketAddr = "203.0.113.8:999".parse().unwrap();
+    assert_eq!(
+        b.handle_handshake(later, wall, other.into(), &init, true),
+        Err(HandshakeError::CookieRequired)
+    );
+    assert_eq!(b.poll_transmit(later, &mut buf).map(|t| t.dst), Some(other));
+}

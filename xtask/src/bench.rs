@@ -12,7 +12,7 @@
 //! every system, still a full report.
 
 mod baseline;
-mod cpu;
+pub mod cpu;
 mod lab;
 mod plot;
 mod report;

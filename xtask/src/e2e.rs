@@ -11,8 +11,10 @@
 //! packet and frame sizes, restarts mid-transfer, a lossy WAN (a userspace
 //! relay: [`relay`]), hostile input including a flood of handshake
 //! initiations with a valid MAC1 ([`hostile`]), offloads on and off (and
-//! whether they engage, from ringtun's own counters: [`offloads`]), and
-//! the interop matrix. Output: one row per check and
+//! whether they engage, from ringtun's own counters: [`offloads`]), the
+//! interop matrix, and ringtun driven by the WireGuard tools, wg-quick
+//! and an exporter over its configuration socket ([`uapi`], in a
+//! three-site lab). Output: one row per check and
 //! `N passed, N failed, N skipped`; non-zero exit on any failure.
 //!
 //! Everything made is removed at the end, also on failure, on panic and
@@ -21,6 +23,7 @@
 //! killed outright are removed by the next run.
 
 mod checks;
+mod first_packet;
 mod hostile;
 mod lab;
 mod offloads;
@@ -29,7 +32,9 @@ mod probe;
 mod relay;
 mod rows;
 mod seed;
+mod storm;
 mod table;
+mod uapi;
 mod vxlan;
 mod wireguard;
 
@@ -39,6 +44,8 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use ringtun_tests::ringtun::LabDir;
+
+use crate::peers::{Userspace, UserspacePeer};
 
 use checks::{Ctx, Options};
 use relay::SplitMix64;
@@ -258,7 +265,9 @@ pub fn run(args: &E2eArgs) -> Result<()> {
 fn cleanup_row(table: &mut Table, links_before: &[String]) -> Result<()> {
     // Namespaces are deleted by the labs' guards; children were reaped by
     // theirs. Give exiting processes a moment.
+    let ours = lab::harness_link_names()?;
     let mut left = Vec::new();
+    let mut others = Vec::new();
     for _ in 0..50 {
         left.clear();
         left.extend(
@@ -271,34 +280,50 @@ fn cleanup_row(table: &mut Table, links_before: &[String]) -> Result<()> {
                 .into_iter()
                 .map(|c| format!("process {c}")),
         );
-        let links = lab::host_links()?;
-        left.extend(
-            links
-                .iter()
-                .filter(|l| !links_before.contains(l))
-                .map(|l| format!("host link {l}")),
-        );
-        let tag = std::process::id() % 1_000_000;
-        if let Ok(dir) = std::fs::read_dir("/var/run/wireguard") {
-            left.extend(
-                dir.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.ends_with(&format!("{tag}.sock")))
-                    .map(|n| format!("socket /var/run/wireguard/{n}")),
+        // Only names the harness uses: other programs on a shared host
+        // may add links of their own meanwhile.
+        others.clear();
+        for link in lab::host_links()? {
+            if links_before.contains(&link) {
+                continue;
+            }
+            if ours.contains(&link) {
+                left.push(format!("host link {link}"));
+            } else {
+                others.push(link);
+            }
+        }
+        // The userspace peers' sockets, by their exact names: another
+        // run's names may end in the same digits.
+        for kind in Userspace::ALL {
+            let socket = format!(
+                "/var/run/wireguard/{}.sock",
+                UserspacePeer::iface_name(kind)
             );
+            if std::path::Path::new(&socket).exists() {
+                left.push(format!("socket {socket}"));
+            }
         }
         if left.is_empty() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    let not_ours = if others.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (new host links of other programs, not counted: {})",
+            others.join(", ")
+        )
+    };
     table.check(
         "cleanup: no namespace, link, process or socket left behind",
         left.is_empty(),
         if left.is_empty() {
-            "checked namespaces, child processes, host links, UAPI sockets".to_string()
+            format!("checked namespaces, child processes, host links, UAPI sockets{not_ours}")
         } else {
-            format!("left: {}", left.join(", "))
+            format!("left: {}{not_ours}", left.join(", "))
         },
     );
     Ok(())

@@ -33,6 +33,9 @@ pub enum Userspace {
 }
 
 impl Userspace {
+    /// Every implementation the harness knows.
+    pub const ALL: [Userspace; 2] = [Userspace::WireguardGo, Userspace::Boringtun];
+
     /// Its name in the table.
     pub fn name(self) -> &'static str {
         match self {
@@ -114,7 +117,7 @@ fn apt_install(packages: &[&str]) -> Result<(), String> {
 }
 
 /// `wg` (wireguard-tools), installed with apt-get if missing and allowed.
-fn ensure_wg(install: bool) -> Result<PathBuf, String> {
+pub fn ensure_wg(install: bool) -> Result<PathBuf, String> {
     if let Some(p) = find_in_path("wg") {
         return Ok(p);
     }
@@ -123,6 +126,47 @@ fn ensure_wg(install: bool) -> Result<PathBuf, String> {
     }
     apt_install(&["wireguard-tools"])?;
     find_in_path("wg").ok_or_else(|| "wireguard-tools installed, but wg is not on PATH".into())
+}
+
+/// A program from crates.io: on PATH or in cargo's bin directory, else,
+/// when `install` is set, `cargo install --locked CRATE` (building in
+/// `build_dir`, so that a second run in the same target directory reuses
+/// the build). The error is the reason its rows are skipped.
+fn ensure_cargo_bin(
+    krate: &str,
+    bin: &str,
+    install: bool,
+    build_dir: &Path,
+) -> Result<PathBuf, String> {
+    let in_cargo = cargo_bin_dir().join(bin);
+    if let Some(p) = find_in_path(bin).or_else(|| in_cargo.is_file().then_some(in_cargo.clone())) {
+        return Ok(p);
+    }
+    if !install {
+        return Err(format!("{bin} is not installed and --no-install was given"));
+    }
+    let cargo = std::env::var_os("CARGO")
+        .map(PathBuf::from)
+        .or_else(|| find_in_path("cargo"))
+        .ok_or_else(|| format!("cargo is not on PATH to install {krate}"))?;
+    let started = Instant::now();
+    run_logged(
+        Command::new(cargo)
+            .args(["install", "--locked", "--quiet", krate])
+            .env("CARGO_TARGET_DIR", build_dir),
+        &format!("cargo install {krate}"),
+    )?;
+    if !in_cargo.is_file() {
+        return Err(format!(
+            "cargo install {krate} succeeded, but {} does not exist",
+            in_cargo.display()
+        ));
+    }
+    println!(
+        "e2e: installed {krate} in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(in_cargo)
 }
 
 /// Finds a userspace peer's programs, installing what is missing when
@@ -142,37 +186,21 @@ pub fn ensure(kind: Userspace, install: bool, build_dir: &Path) -> Result<Tools,
             None => return Err("wireguard-go is not installed and --no-install was given".into()),
         },
         Userspace::Boringtun => {
-            let in_cargo = cargo_bin_dir().join("boringtun-cli");
-            match find_in_path("boringtun-cli")
-                .or_else(|| in_cargo.is_file().then_some(in_cargo.clone()))
-            {
-                Some(p) => p,
-                None if install => {
-                    let cargo = std::env::var_os("CARGO")
-                        .map(PathBuf::from)
-                        .or_else(|| find_in_path("cargo"))
-                        .ok_or("cargo is not on PATH to install boringtun-cli")?;
-                    run_logged(
-                        Command::new(cargo)
-                            .args(["install", "--locked", "--quiet", "boringtun-cli"])
-                            .env("CARGO_TARGET_DIR", build_dir),
-                        "cargo install boringtun-cli",
-                    )?;
-                    if !in_cargo.is_file() {
-                        return Err(format!(
-                            "cargo install boringtun-cli succeeded, but {} does not exist",
-                            in_cargo.display()
-                        ));
-                    }
-                    in_cargo
-                }
-                None => {
-                    return Err("boringtun-cli is not installed and --no-install was given".into());
-                }
-            }
+            ensure_cargo_bin("boringtun-cli", "boringtun-cli", install, build_dir)?
         }
     };
     Ok(Tools { daemon, wg })
+}
+
+/// The crate (and program) of the Prometheus exporter the `uapi` rows
+/// scrape: it runs `wg show IFACE dump` itself.
+pub const EXPORTER: &str = "prometheus_wireguard_exporter";
+
+/// The Prometheus exporter, installed with `cargo install` (building in
+/// `build_dir`) when missing and `install` is set; the error is the
+/// reason its row is skipped.
+pub fn ensure_exporter(install: bool, build_dir: &Path) -> Result<PathBuf, String> {
+    ensure_cargo_bin(EXPORTER, EXPORTER, install, build_dir)
 }
 
 /// What a userspace WireGuard peer is told.
@@ -356,6 +384,23 @@ impl UserspacePeer {
             return Ok(());
         };
         stop_child(&mut child, EXIT_TIMEOUT);
+        self.clean_up();
+        Ok(())
+    }
+
+    /// Stops it with SIGKILL at once, as a crash would.
+    pub fn kill(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        child.kill().context("SIGKILL")?;
+        child.wait().context("waiting for the killed daemon")?;
+        self.clean_up();
+        Ok(())
+    }
+
+    /// Removes what a stopped daemon left: its socket, its device.
+    fn clean_up(&mut self) {
         let socket = PathBuf::from(UAPI_DIR).join(format!("{}.sock", self.iface));
         if socket.exists() {
             let _ = std::fs::remove_file(&socket);
@@ -366,7 +411,6 @@ impl UserspacePeer {
         {
             let _ = nl.delete_link(&self.iface);
         }
-        Ok(())
     }
 }
 

@@ -3,7 +3,7 @@
 //! output kept. The children die with the harness (`PR_SET_PDEATHSIG`).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,30 @@ pub fn run_with_timeout(
         );
     }
     Ok(stdout)
+}
+
+/// Runs `program args` in `netns` with `env` added to its environment,
+/// killed after `timeout`, and returns what it printed and how it exited,
+/// whatever that was (for the checks that expect a refusal).
+pub fn output_in(
+    netns: &str,
+    program: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<Output> {
+    let what = format!("{} {}", program.display(), args.join(" "));
+    let mut cmd = command_in(netns, program)?;
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().with_context(|| format!("starting {what}"))?;
+    match collect_output(child, timeout) {
+        Ok(Some(out)) => Ok(out),
+        Ok(None) => bail!("{what} in {netns} still ran after {timeout:?}; killed"),
+        Err(e) => bail!("waiting for {what}: {e}"),
+    }
 }
 
 /// A long-running helper (iperf3 server, echo server) inside a lab;

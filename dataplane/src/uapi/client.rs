@@ -80,8 +80,17 @@ fn find(iface: &str, base: Option<&Path>) -> Result<PathBuf, ClientError> {
 
 /// Sends `request` to the daemon of `iface` and reads its whole answer.
 fn exchange(iface: &str, request: &Request) -> Result<Zeroizing<Vec<u8>>, ClientError> {
-    let base = socket::base_from_env();
-    let path = find(iface, base.as_deref())?;
+    exchange_in(socket::base_from_env().as_deref(), iface, request)
+}
+
+/// [`exchange`] with the socket directories below `base`, whatever the
+/// environment says.
+fn exchange_in(
+    base: Option<&Path>,
+    iface: &str,
+    request: &Request,
+) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+    let path = find(iface, base)?;
     let io_err = |source| ClientError::Io {
         iface: iface.to_string(),
         path: path.clone(),
@@ -141,7 +150,13 @@ fn answer_error(iface: &str, e: ProtoError) -> ClientError {
 
 /// ringtun's status of `iface`.
 pub fn show(iface: &str) -> Result<InterfaceStatus, ClientError> {
-    let answer = exchange(iface, &Request::Show)?;
+    show_in(socket::base_from_env().as_deref(), iface)
+}
+
+/// [`show`] for a daemon whose sockets are below `base` (its
+/// `RINGTUN_UAPI_DIR`; `None`: the standard directories).
+pub fn show_in(base: Option<&Path>, iface: &str) -> Result<InterfaceStatus, ClientError> {
+    let answer = exchange_in(base, iface, &Request::Show)?;
     let json = protocol::parse_show_answer(&answer).map_err(|e| answer_error(iface, e))?;
     serde_json::from_str(&json).map_err(|e| ClientError::BadAnswer {
         iface: iface.to_string(),

@@ -2,12 +2,12 @@
 //! BLAKE2s, the handshake's ChaCha20-Poly1305, and the cookie's
 //! XChaCha20-Poly1305.
 
+use aws_lc_rs::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use blake2::digest::consts::U16;
 use blake2::digest::{FixedOutput, KeyInit, Mac, Update};
 use blake2::{Blake2s256, Blake2sMac, Digest};
 use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use zeroize::Zeroize;
 
 use super::messages::TAG_LEN;
@@ -115,7 +115,7 @@ pub(crate) fn seal<const N: usize, const M: usize>(
     let Ok(tag) =
         chacha_key(key).seal_in_place_separate_tag(nonce(0), Aad::from(aad), &mut out[..N])
     else {
-        unreachable!("ring only refuses to seal more than 256 GiB")
+        unreachable!("aws-lc only refuses to seal more than 256 GiB")
     };
     out[N..].copy_from_slice(tag.as_ref());
     out

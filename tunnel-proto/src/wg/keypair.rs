@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 
-use ring::aead::LessSafeKey;
+use aws_lc_rs::aead::LessSafeKey;
 
 use super::PeerId;
 use super::crypto::chacha_key;
@@ -178,5 +178,22 @@ mod test {
             assert_eq!(k.next_send_counter(), None, "exhausted");
         }
         assert_eq!(k.sent(), REJECT_AFTER_MESSAGES, "it stays at the cap");
+    }
+}
+
+#[cfg(test)]
+mod erasure {
+    use super::*;
+
+    /// A session's keys must not live inside the Rust values that hold
+    /// them: nothing wipes a Rust value's old copies (every move leaves
+    /// one). A key handle smaller than a key cannot hold one; the schedule
+    /// is in aws-lc's own allocation, which its `OPENSSL_free` cleanses
+    /// before freeing. (ring's `LessSafeKey` holds the schedule inline:
+    /// over 500 bytes.)
+    #[test]
+    fn a_key_handle_is_too_small_to_hold_a_key() {
+        let handle = std::mem::size_of::<LessSafeKey>();
+        assert!(handle < 32, "LessSafeKey is {handle} bytes");
     }
 }

@@ -1,16 +1,16 @@
 //! Handshake messages per source address, under load: a token bucket per
 //! address (wireguard-go's and the kernel's limiter: 20 a second, a burst
-//! of 5), so that one address holding a valid cookie cannot keep the
-//! control thread doing Diffie-Hellman.
+//! of 5). The tunnel keeps two: one for messages with a valid cookie, so
+//! that one address holding a cookie cannot keep the control thread doing
+//! Diffie-Hellman; one for the cookie replies themselves, so that one
+//! address (or a victim whose address a flood forges) gets only so many.
 //!
 //! The table has a fixed number of entries, chosen by a keyed hash of the
 //! address (the key from the tunnel's random source, so an attacker cannot
 //! aim at an entry). A flood from any number of addresses never grows it:
 //! an address whose entry belongs to another, still-limited address shares
 //! that address's bucket; an entry idle long enough to be full again is
-//! taken over. Spoofed sources cannot get this far anyway: only messages
-//! with a valid MAC2, which needs a cookie sent to the real address, are
-//! limited.
+//! taken over.
 
 use std::hash::Hasher;
 use std::net::IpAddr;

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use ring::aead::Aad;
+use aws_lc_rs::aead::Aad;
 
 use super::allowed_ips::AllowedIps;
 use super::crypto::nonce;
@@ -419,7 +419,7 @@ impl Snapshot {
             Aad::empty(),
             &mut buf[HEADROOM..body_end],
         ) else {
-            // ring refuses only inputs beyond 256 GiB.
+            // aws-lc refuses only inputs beyond 256 GiB.
             return Err(EncapError::BufferTooSmall {
                 need: len,
                 have: buf.len(),

@@ -138,8 +138,10 @@ pub struct Tunnel {
     /// interface started bare, waiting for its configuration).
     identity: Option<Identity>,
     checker: CookieChecker,
-    /// Handshake messages per source address, under load.
+    /// Handshake messages with a valid cookie per source address, under load.
     limiter: RateLimiter,
+    /// Cookie replies per destination address.
+    reply_limiter: RateLimiter,
     rng: Rng,
     peers: PeerTable<Peer>,
     by_key: HashMap<PublicKey, PeerId>,
@@ -204,14 +206,18 @@ impl Tunnel {
         }
         let identity = config.private_key.map(Identity::new);
         let mut rng = Rng::new(config.rng_seed);
-        let mut key = [0u8; 16];
-        // A failed RNG leaves a known key: the limiter still limits, an
+        // A failed RNG leaves a known key: the limiters still limit, an
         // attacker could only aim at one entry's neighbours.
-        let _ = rng.fill(&mut key);
-        let limiter = RateLimiter::new([
-            u64::from_le_bytes(key[..8].try_into().unwrap_or_default()),
-            u64::from_le_bytes(key[8..].try_into().unwrap_or_default()),
-        ]);
+        let mut limiter_key = || {
+            let mut key = [0u8; 16];
+            let _ = rng.fill(&mut key);
+            [
+                u64::from_le_bytes(key[..8].try_into().unwrap_or_default()),
+                u64::from_le_bytes(key[8..].try_into().unwrap_or_default()),
+            ]
+        };
+        let limiter = RateLimiter::new(limiter_key());
+        let reply_limiter = RateLimiter::new(limiter_key());
         let mut t = Tunnel {
             snapshot: Arc::new(Snapshot::new(SnapshotParts {
                 epoch: now,
@@ -225,6 +231,7 @@ impl Tunnel {
             identity,
             checker: CookieChecker::new(),
             limiter,
+            reply_limiter,
             rng,
             peers: PeerTable::new(),
             by_key: HashMap::new(),
@@ -794,6 +801,12 @@ impl Tunnel {
                 .checker
                 .mac2_ok(datagram, mac2_at, from.remote, now, &mut self.rng)?
         {
+            // One address gets only so many cookie replies too: it needs
+            // one per two minutes, and whoever forges the address of a
+            // victim reflects at most this rate at it.
+            if !self.reply_limiter.allow(from.remote.ip(), now) {
+                return Err(HandshakeError::RateLimited);
+            }
             let mut mac1 = [0u8; 16];
             mac1.copy_from_slice(&datagram[mac1_at..mac2_at]);
             let reply = self.checker.reply(
@@ -1034,16 +1047,21 @@ impl Tunnel {
         let cur = std::mem::replace(&mut p.current, next);
         let old = std::mem::replace(&mut p.previous, cur);
         p.handshakes += 1;
-        if p.pending.is_none() {
-            // A retry armed while waiting for this confirmation is moot now.
-            p.retransmit_at = None;
-            p.attempt_started = None;
-        }
+        // The peer proved a session of its own making: an initiation of
+        // ours still unanswered is moot, and retrying it would only make
+        // one handshake more (the kernel's one handshake state per peer is
+        // replaced the same way). Likewise a retry armed while waiting.
+        let moot = p.pending.take();
+        p.retransmit_at = None;
+        p.attempt_started = None;
         let flush = !p.staged.is_empty() && !p.flush_queued;
         if flush {
             p.flush_queued = true;
         }
         self.forget(old);
+        if let Some(m) = moot {
+            self.indices.remove(&m.local_index);
+        }
         self.publish();
         if flush {
             self.outgoing.push_back(Outgoing::Flush(id));

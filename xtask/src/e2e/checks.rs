@@ -266,6 +266,7 @@ pub fn start_bulk(
             seed,
             timeout: bulk_timeout(bytes),
             port: 0,
+            pace: None,
         },
     )
     .with_context(|| format!("starting a bulk transfer from {from_ns} to {to}"))

@@ -5,7 +5,7 @@
 //! doing the Diffie-Hellman work of a handshake).
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -78,6 +78,8 @@ pub struct FloodReport {
     pub other: u64,
     /// How long sending took.
     pub elapsed: Duration,
+    /// When the first cookie reply came, from the first initiation.
+    pub first_cookie_reply: Option<Duration>,
 }
 
 impl std::fmt::Display for FloodReport {
@@ -90,6 +92,9 @@ impl std::fmt::Display for FloodReport {
             self.cookie_replies,
             self.responses
         )?;
+        if let Some(t) = self.first_cookie_reply {
+            write!(f, " (the first after {:.0} ms)", t.as_secs_f64() * 1e3)?;
+        }
         if self.other > 0 {
             write!(f, ", {} other", self.other)?;
         }
@@ -97,14 +102,31 @@ impl std::fmt::Display for FloodReport {
     }
 }
 
-/// Sends `count` forged initiations with a valid MAC1 for `responder_public`
-/// from `socket` to `dst` as fast as the socket takes them, counting what
-/// comes back on the same socket until `linger` after the last one.
+/// How fast a flood goes.
+#[derive(Clone, Copy, Debug)]
+pub enum Pace {
+    /// `count` initiations as fast as the socket takes them.
+    Fastest {
+        /// How many.
+        count: u64,
+    },
+    /// `per_second` initiations a second, for `lasting`.
+    Steady {
+        /// Rate.
+        per_second: u64,
+        /// Duration.
+        lasting: Duration,
+    },
+}
+
+/// Sends forged initiations with a valid MAC1 for `responder_public` from
+/// `socket` to `dst` at `pace`, counting what comes back on the same
+/// socket until `linger` after the last one.
 pub fn initiation_flood(
     socket: &UdpSocket,
     dst: SocketAddr,
     responder_public: &[u8; 32],
-    count: u64,
+    pace: Pace,
     linger: Duration,
     rng: &mut SplitMix64,
 ) -> io::Result<FloodReport> {
@@ -113,9 +135,13 @@ pub fn initiation_flood(
     rx.set_read_timeout(Some(Duration::from_millis(20)))?;
     let done = Arc::new(AtomicBool::new(false));
     let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    // Nanoseconds after `start` of the first cookie reply, plus one (0: none yet).
+    let first_cookie = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
     let receiver = {
         let done = done.clone();
         let counts = counts.clone();
+        let first_cookie = first_cookie.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
             while !done.load(Ordering::Relaxed) {
@@ -125,15 +151,46 @@ pub fn initiation_flood(
                         (TYPE_RESPONSE, 92) => 1,
                         _ => 2,
                     };
+                    if slot == 0 {
+                        let at = start.elapsed().as_nanos() as u64 + 1;
+                        let _ = first_cookie.compare_exchange(
+                            0,
+                            at,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
+                    }
                     counts[slot].fetch_add(1, Ordering::Relaxed);
                 }
             }
         })
     };
-    let start = Instant::now();
     let mut sent = 0;
     let mut result = Ok(());
-    while sent < count {
+    loop {
+        let due = match pace {
+            Pace::Fastest { count } => count,
+            Pace::Steady {
+                per_second,
+                lasting,
+            } => {
+                let elapsed = start.elapsed();
+                if elapsed >= lasting {
+                    break;
+                }
+                let due = (elapsed.as_secs_f64() * per_second as f64) as u64 + 1;
+                if sent >= due {
+                    // A millisecond's worth at a time: a steady stream,
+                    // not bursts a second apart.
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                due
+            }
+        };
+        if sent >= due {
+            break;
+        }
         let m = forged_initiation(rng, &key);
         match socket.send_to(&m, dst) {
             Ok(_) => sent += 1,
@@ -158,13 +215,66 @@ pub fn initiation_flood(
     done.store(true, Ordering::Relaxed);
     let _ = receiver.join();
     result?;
+    let first = first_cookie.load(Ordering::Relaxed);
     Ok(FloodReport {
         sent,
         cookie_replies: counts[0].load(Ordering::Relaxed),
         responses: counts[1].load(Ordering::Relaxed),
         other: counts[2].load(Ordering::Relaxed),
         elapsed,
+        first_cookie_reply: (first > 0).then(|| Duration::from_nanos(first - 1)),
     })
+}
+
+/// Sends UDP datagrams from any IPv4 source address: a raw socket that
+/// writes its own IPv4 header, as a sender forging its source does.
+pub struct SpoofingSender {
+    socket: socket2::Socket,
+}
+
+impl SpoofingSender {
+    /// A raw IPv4 socket with `IP_HDRINCL` (needs CAP_NET_RAW), made in
+    /// the caller's network namespace.
+    pub fn new() -> io::Result<SpoofingSender> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::UDP))?;
+        socket.set_header_included_v4(true)?;
+        Ok(SpoofingSender { socket })
+    }
+
+    /// Sends `payload` in one UDP datagram from `src` to `dst`.
+    pub fn send(&self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> io::Result<()> {
+        let packet = udp4_packet(src, dst, payload);
+        self.socket
+            .send_to(&packet, &SocketAddr::V4(dst).into())
+            .map(|_| ())
+    }
+}
+
+/// An IPv4 header (with its checksum) and a UDP header (checksum 0: none,
+/// which IPv4 allows) before `payload`.
+pub fn udp4_packet(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
+    let udp_len = 8 + payload.len();
+    let total = 20 + udp_len;
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = libc::IPPROTO_UDP as u8;
+    p[12..16].copy_from_slice(&src.ip().octets());
+    p[16..20].copy_from_slice(&dst.ip().octets());
+    let sum = p[..20]
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum::<u32>();
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = (sum & 0xffff) + (sum >> 16);
+    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    p[20..22].copy_from_slice(&src.port().to_be_bytes());
+    p[22..24].copy_from_slice(&dst.port().to_be_bytes());
+    p[24..26].copy_from_slice(&(udp_len as u16).to_be_bytes());
+    p[28..].copy_from_slice(payload);
+    p
 }
 
 /// Random datagrams of random lengths (1..=1400 bytes); a quarter of
@@ -225,6 +335,24 @@ mod tests {
     use tunnel_proto::wg::{
         HandshakeError, PeerConfig, PeerId, TRANSMIT_BUF_LEN, Tunnel, TunnelConfig,
     };
+
+    /// The header checksum is the one the kernel would compute: summed
+    /// again with it in place, the header adds up to all ones.
+    #[test]
+    fn spoofed_packets_have_a_valid_ipv4_header() {
+        let src: SocketAddrV4 = "198.18.1.7:4000".parse().unwrap();
+        let dst: SocketAddrV4 = "192.0.2.2:51820".parse().unwrap();
+        let p = udp4_packet(src, dst, &[0xab; 148]);
+        assert_eq!(p.len(), 20 + 8 + 148);
+        let sum: u32 = p[..20]
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum();
+        let folded = (sum & 0xffff) + (sum >> 16);
+        assert_eq!((folded & 0xffff) + (folded >> 16), 0xffff);
+        assert_eq!(&p[12..16], &[198, 18, 1, 7]);
+        assert_eq!(u16::from_be_bytes([p[24], p[25]]), 8 + 148);
+    }
 
     /// tunnel-proto's own initiation to a responder carries the MAC1 this
     /// module computes, and a forged one passes the responder's MAC1 check

@@ -2,6 +2,7 @@
 //! destroyed when the lab is dropped (unless `--keep`), the addresses the
 //! files use, and the checks that nothing was left behind.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,7 @@ use anyhow::{Context, Result};
 use netctl::Topology;
 
 use crate::labs::LabGuard;
+use crate::peers::{Userspace, UserspacePeer};
 
 /// Where the topology files live.
 pub fn topology_dir() -> PathBuf {
@@ -65,6 +67,41 @@ impl Sites {
             lan_b: lab.ns("lan-b"),
         }
     }
+}
+
+/// Gateway A's tunnel device (ringtun's interface, as its config names it).
+pub const TUN_A: &str = "rt-a";
+/// Gateway B's tunnel device.
+pub const TUN_B: &str = "rt-b";
+/// The kernel's vxlan device on gateway B, in the kernel interop rows.
+pub const KERNEL_VXLAN: &str = "vx-b";
+
+/// Every link name this harness gives a device: the links and veth peers
+/// of the topology files, the tunnel devices, the userspace peers'. A link
+/// of one of these names appearing in the harness's own namespace is one
+/// it leaked; any other is someone else's (the host is shared).
+pub fn harness_link_names() -> Result<BTreeSet<String>> {
+    let mut names: BTreeSet<String> = [TUN_A, TUN_B, KERNEL_VXLAN]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    names.extend(Userspace::ALL.map(UserspacePeer::iface_name));
+    let dir = topology_dir();
+    let entries = std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?;
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("listing {}", dir.display()))?
+            .path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let topology = Topology::from_file(&path)?;
+        for link in &topology.links {
+            names.insert(link.name.clone());
+            names.extend(link.peer.as_ref().map(|p| p.name.clone()));
+        }
+    }
+    Ok(names)
 }
 
 /// Links of the harness's own namespace, by name (to compare before/after).
@@ -171,6 +208,39 @@ pub mod l3 {
     pub const PORT: u16 = 51820;
 }
 
+/// What three-sites-l3.toml adds to two-sites-l3.toml: gateway C on a
+/// WAN of its own to gateway A, site C's prefix, the address gateways B
+/// and C share, and the endpoint of gateway B that gateway A reaches only
+/// through a default route.
+pub mod l3c {
+    use super::*;
+    /// gw-a's address on the WAN to gw-c.
+    pub const WAN_A4: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
+    /// gw-c's WAN address.
+    pub const WAN_C4: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 3));
+    /// Tunnel addresses of gateway C (device prefixes).
+    pub const TUN_C: [&str; 2] = ["10.99.0.3/24", "fd99::3/64"];
+    /// Gateway C's tunnel address as a host route (AllowedIPs at A).
+    pub const TUN_C_HOST: [&str; 2] = ["10.99.0.3/32", "fd99::3/128"];
+    /// Gateway C's tunnel address.
+    pub const TUN_C4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 0, 3));
+    /// Gateway C's tunnel address, IPv6.
+    pub const TUN_C6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 3));
+    /// Site C's own prefixes (on a veth pair inside gw-c; AllowedIPs at A).
+    pub const SITE_C_NETS: [&str; 2] = ["10.10.3.0/24", "fd00:10:3::/64"];
+    /// Site C's gateway address in them.
+    pub const SITE_C4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 10, 3, 1));
+    /// The prefixes of the address gw-b and gw-c both hold (AllowedIPs of
+    /// B at A, until a row moves them to C).
+    pub const SHARED_NETS: [&str; 2] = ["10.10.9.0/24", "fd00:10:9::/64"];
+    /// The address gw-b and gw-c both hold.
+    pub const SHARED4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 10, 9, 1));
+    /// The same, IPv6.
+    pub const SHARED6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd00, 0x10, 9, 0, 0, 0, 0, 1));
+    /// gw-b's address that gw-a reaches only through a default route.
+    pub const FAR_B4: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 2));
+}
+
 /// two-sites-l2.toml.
 pub mod l2 {
     use super::*;
@@ -196,4 +266,22 @@ pub mod l2 {
     pub const VNI: u32 = 4242;
     /// The IANA VXLAN port.
     pub const PORT: u16 = 4789;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_harness_link_names_cover_topologies_tunnels_and_peers() {
+        let names = harness_link_names().unwrap();
+        for name in ["eth0", "lan0", "br-lan", "wan0", TUN_A, TUN_B, KERNEL_VXLAN] {
+            assert!(names.contains(name), "{name} missing from {names:?}");
+        }
+        for kind in Userspace::ALL {
+            let iface = UserspacePeer::iface_name(kind);
+            assert!(names.contains(&iface), "{iface} missing from {names:?}");
+        }
+        assert!(!names.contains("ifb0"), "{names:?}");
+    }
 }

@@ -9,7 +9,7 @@ use anyhow::Result;
 use ringtun_tests::ringtun::{Conf, Ringtun, UpOptions};
 
 use super::checks::{self, Ctx, Stop};
-use super::lab::Sites;
+use super::lab::{self, Sites};
 
 /// The restart rows, in the order [`Pair::restart_rows`] makes them.
 pub const RESTART_ROWS: [&str; 2] = [
@@ -34,8 +34,8 @@ impl Pair {
     /// Writes `confs` (gateway A's, gateway B's) as `rt-a` and `rt-b` and
     /// starts ringtun with them, offloads off if `no_offload`.
     pub fn start(ctx: &Ctx, s: &Sites, confs: (Conf, Conf), no_offload: bool) -> Result<Pair> {
-        let a_path = confs.0.write(ctx.dir.path(), "rt-a")?;
-        let b_path = confs.1.write(ctx.dir.path(), "rt-b")?;
+        let a_path = confs.0.write(ctx.dir.path(), lab::TUN_A)?;
+        let b_path = confs.1.write(ctx.dir.path(), lab::TUN_B)?;
         let up = ctx.up_options(no_offload);
         let a = Ringtun::up(&s.gw_a, &a_path, &up)?;
         let b = Ringtun::up(&s.gw_b, &b_path, &up)?;
@@ -89,6 +89,20 @@ impl Pair {
                 to,
             )?;
         }
+        Ok(())
+    }
+
+    /// Stops gateway A's (SIGTERM; an unclean exit is an error).
+    pub fn stop_a(&mut self) -> Result<()> {
+        match self.a.take() {
+            Some(a) => checks::terminate(a),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts gateway A's again from its file.
+    pub fn start_a(&mut self) -> Result<()> {
+        self.a = Some(Ringtun::up(&self.gw_a, &self.a_path, &self.up)?);
         Ok(())
     }
 

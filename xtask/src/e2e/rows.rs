@@ -4,7 +4,7 @@
 //! rows. What stays in `wireguard` and `vxlan` is what differs.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use dataplane::status::InterfaceStatus;
@@ -523,14 +523,41 @@ pub fn reasons_row(
     ctx.table.check(check, missing.is_empty() && captured, fig);
 }
 
+/// How long the hostile rows wait for every expected drop reason to rise
+/// after their input was sent: a functional bound, not a speed (an idle
+/// machine needs a few milliseconds, a busy one may need seconds).
+pub const REASONS_WITHIN: Duration = Duration::from_secs(30);
+
+/// Gateway B's status once every reason in `want` has risen since
+/// `before`, or the latest one after [`REASONS_WITHIN`] (then
+/// [`reasons_row`] names what did not rise).
+pub fn status_once_risen(
+    ctx: &Ctx,
+    b: &Ringtun,
+    before: &InterfaceStatus,
+    want: &[&str],
+) -> Result<InterfaceStatus> {
+    let started = Instant::now();
+    loop {
+        let now = b.show()?;
+        let d = drop_deltas(before, &now);
+        let all_rose = want.iter().all(|r| d.iter().any(|(n, v)| n == r && *v > 0));
+        if all_rose || started.elapsed() > REASONS_WITHIN {
+            return Ok(now);
+        }
+        ctx.interrupted()?;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The attacker's address on gateway A's WAN port, for as long as it lives.
-struct AttackerAddr {
+pub struct AttackerAddr {
     ns: String,
 }
 
 impl AttackerAddr {
     /// Adds [`wan::ATTACKER`] to `wan0` in `ns`.
-    fn add(ns: &str) -> Result<AttackerAddr> {
+    pub fn add(ns: &str) -> Result<AttackerAddr> {
         Netlink::in_netns(ns)?.addr_add_with(
             "wan0",
             wan::ATTACKER.parse()?,

@@ -13,7 +13,7 @@ use ringtun_tests::ringtun::{Conf, PeerConf, Ringtun};
 
 use super::checks::{self, Ctx, socket_in};
 use super::hostile;
-use super::lab::{Sites, l2, wan};
+use super::lab::{self, Sites, l2, wan};
 use super::probe::Probe;
 use super::rows::{self, Attack, HOSTILE_ROWS, Mode, OwnRows};
 use crate::peers::KernelVxlan;
@@ -109,6 +109,9 @@ fn oversized(ctx: &mut Ctx, s: &Sites) -> Result<()> {
     Ok(())
 }
 
+/// The drop reasons the hostile input at a VXLAN port must raise.
+const HOSTILE_VXLAN_REASONS: &[&str] = &["disallowed_source", "malformed", "wrong_vni"];
+
 /// Hostile input at gateway B's VXLAN port while lan-a sends to lan-b.
 /// VXLAN has no authentication: what a VTEP's address sends is taken, so
 /// the checks are that nothing from elsewhere is, that damaged headers are
@@ -153,8 +156,7 @@ fn hostile_vxlan(ctx: &mut Ctx, s: &Sites, b: &mut Ringtun) -> Result<()> {
     let n_flip = hostile::send_all(&spoof, dst, &flipped);
     let n_replay = hostile::send_all(&spoof, dst, real);
     let during = !attack.transfer.is_finished();
-    std::thread::sleep(Duration::from_millis(300));
-    let mid = b.show()?;
+    let mid = rows::status_once_risen(ctx, b, &attack.before, HOSTILE_VXLAN_REASONS)?;
     let report = checks::wait_bulk(ctx, attack.transfer)?;
     let running = b.is_running();
 
@@ -170,7 +172,7 @@ fn hostile_vxlan(ctx: &mut Ctx, s: &Sites, b: &mut Ringtun) -> Result<()> {
     rows::reasons_row(
         ctx,
         (&attack.before, &mid),
-        &["disallowed_source", "malformed", "wrong_vni"],
+        HOSTILE_VXLAN_REASONS,
         &format!(
             "sent {n_stranger} from a stranger, {n_random} random, {n_trunc} truncated, {n_vni} wrong-VNI from the VTEP's address"
         ),
@@ -188,7 +190,7 @@ fn kernel(ctx: &mut Ctx, s: &Sites) -> Result<()> {
     ctx.interrupted()?;
     let vx = match KernelVxlan::start(
         &s.gw_b,
-        "vx-b",
+        lab::KERNEL_VXLAN,
         l2::VNI,
         wan::B4,
         wan::A4,
@@ -202,7 +204,7 @@ fn kernel(ctx: &mut Ctx, s: &Sites) -> Result<()> {
             return Ok(());
         }
     };
-    let path = conf(wan::at(wan::B4, l2::PORT)).write(ctx.dir.path(), "rt-a")?;
+    let path = conf(wan::at(wan::B4, l2::PORT)).write(ctx.dir.path(), lab::TUN_A)?;
     let up = ctx.up_options(false);
     let a = match Ringtun::up(&s.gw_a, &path, &up) {
         Ok(a) => a,

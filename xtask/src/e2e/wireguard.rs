@@ -1,7 +1,8 @@
 //! `wireguard` mode: ringtun on both gateways (offloads on and off, IPv4
 //! and IPv6 WAN, lossy WAN through the relay, restarts, hostile input),
 //! then wireguard-go and boringtun on gateway B against ringtun on
-//! gateway A, each side initiating in turn.
+//! gateway A, each side initiating in turn; then ringtun driven by the
+//! WireGuard tools, in a lab of its own ([`uapi`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -11,12 +12,15 @@ use anyhow::{Context, Result};
 use ringtun_tests::ringtun::{Conf, Keypair, PeerConf, Ringtun};
 
 use super::checks::{self, Ctx, control, drop_deltas, reach, socket_in};
+use super::first_packet;
 use super::hostile;
-use super::lab::{Sites, l3, wan};
+use super::lab::{self, Sites, l3, wan};
 use super::pair::Pair;
 use super::probe::{Probe, probe_retry};
 use super::relay::Impairment;
 use super::rows::{self, Attack, Endpoints, HOSTILE_ROWS, Mode, OwnRows};
+use super::storm;
+use super::uapi;
 use crate::peers::{self, Userspace, UserspacePeer, WgConf};
 
 const MODE: Mode = Mode {
@@ -43,7 +47,7 @@ fn over_ipv6() -> Endpoints {
 }
 
 /// The config of one gateway's ringtun.
-fn conf(
+pub(super) fn conf(
     me: &Keypair,
     peer: &Keypair,
     tun: [&str; 2],
@@ -65,13 +69,15 @@ fn conf(
         .peer(p)
 }
 
-fn allowed_at_a() -> Vec<&'static str> {
+/// What gateway A routes to B.
+pub(super) fn allowed_at_a() -> Vec<&'static str> {
     let mut v = l3::TUN_B_HOST.to_vec();
     v.extend(l3::LAN_B_NETS);
     v
 }
 
-fn allowed_at_b() -> Vec<&'static str> {
+/// What gateway B routes to A.
+pub(super) fn allowed_at_b() -> Vec<&'static str> {
     let mut v = l3::TUN_A_HOST.to_vec();
     v.extend(l3::LAN_A_NETS);
     v
@@ -83,13 +89,26 @@ pub fn run(ctx: &mut Ctx, peer_filter: &dyn Fn(&str) -> bool, build_dir: &Path) 
         if peer_filter("ringtun") {
             ringtun_pair(ctx, s)?;
         }
-        for kind in [Userspace::WireguardGo, Userspace::Boringtun] {
+        for kind in Userspace::ALL {
             if peer_filter(kind.name()) {
                 interop(ctx, s, kind, build_dir)?;
             }
         }
+        for kind in [
+            None,
+            Some(Userspace::WireguardGo),
+            Some(Userspace::Boringtun),
+        ] {
+            if peer_filter(kind.map_or("ringtun", Userspace::name)) {
+                first_packet::rows(ctx, s, kind, build_dir)?;
+            }
+        }
         Ok(())
-    })
+    })?;
+    if peer_filter("ringtun") {
+        uapi::run(ctx, build_dir)?;
+    }
+    Ok(())
 }
 
 /// ringtun on both gateways, every row.
@@ -119,6 +138,8 @@ fn ringtun_pair(ctx: &mut Ctx, s: &Sites) -> Result<()> {
             hostile: &|ctx, b| hostile_wg(ctx, s, b, &kb.public_key),
         },
     )?;
+
+    storm::rows(ctx, s, confs(MODE.direct()), &kb.public_key)?;
 
     let suffix = " [ipv6 wan]";
     let checks_v6 = ["reach lan v4+v6 [ipv6 wan]", "bulk tcp a->b [ipv6 wan]"];
@@ -192,6 +213,9 @@ fn too_big(ctx: &mut Ctx, s: &Sites) -> Result<()> {
 /// answered with cookie replies, not handshakes.
 const FLOOD: &str = "hostile: initiation flood gets cookie replies";
 
+/// The drop reasons the hostile input at a WireGuard port must raise.
+const HOSTILE_WG_REASONS: &[&str] = &["malformed", "auth_failed", "replay"];
+
 /// Hostile input at gateway B's port while lan-a sends to lan-b.
 fn hostile_wg(ctx: &mut Ctx, s: &Sites, b: &mut Ringtun, b_public: &str) -> Result<()> {
     if !ctx.wants_any(&[HOSTILE_ROWS[0], HOSTILE_ROWS[1], FLOOD]) {
@@ -208,8 +232,7 @@ fn hostile_wg(ctx: &mut Ctx, s: &Sites, b: &mut Ringtun, b_public: &str) -> Resu
     let n_trunc = hostile::send_all(&sock, dst, &truncated);
     let n_flip = hostile::send_all(&sock, dst, &flipped);
     let n_replay = hostile::send_all(&sock, dst, real);
-    std::thread::sleep(Duration::from_millis(300));
-    let mid = b.show()?;
+    let mid = rows::status_once_risen(ctx, b, &attack.before, HOSTILE_WG_REASONS)?;
     let public: [u8; 32] = tunnel_proto::PublicKey::from_base64(b_public)
         .context("gateway B's public key")?
         .as_bytes()
@@ -218,7 +241,7 @@ fn hostile_wg(ctx: &mut Ctx, s: &Sites, b: &mut Ringtun, b_public: &str) -> Resu
         &sock,
         dst,
         &public,
-        50_000,
+        hostile::Pace::Fastest { count: 50_000 },
         Duration::from_millis(500),
         &mut ctx.rng,
     )
@@ -232,7 +255,7 @@ fn hostile_wg(ctx: &mut Ctx, s: &Sites, b: &mut Ringtun, b_public: &str) -> Resu
     rows::reasons_row(
         ctx,
         (&attack.before, &mid),
-        &["malformed", "auth_failed", "replay"],
+        HOSTILE_WG_REASONS,
         &format!(
             "sent {n_random} random, {n_trunc} truncated, {n_flip} bit-flipped, {n_replay} replayed ({} captured)",
             real.len()
@@ -339,7 +362,7 @@ fn interop(ctx: &mut Ctx, s: &Sites, kind: Userspace, build_dir: &Path) -> Resul
             &allowed_at_a(),
             Some(wan::at(wan::B4, l3::PORT)),
         )
-        .write(ctx.dir.path(), "rt-a")?;
+        .write(ctx.dir.path(), lab::TUN_A)?;
         let started = start(ctx, &path, None);
         match started {
             Err(e) => ctx.table.fail(first[0], format!("{e:#}")),
@@ -374,7 +397,7 @@ fn interop(ctx: &mut Ctx, s: &Sites, kind: Userspace, build_dir: &Path) -> Resul
     if ctx.wants_any(&second) {
         ctx.interrupted()?;
         let path =
-            conf(&ka, &kb, l3::TUN_A, &allowed_at_a(), None).write(ctx.dir.path(), "rt-a")?;
+            conf(&ka, &kb, l3::TUN_A, &allowed_at_a(), None).write(ctx.dir.path(), lab::TUN_A)?;
         let started = start(ctx, &path, Some(wan::at(wan::A4, l3::PORT)));
         match started {
             Err(e) => ctx.table.fail(second[0], format!("{e:#}")),
