@@ -179,6 +179,10 @@ fn run_target(root: &Path, target: &str, args: &FuzzArgs) -> Result<Outcome> {
     let out = Command::new(cargo())
         .args(["fuzz", "run", "--sanitizer", &args.sanitizer, target, "--"])
         .arg(format!("-max_total_time={}", args.seconds))
+        // Comparisons count as coverage too: the parsers gate on type
+        // bytes, lengths and reserved fields, which plain edge coverage
+        // reaches only by luck; the committed corpora are kept with it.
+        .arg("-use_value_profile=1")
         .arg("-print_final_stats=1")
         .current_dir(root)
         .env("RUSTC_BOOTSTRAP", "1")
