@@ -169,7 +169,9 @@ fn run_pool<T: Sync, R: Send>(
         .into_inner()
         .unwrap_or_else(|e| e.into_inner())
         .into_iter()
-        .map(|r| r.expect("every item was taken by a worker"))
+        // Every item has its result: a worker that panicked made the scope
+        // panic before this point.
+        .flatten()
         .collect()
 }
 
