@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_utils::CachePadded;
 use tunnel_proto::{DropReason, Path};
 
-use crate::counters::{Counter, WorkerCounters};
+use crate::counters::{ControlCounters, Counter, WorkerCounters};
 use crate::handoff::{CHANNEL_CAPACITY, ControlInbox, EventFd};
 use crate::load::HandshakeLoad;
 use crate::status::{InterfaceStatus, PeerStatus};
@@ -122,6 +122,8 @@ pub trait ModeControl: Send {
     fn drops(&self) -> [u64; DropReason::COUNT];
     /// Counters of handshake outcomes, for `ringtun show`.
     fn control_counters(&self) -> Vec<(String, u64)>;
+    /// The counters a metrics scrape reads from another thread.
+    fn shared_counters(&self) -> Arc<ControlCounters>;
     /// The configuration as the UAPI's `get` reports it (the caller fills
     /// in the port and mark); `Err` for a mode that has none.
     fn dump(&self) -> Result<DeviceDump, Errno>;
@@ -298,7 +300,10 @@ impl<C: ModeControl> ControlSetup<C> {
             if self.mode.next_timeout().is_some_and(|t| t <= now) {
                 self.mode.on_timeout(now, wall, &self.outbox);
             }
-            if self.serve_commands(now, wall) {
+            let down = self.serve_commands(now, wall);
+            // For metrics, read on another thread: a copy of 13 numbers a turn.
+            self.mode.shared_counters().mirror_drops(&self.mode.drops());
+            if down {
                 break StopCause::Down;
             }
             if self.stop.load(Ordering::Acquire) || !workers_alive() {

@@ -10,6 +10,7 @@ pub mod counters;
 pub mod daemon;
 pub mod handoff;
 pub mod load;
+pub mod metrics;
 pub mod mode;
 pub mod offload;
 pub mod routes;
