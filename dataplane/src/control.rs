@@ -356,7 +356,19 @@ impl<C: ModeControl> ControlSetup<C> {
     /// peers and keys as `wg syncconf` would (sessions kept where the keys
     /// did not change), the port and mark, `PinEndpoint`, and the routes
     /// for AllowedIPs. A file that does not parse changes nothing.
+    /// The service manager hears of it (`RELOADING=1`, then `READY=1` with
+    /// the outcome), so `systemctl reload` waits for it.
     pub fn reload(&mut self, now: Instant, wall: SystemTime) -> Result<(), String> {
+        crate::notify::reloading();
+        let r = self.reload_file(now, wall);
+        crate::notify::reloaded(match &r {
+            Ok(()) => "configuration read again",
+            Err(_) => "reload refused, nothing changed (see the log)",
+        });
+        r
+    }
+
+    fn reload_file(&mut self, now: Instant, wall: SystemTime) -> Result<(), String> {
         let src = self
             .reload
             .as_ref()

@@ -328,6 +328,10 @@ fn run<M: Mode + PeerSource, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
     bridge: Option<String>,
     reload: Option<PathBuf>,
 ) -> Result<()> {
+    // Before anything is made: a missing capability or too low a limit is
+    // then one sentence, and there is nothing to undo.
+    crate::privilege::check_net_admin(&c.name)?;
+    crate::privilege::check_memlock(worker::locked_bytes_per_worker(c.offload, kind), c.workers)?;
     // The configuration socket first: it is the lock that keeps a second
     // instance from attaching queues to a running instance's device. Made
     // before any thread starts (its mode comes from the umask).
@@ -551,6 +555,7 @@ fn run<M: Mode + PeerSource, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
     tracing::info!(interface = %c.name, workers = c.workers, port, "up");
     let alive = || handles.iter().all(|h| !h.is_finished());
     let cause = control.run(&alive);
+    crate::notify::stopping();
     tracing::info!(interface = %c.name, ?cause, "stopping");
     stop.store(true, Ordering::Release);
     let mut failed = None;
@@ -578,10 +583,13 @@ fn run<M: Mode + PeerSource, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
     Ok(())
 }
 
-/// Says the interface is up: `ready: IFACE` on stderr (what scripts and
+/// Says the interface is up: `READY=1` to systemd, `ready: IFACE` on stderr (what scripts and
 /// the tests wait for; a backgrounded daemon's parent waits for it too).
 fn ready(name: &str, socket: &Path) {
     eprintln!("ready: {name}");
+    // And to systemd (`Type=notify`): the device, its sockets, its
+    // configuration socket and /metrics are all serving by now.
+    crate::notify::ready(name);
     tracing::info!(interface = %name, socket = %socket.display(), "configuration socket");
     if std::env::var("RINGTUN_DETACHED").is_ok_and(|v| v == "1") {
         // The parent that started us in the background stops reading now:

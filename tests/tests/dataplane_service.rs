@@ -1,0 +1,225 @@
+//! ringtun as a service: the systemd notifications arrive in order, READY=1
+//! only once the device exists and traffic crosses, RELOADING=1 and READY=1
+//! around a SIGHUP, STOPPING=1 at the end; started without CAP_NET_ADMIN,
+//! or with too little locked memory for its buffers, it fails at once with
+//! a sentence that says how to fix it, and leaves nothing behind.
+
+mod dataplane_lab;
+
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::os::unix::process::CommandExt;
+use std::time::{Duration, Instant};
+
+use dataplane_lab::{IFACE, Lab, Underlay, assert_reaches, inner4, must};
+use ringtun_tests::require_root;
+use ringtun_tests::ringtun::{self, TunnelMode, UpOptions};
+
+/// A datagram socket standing in for systemd's notification socket, bound
+/// to an abstract name inside `netns` (abstract names belong to a network
+/// namespace, so the daemon there can reach it).
+fn notify_socket_in(netns: &str, name: &str) -> UnixDatagram {
+    let fd = must(netctl::netns::open(netns), netns);
+    let name = name.to_string();
+    // setns on a thread of its own: the socket keeps the namespace it was
+    // made in, the test's threads keep theirs.
+    let sock = std::thread::spawn(move || -> std::io::Result<UnixDatagram> {
+        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)
+    })
+    .join()
+    .unwrap_or_else(|_| panic!("the thread binding the notify socket panicked"));
+    let sock = must(sock, "binding the notify socket");
+    must(
+        sock.set_read_timeout(Some(Duration::from_secs(20))),
+        "a timeout on the notify socket",
+    );
+    sock
+}
+
+fn next_message(sock: &UnixDatagram, waiting_for: &str) -> String {
+    let mut buf = [0u8; 4096];
+    match sock.recv(&mut buf) {
+        Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        Err(e) => panic!("no notification while waiting for {waiting_for}: {e}"),
+    }
+}
+
+fn link_is_up(netns: &str, iface: &str) -> bool {
+    let nl = must(netctl::Netlink::in_netns(netns), netns);
+    nl.link(iface).is_ok_and(|l| l.up)
+}
+
+#[test]
+fn ready_arrives_once_the_device_serves_then_reloading_and_stopping() {
+    require_root!("ready_arrives_once_the_device_serves_then_reloading_and_stopping");
+    let mode = TunnelMode::WireGuard;
+    let lab = Lab::pair("svn");
+    let _a = lab.up(
+        1,
+        &lab.conf(mode, 1, &[2], Underlay::V4),
+        &UpOptions::default(),
+    );
+    let name = format!("ringtun-notify-{}", lab.ns(2));
+    let sock = notify_socket_in(lab.ns(2), &name);
+    // The daemon is started in the background; this thread looks at the
+    // device the moment READY=1 arrives.
+    let ns2 = lab.ns(2).to_string();
+    let watcher = std::thread::spawn(move || {
+        let first = next_message(&sock, "READY=1");
+        let up_then = link_is_up(&ns2, IFACE);
+        (sock, first, up_then)
+    });
+    let mut opts = UpOptions::default();
+    opts.env.push(("NOTIFY_SOCKET".into(), format!("@{name}")));
+    let mut b = lab.up(2, &lab.conf(mode, 2, &[1], Underlay::V4), &opts);
+    let (sock, first, up_then) = watcher
+        .join()
+        .unwrap_or_else(|_| panic!("the notify watcher panicked"));
+    assert!(
+        first.lines().any(|l| l == "READY=1"),
+        "the first notification should be READY=1, came {first:?}"
+    );
+    assert!(up_then, "{IFACE} was not up when READY=1 arrived");
+    assert_reaches(lab.ns(2), inner4(mode, 1), "right after READY=1");
+
+    must(b.signal(nix::sys::signal::Signal::SIGHUP), "SIGHUP");
+    let reloading = next_message(&sock, "RELOADING=1");
+    assert!(
+        reloading.lines().any(|l| l == "RELOADING=1")
+            && reloading.lines().any(|l| l
+                .strip_prefix("MONOTONIC_USEC=")
+                .is_some_and(|v| v.parse::<u64>().is_ok_and(|n| n > 0))),
+        "after SIGHUP expected RELOADING=1 with MONOTONIC_USEC=, came {reloading:?}"
+    );
+    let again = next_message(&sock, "READY=1 after the reload");
+    assert!(
+        again.lines().any(|l| l == "READY=1"),
+        "after the reload expected READY=1, came {again:?}"
+    );
+    assert_reaches(lab.ns(2), inner4(mode, 1), "after the reload");
+
+    must(b.down(), "ringtun down");
+    let stopping = next_message(&sock, "STOPPING=1");
+    assert!(
+        stopping.lines().any(|l| l == "STOPPING=1"),
+        "at stop expected STOPPING=1, came {stopping:?}"
+    );
+    if let Err(e) = b.expect_clean_exit(Duration::from_secs(10)) {
+        panic!("after ringtun down: {e}");
+    }
+}
+
+/// `ringtun up` in `netns`, with `caps` dropped from the bounding set (uid 0
+/// kept: an exec by root then gets every capability but those) and
+/// RLIMIT_MEMLOCK at `memlock` bytes if given; returns its stderr, after
+/// checking that it failed within a few seconds.
+fn up_without(
+    netns: &str,
+    conf: &std::path::Path,
+    caps: &'static [u32],
+    memlock: Option<u64>,
+) -> String {
+    let mut cmd = must(ringtun::command_in(Some(netns)), "a ringtun command");
+    cmd.arg("up").arg(conf);
+    // SAFETY: between fork and exec only prctl and setrlimit run: plain
+    // system calls, no allocation, no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &cap in caps {
+                if libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some(bytes) = memlock {
+                let lim = libc::rlimit {
+                    rlim_cur: bytes,
+                    rlim_max: bytes,
+                };
+                if libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let start = Instant::now();
+    let out = must(cmd.output(), "running ringtun up");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "ringtun up should have failed, exited with {}: {stderr}",
+        out.status
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "failing took {:?}",
+        start.elapsed()
+    );
+    assert!(!stderr.contains("panicked"), "a panic: {stderr}");
+    stderr
+}
+
+fn assert_nothing_left(netns: &str) {
+    let nl = must(netctl::Netlink::in_netns(netns), netns);
+    assert!(nl.link(IFACE).is_err(), "{IFACE} was left in {netns}");
+    let sock = ringtun::lab_uapi_dir(netns)
+        .join("wireguard")
+        .join(format!("{IFACE}.sock"));
+    assert!(!sock.exists(), "{} was left behind", sock.display());
+    let _ = std::fs::remove_dir_all(ringtun::lab_uapi_dir(netns));
+}
+
+#[test]
+fn without_cap_net_admin_it_fails_at_once_naming_the_capability() {
+    require_root!("without_cap_net_admin_it_fails_at_once_naming_the_capability");
+    let lab = Lab::pair("svc");
+    let conf = lab.write(1, &lab.conf(TunnelMode::WireGuard, 1, &[2], Underlay::V4));
+    let stderr = up_without(
+        lab.ns(1),
+        &conf,
+        &[dataplane::privilege::CAP_NET_ADMIN],
+        None,
+    );
+    for want in [
+        "CAP_NET_ADMIN",
+        "setcap cap_net_admin+ep",
+        "AmbientCapabilities=CAP_NET_ADMIN",
+    ] {
+        assert!(
+            stderr.contains(want),
+            "stderr should name {want:?}: {stderr}"
+        );
+    }
+    assert_nothing_left(lab.ns(1));
+}
+
+#[test]
+fn too_little_locked_memory_names_the_limit_the_need_and_the_fix() {
+    require_root!("too_little_locked_memory_names_the_limit_the_need_and_the_fix");
+    let lab = Lab::pair("svm");
+    let conf = lab.write(
+        1,
+        &lab.conf(TunnelMode::WireGuard, 1, &[2], Underlay::V4)
+            .workers(2),
+    );
+    // CAP_IPC_LOCK lifts the limit: without it, 1 MiB is far too little.
+    let stderr = up_without(
+        lab.ns(1),
+        &conf,
+        &[dataplane::privilege::CAP_IPC_LOCK],
+        Some(1 << 20),
+    );
+    for want in [
+        "RLIMIT_MEMLOCK is 1024 KiB",
+        "2 worker(s) need",
+        "LimitMEMLOCK=",
+        "ulimit -l",
+    ] {
+        assert!(
+            stderr.contains(want),
+            "stderr should say {want:?}: {stderr}"
+        );
+    }
+    assert_nothing_left(lab.ns(1));
+}
