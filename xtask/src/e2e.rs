@@ -32,6 +32,7 @@ mod probe;
 mod relay;
 mod rows;
 mod seed;
+mod service;
 mod storm;
 mod table;
 mod uapi;
