@@ -457,17 +457,24 @@ fn nonroot_rows(ctx: &mut Ctx, s: &Sites, m: &Mode, confs: (Conf, Conf)) -> Resu
         program: Some(bin),
         ..UpOptions::default()
     };
+    let fail_all = |ctx: &mut Ctx, why: String| {
+        for r in NONROOT {
+            if ctx.wants(r) {
+                ctx.table.fail(r, why.clone());
+            }
+        }
+    };
     let a = match Ringtun::up(&s.gw_a, &a_path, &ctx.up_options(false)) {
         Ok(a) => a,
         Err(e) => {
-            ctx.table.fail(NONROOT[0], format!("gw-a: {e:#}"));
+            fail_all(ctx, format!("gw-a: {e:#}"));
             return Ok(());
         }
     };
     let b = match Ringtun::up(&s.gw_b, &b_path, &up_b) {
         Ok(b) => b,
         Err(e) => {
-            ctx.table.fail(NONROOT[0], format!("gw-b as nobody: {e:#}"));
+            fail_all(ctx, format!("gw-b as nobody: {e:#}"));
             checks::terminate_row(ctx, a);
             return Ok(());
         }
