@@ -223,3 +223,69 @@ fn too_little_locked_memory_names_the_limit_the_need_and_the_fix() {
     }
     assert_nothing_left(lab.ns(1));
 }
+
+/// `GET /metrics` from `127.0.0.1:port` inside `netns`: the body.
+fn scrape(netns: &str, port: u16) -> String {
+    use std::io::{Read, Write};
+    let got = netctl::netns::run_in(netns, || -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        Ok(text)
+    });
+    let text = must(must(got, "entering the namespace"), "scraping /metrics");
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        panic!("no header end in {text:?}");
+    };
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    body.to_string()
+}
+
+/// The value of the first sample of `name` whose labels contain `label`.
+fn sample(body: &str, name: &str, label: &str) -> Option<f64> {
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .find_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+}
+
+#[test]
+fn metrics_listen_serves_each_modes_peers_with_the_traffic_that_crossed() {
+    require_root!("metrics_listen_serves_each_modes_peers_with_the_traffic_that_crossed");
+    for (mode, tag) in [(TunnelMode::WireGuard, "smw"), (TunnelMode::Vxlan, "smx")] {
+        let lab = Lab::pair(tag);
+        let opts = UpOptions::default();
+        let _a = lab.up(1, &lab.conf(mode, 1, &[2], Underlay::V4), &opts);
+        let conf = lab
+            .conf(mode, 2, &[1], Underlay::V4)
+            .extra("MetricsListen = 127.0.0.1:9586");
+        let _b = lab.up(2, &conf, &opts);
+        assert_reaches(lab.ns(1), inner4(mode, 2), "before the scrape");
+        let body = scrape(lab.ns(2), 9586);
+        let iface = format!("interface=\"{IFACE}\"");
+        let (received, peer) = match mode {
+            TunnelMode::WireGuard => (
+                "wireguard_received_bytes_total",
+                format!("public_key=\"{}\"", lab.keys[0].public_key),
+            ),
+            TunnelMode::Vxlan => (
+                "ringtun_vtep_received_bytes_total",
+                "vtep=\"192.".to_string(),
+            ),
+        };
+        let got = sample(&body, received, &peer);
+        assert!(
+            got.is_some_and(|v| v > 0.0) && body.contains(&iface),
+            "{mode:?}: expected {received} above 0 for {peer}, found {got:?} in:\n{body}"
+        );
+        let handshakes = sample(&body, "ringtun_handshakes_completed_total", &iface);
+        match mode {
+            TunnelMode::WireGuard => assert!(
+                handshakes.is_some_and(|v| v >= 1.0),
+                "a handshake completed, the metric says {handshakes:?}"
+            ),
+            TunnelMode::Vxlan => assert_eq!(handshakes, Some(0.0)),
+        }
+    }
+}
