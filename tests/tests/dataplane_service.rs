@@ -289,3 +289,30 @@ fn metrics_listen_serves_each_modes_peers_with_the_traffic_that_crossed() {
         }
     }
 }
+
+#[test]
+fn a_metrics_address_in_use_stops_the_start_naming_the_line_and_the_address() {
+    require_root!("a_metrics_address_in_use_stops_the_start_naming_the_line_and_the_address");
+    let lab = Lab::pair("svu");
+    let taken = netctl::netns::run_in(lab.ns(1), || {
+        std::net::TcpListener::bind(("127.0.0.1", 9586))
+    });
+    let _taken = must(must(taken, "entering the namespace"), "taking the port");
+    let conf = lab.write(
+        1,
+        &lab.conf(TunnelMode::WireGuard, 1, &[2], Underlay::V4)
+            .extra("MetricsListen = 127.0.0.1:9586"),
+    );
+    let stderr = up_without(lab.ns(1), &conf, &[], None);
+    let want = format!(
+        "{}:{}: MetricsListen = 127.0.0.1:9586: cannot serve /metrics there: address in use",
+        conf.display(),
+        std::fs::read_to_string(&conf)
+            .unwrap_or_default()
+            .lines()
+            .position(|l| l.starts_with("MetricsListen"))
+            .map_or(0, |i| i + 1)
+    );
+    assert!(stderr.contains(&want), "expected {want:?} in: {stderr}");
+    assert_nothing_left(lab.ns(1));
+}
