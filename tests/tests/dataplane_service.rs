@@ -260,8 +260,24 @@ fn metrics_listen_serves_each_modes_peers_with_the_traffic_that_crossed() {
         let conf = lab
             .conf(mode, 2, &[1], Underlay::V4)
             .extra("MetricsListen = 127.0.0.1:9586");
-        let _b = lab.up(2, &conf, &opts);
+        let b = lab.up(2, &conf, &opts);
         assert_reaches(lab.ns(1), inner4(mode, 2), "before the scrape");
+        // A client that connects and never sends holds the metrics thread
+        // only, for up to its 2 s deadline: traffic and the configuration
+        // socket go on meanwhile, well within it.
+        let silent = netctl::netns::run_in(lab.ns(2), || {
+            std::net::TcpStream::connect(("127.0.0.1", 9586))
+        });
+        let silent = must(must(silent, "entering the namespace"), "connecting");
+        let t = Instant::now();
+        assert_reaches(lab.ns(1), inner4(mode, 2), "with a silent metrics client");
+        must(b.show(), "ringtun show with a silent metrics client");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "a ping and ringtun show took {:?} beside a silent metrics client",
+            t.elapsed()
+        );
+        drop(silent);
         let body = scrape(lab.ns(2), 9586);
         let iface = format!("interface=\"{IFACE}\"");
         let (received, peer) = match mode {
