@@ -71,6 +71,8 @@ pub enum PeerFilter {
     WireguardGo,
     /// boringtun against ringtun.
     Boringtun,
+    /// gotatun against ringtun.
+    Gotatun,
     /// The kernel's vxlan device against ringtun.
     Kernel,
     /// Every one.
@@ -84,6 +86,7 @@ impl PeerFilter {
             PeerFilter::Ringtun => name == "ringtun",
             PeerFilter::WireguardGo => name == "wireguard-go",
             PeerFilter::Boringtun => name == "boringtun",
+            PeerFilter::Gotatun => name == "gotatun",
             PeerFilter::Kernel => name == "kernel",
         }
     }

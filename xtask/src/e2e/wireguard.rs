@@ -94,11 +94,7 @@ pub fn run(ctx: &mut Ctx, peer_filter: &dyn Fn(&str) -> bool, build_dir: &Path) 
                 interop(ctx, s, kind, build_dir)?;
             }
         }
-        for kind in [
-            None,
-            Some(Userspace::WireguardGo),
-            Some(Userspace::Boringtun),
-        ] {
+        for kind in std::iter::once(None).chain(Userspace::ALL.map(Some)) {
             if peer_filter(kind.map_or("ringtun", Userspace::name)) {
                 first_packet::rows(ctx, s, kind, build_dir)?;
             }
