@@ -5,22 +5,23 @@
 //! Throughout: a paced TCP transfer each way, lan-a to lan-b and back,
 //! hashed at both ends; a UDP delivery probe each way, one datagram a
 //! millisecond, that finds the longest time the tunnel delivered nothing
-//! ([`stream`]); `ringtun show` of both gateways every second, whose
-//! handshake counts say when each rekey happened ([`rekeys`]); and every
-//! 10 s each daemon's resident memory and open descriptors
-//! ([`footprint`]).
+//! and what it lost ([`stream`]); `ringtun show` of both gateways every
+//! second, whose handshake counts say when each rekey happened
+//! ([`rekeys`]); and every 10 s each daemon's resident memory and open
+//! descriptors ([`footprint`]).
 //!
-//! It passes when both transfers arrive whole, at least 4 rekeys happen,
-//! no stall within 5 s of a rekey exceeds 100 ms (either way), each
-//! daemon's resident memory stays within 1 MiB of its sample at the end
-//! of the first minute, and neither ends with more descriptors than it
-//! had then. It prints the figures and a table of those criteria, and
-//! exits non-zero on a failed one. The lab, its guards (also on Ctrl-C
-//! and failure) and the cleanup row are e2e's.
+//! It passes ([`verdict`]) when both transfers arrive whole, at least 4
+//! rekeys happen, no stall within 2 s of a rekey exceeds 100 ms (either
+//! way), each daemon's resident memory at the end is within 1 MiB of its
+//! sample after the first minute, and neither ends with more descriptors
+//! than it had then. It prints the figures and a table of those criteria,
+//! and exits non-zero on a failed one. The lab, its guards (also on
+//! Ctrl-C and failure) and the cleanup row are e2e's.
 
 mod footprint;
 mod rekeys;
 mod stream;
+mod verdict;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -42,6 +43,7 @@ use super::wireguard::{MODE, allowed_at_a, allowed_at_b, conf};
 use footprint::Sample;
 use rekeys::{Rekey, RekeyLog};
 use stream::{Stream, StreamReport};
+use verdict::{Figures, GATEWAYS, REKEY_WINDOW, RSS_ALLOWANCE_KIB, RekeyStalls, WAYS, stall_text};
 
 /// Options for `cargo xtask soak`.
 #[derive(clap::Args, Debug)]
@@ -62,15 +64,8 @@ pub struct SoakArgs {
     ringtun: Option<PathBuf>,
 }
 
-/// At least this many rekeys.
-const MIN_REKEYS: usize = 4;
-/// No stall over this...
-const STALL_LIMIT: Duration = Duration::from_millis(100);
-/// ...within this of a rekey.
-const REKEY_WINDOW: Duration = Duration::from_secs(5);
-/// Resident memory may rise this far above the baseline, KiB.
-const RSS_ALLOWANCE_KIB: u64 = 1024;
-/// The baseline: the sample at the end of the first minute.
+/// The footprint baseline: the sample after the first minute, once
+/// buffers, sessions and the allocator's arenas are in use.
 const WARM_UP: Duration = Duration::from_secs(60);
 /// Footprints are sampled this often...
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
@@ -80,11 +75,6 @@ const POLL_EVERY: Duration = Duration::from_secs(1);
 const PROBE_GRACE: Duration = Duration::from_millis(500);
 /// Progress is printed this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(60);
-
-/// The gateways, in the order of every per-gateway array here.
-const GATEWAYS: [&str; 2] = ["gw-a", "gw-b"];
-/// The directions, likewise.
-const WAYS: [&str; 2] = ["a->b", "b->a"];
 
 /// Runs the soak.
 pub fn run(args: &SoakArgs) -> Result<()> {
@@ -389,7 +379,9 @@ fn progress(run: &Run, at: Duration, transfers: &[BulkTransfer; 2]) -> String {
     )
 }
 
-/// The window around a rekey, on the probes' clock.
+/// The window around a rekey, on the probes' clock: from [`REKEY_WINDOW`]
+/// before the poll it was seen after to as long after the one that saw it
+/// (the handshake happened somewhere between them).
 fn window(run: &Run, r: &Rekey) -> (u64, u64) {
     let ns = |d: Duration| d.as_nanos() as u64;
     (
@@ -398,27 +390,33 @@ fn window(run: &Run, r: &Rekey) -> (u64, u64) {
     )
 }
 
-/// The longest stall each way within [`REKEY_WINDOW`] of `r`.
-fn stalls_at(run: &Run, reports: &[StreamReport; 2], r: &Rekey) -> [Option<stream::Stall>; 2] {
-    let (from, to) = window(run, r);
-    [0, 1].map(|i| reports[i].deliveries.longest_within(from, to))
+/// Each rekey with the longest stall and the losses each way around it.
+fn rekey_stalls(run: &Run, reports: &[StreamReport; 2]) -> Vec<RekeyStalls> {
+    run.log
+        .rekeys()
+        .iter()
+        .map(|r| {
+            let (from, to) = window(run, r);
+            RekeyStalls {
+                rekey: *r,
+                stalls: [0, 1].map(|i| reports[i].deliveries.longest_within(from, to)),
+                lost: [0, 1].map(|i| reports[i].lost_within(from, to)),
+            }
+        })
+        .collect()
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
-
-/// A stall for the figures: `12.3 ms at 233.1 s`, or below [`stream::NOTABLE`].
-fn stall_text(run: &Run, s: Option<stream::Stall>) -> String {
-    match s {
-        Some(s) if s.extra() >= stream::NOTABLE => format!(
-            "{} at {:.1} s",
-            ms(s.extra()),
-            s.from_ns.saturating_sub(run.t0_ns) as f64 / 1e9
-        ),
-        Some(s) => format!("{} (none of 1 ms)", ms(s.extra())),
-        None => format!("< {}", ms(stream::NOTABLE)),
-    }
+/// Each daemon's footprint judged, or why it cannot be.
+fn footprints(run: &Run) -> [Result<footprint::Verdict, String>; 2] {
+    [0, 1].map(|i| {
+        footprint::judge(&run.samples[i], WARM_UP, RSS_ALLOWANCE_KIB).ok_or_else(|| {
+            format!(
+                "no samples of pid {}: {}",
+                run.pids[i],
+                run.sample_failures.join("; ")
+            )
+        })
+    })
 }
 
 /// The criteria, one row each.
@@ -428,116 +426,20 @@ fn judge(
     reports: &[StreamReport; 2],
     transfers: &[Result<BulkReport, String>; 2],
 ) {
-    if !run.died.is_empty() {
-        ctx.table
-            .fail("soak: both daemons ran throughout", run.died.join("; "));
-    }
-    for (way, t) in WAYS.iter().zip(transfers) {
-        let check = format!("soak: bulk tcp {way} intact");
-        match t {
-            Ok(r) => ctx.table.check(check, r.intact(), checks::bulk_figure(r)),
-            Err(e) => ctx.table.fail(check, e.clone()),
-        }
-    }
-
-    let rekeys = run.log.rekeys();
+    let rekeys = rekey_stalls(run, reports);
     let counts = run.log.counts();
-    let rose = [0, 1].map(|i| counts[i].saturating_sub(run.handshakes_before[i]));
-    let at: Vec<String> = rekeys
-        .iter()
-        .map(|r| format!("{:.0}", r.by.as_secs_f64()))
-        .collect();
-    ctx.table.check(
-        format!("soak: at least {MIN_REKEYS} rekeys"),
-        rekeys.len() >= MIN_REKEYS && rose.iter().all(|&n| n >= MIN_REKEYS as u64),
-        format!(
-            "{} rekeys, by {} s; handshakes gw-a {} -> {}, gw-b {} -> {}",
-            rekeys.len(),
-            if at.is_empty() {
-                "-".into()
-            } else {
-                at.join(", ")
-            },
-            run.handshakes_before[0],
-            counts[0],
-            run.handshakes_before[1],
-            counts[1]
-        ),
-    );
-
-    let mut worst: Option<(usize, usize, stream::Stall)> = None;
-    for (n, r) in rekeys.iter().enumerate() {
-        for (way, s) in stalls_at(run, reports, r).into_iter().enumerate() {
-            if let Some(s) = s
-                && worst.is_none_or(|(_, _, w)| s.extra_ns > w.extra_ns)
-            {
-                worst = Some((n, way, s));
-            }
-        }
-    }
-    let overall = [0, 1].map(|i| reports[i].deliveries.longest());
-    ctx.table.check(
-        format!(
-            "soak: no stall over {} within {} s of a rekey",
-            ms(STALL_LIMIT),
-            REKEY_WINDOW.as_secs()
-        ),
-        worst.is_none_or(|(_, _, s)| s.extra() <= STALL_LIMIT),
-        format!(
-            "longest at a rekey: {}; overall a->b {}, b->a {}; lost a->b {}, b->a {}",
-            match worst {
-                Some((n, way, s)) => format!(
-                    "{} {} (rekey {})",
-                    WAYS[way],
-                    stall_text(run, Some(s)),
-                    n + 1
-                ),
-                None => format!("< {}", ms(stream::NOTABLE)),
-            },
-            stall_text(run, overall[0]),
-            stall_text(run, overall[1]),
-            reports[0].lost(),
-            reports[1].lost(),
-        ),
-    );
-
-    for (i, gw) in GATEWAYS.iter().enumerate() {
-        let rss = format!(
-            "soak: {gw} resident memory within {} of its first-minute baseline",
-            human(RSS_ALLOWANCE_KIB << 10)
-        );
-        let fds = format!("soak: {gw} open descriptors no more at the end than at the baseline");
-        match footprint::judge(&run.samples[i], WARM_UP, RSS_ALLOWANCE_KIB) {
-            None => {
-                let why = format!("no samples: {}", run.sample_failures.join("; "));
-                ctx.table.fail(rss, why.clone());
-                ctx.table.fail(fds, why);
-            }
-            Some(v) => {
-                ctx.table.check(
-                    rss,
-                    v.rss_ok,
-                    format!(
-                        "baseline {} at {:.0} s, max {}, final {}",
-                        human(v.baseline.rss_kib << 10),
-                        v.baseline.at.as_secs_f64(),
-                        human(v.rss_max_kib << 10),
-                        human(v.last.rss_kib << 10)
-                    ),
-                );
-                ctx.table.check(
-                    fds,
-                    v.fds_ok,
-                    format!(
-                        "baseline {} at {:.0} s, max {}, final {}",
-                        v.baseline.fds,
-                        v.baseline.at.as_secs_f64(),
-                        v.fds_max,
-                        v.last.fds
-                    ),
-                );
-            }
-        }
+    let figures = Figures {
+        died: &run.died,
+        transfers,
+        handshakes: [0, 1].map(|i| (run.handshakes_before[i], counts[i])),
+        rekeys: &rekeys,
+        t0_ns: run.t0_ns,
+        longest: [0, 1].map(|i| reports[i].deliveries.longest()),
+        lost: [0, 1].map(|i| reports[i].lost()),
+        footprints: footprints(run),
+    };
+    for c in verdict::criteria(&figures) {
+        ctx.table.check(c.check, c.passed, c.detail);
     }
 }
 
@@ -574,15 +476,17 @@ fn render(
     pace: u64,
     end: Duration,
 ) -> String {
+    let rekeys = rekey_stalls(run, reports);
     let mut out = format!(
-        "soak figures: {:.1} min of traffic, each transfer paced at {}/s, probes 1 datagram/ms each way\n",
+        "soak figures: {:.1} min of traffic, each transfer paced at {}/s, probes 1 datagram/ms each way; {} rekeys\n",
         end.as_secs_f64() / 60.0,
-        human(pace)
+        human(pace),
+        rekeys.len()
     );
 
     let _ = writeln!(
         out,
-        "\nrekeys (ringtun show every {} s; handshakes completed at gw-a / gw-b; longest stall within {} s):",
+        "\nrekeys (ringtun show every {} s; handshakes completed at gw-a / gw-b; stalls and losses within {} s):",
         POLL_EVERY.as_secs(),
         REKEY_WINDOW.as_secs()
     );
@@ -590,17 +494,22 @@ fn render(
         "#".to_string(),
         "seen between".into(),
         "handshakes".into(),
-        "stall a->b".into(),
-        "stall b->a".into(),
+        "longest stall a->b".into(),
+        "longest stall b->a".into(),
+        "lost a->b / b->a".into(),
     ]];
-    for (n, r) in run.log.rekeys().iter().enumerate() {
-        let [ab, ba] = stalls_at(run, reports, r);
+    for (n, r) in rekeys.iter().enumerate() {
         rows.push(vec![
             (n + 1).to_string(),
-            format!("{:.0}-{:.0} s", r.after.as_secs_f64(), r.by.as_secs_f64()),
-            format!("{} / {}", r.handshakes[0], r.handshakes[1]),
-            stall_text(run, ab),
-            stall_text(run, ba),
+            format!(
+                "{:.0}-{:.0} s",
+                r.rekey.after.as_secs_f64(),
+                r.rekey.by.as_secs_f64()
+            ),
+            format!("{} / {}", r.rekey.handshakes[0], r.rekey.handshakes[1]),
+            stall_text(run.t0_ns, r.stalls[0]),
+            stall_text(run.t0_ns, r.stalls[1]),
+            format!("{} / {}", r.lost[0], r.lost[1]),
         ]);
     }
     out.push_str(&columns(&rows));
@@ -628,14 +537,14 @@ fn render(
     for (way, r) in WAYS.iter().zip(reports) {
         rows.push(vec![
             way.to_string(),
-            r.sent.count.to_string(),
+            r.sent.count().to_string(),
             r.deliveries.received().to_string(),
             r.lost().to_string(),
             r.socket_drops.to_string(),
             r.deliveries.late().to_string(),
             r.deliveries.duplicates().to_string(),
             r.sent.ticks_missed.to_string(),
-            stall_text(run, r.deliveries.longest()),
+            stall_text(run.t0_ns, r.deliveries.longest()),
         ]);
     }
     out.push_str(&columns(&rows));
@@ -659,39 +568,38 @@ fn render(
 
     let _ = writeln!(
         out,
-        "\nfootprint (every {} s; baseline at {} s):",
+        "\ndaemons (/proc every {} s; the first-minute sample is the one at {} s):",
         SAMPLE_EVERY.as_secs(),
         WARM_UP.as_secs()
     );
     let mut rows = vec![vec![
         "gateway".to_string(),
         "pid".into(),
-        "rss baseline".into(),
+        "rss 1st min".into(),
+        "rss end".into(),
         "rss max".into(),
-        "rss final".into(),
-        "fds baseline".into(),
+        "fds 1st min".into(),
+        "fds end".into(),
         "fds max".into(),
-        "fds final".into(),
         "samples".into(),
     ]];
-    for (i, gw) in GATEWAYS.iter().enumerate() {
+    for (i, v) in footprints(run).into_iter().enumerate() {
         let kib = |k: u64| format!("{k} KiB");
-        rows.push(
-            match footprint::judge(&run.samples[i], WARM_UP, RSS_ALLOWANCE_KIB) {
-                Some(v) => vec![
-                    gw.to_string(),
-                    run.pids[i].to_string(),
-                    kib(v.baseline.rss_kib),
-                    kib(v.rss_max_kib),
-                    kib(v.last.rss_kib),
-                    v.baseline.fds.to_string(),
-                    v.fds_max.to_string(),
-                    v.last.fds.to_string(),
-                    run.samples[i].len().to_string(),
-                ],
-                None => vec![gw.to_string(), run.pids[i].to_string(), "no samples".into()],
-            },
-        );
+        let (gw, pid) = (GATEWAYS[i].to_string(), run.pids[i].to_string());
+        rows.push(match v {
+            Ok(v) => vec![
+                gw,
+                pid,
+                kib(v.baseline.rss_kib),
+                kib(v.last.rss_kib),
+                kib(v.rss_max_kib),
+                v.baseline.fds.to_string(),
+                v.last.fds.to_string(),
+                v.fds_max.to_string(),
+                run.samples[i].len().to_string(),
+            ],
+            Err(why) => vec![gw, pid, why],
+        });
     }
     out.push_str(&columns(&rows));
     for f in &run.sample_failures {
@@ -712,8 +620,8 @@ fn render(
         rows.push(match t {
             Ok(r) => vec![
                 way.to_string(),
-                human(r.bytes_sent),
-                human(r.bytes_received),
+                format!("{} ({} B)", human(r.bytes_sent), r.bytes_sent),
+                format!("{} ({} B)", human(r.bytes_received), r.bytes_received),
                 format!("{:.1} s", r.elapsed.as_secs_f64()),
                 format!(
                     "{:.1} MiB/s",

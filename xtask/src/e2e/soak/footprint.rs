@@ -57,9 +57,10 @@ pub fn sample(pid: u32, at: Duration) -> Result<Sample> {
     })
 }
 
-/// A process's samples judged: resident memory must stay within
-/// `allowance` of the baseline from the baseline on, and the descriptors
-/// must end no higher than they were at it.
+/// A process's samples judged: resident memory must end within
+/// `allowance` of the baseline, and the descriptors no higher than they
+/// were at it. What happens in between is reported, not judged: the
+/// allocator may hold a transient peak, a leak stays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Verdict {
     /// The sample taken as the baseline: the first at or after the
@@ -71,7 +72,7 @@ pub struct Verdict {
     pub fds_max: u64,
     /// The last sample.
     pub last: Sample,
-    /// Resident memory stayed within the allowance.
+    /// Resident memory ended within the allowance.
     pub rss_ok: bool,
     /// The descriptors did not grow.
     pub fds_ok: bool,
@@ -94,7 +95,7 @@ pub fn judge(samples: &[Sample], warm_up: Duration, allowance_kib: u64) -> Optio
         rss_max_kib,
         fds_max,
         last,
-        rss_ok: rss_max_kib <= baseline.rss_kib + allowance_kib,
+        rss_ok: last.rss_kib <= baseline.rss_kib.saturating_add(allowance_kib),
         fds_ok: last.fds <= baseline.fds,
     })
 }
@@ -156,12 +157,12 @@ mod tests {
     }
 
     #[test]
-    fn growth_beyond_the_allowance_or_more_descriptors_at_the_end_fail() {
-        let samples = [s(60, 9000, 30), s(70, 10_025, 30), s(80, 9000, 31)];
+    fn growth_beyond_the_allowance_at_the_end_or_more_descriptors_fail() {
+        let samples = [s(60, 9000, 30), s(70, 9000, 30), s(80, 10_025, 31)];
         let v = judge(&samples, Duration::from_secs(60), 1024).unwrap();
         assert!(
             !v.rss_ok,
-            "1025 KiB above the baseline is over 1 MiB: {v:?}"
+            "1025 KiB above the baseline at the end is over 1 MiB: {v:?}"
         );
         assert!(
             !v.fds_ok,
@@ -170,6 +171,16 @@ mod tests {
         let samples = [s(60, 9000, 30), s(70, 10_024, 30)];
         let v = judge(&samples, Duration::from_secs(60), 1024).unwrap();
         assert!(v.rss_ok, "exactly 1 MiB above is within: {v:?}");
+    }
+
+    #[test]
+    fn a_peak_in_between_is_reported_not_judged() {
+        // A transient peak (a burst the allocator gave back) is no leak,
+        // and neither are descriptors opened and closed again.
+        let samples = [s(60, 9000, 30), s(70, 20_000, 34), s(80, 9500, 30)];
+        let v = judge(&samples, Duration::from_secs(60), 1024).unwrap();
+        assert_eq!((v.rss_max_kib, v.fds_max), (20_000, 34));
+        assert!(v.rss_ok && v.fds_ok, "{v:?}");
     }
 
     #[test]
