@@ -73,6 +73,10 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 const POLL_EVERY: Duration = Duration::from_secs(1);
 /// After the probes stop sending, what is in flight gets this to arrive.
 const PROBE_GRACE: Duration = Duration::from_millis(500);
+/// Stalls this long are listed in the figures...
+const LISTED_STALL: Duration = Duration::from_millis(20);
+/// ...the longest this many of them each way.
+const LISTED_STALLS: usize = 10;
 /// Progress is printed this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(60);
 
@@ -96,7 +100,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
         human(args.pace)
     );
     let mut ctx = Ctx {
-        table: Table::new(),
+        table: Table::of("soak"),
         stop: stop.clone(),
         opts: Options {
             bulk_size: bytes_for(args.pace, run_for),
@@ -548,6 +552,35 @@ fn render(
         ]);
     }
     out.push_str(&columns(&rows));
+    // The long ones with their times, to tell a rekey's from the machine's:
+    // a stall both ways at once points at something both share (a busy
+    // host), one way alone at that way's path.
+    for (way, r) in WAYS.iter().zip(reports) {
+        let mut long: Vec<_> = r
+            .deliveries
+            .notable()
+            .iter()
+            .filter(|s| s.extra() >= LISTED_STALL)
+            .collect();
+        if long.is_empty() {
+            continue;
+        }
+        let count = long.len();
+        long.sort_by_key(|s| std::cmp::Reverse(s.extra_ns));
+        long.truncate(LISTED_STALLS);
+        long.sort_by_key(|s| s.from_ns);
+        let listed: Vec<_> = long
+            .iter()
+            .map(|s| stall_text(run.t0_ns, Some(**s)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {way}: {count} stalls of {} or more; the longest {}: {}",
+            verdict::ms(LISTED_STALL),
+            listed.len(),
+            listed.join(", ")
+        );
+    }
     for (way, r) in WAYS.iter().zip(reports) {
         if r.sent.errors > 0 {
             let _ = writeln!(

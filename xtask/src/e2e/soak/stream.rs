@@ -170,6 +170,11 @@ impl Deliveries {
         self.longest
     }
 
+    /// Every stall of at least [`NOTABLE`], in order.
+    pub fn notable(&self) -> &[Stall] {
+        &self.notable
+    }
+
     /// The longest stall of at least [`NOTABLE`] that overlaps
     /// `[from_ns, to_ns]` (CLOCK_MONOTONIC).
     pub fn longest_within(&self, from_ns: u64, to_ns: u64) -> Option<Stall> {
