@@ -23,7 +23,7 @@ use super::storm;
 use super::uapi;
 use crate::peers::{self, Userspace, UserspacePeer, WgConf};
 
-const MODE: Mode = Mode {
+pub(super) const MODE: Mode = Mode {
     name: "wireguard",
     lan_a4: l3::LAN_A4,
     lan_b4: l3::LAN_B4,
