@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: ringtun side by side with raw veth, the kernel's
-//! VXLAN, wireguard-go and boringtun, on one machine, in one run.
+//! VXLAN, wireguard-go, boringtun and gotatun, on one machine, in one run.
 //!
 //! Every system gets a lab of its own (two gateway namespaces and a veth
 //! WAN, [`lab`]); all are set up first and kept up. Then each repeat runs
@@ -49,7 +49,7 @@ pub struct BenchArgs {
     seconds: Option<u64>,
     /// Run only these systems and/or workloads (comma-separated names:
     /// raw-veth, kernel-vxlan, ringtun-wireguard, ringtun-vxlan,
-    /// wireguard-go, boringtun; tcp1, tcp4, udp64, lat-idle, lat-load).
+    /// wireguard-go, boringtun, gotatun; tcp1, tcp4, udp64, lat-idle, lat-load).
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     only: Vec<String>,
     /// One latency probe every this many microseconds.
@@ -240,6 +240,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     for (name, tool, arg) in [
         ("wireguard-go", "wireguard-go", "--version"),
         ("boringtun", "boringtun-cli", "--version"),
+        ("gotatun", "gotatun", "--version"),
         ("wg", "wg", "--version"),
     ] {
         if let Some(p) = ringtun_tests::find_in_path(tool) {
@@ -516,9 +517,9 @@ mod tests {
     #[test]
     fn only_selects_systems_and_workloads_by_name() {
         let (s, w) = select(&[]).unwrap();
-        assert_eq!((s.len(), w.len()), (6, 5));
-        let (s, w) = select(&["boringtun".into(), "tcp1".into(), "raw-veth".into()]).unwrap();
-        assert_eq!(s, vec![System::RawVeth, System::Boringtun]);
+        assert_eq!((s.len(), w.len()), (System::ALL.len(), 5));
+        let (s, w) = select(&["gotatun".into(), "tcp1".into(), "raw-veth".into()]).unwrap();
+        assert_eq!(s, vec![System::RawVeth, System::Gotatun]);
         assert_eq!(w, vec![Workload::Tcp1]);
         let e = select(&["tcp2".into()]).unwrap_err().to_string();
         assert!(

@@ -17,6 +17,9 @@
 //! three-site lab). Output: one row per check and
 //! `N passed, N failed, N skipped`; non-zero exit on any failure.
 //!
+//! `cargo xtask soak` ([`soak`]) runs in the same lab with the same
+//! guards: ringtun on both gateways for minutes, across rekeys.
+//!
 //! Everything made is removed at the end, also on failure, on panic and
 //! on Ctrl-C / SIGTERM (a second one exits at once); daemons die with the
 //! harness (`PR_SET_PDEATHSIG`), and labs left by a harness that was
@@ -33,6 +36,7 @@ mod relay;
 mod rows;
 mod seed;
 mod service;
+pub mod soak;
 mod storm;
 mod table;
 mod uapi;
@@ -40,7 +44,8 @@ mod vxlan;
 mod wireguard;
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Result, bail};
@@ -72,6 +77,8 @@ pub enum PeerFilter {
     WireguardGo,
     /// boringtun against ringtun.
     Boringtun,
+    /// gotatun against ringtun.
+    Gotatun,
     /// The kernel's vxlan device against ringtun.
     Kernel,
     /// Every one.
@@ -85,6 +92,7 @@ impl PeerFilter {
             PeerFilter::Ringtun => name == "ringtun",
             PeerFilter::WireguardGo => name == "wireguard-go",
             PeerFilter::Boringtun => name == "boringtun",
+            PeerFilter::Gotatun => name == "gotatun",
             PeerFilter::Kernel => name == "kernel",
         }
     }
@@ -154,15 +162,26 @@ fn parse_size(s: &str) -> Result<u64, String> {
     }
 }
 
-/// Runs the end-to-end checks.
-pub fn run(args: &E2eArgs) -> Result<()> {
-    crate::setup::require_root("e2e")?;
-    let started = Instant::now();
+/// What a run in the two-site labs starts from, `e2e`'s or `soak`'s: the
+/// ringtun binary (built unless given), the stop flag, the host's links
+/// before anything was made, the seed.
+struct Start {
+    ringtun: PathBuf,
+    stop: Arc<AtomicBool>,
+    links_before: Vec<String>,
+    seed: u64,
+}
+
+/// Requires root, builds ringtun (unless `ringtun` names one), installs
+/// the signal handlers, removes the labs of runs that were killed, picks
+/// the seed. `who` names the command in what it prints.
+fn start(who: &str, ringtun: Option<&PathBuf>, seed: Option<u64>) -> Result<Start> {
+    crate::setup::require_root(who)?;
     // The binary first, while this process has one thread (see below).
-    let ringtun = match &args.ringtun {
+    let ringtun = match ringtun {
         Some(p) => p.clone(),
         None => {
-            let [ringtun] = crate::setup::build_release("e2e", [("dataplane", "ringtun")])?;
+            let [ringtun] = crate::setup::build_release(who, [("dataplane", "ringtun")])?;
             ringtun
         }
     };
@@ -176,15 +195,32 @@ pub fn run(args: &E2eArgs) -> Result<()> {
     let stop = crate::setup::stop_flag()?;
 
     for name in crate::labs::remove_stale(lab::NETNS_TAG)? {
-        println!("e2e: removed {name}, left by an earlier run that was killed");
+        println!("{who}: removed {name}, left by an earlier run that was killed");
     }
     let links_before = lab::host_links()?;
-    let seed = args.seed.unwrap_or_else(|| {
+    let seed = seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
     });
+    Ok(Start {
+        ringtun,
+        stop,
+        links_before,
+        seed,
+    })
+}
+
+/// Runs the end-to-end checks.
+pub fn run(args: &E2eArgs) -> Result<()> {
+    let started = Instant::now();
+    let Start {
+        ringtun,
+        stop,
+        links_before,
+        seed,
+    } = start("e2e", args.ringtun.as_ref(), args.seed)?;
     println!(
         "e2e: ringtun {}, bulk {} each way, seed {seed} (repeat with --seed {seed})",
         ringtun.display(),

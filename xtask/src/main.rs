@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's harness. `ci` runs the whole CI sequence,
-//! `e2e` the two-site end-to-end check, `bench` the measurements.
+//! `e2e` the two-site end-to-end check, `bench` the measurements, `fuzz`
+//! the fuzz targets, `soak` a long run of ringtun across rekeys.
 //!
 //! What `e2e` and `bench` both do lives beside them, once: [`setup`]
 //! (root, release builds, the stop flag), [`labs`] (topologies under a
@@ -35,6 +36,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run every fuzz target for a bounded time (stable toolchain, RUSTC_BOOTSTRAP inside).
     Fuzz(fuzz::FuzzArgs),
+    /// Run ringtun on both gateways for minutes, across rekeys: transfers intact,
+    /// no stall at a rekey, no memory or descriptor growth (not part of `ci`).
+    Soak(e2e::soak::SoakArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -44,6 +48,7 @@ fn main() -> std::process::ExitCode {
         Command::E2e(args) => e2e::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Soak(args) => e2e::soak::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,4 +1,5 @@
-//! The real peers ringtun is tested against: wireguard-go and boringtun
+//! The real peers ringtun is tested against: wireguard-go, boringtun and
+//! gotatun
 //! (userspace WireGuard, configured with `wg` over their UAPI sockets),
 //! and the Linux kernel's vxlan device; finding or installing them.
 
@@ -14,7 +15,7 @@ use ringtun_tests::ringtun::{LineTail, stop_child};
 
 use crate::process::{command_in, run_in};
 
-/// Where wireguard-go and boringtun put their UAPI sockets (a path on the
+/// Where the userspace WireGuards put their UAPI sockets (a path on the
 /// shared filesystem, not per namespace: interface names must differ
 /// between namespaces on one host).
 const UAPI_DIR: &str = "/var/run/wireguard";
@@ -30,17 +31,24 @@ pub enum Userspace {
     WireguardGo,
     /// boringtun (crates.io `boringtun-cli`).
     Boringtun,
+    /// gotatun, Mullvad's fork of boringtun (crates.io `gotatun-cli`).
+    Gotatun,
 }
 
 impl Userspace {
     /// Every implementation the harness knows.
-    pub const ALL: [Userspace; 2] = [Userspace::WireguardGo, Userspace::Boringtun];
+    pub const ALL: [Userspace; 3] = [
+        Userspace::WireguardGo,
+        Userspace::Boringtun,
+        Userspace::Gotatun,
+    ];
 
     /// Its name in the table.
     pub fn name(self) -> &'static str {
         match self {
             Userspace::WireguardGo => "wireguard-go",
             Userspace::Boringtun => "boringtun",
+            Userspace::Gotatun => "gotatun",
         }
     }
 
@@ -49,6 +57,7 @@ impl Userspace {
         match self {
             Userspace::WireguardGo => "wgo",
             Userspace::Boringtun => "btun",
+            Userspace::Gotatun => "gota",
         }
     }
 }
@@ -171,7 +180,7 @@ fn ensure_cargo_bin(
 
 /// Finds a userspace peer's programs, installing what is missing when
 /// `install` is set (apt-get for wireguard-go and wg; `cargo install
-/// boringtun-cli` for boringtun, building in `build_dir`). The error is
+/// boringtun-cli` and `gotatun-cli` for those two, building in `build_dir`). The error is
 /// the reason its rows are skipped.
 pub fn ensure(kind: Userspace, install: bool, build_dir: &Path) -> Result<Tools, String> {
     let wg = ensure_wg(install)?;
@@ -188,6 +197,7 @@ pub fn ensure(kind: Userspace, install: bool, build_dir: &Path) -> Result<Tools,
         Userspace::Boringtun => {
             ensure_cargo_bin("boringtun-cli", "boringtun-cli", install, build_dir)?
         }
+        Userspace::Gotatun => ensure_cargo_bin("gotatun-cli", "gotatun", install, build_dir)?,
     };
     Ok(Tools { daemon, wg })
 }
@@ -256,7 +266,7 @@ impl WgPeerState {
     }
 }
 
-/// A running wireguard-go or boringtun with its device configured.
+/// A running userspace WireGuard (wireguard-go, boringtun, gotatun) with its device configured.
 /// Dropping it stops it (SIGTERM, then SIGKILL) and removes what it left.
 pub struct UserspacePeer {
     child: Option<Child>,
@@ -297,7 +307,7 @@ impl UserspacePeer {
                     .env("WG_PROCESS_FOREGROUND", "1")
                     .env("LOG_LEVEL", "error");
             }
-            Userspace::Boringtun => {
+            Userspace::Boringtun | Userspace::Gotatun => {
                 cmd.args(["-f", "--disable-drop-privileges", "-v", "error"])
                     .arg(iface);
             }
@@ -405,7 +415,7 @@ impl UserspacePeer {
         if socket.exists() {
             let _ = std::fs::remove_file(&socket);
         }
-        // boringtun leaves its device behind if killed: take it away.
+        // boringtun and gotatun leave their device behind if killed: take it away.
         if let Ok(nl) = netctl::Netlink::in_netns(&self.netns)
             && nl.link_index(&self.iface).is_ok()
         {

@@ -43,17 +43,20 @@ pub enum System {
     WireguardGo,
     /// boringtun on both gateways.
     Boringtun,
+    /// gotatun on both gateways.
+    Gotatun,
 }
 
 impl System {
     /// Every system, in report order.
-    pub const ALL: [System; 6] = [
+    pub const ALL: [System; 7] = [
         System::RawVeth,
         System::KernelVxlan,
         System::RingtunWireguard,
         System::RingtunVxlan,
         System::WireguardGo,
         System::Boringtun,
+        System::Gotatun,
     ];
 
     /// Its name in tables, progress lines, file names and `--only`.
@@ -65,12 +68,16 @@ impl System {
             System::RingtunVxlan => "ringtun-vxlan",
             System::WireguardGo => "wireguard-go",
             System::Boringtun => "boringtun",
+            System::Gotatun => "gotatun",
         }
     }
 
     /// One of the userspace WireGuard implementations ringtun is held against.
     pub fn is_userspace_wireguard(self) -> bool {
-        matches!(self, System::WireguardGo | System::Boringtun)
+        matches!(
+            self,
+            System::WireguardGo | System::Boringtun | System::Gotatun
+        )
     }
 
     /// One of ringtun's modes.
@@ -86,6 +93,7 @@ impl System {
             System::RingtunVxlan => "rtvx",
             System::WireguardGo => "wgo",
             System::Boringtun => "btun",
+            System::Gotatun => "gota",
         }
     }
 }
@@ -117,7 +125,7 @@ pub struct SetupOptions<'a> {
     pub workers: Option<usize>,
     /// Install missing peers.
     pub install: bool,
-    /// Where `cargo install boringtun-cli` builds.
+    /// Where `cargo install` builds boringtun-cli and gotatun-cli.
     pub build_dir: &'a Path,
     /// Traffic tools (for the servers in gateway B).
     pub tools: &'a Tools,
@@ -244,11 +252,11 @@ pub fn start(system: System, opts: &SetupOptions<'_>) -> Result<Running> {
             ringtun.push(Ringtun::up(&gw_a, &pa, &up)?);
             (v4(VX_NET.1), ringtun_description("vxlan", &ringtun[0]))
         }
-        System::WireguardGo | System::Boringtun => {
-            let kind = if system == System::WireguardGo {
-                Userspace::WireguardGo
-            } else {
-                Userspace::Boringtun
+        System::WireguardGo | System::Boringtun | System::Gotatun => {
+            let kind = match system {
+                System::WireguardGo => Userspace::WireguardGo,
+                System::Boringtun => Userspace::Boringtun,
+                _ => Userspace::Gotatun,
             };
             let tools = peers::ensure(kind, opts.install, opts.build_dir)
                 .map_err(|why| anyhow::anyhow!(why))?;

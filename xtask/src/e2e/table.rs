@@ -34,8 +34,9 @@ pub struct Row {
 pub type Diagnostics = Box<dyn Fn() -> String>;
 
 /// The rows so far, with the context (mode, peer) new rows get.
-#[derive(Default)]
 pub struct Table {
+    /// The command the rows are printed under (`e2e`, `soak`).
+    who: &'static str,
     rows: Vec<Row>,
     mode: String,
     peer: String,
@@ -43,9 +44,15 @@ pub struct Table {
 }
 
 impl Table {
-    /// An empty table.
+    /// An empty table of `cargo xtask e2e`.
     pub fn new() -> Table {
+        Table::of("e2e")
+    }
+
+    /// An empty table whose rows are printed as the command `who`'s.
+    pub fn of(who: &'static str) -> Table {
         Table {
+            who,
             rows: Vec::new(),
             mode: "-".into(),
             peer: "-".into(),
@@ -85,12 +92,12 @@ impl Table {
             figure: figure.into(),
         };
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "e2e: {}", render_row(&row, 0, 0, 0));
+        let _ = writeln!(out, "{}: {}", self.who, render_row(&row, 0, 0, 0));
         if row.outcome == Outcome::Fail
             && let Some(d) = &self.diagnostics
         {
             for line in d().lines() {
-                let _ = writeln!(out, "e2e:   | {line}");
+                let _ = writeln!(out, "{}:   | {line}", self.who);
             }
         }
         let _ = out.flush();

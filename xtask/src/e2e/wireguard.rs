@@ -24,7 +24,7 @@ use super::storm;
 use super::uapi;
 use crate::peers::{self, Userspace, UserspacePeer, WgConf};
 
-const MODE: Mode = Mode {
+pub(super) const MODE: Mode = Mode {
     name: "wireguard",
     lan_a4: l3::LAN_A4,
     lan_b4: l3::LAN_B4,
@@ -95,11 +95,7 @@ pub fn run(ctx: &mut Ctx, peer_filter: &dyn Fn(&str) -> bool, build_dir: &Path) 
                 interop(ctx, s, kind, build_dir)?;
             }
         }
-        for kind in [
-            None,
-            Some(Userspace::WireguardGo),
-            Some(Userspace::Boringtun),
-        ] {
+        for kind in std::iter::once(None).chain(Userspace::ALL.map(Some)) {
             if peer_filter(kind.map_or("ringtun", Userspace::name)) {
                 first_packet::rows(ctx, s, kind, build_dir)?;
             }
