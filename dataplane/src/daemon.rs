@@ -583,8 +583,9 @@ fn run<M: Mode + PeerSource, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
     Ok(())
 }
 
-/// Says the interface is up: `READY=1` to systemd, `ready: IFACE` on stderr (what scripts and
-/// the tests wait for; a backgrounded daemon's parent waits for it too).
+/// Says the interface is up: `ready: IFACE` on stderr (what scripts and
+/// the tests wait for; a backgrounded daemon's parent waits for it too),
+/// and `READY=1` to systemd.
 fn ready(name: &str, socket: &Path) {
     eprintln!("ready: {name}");
     // And to systemd (`Type=notify`): the device, its sockets, its
