@@ -14,6 +14,7 @@
 //! Bridge = br0                             # ringtun, vxlan only: enslave the TAP to this bridge
 //! Offload = on                             # ringtun: TUN/TAP offloads and UDP GSO/GRO, default on
 //! HandshakeOnStart = on                    # ringtun, wireguard only: contact peers with an Endpoint at start, default on
+//! MetricsListen = 127.0.0.1:9586           # ringtun: serve GET /metrics (Prometheus) there; default off
 //!
 //! [Peer]
 //! PublicKey = <44 characters of base64>    # required in wireguard mode
@@ -108,6 +109,18 @@ pub struct Interface {
     pub offload: bool,
     /// `FwMark`: the `SO_MARK` of the tunnel's own datagrams (0: none).
     pub fwmark: u32,
+    /// `MetricsListen`: where `/metrics` is served (`None`: not served).
+    pub metrics_listen: Option<MetricsListen>,
+}
+
+/// `MetricsListen = ADDRESS:PORT`, and the line that set it (a port in
+/// use at start is reported against that line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsListen {
+    /// The address and port to serve `/metrics` on.
+    pub addr: std::net::SocketAddr,
+    /// The line of the file that set it.
+    pub line: usize,
 }
 
 /// `Table =`: where the routes for AllowedIPs go.

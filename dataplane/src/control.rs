@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_utils::CachePadded;
 use tunnel_proto::{DropReason, Path};
 
-use crate::counters::{Counter, WorkerCounters};
+use crate::counters::{ControlCounters, Counter, WorkerCounters};
 use crate::handoff::{CHANNEL_CAPACITY, ControlInbox, EventFd};
 use crate::load::HandshakeLoad;
 use crate::status::{InterfaceStatus, PeerStatus};
@@ -122,6 +122,8 @@ pub trait ModeControl: Send {
     fn drops(&self) -> [u64; DropReason::COUNT];
     /// Counters of handshake outcomes, for `ringtun show`.
     fn control_counters(&self) -> Vec<(String, u64)>;
+    /// The counters a metrics scrape reads from another thread.
+    fn shared_counters(&self) -> Arc<ControlCounters>;
     /// The configuration as the UAPI's `get` reports it (the caller fills
     /// in the port and mark); `Err` for a mode that has none.
     fn dump(&self) -> Result<DeviceDump, Errno>;
@@ -298,7 +300,10 @@ impl<C: ModeControl> ControlSetup<C> {
             if self.mode.next_timeout().is_some_and(|t| t <= now) {
                 self.mode.on_timeout(now, wall, &self.outbox);
             }
-            if self.serve_commands(now, wall) {
+            let down = self.serve_commands(now, wall);
+            // For metrics, read on another thread: a copy of 13 numbers a turn.
+            self.mode.shared_counters().mirror_drops(&self.mode.drops());
+            if down {
                 break StopCause::Down;
             }
             if self.stop.load(Ordering::Acquire) || !workers_alive() {
@@ -351,7 +356,19 @@ impl<C: ModeControl> ControlSetup<C> {
     /// peers and keys as `wg syncconf` would (sessions kept where the keys
     /// did not change), the port and mark, `PinEndpoint`, and the routes
     /// for AllowedIPs. A file that does not parse changes nothing.
+    /// The service manager hears of it (`RELOADING=1`, then `READY=1` with
+    /// the outcome), so `systemctl reload` waits for it.
     pub fn reload(&mut self, now: Instant, wall: SystemTime) -> Result<(), String> {
+        crate::notify::reloading();
+        let r = self.reload_file(now, wall);
+        crate::notify::reloaded(match &r {
+            Ok(()) => "configuration read again",
+            Err(_) => "reload refused, nothing changed (see the log)",
+        });
+        r
+    }
+
+    fn reload_file(&mut self, now: Instant, wall: SystemTime) -> Result<(), String> {
         let src = self
             .reload
             .as_ref()

@@ -31,6 +31,13 @@ impl Counter {
         self.add(1);
     }
 
+    /// Replaces the value (by its one writer, mirroring a count kept
+    /// elsewhere as a plain number).
+    #[inline]
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+
     /// Current value.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
@@ -226,4 +233,30 @@ pub struct WorkerSnapshot {
     pub src_addr_resets: u64,
     /// Drops by reason name, in DESIGN.md's order.
     pub drops: Vec<(String, u64)>,
+}
+
+/// What the control thread counts that a metrics scrape reads from
+/// another thread: handshake outcomes and the drops the protocol counted
+/// itself. The control thread is the only writer.
+#[derive(Debug, Default)]
+pub struct ControlCounters {
+    /// Handshake initiations sent (first tries and retries).
+    pub handshakes_initiated: Counter,
+    /// Sessions made: as initiator on a response, as responder when the
+    /// initiator's first data packet confirmed it.
+    pub handshakes_completed: Counter,
+    /// Cookie replies sent to handshake messages that came under load
+    /// without a valid MAC2.
+    pub cookie_replies_sent: Counter,
+    /// The control thread's own drops by reason, mirrored after every turn.
+    pub drops: [Counter; DropReason::COUNT],
+}
+
+impl ControlCounters {
+    /// Mirrors the control thread's drop counts.
+    pub fn mirror_drops(&self, drops: &[u64; DropReason::COUNT]) {
+        for (c, &n) in self.drops.iter().zip(drops) {
+            c.set(n);
+        }
+    }
 }

@@ -5,7 +5,7 @@
 //! the control thread, and tear everything down on SIGINT, SIGTERM,
 //! `ringtun down` or the device's removal.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ use crate::config::{self, Config, InterfaceAddr, ModeConfig, Table, Workers};
 use crate::control::{ControlSetup, ModeControl, Outbox, ReloadSource, StopCause};
 use crate::counters::WorkerCounters;
 use crate::handoff::{ControlLink, EventFd};
+use crate::metrics::{self, MetricsServer, PeerSource, Sources, TunnelCollector};
 use crate::mode::Mode;
 use crate::offload::ETHERNET_HEADER_LEN;
 use crate::routes::Routes;
@@ -51,6 +52,8 @@ pub struct UpOptions {
     /// Where the configuration socket goes instead of `/var/run`
     /// (`RINGTUN_UAPI_DIR`).
     pub uapi_dir: Option<PathBuf>,
+    /// Where to serve `/metrics`, instead of the file's `MetricsListen`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Options of `ringtun IFACE`: an interface with no configuration yet.
@@ -64,6 +67,17 @@ pub struct BareOptions {
     pub no_offload: bool,
     /// Where the configuration socket goes instead of `/var/run`.
     pub uapi_dir: Option<PathBuf>,
+    /// Where to serve `/metrics` (`None`: not served).
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Where `/metrics` is served, and where that was asked for (for a
+/// message when the address is taken).
+#[derive(Clone, Debug)]
+struct MetricsTarget {
+    addr: SocketAddr,
+    /// `rt0.conf:5: MetricsListen` or `--metrics-listen`.
+    origin: String,
 }
 
 /// Offloads asked of the device when `Offload = on`.
@@ -87,6 +101,7 @@ struct Common {
     pin: bool,
     cpu_steering: bool,
     uapi_dir: Option<PathBuf>,
+    metrics: Option<MetricsTarget>,
 }
 
 fn worker_count(cfg: Workers, over: Option<usize>) -> usize {
@@ -134,6 +149,17 @@ pub fn up(opts: &UpOptions) -> Result<()> {
         pin: opts.pin,
         cpu_steering: opts.cpu_steering,
         uapi_dir: opts.uapi_dir.clone(),
+        metrics: match (opts.metrics_listen, interface.metrics_listen) {
+            (Some(addr), _) => Some(MetricsTarget {
+                addr,
+                origin: "--metrics-listen".into(),
+            }),
+            (None, Some(m)) => Some(MetricsTarget {
+                addr: m.addr,
+                origin: format!("{}:{}: MetricsListen", opts.config.display(), m.line),
+            }),
+            (None, None) => None,
+        },
         listen_port: interface.listen_port.unwrap_or(match &mode {
             ModeConfig::Vxlan(_) => config::VXLAN_PORT,
             ModeConfig::WireGuard(_) => 0,
@@ -219,6 +245,10 @@ pub fn bare(opts: &BareOptions) -> Result<()> {
         pin: true,
         cpu_steering: false,
         uapi_dir: opts.uapi_dir.clone(),
+        metrics: opts.metrics_listen.map(|addr| MetricsTarget {
+            addr,
+            origin: "RINGTUN_METRICS_LISTEN".into(),
+        }),
     };
     let mut tcfg =
         tunnel_proto::wg::TunnelConfig::new(tunnel_proto::PrivateKey::from_bytes([0; 32]));
@@ -289,7 +319,7 @@ fn steer_by_cpu(device: &Device, sockets: &[udp::WorkerSockets]) -> bool {
     }
 }
 
-fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
+fn run<M: Mode + PeerSource, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
     c: &Common,
     kind: DeviceKind,
     mode: Arc<M>,
@@ -298,6 +328,10 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
     bridge: Option<String>,
     reload: Option<PathBuf>,
 ) -> Result<()> {
+    // Before anything is made: a missing capability or too low a limit is
+    // then one sentence, and there is nothing to undo.
+    crate::privilege::check_net_admin(&c.name)?;
+    crate::privilege::check_memlock(worker::locked_bytes_per_worker(c.offload, kind), c.workers)?;
     // The configuration socket first: it is the lock that keeps a second
     // instance from attaching queues to a running instance's device. Made
     // before any thread starts (its mode comes from the umask).
@@ -306,6 +340,22 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
         DeviceKind::Tap => Kind::Vxlan,
     };
     let listener = UapiListener::bind(uapi_kind, c.uapi_dir.as_deref(), &c.name)?;
+    // Before the device: a taken address stops the start with nothing made.
+    let metrics_listener = match &c.metrics {
+        Some(m) => Some(metrics::bind(m.addr).map_err(|e| {
+            let why = if e.kind() == std::io::ErrorKind::AddrInUse {
+                "address in use (another exporter, or another ringtun?)".to_string()
+            } else {
+                e.to_string()
+            };
+            anyhow::anyhow!(
+                "{} = {}: cannot serve /metrics there: {why}",
+                m.origin,
+                m.addr
+            )
+        })?),
+        None => None,
+    };
 
     let vnet = c.offload;
     let want = if vnet {
@@ -464,6 +514,22 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
         uapi_wake.clone(),
     )
     .context("starting the configuration socket's thread")?;
+    let metrics_server = match metrics_listener {
+        Some(l) => {
+            let mut registry = prometheus_client::registry::Registry::default();
+            registry.register_collector(Box::new(TunnelCollector::new(Sources {
+                interface: c.name.clone(),
+                workers: counters.clone(),
+                control: mode_control.shared_counters(),
+                peers: mode.clone(),
+            })));
+            let server =
+                MetricsServer::spawn(l, registry).context("starting the metrics thread")?;
+            tracing::info!(addr = %server.local_addr(), "serving /metrics");
+            Some(server)
+        }
+        None => None,
+    };
     let mut all_wakes = wakes;
     all_wakes.push(uapi_wake);
     let control = ControlSetup {
@@ -489,6 +555,7 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
     tracing::info!(interface = %c.name, workers = c.workers, port, "up");
     let alive = || handles.iter().all(|h| !h.is_finished());
     let cause = control.run(&alive);
+    crate::notify::stopping();
     tracing::info!(interface = %c.name, ?cause, "stopping");
     stop.store(true, Ordering::Release);
     let mut failed = None;
@@ -498,6 +565,9 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
             Ok(Err(e)) => failed = Some(anyhow::Error::new(e).context("a worker failed")),
             Err(_) => failed = Some(anyhow::anyhow!("a worker panicked")),
         }
+    }
+    if let Some(m) = metrics_server {
+        m.stop();
     }
     drop(sig_write);
     drop(hup_write);
@@ -514,9 +584,13 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
 }
 
 /// Says the interface is up: `ready: IFACE` on stderr (what scripts and
-/// the tests wait for; a backgrounded daemon's parent waits for it too).
+/// the tests wait for; a backgrounded daemon's parent waits for it too),
+/// and `READY=1` to systemd.
 fn ready(name: &str, socket: &Path) {
     eprintln!("ready: {name}");
+    // And to systemd (`Type=notify`): the device, its sockets, its
+    // configuration socket and /metrics are all serving by now.
+    crate::notify::ready(name);
     tracing::info!(interface = %name, socket = %socket.display(), "configuration socket");
     if std::env::var("RINGTUN_DETACHED").is_ok_and(|v| v == "1") {
         // The parent that started us in the background stops reading now:

@@ -19,7 +19,8 @@ use tunnel_proto::{PresharedKey, PrivateKey};
 /// (`WG_QUICK_USERSPACE_IMPLEMENTATION=ringtun`). It goes to the background
 /// once the interface is up, unless `-f` or `WG_PROCESS_FOREGROUND=1`.
 /// ringtun's own settings then come from the environment:
-/// `RINGTUN_WORKERS=N`, `RINGTUN_OFFLOAD=off`, `RINGTUN_UAPI_DIR=DIR`.
+/// `RINGTUN_WORKERS=N`, `RINGTUN_OFFLOAD=off`, `RINGTUN_UAPI_DIR=DIR`,
+/// `RINGTUN_METRICS_LISTEN=ADDRESS:PORT`.
 #[derive(Parser)]
 #[command(
     name = "ringtun",
@@ -81,6 +82,10 @@ enum Command {
         /// namespaces of a host); also `RINGTUN_UAPI_DIR`.
         #[arg(long, value_name = "DIR")]
         uapi_dir: Option<PathBuf>,
+        /// Serve `GET /metrics` (Prometheus) on ADDRESS:PORT, instead of
+        /// the file's `MetricsListen`.
+        #[arg(long, value_name = "ADDRESS:PORT")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Ask the instance serving IFACE to stop.
     Down {
@@ -154,7 +159,9 @@ fn run(cmd: Command) -> Result<()> {
             no_pin,
             cpu_steering,
             uapi_dir,
+            metrics_listen,
         } => daemon::up(&daemon::UpOptions {
+            metrics_listen,
             pin: !no_pin,
             cpu_steering,
             uapi_dir: uapi_dir.or_else(socket::base_from_env),
@@ -246,6 +253,12 @@ fn bare(iface: &str, foreground: bool) -> Result<()> {
         Ok("on") | Err(_) => false,
         Ok(other) => bail!("RINGTUN_OFFLOAD={other:?} is neither on nor off"),
     };
+    let metrics_listen = match std::env::var("RINGTUN_METRICS_LISTEN") {
+        Ok(v) => Some(v.parse::<std::net::SocketAddr>().with_context(|| {
+            format!("RINGTUN_METRICS_LISTEN={v:?} is not an ADDRESS:PORT to serve /metrics on")
+        })?),
+        Err(_) => None,
+    };
     if foreground || env_on("WG_PROCESS_FOREGROUND") {
         if env_on("RINGTUN_DETACHED") {
             // Backgrounded by `bare` below: away from the terminal's session.
@@ -256,6 +269,7 @@ fn bare(iface: &str, foreground: bool) -> Result<()> {
             workers,
             no_offload,
             uapi_dir: socket::base_from_env(),
+            metrics_listen,
         });
     }
     let exe =

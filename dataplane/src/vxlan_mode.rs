@@ -13,6 +13,8 @@ use tunnel_proto::vxlan::{self, Fdb, MacAddr, Vni};
 use tunnel_proto::{AtomicPath, DropReason, Path, PeerTraffic};
 
 use crate::control::{ModeControl, Outbox, ReloadPlan};
+use crate::counters::ControlCounters;
+use crate::metrics::{PeerKind, PeerSample, PeerSource};
 use crate::mode::{Inbound, Mode, Route, SealError, SealResult, Sealed};
 use crate::status::PeerStatus;
 use crate::uapi::protocol::{DeviceDump, Errno, SetRequest};
@@ -88,6 +90,25 @@ impl VxlanMode {
             src: v.path.load().and_then(|p| p.local),
             peer: VtepId(i as u16),
         })
+    }
+}
+
+impl PeerSource for VxlanMode {
+    fn kind(&self) -> PeerKind {
+        PeerKind::Vtep
+    }
+
+    fn sample(&self, _now: Instant, _wall: SystemTime) -> Vec<PeerSample> {
+        self.vteps
+            .iter()
+            .map(|v| PeerSample {
+                name: v.addr.to_string(),
+                allowed_ips: String::new(),
+                traffic: v.traffic.total(),
+                latest_handshake_unix: None,
+                session_age_seconds: None,
+            })
+            .collect()
     }
 }
 
@@ -224,12 +245,17 @@ impl Mode for VxlanMode {
 /// reports them for `ringtun show`.
 pub struct VxlanControl {
     mode: std::sync::Arc<VxlanMode>,
+    /// All zero: VXLAN has no handshakes, and the control thread drops nothing.
+    counters: std::sync::Arc<ControlCounters>,
 }
 
 impl VxlanControl {
     /// The control side of `mode`.
     pub fn new(mode: std::sync::Arc<VxlanMode>) -> VxlanControl {
-        VxlanControl { mode }
+        VxlanControl {
+            mode,
+            counters: Default::default(),
+        }
     }
 }
 
@@ -285,6 +311,10 @@ impl ModeControl for VxlanControl {
 
     fn control_counters(&self) -> Vec<(String, u64)> {
         Vec::new()
+    }
+
+    fn shared_counters(&self) -> std::sync::Arc<ControlCounters> {
+        self.counters.clone()
     }
 
     /// A VXLAN interface has no WireGuard configuration to report.

@@ -15,10 +15,15 @@ use tunnel_proto::{DropReason, Path, PublicKey};
 
 use crate::config::{Config, ModeConfig};
 use crate::control::{ModeControl, Outbox, ReloadPlan};
-use crate::counters::Counter;
+use crate::counters::{ControlCounters, Counter};
 use crate::status::PeerStatus;
 use crate::uapi::protocol::{AllowedIpOp, DeviceDump, Errno, PeerDump, PeerSet, SetRequest};
-use crate::wg_mode::{WgEvent, WgMode};
+use crate::wg_mode::{PeerEntry, WgEvent, WgMode};
+
+/// The first byte of a handshake initiation (whitepaper §5.4.2).
+const HANDSHAKE_INITIATION: u8 = 1;
+/// The first byte of a cookie reply (whitepaper §5.4.7).
+const COOKIE_REPLY: u8 = 3;
 
 /// The WireGuard control side: the tunnel, where its snapshots go, and
 /// counts of handshake outcomes.
@@ -27,22 +32,55 @@ pub struct WgControl {
     mode: Arc<WgMode>,
     buf: Box<[u8]>,
     responded: Counter,
-    established: Counter,
     cookies_stored: Counter,
     rejected: Counter,
+    shared: Arc<ControlCounters>,
 }
 
 impl WgControl {
     /// The control side of `tunnel`, whose snapshots go to `mode`.
     pub fn new(tunnel: Tunnel, mode: Arc<WgMode>) -> WgControl {
-        WgControl {
+        let control = WgControl {
             tunnel,
             mode,
             buf: vec![0u8; TRANSMIT_BUF_LEN].into_boxed_slice(),
             responded: Counter::default(),
-            established: Counter::default(),
             cookies_stored: Counter::default(),
             rejected: Counter::default(),
+            shared: Default::default(),
+        };
+        control.publish_directory(Instant::now());
+        control
+    }
+
+    /// Tells metrics who the peers are now. With every snapshot: a
+    /// snapshot comes with each session and configuration change, which is
+    /// when keys, AllowedIPs and latest handshakes change.
+    fn publish_directory(&self, now: Instant) {
+        let peers = self
+            .tunnel
+            .peer_ids()
+            .filter_map(|id| self.tunnel.peer_status(id, now))
+            .map(|st| PeerEntry {
+                id: st.id,
+                public_key: st.public_key.to_base64(),
+                allowed_ips: st
+                    .allowed_ips
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                latest_handshake: st.latest_handshake,
+            })
+            .collect();
+        self.mode.publish_directory(peers);
+    }
+
+    /// Publishes a snapshot the tunnel has made, and the directory with it.
+    fn publish_snapshot(&mut self, now: Instant) {
+        if let Some(snap) = self.tunnel.poll_snapshot() {
+            self.mode.publish(snap);
+            self.publish_directory(now);
         }
     }
 
@@ -50,20 +88,23 @@ impl WgControl {
     /// in that order, so that the peer's answer to a handshake response
     /// cannot reach a worker before the session it needs.
     fn flush(&mut self, now: Instant, out: &Outbox) {
-        if let Some(snap) = self.tunnel.poll_snapshot() {
-            self.mode.publish(snap);
-        }
+        self.publish_snapshot(now);
         while let Some(t) = self.tunnel.poll_transmit(now, &mut self.buf) {
             let path = Path {
                 remote: t.dst,
                 local: t.src,
             };
+            // The message type is the first byte (whitepaper §5.4): what
+            // metrics count among what the protocol sends.
+            match self.buf.first().copied() {
+                Some(HANDSHAKE_INITIATION) => self.shared.handshakes_initiated.inc(),
+                Some(COOKIE_REPLY) => self.shared.cookie_replies_sent.inc(),
+                _ => {}
+            }
             out.send(path, &self.buf[..t.len]);
         }
         // Staged packets sealed just now may have moved the snapshot on.
-        if let Some(snap) = self.tunnel.poll_snapshot() {
-            self.mode.publish(snap);
-        }
+        self.publish_snapshot(now);
     }
 }
 
@@ -146,7 +187,7 @@ impl ModeControl for WgControl {
             .handle_handshake(now, wall, from, msg, under_load)
         {
             Ok(Handled::Responded(_)) => self.responded.inc(),
-            Ok(Handled::Established(_)) => self.established.inc(),
+            Ok(Handled::Established(_)) => self.shared.handshakes_completed.inc(),
             Ok(Handled::CookieStored(_)) => self.cookies_stored.inc(),
             Err(e) => {
                 self.rejected.inc();
@@ -173,7 +214,7 @@ impl ModeControl for WgControl {
         if event.events.contains(wg::Events::CONFIRMED) {
             // A responder's session is complete once the initiator's first
             // data packet arrives.
-            self.established.inc();
+            self.shared.handshakes_completed.inc();
         }
         self.tunnel
             .handle_events(event.peer, event.events, now, wall);
@@ -409,10 +450,17 @@ impl ModeControl for WgControl {
         }
     }
 
+    fn shared_counters(&self) -> Arc<ControlCounters> {
+        self.shared.clone()
+    }
+
     fn control_counters(&self) -> Vec<(String, u64)> {
         vec![
             ("handshake_responses".into(), self.responded.get()),
-            ("handshakes_completed".into(), self.established.get()),
+            (
+                "handshakes_completed".into(),
+                self.shared.handshakes_completed.get(),
+            ),
             ("cookies_received".into(), self.cookies_stored.get()),
             ("handshake_messages_rejected".into(), self.rejected.get()),
         ]

@@ -4,19 +4,38 @@
 //! the configuration changes.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, Guard};
 use tunnel_proto::wg::{self, EncapError, MessageType, PeerId, Snapshot};
 use tunnel_proto::{DropReason, Path};
 
+use crate::metrics::{PeerKind, PeerSample, PeerSource};
 use crate::mode::{Inbound, Mode, Route, SealError, SealResult, Sealed};
 use crate::worker::sched::Target;
 
-/// The WireGuard mode's shared state: the current snapshot.
+/// The WireGuard mode's shared state: the current snapshot, and who the
+/// peers are for a metrics scrape.
 #[derive(Debug)]
 pub struct WgMode {
     snapshot: ArcSwap<Snapshot>,
+    directory: ArcSwap<Vec<PeerEntry>>,
+}
+
+/// What a metrics scrape needs about a peer that the snapshot does not
+/// carry: its key, AllowedIPs and latest handshake. The control thread
+/// publishes these with each snapshot; traffic and session age are read
+/// from the snapshot itself at scrape time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerEntry {
+    /// The peer in the snapshot.
+    pub id: PeerId,
+    /// Its public key, base64.
+    pub public_key: String,
+    /// Its AllowedIPs, comma-separated.
+    pub allowed_ips: String,
+    /// Its latest handshake (wall clock).
+    pub latest_handshake: Option<SystemTime>,
 }
 
 impl WgMode {
@@ -24,12 +43,44 @@ impl WgMode {
     pub fn new(snapshot: Arc<Snapshot>) -> WgMode {
         WgMode {
             snapshot: ArcSwap::new(snapshot),
+            directory: ArcSwap::from_pointee(Vec::new()),
         }
     }
 
     /// Publishes a new snapshot; workers pick it up at their next batch.
     pub fn publish(&self, snapshot: Arc<Snapshot>) {
         self.snapshot.store(snapshot);
+    }
+
+    /// Publishes who the peers are, for metrics.
+    pub fn publish_directory(&self, peers: Vec<PeerEntry>) {
+        self.directory.store(Arc::new(peers));
+    }
+}
+
+impl PeerSource for WgMode {
+    fn kind(&self) -> PeerKind {
+        PeerKind::WireGuard
+    }
+
+    fn sample(&self, now: Instant, _wall: SystemTime) -> Vec<PeerSample> {
+        let snap = self.snapshot.load();
+        self.directory
+            .load()
+            .iter()
+            .filter_map(|p| {
+                Some(PeerSample {
+                    name: p.public_key.clone(),
+                    allowed_ips: p.allowed_ips.clone(),
+                    traffic: snap.traffic(p.id)?,
+                    latest_handshake_unix: p
+                        .latest_handshake
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs()),
+                    session_age_seconds: snap.session_age(p.id, now).map(|d| d.as_secs_f64()),
+                })
+            })
+            .collect()
     }
 }
 

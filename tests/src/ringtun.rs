@@ -860,6 +860,12 @@ pub struct UpOptions {
     pub env: Vec<(String, String)>,
     /// How long to wait for `ready: IFACE`.
     pub ready_timeout: Duration,
+    /// Run the daemon through this command line (`setpriv ... --`, say):
+    /// the program, its arguments, then the ringtun binary and its own.
+    pub launcher: Vec<String>,
+    /// The ringtun binary to run instead of this build's (a copy that
+    /// another user can reach).
+    pub program: Option<PathBuf>,
 }
 
 impl Default for UpOptions {
@@ -870,6 +876,8 @@ impl Default for UpOptions {
             no_offload: false,
             env: Vec::new(),
             ready_timeout: DEFAULT_READY_TIMEOUT,
+            launcher: Vec::new(),
+            program: None,
         }
     }
 }
@@ -909,7 +917,27 @@ impl Ringtun {
                     )
                 })?,
         };
-        let mut cmd = command_in(Some(netns))?;
+        let mut cmd = match (opts.launcher.split_first(), &opts.program) {
+            (None, None) => command_in(Some(netns))?,
+            (launcher, program) => {
+                let bin = match program {
+                    Some(p) => p.clone(),
+                    None => ringtun_bin()?,
+                };
+                let mut cmd = match launcher {
+                    Some((first, rest)) => {
+                        let mut c = program_in(Path::new(first), Some(netns), Signal::SIGKILL)?;
+                        c.args(rest).arg(&bin);
+                        c
+                    }
+                    None => program_in(&bin, Some(netns), Signal::SIGKILL)?,
+                };
+                if std::env::var_os(UAPI_DIR_ENV).is_none() {
+                    cmd.env(UAPI_DIR_ENV, lab_uapi_dir(netns));
+                }
+                cmd
+            }
+        };
         cmd.arg("up").arg(config);
         if let Some(n) = &opts.name {
             cmd.args(["--name", n]);

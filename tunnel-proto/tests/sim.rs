@@ -1332,3 +1332,24 @@ fn under_load_one_address_gets_only_so_many_cookie_replies() {
     );
     assert_eq!(b.poll_transmit(later, &mut buf).map(|t| t.dst), Some(other));
 }
+
+#[test]
+fn a_snapshot_reports_traffic_and_session_age_as_peer_status_does() {
+    let mut sim = established();
+    sim.send(B, b"world").unwrap();
+    sim.deliver();
+    sim.run_until(Duration::from_secs(2));
+    let id = PeerId::new(0, 0);
+    for i in [A, B] {
+        let now = sim.now;
+        let t = &mut sim.nodes[i].tunnel;
+        let _ = t.poll_snapshot();
+        let snap = t.snapshot();
+        let st = t.peer_status(id, now).unwrap();
+        assert_eq!(snap.traffic(id), Some(st.traffic), "node {i}");
+        assert!(st.traffic.rx_packets > 0, "node {i} received nothing");
+        assert_eq!(snap.session_age(id, now), st.session_age, "node {i}");
+        assert!(st.session_age.is_some(), "node {i} has no session");
+        assert_eq!(snap.traffic(PeerId::new(7, 0)), None);
+    }
+}

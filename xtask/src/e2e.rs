@@ -35,6 +35,7 @@ mod probe;
 mod relay;
 mod rows;
 mod seed;
+mod service;
 pub mod soak;
 mod storm;
 mod table;

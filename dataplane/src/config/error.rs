@@ -243,6 +243,9 @@ pub enum ValueProblem {
     /// Not an endpoint.
     #[error("not an endpoint: {0}")]
     Endpoint(EndpointError),
+    /// Not a numeric address and port to listen on.
+    #[error("not an address and port to listen on (127.0.0.1:9586, [::1]:9586, 0.0.0.0:9586)")]
+    ListenAddress,
 }
 
 /// Something in a usable configuration that the user should know about.

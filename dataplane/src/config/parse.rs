@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
+use std::net::SocketAddr;
 use std::num::{NonZeroU16, NonZeroUsize};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -10,9 +11,9 @@ use std::path::Path;
 use super::{
     Config, ConfigError, DEFAULT_MTU_VXLAN, DEFAULT_MTU_WIREGUARD, DEFAULT_VNI, Endpoint,
     ErrorKind, IfName, Interface, InterfaceAddr, IpPrefix, MAX_FILE_SIZE, MAX_VNI, MAX_WORKERS,
-    Mode, ModeConfig, PresharedKey, PrivateKey, PublicKey, Section, Table, VXLAN_PORT,
-    ValueProblem, VxlanConfig, VxlanPeer, Warning, WarningKind, WireGuardConfig, WireGuardPeer,
-    Workers,
+    MetricsListen, Mode, ModeConfig, PresharedKey, PrivateKey, PublicKey, Section, Table,
+    VXLAN_PORT, ValueProblem, VxlanConfig, VxlanPeer, Warning, WarningKind, WireGuardConfig,
+    WireGuardPeer, Workers,
 };
 
 /// Values quoted in messages are cut to this many characters, so a pasted blob stays readable.
@@ -170,6 +171,7 @@ enum Field {
     Offload,
     HandshakeOnStart,
     FwMark,
+    MetricsListen,
     /// A wg-quick key ringtun does not act on.
     WgQuickOnly,
     PublicKey,
@@ -199,6 +201,7 @@ const INTERFACE_KEYS: &[(&str, Field)] = &[
     ("PostDown", Field::WgQuickOnly),
     ("SaveConfig", Field::WgQuickOnly),
     ("FwMark", Field::FwMark),
+    ("MetricsListen", Field::MetricsListen),
 ];
 
 const PEER_KEYS: &[(&str, Field)] = &[
@@ -272,6 +275,7 @@ struct RawInterface {
     offload: Slot<bool>,
     handshake_on_start: Slot<bool>,
     fwmark: Slot<u32>,
+    metrics_listen: Slot<SocketAddr>,
 }
 
 #[derive(Default)]
@@ -490,6 +494,14 @@ impl Parser<'_> {
                 let on = boolean(value).ok_or_else(|| bad(ValueProblem::Bool))?;
                 iface.handshake_on_start.set(name, line, on)
             }
+            Field::MetricsListen => {
+                // Numeric only: a name to resolve would make the port that
+                // is served depend on the resolver at start.
+                let addr: SocketAddr = value
+                    .parse()
+                    .map_err(|_| bad(ValueProblem::ListenAddress))?;
+                iface.metrics_listen.set(name, line, addr)
+            }
             // Peer keys never reach here: `lookup` took them from the interface table.
             _ => Ok(()),
         }
@@ -593,6 +605,10 @@ impl Parser<'_> {
             workers: raw.workers.get().unwrap_or(Workers::Auto),
             offload: raw.offload.get().unwrap_or(true),
             fwmark: raw.fwmark.get().unwrap_or(0),
+            metrics_listen: raw
+                .metrics_listen
+                .0
+                .map(|(addr, line)| MetricsListen { addr, line }),
         };
         let peers = std::mem::take(&mut self.peers);
         let allowed_ips = self.settle_allowed_ips(&peers)?;

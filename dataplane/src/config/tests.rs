@@ -106,6 +106,7 @@ fn full_wireguard_config_with_two_peers() {
             workers: Workers::Count(NonZeroUsize::new(2).unwrap()),
             offload: false,
             fwmark: 0,
+            metrics_listen: None,
         }
     );
     let wg = wireguard(&config);
@@ -163,6 +164,7 @@ fn wireguard_defaults() {
             workers: Workers::Auto,
             offload: true,
             fwmark: 0,
+            metrics_listen: None,
         }
     );
     assert_eq!(config.interface.mtu, 1420);
@@ -450,6 +452,28 @@ fn a_prefix_under_two_peers_is_refused() {
         error(vx),
         "rt0.conf:8: AllowedIPs fd00::/64 is already given to the [Peer] on line 3"
     );
+}
+
+#[test]
+fn metrics_listen_takes_a_numeric_address_and_port_and_names_its_line() {
+    let (config, _) = parse(&wg_iface("MetricsListen = [::1]:9586\n"));
+    assert_eq!(
+        config.interface.metrics_listen,
+        Some(MetricsListen {
+            addr: "[::1]:9586".parse().unwrap(),
+            line: 3
+        })
+    );
+    assert_eq!(parse(&wg_iface("")).0.interface.metrics_listen, None);
+    for bad in ["localhost:9586", "127.0.0.1", "127.0.0.1:99999", ":9586"] {
+        assert_eq!(
+            error(&wg_iface(&format!("MetricsListen = {bad}\n"))),
+            format!(
+                "rt0.conf:3: MetricsListen = {bad}: not an address and port to listen on \
+                 (127.0.0.1:9586, [::1]:9586, 0.0.0.0:9586)"
+            )
+        );
+    }
 }
 
 // ---- errors, message by message ----

@@ -55,7 +55,7 @@ pub use device_read::{MAX_READ, PACKET_OFFSET, SlotLayout};
 pub use device_write::{WRITE_SLOT_LEN, WRITE_SLOTS};
 pub use ring::{GATHER_OPS, SEND_OPS};
 pub use sched::{GSO_MAX_BYTES, GSO_REPROBE_AFTER, MAX_SEGMENTS};
-pub use setup::{WorkerSetup, spawn};
+pub use setup::{WorkerSetup, locked_bytes_per_worker, spawn};
 pub use socket_recv::MAX_GRO_SEGMENTS;
 
 use device_write::Planned;

@@ -115,6 +115,29 @@ pub fn spawn<M: Mode>(
         })
 }
 
+/// The worker's slab: transmit slots, receive buffers, write slots.
+fn slab_layout(layout: &SlotLayout, vnet_hdr: bool) -> (Layout, [crate::slab::Region; 3]) {
+    let mut mem = Layout::default();
+    let tx = mem.region(layout.slot_len(), TX_SLOTS);
+    let rx = mem.region(RX_BUFFER_SIZE, usize::from(RX_BUFFERS));
+    let wr = mem.region(WRITE_SLOT_LEN, if vnet_hdr { WRITE_SLOTS } else { 0 });
+    (mem, [tx, rx, wr])
+}
+
+/// Bytes of memory one worker pins for its ring, which the kernel counts
+/// against `RLIMIT_MEMLOCK` unless the process has `CAP_IPC_LOCK`: the
+/// slab registered as a fixed buffer (in whole pages) and a page for each
+/// provided-buffer ring.
+pub fn locked_bytes_per_worker(vnet_hdr: bool, kind: DeviceKind) -> u64 {
+    let framing = match kind {
+        DeviceKind::Tun => Framing::Ip,
+        DeviceKind::Tap => Framing::Ethernet,
+    };
+    let (mem, _) = slab_layout(&SlotLayout::new(vnet_hdr, framing), vnet_hdr);
+    let page = 4096;
+    (mem.total().div_ceil(page) * page + 2 * page) as u64
+}
+
 impl<M: Mode> Worker<M> {
     fn new(s: WorkerSetup<M>) -> io::Result<Worker<M>> {
         // The ring is built here, on the worker's own thread: a
@@ -131,10 +154,7 @@ impl<M: Mode> Worker<M> {
             DeviceKind::Tap => Framing::Ethernet,
         };
         let layout = SlotLayout::new(s.vnet_hdr, framing);
-        let mut mem = Layout::default();
-        let tx_region = mem.region(layout.slot_len(), TX_SLOTS);
-        let rx_region = mem.region(RX_BUFFER_SIZE, usize::from(RX_BUFFERS));
-        let wr_region = mem.region(WRITE_SLOT_LEN, if s.vnet_hdr { WRITE_SLOTS } else { 0 });
+        let (mem, [tx_region, rx_region, wr_region]) = slab_layout(&layout, s.vnet_hdr);
         let slab = Slab::new(mem.total())?;
         // SAFETY: the slab outlives the registration (field order of Io).
         unsafe { ring.submitter().register_buffers(&[slab.iovec()])? };

@@ -332,6 +332,19 @@ impl Snapshot {
         }
     }
 
+    /// The peer's traffic, summed over every lane at this moment (a
+    /// metrics scrape reads it here, off the control thread).
+    pub fn traffic(&self, peer: PeerId) -> Option<crate::traffic::Traffic> {
+        Some(self.slot(peer)?.shared.traffic.total())
+    }
+
+    /// Age at `now` of the session the peer's data is sent on (`None`:
+    /// no session).
+    pub fn session_age(&self, peer: PeerId, now: Instant) -> Option<std::time::Duration> {
+        let k = self.slot(peer)?.current.as_ref()?;
+        Some(now.saturating_duration_since(k.created))
+    }
+
     /// Increases with every snapshot a tunnel publishes.
     pub fn generation(&self) -> u64 {
         self.generation

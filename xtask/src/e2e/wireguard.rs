@@ -19,6 +19,7 @@ use super::pair::Pair;
 use super::probe::{Probe, probe_retry};
 use super::relay::Impairment;
 use super::rows::{self, Attack, Endpoints, HOSTILE_ROWS, Mode, OwnRows};
+use super::service;
 use super::storm;
 use super::uapi;
 use crate::peers::{self, Userspace, UserspacePeer, WgConf};
@@ -136,6 +137,7 @@ fn ringtun_pair(ctx: &mut Ctx, s: &Sites) -> Result<()> {
     )?;
 
     storm::rows(ctx, s, confs(MODE.direct()), &kb.public_key)?;
+    service::rows(ctx, s, &MODE, confs(MODE.direct()))?;
 
     let suffix = " [ipv6 wan]";
     let checks_v6 = ["reach lan v4+v6 [ipv6 wan]", "bulk tcp a->b [ipv6 wan]"];
