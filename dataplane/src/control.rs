@@ -275,6 +275,9 @@ impl<C: ModeControl> ControlSetup<C> {
             while let Ok(ev) = self.inbox.events.try_recv() {
                 self.mode.on_event(now, wall, ev, &self.outbox);
             }
+            // Then the configuration socket's clients, few and cheap: an
+            // operator's `show` never waits behind a turn of a flood.
+            let down = self.serve_commands(now, wall);
             // At most one channel's worth of each per turn, so that a flood
             // cannot keep signals, timers and clients waiting; the rest next
             // turn. Handshakes first: a response completes the session the
@@ -300,7 +303,6 @@ impl<C: ModeControl> ControlSetup<C> {
             if self.mode.next_timeout().is_some_and(|t| t <= now) {
                 self.mode.on_timeout(now, wall, &self.outbox);
             }
-            let down = self.serve_commands(now, wall);
             // For metrics, read on another thread: a copy of 13 numbers a turn.
             self.mode.shared_counters().mirror_drops(&self.mode.drops());
             if down {

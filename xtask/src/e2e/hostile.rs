@@ -318,6 +318,30 @@ pub fn bit_flipped(rng: &mut SplitMix64, real: &[Vec<u8>]) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Copies of real WireGuard data messages with the counter moved far
+/// ahead (bit 40 set) and one bit of the payload flipped. Ahead of any
+/// replay window, they reach the authentication whenever they arrive,
+/// however far the real traffic has moved the window meanwhile (a copy
+/// that keeps its counter counts as a replay once the window has passed
+/// it, which a busy machine makes likely), and fail it: the counter is the
+/// nonce, so a changed one alone breaks the tag.
+pub fn forged_ahead(rng: &mut SplitMix64, real: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    const COUNTER: std::ops::Range<usize> = 8..16;
+    real.iter()
+        .filter(|d| d.first() == Some(&TYPE_DATA) && d.len() > COUNTER.end)
+        .map(|d| {
+            let mut c = d.clone();
+            let mut counter = [0u8; 8];
+            counter.copy_from_slice(&c[COUNTER]);
+            let ahead = u64::from_le_bytes(counter) | 1 << 40;
+            c[COUNTER].copy_from_slice(&ahead.to_le_bytes());
+            let at = COUNTER.end + rng.below((d.len() - COUNTER.end) as u64) as usize;
+            c[at] ^= 1 << rng.below(8);
+            c
+        })
+        .collect()
+}
+
 /// Sends every datagram once from `socket` to `dst`; returns how many the
 /// kernel took.
 pub fn send_all(socket: &UdpSocket, dst: SocketAddr, datagrams: &[Vec<u8>]) -> usize {
@@ -338,6 +362,27 @@ mod tests {
 
     /// The header checksum is the one the kernel would compute: summed
     /// again with it in place, the header adds up to all ones.
+    #[test]
+    fn forged_ahead_moves_only_data_counters_far_ahead_and_damages_the_payload() {
+        let mut data = vec![TYPE_DATA, 0, 0, 0, 7, 0, 0, 0];
+        data.extend_from_slice(&5u64.to_le_bytes());
+        data.extend_from_slice(&[0xaa; 32]);
+        let handshake = vec![1u8; 148];
+        let mut rng = SplitMix64(3);
+        let out = forged_ahead(&mut rng, &[data.clone(), handshake]);
+        assert_eq!(out.len(), 1, "only the data message is copied");
+        let c = &out[0];
+        assert_eq!(c[..8], data[..8], "type and receiver index kept");
+        let counter = u64::from_le_bytes(c[8..16].try_into().unwrap());
+        assert_eq!(counter, 5 | 1 << 40);
+        let flipped: u32 = c[16..]
+            .iter()
+            .zip(&data[16..])
+            .map(|(a, b)| (a ^ b).count_ones())
+            .sum();
+        assert_eq!(flipped, 1, "one payload bit flipped");
+    }
+
     #[test]
     fn spoofed_packets_have_a_valid_ipv4_header() {
         let src: SocketAddrV4 = "198.18.1.7:4000".parse().unwrap();

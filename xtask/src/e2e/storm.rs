@@ -52,7 +52,8 @@ const MANY_RATE: u64 = 10_000;
 /// drops the datagrams before ringtun sees them.
 const SPOOFED_NET: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
 const SPOOFED_PREFIX: u8 = 22;
-/// `ringtun show` must answer within this throughout.
+/// `ringtun show` must answer within this throughout, on top of the
+/// longest wait the unflooded gateway saw in the same run (the machine's).
 const SHOW_WITHIN: Duration = Duration::from_millis(100);
 const SHOW_EVERY: Duration = Duration::from_millis(50);
 /// The transfer's pace: enough to keep sessions busy, little CPU.
@@ -277,21 +278,37 @@ struct ShowTimes {
     first_failure: Option<String>,
 }
 
-fn probe_show(base: std::path::PathBuf, iface: String, stop: Arc<AtomicBool>) -> ShowTimes {
-    let mut t = ShowTimes::default();
-    while !stop.load(Ordering::Relaxed) {
+impl ShowTimes {
+    fn ask(&mut self, base: &std::path::Path, iface: &str) {
         let asked = Instant::now();
-        let r = dataplane::uapi::client::show_in(Some(&base), &iface);
-        let took = asked.elapsed();
-        t.asked += 1;
-        t.longest = t.longest.max(took);
+        let r = dataplane::uapi::client::show_in(Some(base), iface);
+        self.asked += 1;
+        self.longest = self.longest.max(asked.elapsed());
         if let Err(e) = r {
-            t.failed += 1;
-            t.first_failure.get_or_insert(e.to_string());
+            self.failed += 1;
+            self.first_failure.get_or_insert(e.to_string());
         }
+    }
+}
+
+/// Where `show` is asked: the flooded gateway, and the other one as the
+/// reference for what the machine itself costs (on a busy host every
+/// thread waits for a core at times; the flood must not add to that).
+struct ShowTargets {
+    flooded: (std::path::PathBuf, String),
+    reference: (std::path::PathBuf, String),
+}
+
+/// Asks both targets in turn every [`SHOW_EVERY`] until `stop`; returns
+/// (flooded, reference).
+fn probe_show(targets: ShowTargets, stop: Arc<AtomicBool>) -> (ShowTimes, ShowTimes) {
+    let (mut flooded, mut reference) = (ShowTimes::default(), ShowTimes::default());
+    while !stop.load(Ordering::Relaxed) {
+        flooded.ask(&targets.flooded.0, &targets.flooded.1);
+        reference.ask(&targets.reference.0, &targets.reference.1);
         std::thread::sleep(SHOW_EVERY);
     }
-    t
+    (flooded, reference)
 }
 
 /// The flood from many addresses across the session's rekey, with a
@@ -329,10 +346,17 @@ fn many_sources(
         let rng = SplitMix64(ctx.rng.next_u64());
         std::thread::spawn(move || spoofed_flood(sender, public, rng, stop, sent))
     };
+    let a = pair
+        .a
+        .as_ref()
+        .context("gateway A's ringtun is not running")?;
     let prober = {
         let stop = stop.clone();
-        let (base, iface) = (lab_uapi_dir(&s.gw_b), b.iface().to_string());
-        std::thread::spawn(move || probe_show(base, iface, stop))
+        let targets = ShowTargets {
+            flooded: (lab_uapi_dir(&s.gw_b), b.iface().to_string()),
+            reference: (lab_uapi_dir(&s.gw_a), a.iface().to_string()),
+        };
+        std::thread::spawn(move || probe_show(targets, stop))
     };
     let transfer = traffic::start_tcp_bulk(
         &s.lan_a,
@@ -352,7 +376,7 @@ fn many_sources(
     };
     stop.store(true, Ordering::Relaxed);
     let _ = flood.join();
-    let show = prober
+    let (show, reference) = prober
         .join()
         .map_err(|_| anyhow::anyhow!("the show prober panicked"))?;
     let report = report?;
@@ -369,13 +393,17 @@ fn many_sources(
         Ok(r) => (r.intact(), checks::bulk_figure(r)),
         Err(e) => (false, format!("transfer failed: {e}")),
     };
-    let show_ok = show.failed == 0 && show.longest <= SHOW_WITHIN && show.asked > 0;
+    // What the machine alone made the unflooded gateway wait is allowed on
+    // top: on an idle host that is a millisecond or two.
+    let limit = SHOW_WITHIN + reference.longest;
+    let show_ok = show.failed == 0 && show.longest <= limit && show.asked > 0;
     let ok = intact && rekeyed && show_ok;
     Ok((
         ok,
         format!(
             "{transfer_fig}; {} initiations from {SOURCES} addresses; rekey {}; \
-             show asked {} times, longest {:.1} ms (limit {} ms){}; \
+             show asked {} times, longest {:.1} ms (limit {} ms + the unflooded \
+             gateway's longest, {:.1} ms){}; \
              drops cookie_required +{}, queue_full +{}",
             sent.load(Ordering::Relaxed),
             if rekeyed {
@@ -389,6 +417,7 @@ fn many_sources(
             show.asked,
             show.longest.as_secs_f64() * 1e3,
             SHOW_WITHIN.as_millis(),
+            reference.longest.as_secs_f64() * 1e3,
             match (&show.first_failure, show.failed) {
                 (Some(e), n) => format!(", {n} FAILED (first: {e})"),
                 (None, _) => String::new(),

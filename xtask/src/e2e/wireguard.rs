@@ -225,7 +225,7 @@ fn hostile_wg(ctx: &mut Ctx, s: &Sites, b: &mut Ringtun, b_public: &str) -> Resu
     let sock = socket_in(&s.gw_a, SocketAddr::new(wan::ATTACKER_IP, 0))?;
     let random = hostile::random_datagrams(&mut ctx.rng, 2000);
     let truncated = hostile::truncated(&mut ctx.rng, real);
-    let flipped = hostile::bit_flipped(&mut ctx.rng, real);
+    let flipped = hostile::forged_ahead(&mut ctx.rng, real);
     let n_random = hostile::send_all(&sock, dst, &random);
     let n_trunc = hostile::send_all(&sock, dst, &truncated);
     let n_flip = hostile::send_all(&sock, dst, &flipped);
@@ -255,7 +255,7 @@ fn hostile_wg(ctx: &mut Ctx, s: &Sites, b: &mut Ringtun, b_public: &str) -> Resu
         (&attack.before, &mid),
         HOSTILE_WG_REASONS,
         &format!(
-            "sent {n_random} random, {n_trunc} truncated, {n_flip} bit-flipped, {n_replay} replayed ({} captured)",
+            "sent {n_random} random, {n_trunc} truncated, {n_flip} forged ahead of the window, {n_replay} replayed ({} captured)",
             real.len()
         ),
         !real.is_empty(),
