@@ -323,6 +323,18 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
             fwmark: c.fwmark,
         },
     )?;
+    // A mode that spreads flows over source ports sends from these; they
+    // close when the last worker's ring and the control thread let go.
+    let flows = if M::FLOW_SOURCE_PORTS {
+        let f = udp::open_flow_sockets(worker::FLOW_PORTS, c.fwmark)
+            .context("opening the flow sockets (per-flow source ports)")?;
+        if let Ok((v4, v6)) = f.ports() {
+            tracing::info!(?v4, ?v6, "per-flow source ports");
+        }
+        Some(Arc::new(f))
+    } else {
+        None
+    };
     configure_device(&c.name, kind, c, bridge.as_deref())?;
     let mut route_set = Routes::new(&c.name, c.table, &c.addresses);
     route_set.follow(
@@ -410,6 +422,7 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
             core: (c.pin && !cores.is_empty()).then(|| cores[id % cores.len()]),
             queue,
             sockets: socks,
+            flows: flows.clone(),
             vnet_hdr: vnet,
             gso: gso_gro,
             kind,
@@ -470,7 +483,7 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
         mode: mode_control,
         inbox,
         commands,
-        underlay: Underlay::new(port, c.fwmark, gso_gro, kept, mailboxes),
+        underlay: Underlay::new(port, c.fwmark, gso_gro, kept, flows, mailboxes),
         signals: sig_read,
         hangups: hup_read,
         reload: reload.map(|file| ReloadSource {
