@@ -325,15 +325,14 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
     )?;
     // A mode that spreads flows over source ports sends from these; they
     // close when the last worker's ring and the control thread let go.
-    let flows = if M::FLOW_SOURCE_PORTS {
+    let (flows, source_ports) = if M::FLOW_SOURCE_PORTS {
         let f = udp::open_flow_sockets(worker::FLOW_PORTS, c.fwmark)
             .context("opening the flow sockets (per-flow source ports)")?;
-        if let Ok((v4, v6)) = f.ports() {
-            tracing::info!(?v4, ?v6, "per-flow source ports");
-        }
-        Some(Arc::new(f))
+        let ports = f.ports().context("reading the flow sockets' ports")?;
+        tracing::info!(v4 = ?ports.0, v6 = ?ports.1, "per-flow source ports");
+        (Some(Arc::new(f)), ports)
     } else {
-        None
+        (None, Default::default())
     };
     configure_device(&c.name, kind, c, bridge.as_deref())?;
     let mut route_set = Routes::new(&c.name, c.table, &c.addresses);
@@ -463,6 +462,8 @@ fn run<M: Mode, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
         mode: M::NAME.to_string(),
         pid: std::process::id(),
         listen_port: port,
+        source_ports_v4: source_ports.0,
+        source_ports_v6: source_ports.1,
         config: reload.as_ref().map(|f| f.display().to_string()),
         offloads,
         mtu: c.mtu,

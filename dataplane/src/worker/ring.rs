@@ -42,6 +42,18 @@ pub(super) const FD_WAKE: types::Fixed = types::Fixed(3);
 /// The first flow socket: the IPv4 ones, then as many IPv6 ones.
 pub(super) const FD_FLOWS: u32 = 4;
 
+/// What the fixed-file table holds beyond the device, the IPv4 listen
+/// socket and the wake-up.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Files {
+    /// Whether the IPv6 listen socket is there.
+    pub has_v6: bool,
+    /// Flow sockets per family (0: every send leaves from the listen port).
+    pub flow_count: usize,
+    /// Whether the IPv6 flow sockets are there.
+    pub flow_v6: bool,
+}
+
 /// A fixed table of operation storage that must not move while the
 /// kernel reads it (one entry per operation in flight).
 struct Table<T> {
@@ -159,8 +171,7 @@ impl<P: Copy> Io<P> {
         slab: Slab,
         regions: [Region; 3],
         tx: Pool<Tx>,
-        has_v6: bool,
-        flows: (usize, bool),
+        files: Files,
         counters: Arc<CachePadded<WorkerCounters>>,
         id: usize,
     ) -> Io<P> {
@@ -177,9 +188,9 @@ impl<P: Copy> Io<P> {
             sends: Table::new(SEND_OPS),
             gathers: Table::new(GATHER_OPS),
             writes: Table::new(WRITE_OPS),
-            has_v6,
-            flow_count: flows.0,
-            flow_v6: flows.1,
+            has_v6: files.has_v6,
+            flow_count: files.flow_count,
+            flow_v6: files.flow_v6,
             counters,
             inflight: 0,
             id,

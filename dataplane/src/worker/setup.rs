@@ -13,7 +13,7 @@ use io_uring::{IoUring, opcode};
 
 use super::device_read::SlotLayout;
 use super::device_write::{WRITE_SLOT_LEN, WRITE_SLOTS};
-use super::ring::Io;
+use super::ring::{Files, Io};
 use super::sched::Scheduler;
 use super::slots::{Home, Pool};
 use super::socket_recv::{Deliveries, MAX_GRO_SEGMENTS};
@@ -217,8 +217,11 @@ impl<M: Mode> Worker<M> {
                 slab,
                 [tx_region, rx_region, wr_region],
                 Pool::new(TX_SLOTS, tx_home),
-                has_v6,
-                (flow_count, flow_v6),
+                Files {
+                    has_v6,
+                    flow_count,
+                    flow_v6,
+                },
                 s.counters,
                 s.id,
             ),
