@@ -229,7 +229,7 @@ fn read_to_sends<M: Mode>(
     worker: &Worker<M>,
 ) -> usize {
     let view = mode.begin();
-    let (run, targets) = device_read::seal_read(
+    let device_read::SealedRead { run, targets, flow } = device_read::seal_read(
         layout,
         mode,
         &view,
@@ -250,7 +250,9 @@ fn read_to_sends<M: Mode>(
         sends: 0,
     };
     let hold = sink.pool.take_free().unwrap();
-    sched.send_run(hold, run, targets, &mut sink);
+    // The flow's socket, as the worker picks it among its flow sockets.
+    let via = dataplane::worker::flow::via(flow, dataplane::worker::FLOW_PORTS);
+    sched.send_run(hold, run, via, targets, &mut sink);
     sched.flush(&mut sink);
     sink.sends
 }

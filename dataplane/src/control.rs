@@ -21,7 +21,7 @@ use crate::uapi::protocol::{DeviceDump, Errno, Request, SetRequest};
 use crate::uapi::server::{Commands, Reply};
 use crate::underlay::{Underlay, UnderlayError};
 use crate::worker::op::Family;
-use crate::worker::transmit::{SendMsg, Transmit};
+use crate::worker::transmit::{SendMsg, Transmit, Via};
 
 /// Sends control-plane datagrams (handshakes, cookie replies, keepalives,
 /// staged packets) with a plain `sendmsg` on a worker's socket: a
@@ -55,6 +55,8 @@ impl Outbox {
             dst: path.remote,
             src: path.local,
             segment: None,
+            // Handshakes and keepalives leave from the listen port.
+            via: Via::Listen,
             peer: (),
         };
         let fd = match (t.family(), &self.v6) {

@@ -373,6 +373,17 @@ fn run<M: Mode + PeerSource, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
             fwmark: c.fwmark,
         },
     )?;
+    // A mode that spreads flows over source ports sends from these; they
+    // close when the last worker's ring and the control thread let go.
+    let (flows, source_ports) = if M::FLOW_SOURCE_PORTS {
+        let f = udp::open_flow_sockets(worker::FLOW_PORTS, c.fwmark)
+            .context("opening the flow sockets (per-flow source ports)")?;
+        let ports = f.ports().context("reading the flow sockets' ports")?;
+        tracing::info!(v4 = ?ports.0, v6 = ?ports.1, "per-flow source ports");
+        (Some(Arc::new(f)), ports)
+    } else {
+        (None, Default::default())
+    };
     configure_device(&c.name, kind, c, bridge.as_deref())?;
     let mut route_set = Routes::new(&c.name, c.table, &c.addresses);
     route_set.follow(
@@ -460,6 +471,7 @@ fn run<M: Mode + PeerSource, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
             core: (c.pin && !cores.is_empty()).then(|| cores[id % cores.len()]),
             queue,
             sockets: socks,
+            flows: flows.clone(),
             vnet_hdr: vnet,
             gso: gso_gro,
             kind,
@@ -500,6 +512,8 @@ fn run<M: Mode + PeerSource, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
         mode: M::NAME.to_string(),
         pid: std::process::id(),
         listen_port: port,
+        source_ports_v4: source_ports.0,
+        source_ports_v6: source_ports.1,
         config: reload.as_ref().map(|f| f.display().to_string()),
         offloads,
         mtu: c.mtu,
@@ -536,7 +550,7 @@ fn run<M: Mode + PeerSource, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
         mode: mode_control,
         inbox,
         commands,
-        underlay: Underlay::new(port, c.fwmark, gso_gro, kept, mailboxes),
+        underlay: Underlay::new(port, c.fwmark, gso_gro, kept, flows, mailboxes),
         signals: sig_read,
         hangups: hup_read,
         reload: reload.map(|file| ReloadSource {

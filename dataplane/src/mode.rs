@@ -84,6 +84,12 @@ pub trait Mode: Send + Sync + 'static {
     /// WireGuard marks decrypted packets CHECKSUM_UNNECESSARY for the same
     /// reason. Plaintext modes verify.
     const AUTHENTICATED: bool;
+    /// Whether a sealed frame leaves from a source port picked by the hash
+    /// of its inner flow (one of the flow sockets), so that receivers and
+    /// ECMP spread flows: what RFC 7348 §5 asks of a VTEP. Otherwise every
+    /// datagram leaves from the listen port, which a WireGuard peer expects
+    /// (it sends back to the port it last heard from).
+    const FLOW_SOURCE_PORTS: bool;
 
     /// A peer, as routes, stages and targets name it.
     type Peer: Copy + Eq + Debug + Send + 'static;

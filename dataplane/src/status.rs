@@ -51,6 +51,13 @@ pub struct InterfaceStatus {
     pub config: Option<String>,
     /// UDP listen port.
     pub listen_port: u16,
+    /// The IPv4 ports sends leave from, one picked by the hash of each
+    /// inner flow (vxlan mode); empty: every send leaves from the listen port.
+    #[serde(default)]
+    pub source_ports_v4: Vec<u16>,
+    /// The same for IPv6.
+    #[serde(default)]
+    pub source_ports_v6: Vec<u16>,
     /// Public key (wireguard mode).
     pub public_key: Option<String>,
     /// Offloads the device accepted (`csum`, `tso4`, ...), and whether
@@ -109,6 +116,15 @@ impl InterfaceStatus {
             let _ = writeln!(s, "  public key: {pk}");
         }
         let _ = writeln!(s, "  listening port: {}", self.listen_port);
+        for (family, ports) in [
+            ("IPv4", &self.source_ports_v4),
+            ("IPv6", &self.source_ports_v6),
+        ] {
+            if !ports.is_empty() {
+                let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+                let _ = writeln!(s, "  source ports, {family}, by flow: {}", list.join(" "));
+            }
+        }
         let _ = writeln!(s, "  mtu: {}", self.mtu);
         let off = if self.offloads.is_empty() {
             "none".to_string()
@@ -378,6 +394,20 @@ mod tests {
         };
         let text = st.render();
         assert!(text.contains("peer: abc="));
+        assert!(
+            !text.contains("source ports"),
+            "a WireGuard interface sends from its listen port alone"
+        );
+        let vx = InterfaceStatus {
+            source_ports_v4: vec![40001, 52002],
+            ..st.clone()
+        };
+        assert!(
+            vx.render()
+                .contains("source ports, IPv4, by flow: 40001 52002\n"),
+            "{}",
+            vx.render()
+        );
         assert!(text.contains("endpoint: 10.0.0.2:51820"));
         assert!(text.contains("2.00 KiB received"));
         assert!(text.contains("malformed"));

@@ -6,6 +6,10 @@
 //! (`IP_PKTINFO` / `IPV6_RECVPKTINFO`) so replies can leave from it, counts
 //! receive-buffer overflows (`SO_RXQ_OVFL`) and, with offloads, accepts
 //! coalesced receives (`UDP_GRO`).
+//!
+//! Modes that spread flows over source ports (VXLAN) also get flow
+//! sockets: a set per family, each bound to an ephemeral port of its own,
+//! only sent from (see [`FlowSockets`]).
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -86,6 +90,55 @@ impl WorkerSockets {
             set_mark(v6, mark)?;
         }
         Ok(())
+    }
+}
+
+/// The flow sockets: per family [`FLOW_PORTS`](crate::worker::FLOW_PORTS)
+/// UDP sockets, each bound to a port of its own that the kernel picks
+/// from the ephemeral range (as the kernel's VXLAN picks its source ports
+/// from it), outside the listen port's `SO_REUSEPORT` group. A send leaves
+/// from the one its inner flow's hash picks. One set serves every worker
+/// (each ring registers them as its own fixed files), so a flow's port
+/// does not depend on the worker that happens to send it: if it did, the
+/// receiver's reply would pick the worker by the port, the device's flow
+/// table would move the flow to it, and a new port could move it back.
+///
+/// Nothing is expected on them (peers send to the listen port): a filter
+/// drops whatever arrives before it is queued, and the receive buffer is
+/// the kernel's smallest, so nothing piles up unread.
+#[derive(Debug)]
+pub struct FlowSockets {
+    /// IPv4.
+    pub v4: Vec<OwnedFd>,
+    /// IPv6; empty when IPv6 is disabled in this namespace.
+    pub v6: Vec<OwnedFd>,
+}
+
+impl FlowSockets {
+    /// The ports they are bound to: IPv4's, then IPv6's.
+    pub fn ports(&self) -> io::Result<(Vec<u16>, Vec<u16>)> {
+        let ports = |fds: &[OwnedFd]| -> io::Result<Vec<u16>> {
+            fds.iter()
+                .map(|fd| {
+                    let s = socket2::SockRef::from(fd);
+                    s.local_addr()?
+                        .as_socket()
+                        .map(|a| a.port())
+                        .ok_or_else(|| {
+                            io::Error::new(io::ErrorKind::InvalidData, "socket has no inet address")
+                        })
+                })
+                .collect()
+        };
+        Ok((ports(&self.v4)?, ports(&self.v6)?))
+    }
+
+    /// Sets `SO_MARK` (0: none) on every one, as on the listen sockets.
+    pub fn set_mark(&self, mark: u32) -> io::Result<()> {
+        self.v4
+            .iter()
+            .chain(&self.v6)
+            .try_for_each(|fd| set_mark(fd, mark))
     }
 }
 
@@ -196,6 +249,98 @@ fn local_port(sock: &Socket) -> io::Result<u16> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "socket has no inet address"))
 }
 
+/// A socket only sent from: its own ephemeral port, no `SO_REUSEPORT`,
+/// a filter that drops every datagram that arrives, the smallest receive
+/// buffer. Sources chosen per send (`IP_PKTINFO` in the control message)
+/// and `UDP_SEGMENT` need no option.
+fn flow_socket(domain: Domain, mark: u32) -> Result<Socket, UdpError> {
+    let family = if domain == Domain::IPV4 {
+        "IPv4"
+    } else {
+        "IPv6"
+    };
+    let opt = |option: &'static str| {
+        move |source: io::Error| UdpError::Option {
+            option,
+            family,
+            source,
+        }
+    };
+    let sock = Socket::new(
+        domain,
+        Type::DGRAM.nonblocking().cloexec(),
+        Some(Protocol::UDP),
+    )
+    .map_err(|source| UdpError::Create { family, source })?;
+    if domain == Domain::IPV6 {
+        sock.set_only_v6(true).map_err(opt("IPV6_V6ONLY"))?;
+    }
+    // Classic BPF `ret #0`: keep no byte of any datagram, before it is queued.
+    let drop_all = [socket2::SockFilter::new(
+        (libc::BPF_RET | libc::BPF_K) as u16,
+        0,
+        0,
+        0,
+    )];
+    sock.attach_filter(&drop_all)
+        .map_err(opt("SO_ATTACH_FILTER"))?;
+    // The kernel rounds 0 up to its minimum (SOCK_MIN_RCVBUF).
+    sock.set_recv_buffer_size(0).map_err(opt("SO_RCVBUF"))?;
+    let size = SOCKET_BUFFER_BYTES as i32;
+    if setsockopt_int(&sock, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, size).is_err() {
+        sock.set_send_buffer_size(SOCKET_BUFFER_BYTES)
+            .map_err(opt("SO_SNDBUF"))?;
+    }
+    if mark != 0 {
+        set_mark(&sock, mark).map_err(opt("SO_MARK (fwmark; needs CAP_NET_ADMIN)"))?;
+    }
+    let addr: SocketAddr = if domain == Domain::IPV4 {
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0).into()
+    };
+    sock.bind(&addr.into()).map_err(|source| UdpError::Bind {
+        port: 0,
+        family,
+        source,
+        hint: ": no ephemeral port is free (net.ipv4.ip_local_port_range)",
+    })?;
+    Ok(sock)
+}
+
+/// Opens `count` flow sockets per family, with the firewall mark `fwmark`
+/// (IPv6 ones only where IPv6 is enabled).
+pub fn open_flow_sockets(count: usize, fwmark: u32) -> Result<FlowSockets, UdpError> {
+    let mut out = FlowSockets {
+        v4: Vec::with_capacity(count),
+        v6: Vec::with_capacity(count),
+    };
+    for _ in 0..count {
+        out.v4.push(flow_socket(Domain::IPV4, fwmark)?.into());
+    }
+    for _ in 0..count {
+        match flow_socket(Domain::IPV6, fwmark) {
+            Ok(s) => out.v6.push(s.into()),
+            // IPv6 disabled, as for the listen sockets.
+            Err(UdpError::Create { source, .. })
+                if source.raw_os_error() == Some(libc::EAFNOSUPPORT) =>
+            {
+                break;
+            }
+            Err(UdpError::Bind { source, .. })
+                if source.raw_os_error() == Some(libc::EADDRNOTAVAIL) =>
+            {
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if out.v6.len() != count {
+        out.v6.clear();
+    }
+    Ok(out)
+}
+
 /// Opens `workers` socket pairs on `opts.port` and returns them with the
 /// port actually bound (useful when `opts.port` is 0).
 pub fn open_worker_sockets(
@@ -239,6 +384,45 @@ pub fn open_worker_sockets(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flow_sockets_have_ports_of_their_own_and_receive_nothing() {
+        let flows = open_flow_sockets(4, 0).expect("loopback sockets");
+        let (v4, v6) = flows.ports().expect("ports");
+        assert_eq!(v4.len(), 4);
+        let mut distinct = v4.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 4, "each its own port: {v4:?}");
+        assert!(v6.is_empty() || v6.len() == 4, "{v6:?}");
+        // A datagram sent to one is dropped by its filter, not queued.
+        let sock = Socket::from(flows.v4[0].try_clone().expect("dup"));
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe");
+        probe
+            .send_to(b"anyone there?", ("127.0.0.1", v4[0]))
+            .expect("send");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut buf = [std::mem::MaybeUninit::new(0u8); 64];
+        let got = sock.recv(&mut buf);
+        assert!(
+            got.as_ref()
+                .is_err_and(|e| e.kind() == io::ErrorKind::WouldBlock),
+            "expected nothing queued, got {got:?}"
+        );
+        // They send, from their own port.
+        let sender = std::net::UdpSocket::from(Socket::from(flows.v4[1].try_clone().expect("dup")));
+        let to = probe.local_addr().expect("probe addr");
+        sender
+            .send_to(b"hello", to)
+            .expect("send from a flow socket");
+        let mut buf = [0u8; 16];
+        probe.set_nonblocking(false).expect("blocking");
+        probe
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .expect("timeout");
+        let (n, from) = probe.recv_from(&mut buf).expect("the datagram");
+        assert_eq!((&buf[..n], from.port()), (&b"hello"[..], v4[1]));
+    }
 
     #[test]
     fn workers_share_one_port() {

@@ -1,7 +1,8 @@
 //! The tunnel's UDP sockets as the control thread manages them: their
 //! port and firewall mark, a second descriptor of every worker's sockets
-//! (to set options on them, and for the control thread's own sends), and
-//! each worker's mailbox for new ones.
+//! (to set options on them, and for the control thread's own sends), the
+//! flow sockets (their mark; their ports are their own and never move),
+//! and each worker's mailbox for new ones.
 //!
 //! A change is all or nothing: a new port is bound (the whole `SO_REUSEPORT`
 //! group, with the mark) before any worker hears of it, so a port in use
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 
 use crate::handoff::EventFd;
-use crate::udp::{self, SocketOptions, UdpError, WorkerSockets};
+use crate::udp::{self, FlowSockets, SocketOptions, UdpError, WorkerSockets};
 
 /// Why a change of port or mark was refused (nothing changed).
 #[derive(Debug, thiserror::Error)]
@@ -73,17 +74,20 @@ pub struct Underlay {
     gro: bool,
     /// Second descriptors of each worker's sockets, in worker order.
     sockets: Vec<WorkerSockets>,
+    /// The flow sockets, in a mode that spreads flows over source ports.
+    flows: Option<Arc<FlowSockets>>,
     mailboxes: Vec<Mailbox>,
 }
 
 impl Underlay {
     /// The sockets the workers were started with (second descriptors), on
-    /// `port` with `fwmark`, and their mailboxes.
+    /// `port` with `fwmark`, the flow sockets if any, and their mailboxes.
     pub fn new(
         port: u16,
         fwmark: u32,
         gro: bool,
         sockets: Vec<WorkerSockets>,
+        flows: Option<Arc<FlowSockets>>,
         mailboxes: Vec<Mailbox>,
     ) -> Underlay {
         Underlay {
@@ -91,8 +95,18 @@ impl Underlay {
             fwmark,
             gro,
             sockets,
+            flows,
             mailboxes,
         }
+    }
+
+    /// Sets `mark` on the flow sockets; on failure puts the old one back.
+    fn mark_flows(&self, mark: u32) -> Result<(), UnderlayError> {
+        let Some(f) = &self.flows else { return Ok(()) };
+        f.set_mark(mark).map_err(|source| {
+            let _ = f.set_mark(self.fwmark);
+            UnderlayError::Mark { mark, source }
+        })
     }
 
     /// The listen port.
@@ -123,6 +137,11 @@ impl Underlay {
         let mark = fwmark.unwrap_or(self.fwmark);
         let new_port = port.filter(|&p| p != 0 && p != self.port);
         if let Some(p) = new_port {
+            // The flow sockets stay where they are (their ports are not
+            // the listen port); only a new mark reaches them.
+            if mark != self.fwmark {
+                self.mark_flows(mark)?;
+            }
             let (fresh, bound) = udp::open_worker_sockets(
                 self.sockets.len(),
                 SocketOptions {
@@ -131,7 +150,12 @@ impl Underlay {
                     fwmark: mark,
                 },
             )
-            .map_err(|source| UnderlayError::Bind { port: p, source })?;
+            .map_err(|source| {
+                if let Some(f) = &self.flows {
+                    let _ = f.set_mark(self.fwmark);
+                }
+                UnderlayError::Bind { port: p, source }
+            })?;
             let mut kept = Vec::with_capacity(fresh.len());
             for s in &fresh {
                 kept.push(s.try_clone().map_err(UnderlayError::Dup)?);
@@ -148,11 +172,15 @@ impl Underlay {
             return Ok(true);
         }
         if mark != self.fwmark {
+            self.mark_flows(mark)?;
             for (i, s) in self.sockets.iter().enumerate() {
                 if let Err(source) = s.set_mark(mark) {
                     // Put back the ones already changed.
                     for s in &self.sockets[..i] {
                         let _ = s.set_mark(self.fwmark);
+                    }
+                    if let Some(f) = &self.flows {
+                        let _ = f.set_mark(self.fwmark);
                     }
                     return Err(UnderlayError::Mark { mark, source });
                 }
@@ -168,6 +196,13 @@ mod test {
     use super::*;
 
     fn underlay(workers: usize) -> (Underlay, Vec<crossbeam_channel::Receiver<WorkerSockets>>) {
+        underlay_with(workers, None)
+    }
+
+    fn underlay_with(
+        workers: usize,
+        flows: Option<Arc<FlowSockets>>,
+    ) -> (Underlay, Vec<crossbeam_channel::Receiver<WorkerSockets>>) {
         let (socks, port) = udp::open_worker_sockets(
             workers,
             SocketOptions {
@@ -187,7 +222,7 @@ mod test {
                 wake: Arc::new(EventFd::new().unwrap()),
             });
         }
-        (Underlay::new(port, 0, false, socks, boxes), rxs)
+        (Underlay::new(port, 0, false, socks, flows, boxes), rxs)
     }
 
     #[test]
@@ -216,5 +251,19 @@ mod test {
         assert!(u.change(Some(busy), None).unwrap());
         assert_eq!(u.port(), busy);
         assert!(rxs.iter().all(|r| r.len() == 1));
+    }
+
+    #[test]
+    fn the_flow_sockets_keep_their_ports_when_the_listen_port_moves() {
+        let flows = Arc::new(udp::open_flow_sockets(2, 0).unwrap());
+        let before = flows.ports().unwrap();
+        let (mut u, rxs) = underlay_with(2, Some(flows.clone()));
+        let free = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let p = free.local_addr().unwrap().port();
+        drop(free);
+        assert!(u.change(Some(p), None).unwrap());
+        assert!(rxs.iter().all(|r| r.len() == 1));
+        assert_eq!(flows.ports().unwrap(), before);
+        assert!(!before.0.contains(&p));
     }
 }

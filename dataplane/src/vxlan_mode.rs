@@ -137,6 +137,9 @@ impl Mode for VxlanMode {
     const HEADROOM: usize = vxlan::HEADROOM;
     const TAILROOM: usize = 0;
     const AUTHENTICATED: bool = false;
+    /// RFC 7348 §5: the source port from a hash of the inner frame; the
+    /// receiver (ringtun or the kernel) accepts any.
+    const FLOW_SOURCE_PORTS: bool = true;
     const NAME: &'static str = "vxlan";
     type Peer = VtepId;
     /// The control thread needs nothing from VXLAN workers.

@@ -127,6 +127,8 @@ impl Mode for WgMode {
     const HEADROOM: usize = wg::HEADROOM;
     const TAILROOM: usize = wg::TAILROOM;
     const AUTHENTICATED: bool = true;
+    /// A WireGuard peer expects the listen port.
+    const FLOW_SOURCE_PORTS: bool = false;
     const NAME: &'static str = "wireguard";
     type Peer = PeerId;
     type Event = WgEvent;

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use tunnel_proto::DropReason;
 
+use super::flow::flow_hash;
 use super::sched::Run;
 use crate::counters::WorkerCounters;
 use crate::handoff::ControlLink;
@@ -87,10 +88,24 @@ impl SlotLayout {
     }
 }
 
+/// What a read became: the sealed datagrams, where they go, and the flow
+/// they carry.
+#[derive(Debug)]
+pub struct SealedRead<T> {
+    /// The sealed datagrams, laid out in the slot.
+    pub run: Run,
+    /// Where they go.
+    pub targets: T,
+    /// The hash of the inner flow ([`flow_hash`]), when the mode spreads
+    /// flows over source ports ([`Mode::FLOW_SOURCE_PORTS`]). A
+    /// super-packet is one flow: its segments share it.
+    pub flow: Option<u32>,
+}
+
 /// Handles a read of `n` bytes (virtio-net header included) into `slot`:
 /// routes, splits and seals it for `mode`. Returns the sealed datagrams as
-/// a run in the slot and their targets; `None` if nothing is to be sent
-/// (dropped and counted, or staged with the control thread).
+/// a run in the slot, their targets and their flow; `None` if nothing is
+/// to be sent (dropped and counted, or staged with the control thread).
 #[allow(clippy::too_many_arguments)]
 pub fn seal_read<'b, M: Mode>(
     layout: &SlotLayout,
@@ -102,7 +117,7 @@ pub fn seal_read<'b, M: Mode>(
     n: usize,
     link: &ControlLink<M::Event, M::Peer>,
     counters: &WorkerCounters,
-) -> Option<(Run, M::Targets<'b>)> {
+) -> Option<SealedRead<M::Targets<'b>>> {
     counters.dev_reads.inc();
     if n <= layout.vnet || n > MAX_READ || slot.len() < layout.slot_len() {
         counters.drop_packet(DropReason::Malformed);
@@ -110,6 +125,27 @@ pub fn seal_read<'b, M: Mode>(
     }
     let len = n - layout.vnet;
     counters.dev_read_bytes.add(len as u64);
+    // Cost: a look at the headers, once per read (a super-packet's
+    // segments are one flow), and only in a mode that spreads flows.
+    let flow = (M::FLOW_SOURCE_PORTS && layout.framing == Framing::Ethernet)
+        .then(|| flow_hash(&slot[PACKET_OFFSET..PACKET_OFFSET + len]));
+    let (run, targets) = seal_packet(layout, mode, view, lane, now, slot, len, link, counters)?;
+    Some(SealedRead { run, targets, flow })
+}
+
+/// One packet or super-packet of `len` bytes at [`PACKET_OFFSET`], sealed.
+#[allow(clippy::too_many_arguments)]
+fn seal_packet<'b, M: Mode>(
+    layout: &SlotLayout,
+    mode: &'b M,
+    view: &'b M::Batch<'_>,
+    lane: usize,
+    now: Instant,
+    slot: &mut [u8],
+    len: usize,
+    link: &ControlLink<M::Event, M::Peer>,
+    counters: &WorkerCounters,
+) -> Option<(Run, M::Targets<'b>)> {
     if layout.vnet > 0 {
         let (hdr, pkt) =
             slot[PACKET_OFFSET - VNET_HDR_LEN..PACKET_OFFSET + len].split_at_mut(VNET_HDR_LEN);
@@ -293,7 +329,7 @@ mod test {
         };
         let (hdr, frame) = super_packet_eth(&spec);
         let (mut slot, n) = slot_with(&layout, &hdr, &frame);
-        let (run, targets) = seal_read(
+        let SealedRead { run, targets, flow } = seal_read(
             &layout,
             &mode,
             &view,
@@ -305,6 +341,11 @@ mod test {
             &counters,
         )
         .expect("sent");
+        assert_eq!(
+            flow,
+            Some(flow_hash(&frame)),
+            "the super-packet's flow, hashed once for all its segments"
+        );
         let seg = HEADER_LEN + crate::offload::ETHERNET_HEADER_LEN + 20 + 20 + 1400;
         assert_eq!(run.count, 11);
         assert_eq!(run.stride, seg);
@@ -340,7 +381,7 @@ mod test {
         });
         let hdr = VnetHeader::parse(&[0; VNET_HDR_LEN]).unwrap();
         let (mut slot, n) = slot_with(&layout, &hdr, &frame);
-        let (run, targets) = seal_read(
+        let SealedRead { run, targets, flow } = seal_read(
             &layout,
             &mode,
             &view,
@@ -366,6 +407,7 @@ mod test {
             2,
             "an unknown destination floods both VTEPs"
         );
+        assert_eq!(flow, Some(flow_hash(&frame)));
     }
 
     #[test]

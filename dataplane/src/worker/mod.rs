@@ -17,7 +17,8 @@
 //!
 //! The parts live in their own modules, in the order a packet meets them:
 //! [`setup`] (the thread, the ring, the memory), [`device_read`] (route,
-//! split, seal), [`sched`] (how datagrams leave), [`transmit`] (a send as a
+//! split, seal), [`flow`] (which source port a flow leaves from),
+//! [`sched`] (how datagrams leave), [`transmit`] (a send as a
 //! `msghdr`), [`socket_recv`] (parse, open), [`device_write`] (coalesce),
 //! with [`op`] (what a completion is about), [`slots`] (who holds each
 //! buffer) and [`ring`] (the ring, the slab and every operation's storage;
@@ -26,6 +27,7 @@
 
 pub mod device_read;
 pub mod device_write;
+pub mod flow;
 pub mod op;
 mod ring;
 pub mod sched;
@@ -53,6 +55,7 @@ use crate::udp::WorkerSockets;
 
 pub use device_read::{MAX_READ, PACKET_OFFSET, SlotLayout};
 pub use device_write::{WRITE_SLOT_LEN, WRITE_SLOTS};
+pub use flow::FLOW_PORTS;
 pub use ring::{GATHER_OPS, SEND_OPS};
 pub use sched::{GSO_MAX_BYTES, GSO_REPROBE_AFTER, MAX_SEGMENTS};
 pub use setup::{WorkerSetup, locked_bytes_per_worker, spawn};
@@ -274,7 +277,7 @@ impl<M: Mode> Worker<M> {
         }
         for f in Family::BOTH {
             let i = f.index();
-            let Some(fd) = self.io.socket(f) else {
+            let Some(fd) = self.io.listen_socket(f) else {
                 continue;
             };
             if self.receiving.armed[i] || self.io.rx.in_kernel() == 0 {
@@ -420,7 +423,11 @@ impl<M: Mode> Worker<M> {
             &self.io.counters,
         );
         match sealed {
-            Some((run, targets)) => self.sched.send_run(hold, run, targets, &mut self.io),
+            Some(s) => {
+                let via = flow::via(s.flow, self.io.flow_count);
+                self.sched
+                    .send_run(hold, s.run, via, s.targets, &mut self.io);
+            }
             None => {
                 let _ = self.io.tx.release(hold);
             }

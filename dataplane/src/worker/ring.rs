@@ -18,7 +18,7 @@ use super::op::{Family, Op};
 use super::sched::{MAX_SEGMENTS, Piece, Recovery, Scheduler, Sink};
 use super::slots::{Hold, Home, Pool, Rx, Tx, Wr};
 use super::socket_recv::MAX_GRO_SEGMENTS;
-use super::transmit::{SendMsg, Transmit};
+use super::transmit::{SendMsg, Transmit, Via};
 use crate::counters::WorkerCounters;
 use crate::offload::VNET_HDR_LEN;
 use crate::slab::{Region, Slab};
@@ -39,6 +39,20 @@ pub(super) const FD_TUN: types::Fixed = types::Fixed(0);
 pub(super) const FD_V4: types::Fixed = types::Fixed(1);
 pub(super) const FD_V6: types::Fixed = types::Fixed(2);
 pub(super) const FD_WAKE: types::Fixed = types::Fixed(3);
+/// The first flow socket: the IPv4 ones, then as many IPv6 ones.
+pub(super) const FD_FLOWS: u32 = 4;
+
+/// What the fixed-file table holds beyond the device, the IPv4 listen
+/// socket and the wake-up.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Files {
+    /// Whether the IPv6 listen socket is there.
+    pub has_v6: bool,
+    /// Flow sockets per family (0: every send leaves from the listen port).
+    pub flow_count: usize,
+    /// Whether the IPv6 flow sockets are there.
+    pub flow_v6: bool,
+}
 
 /// A fixed table of operation storage that must not move while the
 /// kernel reads it (one entry per operation in flight).
@@ -138,6 +152,10 @@ pub(super) struct Io<P> {
     gathers: Table<GatherOp<P>>,
     writes: Table<WriteOp>,
     pub(super) has_v6: bool,
+    /// Flow sockets per family (0: every send leaves from the listen port).
+    pub(super) flow_count: usize,
+    /// Whether the IPv6 flow sockets are there.
+    flow_v6: bool,
     pub(super) counters: Arc<CachePadded<WorkerCounters>>,
     /// Completions still owed by the kernel (for a clean drain at stop).
     pub(super) inflight: usize,
@@ -153,7 +171,7 @@ impl<P: Copy> Io<P> {
         slab: Slab,
         regions: [Region; 3],
         tx: Pool<Tx>,
-        has_v6: bool,
+        files: Files,
         counters: Arc<CachePadded<WorkerCounters>>,
         id: usize,
     ) -> Io<P> {
@@ -170,7 +188,9 @@ impl<P: Copy> Io<P> {
             sends: Table::new(SEND_OPS),
             gathers: Table::new(GATHER_OPS),
             writes: Table::new(WRITE_OPS),
-            has_v6,
+            has_v6: files.has_v6,
+            flow_count: files.flow_count,
+            flow_v6: files.flow_v6,
             counters,
             inflight: 0,
             id,
@@ -196,10 +216,25 @@ impl<P: Copy> Io<P> {
         }
     }
 
-    pub(super) fn socket(&self, f: Family) -> Option<types::Fixed> {
+    /// The listen socket of family `f`, if there is one.
+    pub(super) fn listen_socket(&self, f: Family) -> Option<types::Fixed> {
         match f {
             Family::V4 => Some(FD_V4),
             Family::V6 => self.has_v6.then_some(FD_V6),
+        }
+    }
+
+    /// The socket a send of family `f` leaves from: the flow socket `via`
+    /// names when it is there, else the listen socket.
+    pub(super) fn send_socket(&self, f: Family, via: Via) -> Option<types::Fixed> {
+        match via {
+            Via::Flow(k)
+                if usize::from(k) < self.flow_count && (f == Family::V4 || self.flow_v6) =>
+            {
+                let slot = FD_FLOWS as usize + f.index() * self.flow_count + usize::from(k);
+                Some(types::Fixed(slot as u32))
+            }
+            _ => self.listen_socket(f),
         }
     }
 
@@ -210,15 +245,19 @@ impl<P: Copy> Io<P> {
     }
 
     /// Submits send-table entry `n`, whose header is filled.
-    pub(super) fn submit_send(&mut self, n: u16, hdr: *const libc::msghdr, f: Family) {
-        let Some(fd) = self.socket(f) else { return };
+    pub(super) fn submit_send(&mut self, n: u16, hdr: *const libc::msghdr, f: Family, via: Via) {
+        let Some(fd) = self.send_socket(f, via) else {
+            return;
+        };
         self.counters.udp_tx_sends.inc();
         self.push(opcode::SendMsg::new(fd, hdr).build(), Op::Send(n));
     }
 
     /// Submits gather-table entry `n`, whose header is filled.
-    pub(super) fn submit_gather(&mut self, n: u16, hdr: *const libc::msghdr, f: Family) {
-        let Some(fd) = self.socket(f) else { return };
+    pub(super) fn submit_gather(&mut self, n: u16, hdr: *const libc::msghdr, f: Family, via: Via) {
+        let Some(fd) = self.send_socket(f, via) else {
+            return;
+        };
         self.counters.udp_tx_sends.inc();
         self.push(opcode::SendMsg::new(fd, hdr).build(), Op::Gather(n));
     }
@@ -299,7 +338,7 @@ impl<P: Copy> Sink<P> for Io<P> {
     fn send(&mut self, t: Transmit<P>, piece: Piece) {
         let f = t.family();
         let n = match self.sends.take() {
-            Some(n) if self.socket(f).is_some() => n,
+            Some(n) if self.send_socket(f, t.via).is_some() => n,
             Some(n) => {
                 // No IPv6 socket for an IPv6 destination.
                 self.sends.put(n);
@@ -316,7 +355,7 @@ impl<P: Copy> Sink<P> for Io<P> {
         let hdr = e.msg.fill(&t, [buf]);
         e.t = Some(t);
         e.piece = Some(piece);
-        self.submit_send(n, hdr, f);
+        self.submit_send(n, hdr, f, t.via);
     }
 
     fn can_gather(&self) -> bool {
@@ -325,7 +364,7 @@ impl<P: Copy> Sink<P> for Io<P> {
 
     fn gather(&mut self, t: Transmit<P>, pieces: impl Iterator<Item = Piece>) {
         let f = t.family();
-        if self.socket(f).is_none() {
+        if self.send_socket(f, t.via).is_none() {
             // No IPv6 socket for an IPv6 destination.
             for p in pieces {
                 self.counters.udp_tx_errors.inc();
@@ -351,7 +390,7 @@ impl<P: Copy> Sink<P> for Io<P> {
             }),
         );
         e.t = Some(t);
-        self.submit_gather(n, hdr, f);
+        self.submit_gather(n, hdr, f, t.via);
     }
 }
 
@@ -387,7 +426,7 @@ impl<P: Copy + Eq> Io<P> {
                 let hdr = e.msg.drop_src(&t);
                 e.t = Some(t);
                 e.piece = Some(piece);
-                self.submit_send(n, hdr, t.family());
+                self.submit_send(n, hdr, t.family(), t.via);
                 return Some(t.peer);
             }
             Recovery::Singly => {
@@ -458,7 +497,7 @@ impl<P: Copy + Eq> Io<P> {
                 let e = &mut self.gathers.entries[usize::from(n)];
                 let hdr = e.msg.drop_src(&t);
                 e.t = Some(t);
-                self.submit_gather(n, hdr, t.family());
+                self.submit_gather(n, hdr, t.family(), t.via);
                 return Some(t.peer);
             }
             Recovery::Singly => {

@@ -15,7 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::slots::{Hold, Tx};
-use super::transmit::Transmit;
+use super::transmit::{Transmit, Via};
 
 /// Most datagrams in one `UDP_SEGMENT` send (the kernel's limit) and in
 /// one gathered send.
@@ -126,12 +126,17 @@ fn segmentation_refused(res: i32) -> bool {
 struct Queued<P> {
     piece: Piece,
     target: Target<P>,
+    via: Via,
+    /// Its place in the queue, to keep the order while grouping.
+    seq: u8,
 }
 
 /// See the module docs.
 #[derive(Debug)]
 pub struct Scheduler<P> {
     queued: Vec<Queued<P>>,
+    /// Whether anything queued leaves from a flow socket.
+    queued_flows: bool,
     /// Whether runs go as `UDP_SEGMENT` sends now.
     gso: bool,
     /// Whether the socket offered GSO at start: what a re-probe restores.
@@ -150,6 +155,7 @@ impl<P: Copy + Eq> Scheduler<P> {
     pub fn new(gso: bool, worker: usize) -> Scheduler<P> {
         Scheduler {
             queued: Vec::with_capacity(MAX_SEGMENTS),
+            queued_flows: false,
             gso,
             gso_offered: gso,
             segment_limit: usize::MAX,
@@ -178,9 +184,11 @@ impl<P: Copy + Eq> Scheduler<P> {
         }
     }
 
-    /// Sends `run` from the slot `hold` holds to every target. A single
+    /// Sends `run` from the slot `hold` holds to every target, through the
+    /// socket `via` (the datagrams of one run are one inner flow). A single
     /// datagram to a single target waits for [`flush`](Self::flush), to be
-    /// gathered with others of its size to the same place; anything else
+    /// gathered with others of its size to the same place and socket (a
+    /// gathered send leaves from one port); anything else
     /// goes now, after what waits (one flow's packets leave in the order
     /// they were read), as few sends as `UDP_SEGMENT` allows. The hold is
     /// used up: each send gets its own.
@@ -188,6 +196,7 @@ impl<P: Copy + Eq> Scheduler<P> {
         &mut self,
         hold: Hold<Tx>,
         run: Run,
+        via: Via,
         targets: impl Iterator<Item = Target<P>>,
         sink: &mut impl Sink<P>,
     ) {
@@ -201,6 +210,7 @@ impl<P: Copy + Eq> Scheduler<P> {
             if self.queued.len() == MAX_SEGMENTS {
                 self.flush(sink);
             }
+            self.queued_flows |= via != Via::Listen;
             self.queued.push(Queued {
                 piece: Piece {
                     hold,
@@ -208,6 +218,8 @@ impl<P: Copy + Eq> Scheduler<P> {
                     len: run.total as u32,
                 },
                 target: first,
+                via,
+                seq: self.queued.len() as u8,
             });
             return;
         }
@@ -238,6 +250,7 @@ impl<P: Copy + Eq> Scheduler<P> {
                         dst: t.dst,
                         src: t.src,
                         segment: (k > 1).then_some(run.stride as u16),
+                        via,
                         peer: t.peer,
                     },
                     Piece {
@@ -251,14 +264,31 @@ impl<P: Copy + Eq> Scheduler<P> {
         }
     }
 
-    /// Sends what waits: runs of one size to one target (the last of a
-    /// run may be shorter) as gathered `UDP_SEGMENT` sends, the rest one
+    /// Sends what waits: runs of one size to one target through one socket
+    /// (the last of a run may be shorter) as gathered `UDP_SEGMENT` sends, the rest one
     /// by one. No allocation: the runs are found first, then the queue is
     /// drained into them.
+    ///
+    /// With flow sockets, the datagrams are grouped by target and socket
+    /// first, each group in the order it was queued: flows interleave in a
+    /// batch, a gathered send takes one socket's, and order matters only
+    /// within a flow, which keeps to one socket. (Sends from the listen
+    /// socket alone, as in WireGuard mode, keep the queue's order.)
     pub fn flush(&mut self, sink: &mut impl Sink<P>) {
         let n = self.queued.len();
         if n == 0 {
             return;
+        }
+        if std::mem::take(&mut self.queued_flows) && n > 2 {
+            // In place, at most 64 entries; `seq` makes it stable.
+            self.queued.sort_unstable_by(|a, b| {
+                (a.target.dst, a.target.src, a.via, a.seq).cmp(&(
+                    b.target.dst,
+                    b.target.src,
+                    b.via,
+                    b.seq,
+                ))
+            });
         }
         // Where each run ends (exclusive); at most one run per datagram.
         let mut ends = [0u8; MAX_SEGMENTS];
@@ -269,12 +299,17 @@ impl<P: Copy + Eq> Scheduler<P> {
             let size = first.piece.len as usize;
             let mut bytes = size;
             let mut j = i + 1;
-            // A run continues while the next goes to the same place, is no
-            // longer, fits, and the one before it was not shorter.
+            // A run continues while the next goes to the same place from
+            // the same socket, is no longer, fits, and the one before it
+            // was not shorter.
             while j < n && j - i < MAX_SEGMENTS {
                 let next = &self.queued[j];
                 let len = next.piece.len as usize;
-                if next.target != first.target || len > size || bytes + len > GSO_MAX_BYTES {
+                if next.target != first.target
+                    || next.via != first.via
+                    || len > size
+                    || bytes + len > GSO_MAX_BYTES
+                {
                     break;
                 }
                 bytes += len;
@@ -299,6 +334,7 @@ impl<P: Copy + Eq> Scheduler<P> {
                 dst: first.target.dst,
                 src: first.target.src,
                 segment: None,
+                via: first.via,
                 peer: first.target.peer,
             };
             let rest = queue.by_ref().take(count - 1).map(|q| q.piece);
@@ -419,8 +455,13 @@ mod test {
 
         /// Hands the scheduler one single datagram of `len` from a fresh slot.
         fn single(&mut self, s: &mut Scheduler<u8>, len: usize, to: Target<u8>) {
+            self.single_via(s, len, to, Via::Listen);
+        }
+
+        /// The same, leaving through the socket `via`.
+        fn single_via(&mut self, s: &mut Scheduler<u8>, len: usize, to: Target<u8>, via: Via) {
             let hold = self.pool.take_free().expect("a free slot");
-            s.send_run(hold, Run::single(16, len), [to].into_iter(), self);
+            s.send_run(hold, Run::single(16, len), via, [to].into_iter(), self);
         }
 
         /// What was sent; every hold goes back (the completions).
@@ -501,6 +542,77 @@ mod test {
     }
 
     #[test]
+    fn a_gathered_send_never_mixes_sockets() {
+        let mut s = Scheduler::new(true, 0);
+        let mut sink = Recorder::new(16, 4);
+        for via in [
+            Via::Flow(1),
+            Via::Flow(1),
+            Via::Flow(5),
+            Via::Flow(5),
+            Via::Flow(5),
+            Via::Listen,
+        ] {
+            sink.single_via(&mut s, 100, target(1, 0), via);
+        }
+        s.flush(&mut sink);
+        let sends = sink.complete();
+        assert_eq!(
+            shapes(&sends),
+            vec![(None, 1), (Some(100), 2), (Some(100), 3)],
+            "one gathered send per socket"
+        );
+        let vias: Vec<Via> = sends.iter().map(|(t, _)| t.via).collect();
+        assert_eq!(vias, vec![Via::Listen, Via::Flow(1), Via::Flow(5)]);
+        assert!(sink.pool.all_returned());
+    }
+
+    #[test]
+    fn interleaved_flows_are_gathered_per_socket_each_in_its_order() {
+        let mut s = Scheduler::new(true, 0);
+        let mut sink = Recorder::new(16, 4);
+        // Two flows' datagrams alternate; the slot index tells the order.
+        for (len, via) in [
+            (100, Via::Flow(3)),
+            (100, Via::Flow(7)),
+            (100, Via::Flow(3)),
+            (100, Via::Flow(7)),
+            (60, Via::Flow(3)),
+            (100, Via::Flow(7)),
+        ] {
+            sink.single_via(&mut s, len, target(1, 0), via);
+        }
+        s.flush(&mut sink);
+        let sends = sink.complete();
+        let got: Vec<(Via, Vec<usize>)> = sends
+            .iter()
+            .map(|(t, pieces)| (t.via, pieces.iter().map(|p| p.0).collect()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(Via::Flow(3), vec![0, 2, 4]), (Via::Flow(7), vec![1, 3, 5])],
+            "one gathered send per flow socket, each flow's datagrams in the order read"
+        );
+        assert!(sink.pool.all_returned());
+    }
+
+    #[test]
+    fn from_the_listen_socket_alone_the_queue_keeps_its_order() {
+        let mut s = Scheduler::new(true, 0);
+        let mut sink = Recorder::new(16, 4);
+        for to in [target(2, 1), target(1, 0), target(2, 1)] {
+            sink.single(&mut s, 100, to);
+        }
+        s.flush(&mut sink);
+        let peers: Vec<u8> = sink.complete().iter().map(|(t, _)| t.peer).collect();
+        assert_eq!(
+            peers,
+            vec![1, 0, 1],
+            "WireGuard's sends as before: no grouping"
+        );
+    }
+
+    #[test]
     fn without_gso_or_without_gather_storage_singles_go_one_by_one() {
         let mut s = Scheduler::new(false, 0);
         let mut sink = Recorder::new(16, 4);
@@ -558,7 +670,13 @@ mod test {
             stride: 1448,
             count: 44,
         };
-        s.send_run(hold, run, [target(1, 0)].into_iter(), &mut sink);
+        s.send_run(
+            hold,
+            run,
+            Via::Listen,
+            [target(1, 0)].into_iter(),
+            &mut sink,
+        );
         let sends = sink.complete();
         assert_eq!(
             shapes(&sends),
@@ -583,6 +701,7 @@ mod test {
         s.send_run(
             hold,
             run,
+            Via::Flow(2),
             [target(1, 0), target(2, 1)].into_iter(),
             &mut sink,
         );
@@ -593,6 +712,10 @@ mod test {
             "one 60-datagram send per target"
         );
         assert_eq!(sends[1].0.dst, target(2, 1).dst);
+        assert!(
+            sends.iter().all(|(t, _)| t.via == Via::Flow(2)),
+            "every copy of a flow's run leaves from its socket"
+        );
         assert!(sink.pool.all_returned(), "one hold per send, all back");
 
         let hold = sink.pool.take_free().unwrap();
@@ -602,7 +725,13 @@ mod test {
             stride: 500,
             count: 100,
         };
-        s.send_run(hold, run, [target(1, 0)].into_iter(), &mut sink);
+        s.send_run(
+            hold,
+            run,
+            Via::Listen,
+            [target(1, 0)].into_iter(),
+            &mut sink,
+        );
         let sends = sink.complete();
         assert_eq!(shapes(&sends), vec![(Some(500), 1), (Some(500), 1)]);
         assert_eq!(
@@ -618,6 +747,7 @@ mod test {
             dst: target(1, 0).dst,
             src: src.then(|| "192.0.2.200".parse().unwrap()),
             segment,
+            via: Via::Listen,
             peer: 0,
         };
         s.refused(res, &t, Instant::now())

@@ -13,7 +13,7 @@ use io_uring::{IoUring, opcode};
 
 use super::device_read::SlotLayout;
 use super::device_write::{WRITE_SLOT_LEN, WRITE_SLOTS};
-use super::ring::Io;
+use super::ring::{Files, Io};
 use super::sched::Scheduler;
 use super::slots::{Home, Pool};
 use super::socket_recv::{Deliveries, MAX_GRO_SEGMENTS};
@@ -29,7 +29,7 @@ use crate::mode::Mode;
 use crate::offload::{CoalesceConfig, Coalescer, Framing};
 use crate::slab::{Layout, Slab};
 use crate::tun::{DeviceKind, Offloads};
-use crate::udp::WorkerSockets;
+use crate::udp::{FlowSockets, WorkerSockets};
 
 /// Everything a worker needs, handed over by the daemon.
 pub struct WorkerSetup<M: Mode> {
@@ -41,6 +41,9 @@ pub struct WorkerSetup<M: Mode> {
     pub queue: OwnedFd,
     /// This worker's sockets.
     pub sockets: WorkerSockets,
+    /// The flow sockets every worker sends from, in a mode that spreads
+    /// flows over source ports.
+    pub flows: Option<Arc<FlowSockets>>,
     /// Whether device I/O carries a virtio-net header.
     pub vnet_hdr: bool,
     /// Whether to send runs of equal datagrams with `UDP_SEGMENT`.
@@ -162,12 +165,26 @@ impl<M: Mode> Worker<M> {
         let has_v6 = s.sockets.v6.is_some();
         let v6_raw = s.sockets.v6.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
         let wake_dup = dup(s.wake.raw())?;
-        ring.submitter().register_files(&[
+        // The flow sockets after the others, IPv4's then IPv6's (-1, an
+        // empty slot, where IPv6 has none): the ring takes its own
+        // reference to each, as to the listen sockets.
+        let flow_count = s.flows.as_ref().map_or(0, |f| f.v4.len());
+        let flow_v6 = s.flows.as_ref().is_some_and(|f| f.v6.len() == flow_count);
+        let mut files = vec![
             s.queue.as_raw_fd(),
             s.sockets.v4.as_raw_fd(),
             v6_raw,
             wake_dup.as_raw_fd(),
-        ])?;
+        ];
+        debug_assert_eq!(files.len(), super::ring::FD_FLOWS as usize);
+        if let Some(f) = &s.flows {
+            files.extend(f.v4.iter().map(|fd| fd.as_raw_fd()));
+            files.extend((0..flow_count).map(|k| match f.v6.get(k) {
+                Some(fd) if flow_v6 => fd.as_raw_fd(),
+                _ => -1,
+            }));
+        }
+        ring.submitter().register_files(&files)?;
 
         // Multishot reads need kernel 6.7; older kernels get fixed reads.
         let mut probe = io_uring::Probe::new();
@@ -220,7 +237,11 @@ impl<M: Mode> Worker<M> {
                 slab,
                 [tx_region, rx_region, wr_region],
                 Pool::new(TX_SLOTS, tx_home),
-                has_v6,
+                Files {
+                    has_v6,
+                    flow_count,
+                    flow_v6,
+                },
                 s.counters,
                 s.id,
             ),

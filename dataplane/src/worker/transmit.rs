@@ -8,6 +8,18 @@ use std::net::{IpAddr, SocketAddr};
 use crate::cmsg::{self, RawAddr, SEND_CONTROL_LEN};
 use crate::worker::op::Family;
 
+/// Which of a worker's sockets of the destination's family a send leaves
+/// from, and so its source port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Via {
+    /// The listen socket: the listen port (what a WireGuard peer expects).
+    #[default]
+    Listen,
+    /// Flow socket `k`: a port of its own, picked by the hash of the inner
+    /// flow (VXLAN's per-flow source ports).
+    Flow(u8),
+}
+
 /// Where a send goes, from where, and how it is cut into datagrams.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transmit<P> {
@@ -19,6 +31,8 @@ pub struct Transmit<P> {
     /// With `UDP_SEGMENT`: the size of each datagram (the last may be
     /// shorter). `None`: the payload is one datagram.
     pub segment: Option<u16>,
+    /// The socket it leaves from.
+    pub via: Via,
     /// The peer it is for, to forget a local address the kernel refuses.
     pub peer: P,
 }
@@ -175,6 +189,7 @@ mod test {
             dst: "192.0.2.9:51820".parse().unwrap(),
             src: Some("10.0.0.1".parse().unwrap()),
             segment: Some(100),
+            via: Via::Listen,
             peer: (),
         };
         m.fill(&t, [(a.as_ptr(), a.len()), (b.as_ptr(), b.len())]);
@@ -204,6 +219,7 @@ mod test {
             dst: "[::ffff:192.0.2.1]:9".parse().unwrap(),
             src: Some("fd00::1".parse().unwrap()),
             segment: None,
+            via: Via::Listen,
             peer: 7u8,
         };
         m.fill(&t, [(a.as_ptr(), a.len())]);
@@ -230,6 +246,7 @@ mod test {
             dst: "192.0.2.1:1".parse().unwrap(),
             src: None,
             segment: Some(4),
+            via: Via::Flow(3),
             peer: (),
         };
         m.fill(&t, (0..5).map(|_| (a.as_ptr(), a.len())));

@@ -14,7 +14,9 @@
 //! Site A's endpoint for B is `a_side`, site B's endpoint for A is
 //! `b_side`; the relay sends each side's datagrams on from the other
 //! side's socket. A's address is learned from what arrives at `a_side`
-//! (so A may call from any port); B's is fixed.
+//! (so A may call from any port), as a WireGuard peer roams to it; or, for
+//! VXLAN, whose source ports are per flow and whose replies go to the
+//! configured port, A's is fixed too. B's is fixed.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -130,8 +132,13 @@ pub struct RelaySpec {
     pub a_side: SocketAddr,
     /// Where site B sends (B's endpoint for A).
     pub b_side: SocketAddr,
-    /// Site A's real endpoint, until a datagram from A says otherwise.
+    /// Site A's real endpoint, until a datagram from A says otherwise
+    /// (with `learn_a`).
     pub a_peer: SocketAddr,
+    /// Whether B's datagrams go to where A's last came from (WireGuard's
+    /// roaming), or always to `a_peer` (VXLAN: a VTEP sends from a port
+    /// per flow and listens on its configured one).
+    pub learn_a: bool,
     /// Site B's real endpoint.
     pub b_peer: SocketAddr,
     /// What to do to each datagram.
@@ -192,6 +199,7 @@ impl Relay {
         {
             let (rx, tx) = (a_sock.try_clone()?, b_sock.try_clone()?);
             let learned = a_peer.clone();
+            let learn = spec.learn_a;
             let b_peer = spec.b_peer;
             let dir = Direction {
                 rx,
@@ -207,7 +215,7 @@ impl Relay {
                     .spawn(move || {
                         dir.run(
                             |from| {
-                                if let Ok(mut a) = learned.lock() {
+                                if learn && let Ok(mut a) = learned.lock() {
                                     *a = from;
                                 }
                             },
@@ -451,6 +459,7 @@ mod tests {
                 a_side,
                 b_side,
                 a_peer: a.local_addr().unwrap(),
+                learn_a: true,
                 b_peer: b.local_addr().unwrap(),
                 impairment: imp,
                 seed: 42,

@@ -47,6 +47,10 @@ pub struct Mode {
     pub mtu: u32,
     /// The UDP port every tunnel end listens on.
     pub port: u16,
+    /// Whether a tunnel end sends to the port its peer's datagrams came
+    /// from (WireGuard roams to it) rather than to the configured one
+    /// (VXLAN, whose source ports are per flow).
+    pub replies_to_source_port: bool,
     /// Time allowed for the first ping (a handshake, or ARP/ND across the
     /// overlay).
     pub first_reply: Duration,
@@ -323,7 +327,7 @@ pub fn lossy(
         return Ok(());
     }
     ctx.interrupted()?;
-    let relay = match start_relay(ctx, &s.gw_b, imp, m.port) {
+    let relay = match start_relay(ctx, &s.gw_b, imp, m) {
         Ok(r) => r,
         Err(e) => {
             ctx.table.fail(check, format!("starting the relay: {e:#}"));
@@ -386,13 +390,15 @@ pub fn lossy_1pct(
 }
 
 /// The relay in gateway B's namespace between A (at `port` on gw-a) and B.
-fn start_relay(ctx: &mut Ctx, gw_b: &str, imp: Impairment, port: u16) -> Result<Relay> {
+fn start_relay(ctx: &mut Ctx, gw_b: &str, imp: Impairment, m: &Mode) -> Result<Relay> {
     let seed = ctx.rng.next_u64();
+    let port = m.port;
     Relay::start(&RelaySpec {
         netns: Some(gw_b.to_string()),
         a_side: wan::at(wan::B4, wan::RELAY_PORTS.0),
         b_side: wan::at(wan::B4, wan::RELAY_PORTS.1),
         a_peer: wan::at(wan::A4, port),
+        learn_a: m.replies_to_source_port,
         b_peer: wan::at(wan::B4, port),
         impairment: imp,
         seed,

@@ -31,6 +31,9 @@ const MODE: Mode = Mode {
     gw_b6: l2::GW_B6,
     mtu: l2::MTU,
     port: l2::PORT,
+    // A VTEP sends from a source port per flow (RFC 7348 §5), to the
+    // configured port of the other.
+    replies_to_source_port: false,
     // ARP/ND across the overlay.
     first_reply: Duration::from_secs(5),
     fits: "size: full-size 1450 B frame crosses",

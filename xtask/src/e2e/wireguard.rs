@@ -37,6 +37,7 @@ pub(super) const MODE: Mode = Mode {
     gw_b6: l3::TUN_B6,
     mtu: l3::MTU,
     port: l3::PORT,
+    replies_to_source_port: true,
     // The first ping waits for a handshake.
     first_reply: Duration::from_secs(10),
     fits: "size: 1420 B packet fits the tunnel MTU",
