@@ -175,28 +175,75 @@ fn setsockopt_int(fd: &impl AsRawFd, level: i32, name: i32, value: i32) -> io::R
     }
 }
 
-fn one_socket(domain: Domain, port: u16, gro: bool, mark: u32) -> Result<Socket, UdpError> {
-    let family = if domain == Domain::IPV4 {
+/// `IPv4` or `IPv6`, as errors name a socket's family.
+fn family_name(domain: Domain) -> &'static str {
+    if domain == Domain::IPV4 {
         "IPv4"
     } else {
         "IPv6"
-    };
-    let opt = |option: &'static str| {
-        move |source: io::Error| UdpError::Option {
-            option,
-            family,
-            source,
-        }
-    };
+    }
+}
+
+/// Turns the kernel's refusal of `option` into an error naming it.
+fn option_error(option: &'static str, family: &'static str) -> impl Fn(io::Error) -> UdpError {
+    move |source| UdpError::Option {
+        option,
+        family,
+        source,
+    }
+}
+
+/// A non-blocking, close-on-exec UDP socket of `domain`; an IPv6 one
+/// carries IPv6 only (the IPv4 socket has the mapped addresses).
+fn new_udp_socket(domain: Domain) -> Result<Socket, UdpError> {
+    let family = family_name(domain);
     let sock = Socket::new(
         domain,
         Type::DGRAM.nonblocking().cloexec(),
         Some(Protocol::UDP),
     )
     .map_err(|source| UdpError::Create { family, source })?;
+    if domain == Domain::IPV6 {
+        sock.set_only_v6(true)
+            .map_err(option_error("IPV6_V6ONLY", family))?;
+    }
+    Ok(sock)
+}
+
+/// The send buffer every tunnel socket has (forced with CAP_NET_ADMIN,
+/// else what wmem_max allows) and the fwmark, if one is set.
+fn set_send_buffer_and_mark(
+    sock: &Socket,
+    family: &'static str,
+    mark: u32,
+) -> Result<(), UdpError> {
+    let opt = |option| option_error(option, family);
+    let size = SOCKET_BUFFER_BYTES as i32;
+    if setsockopt_int(sock, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, size).is_err() {
+        sock.set_send_buffer_size(SOCKET_BUFFER_BYTES)
+            .map_err(opt("SO_SNDBUF"))?;
+    }
+    if mark != 0 {
+        set_mark(sock, mark).map_err(opt("SO_MARK (fwmark; needs CAP_NET_ADMIN)"))?;
+    }
+    Ok(())
+}
+
+/// The wildcard address of `domain` at `port`.
+fn any_address(domain: Domain, port: u16) -> SocketAddr {
+    if domain == Domain::IPV4 {
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into()
+    } else {
+        SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0).into()
+    }
+}
+
+fn one_socket(domain: Domain, port: u16, gro: bool, mark: u32) -> Result<Socket, UdpError> {
+    let family = family_name(domain);
+    let opt = |option| option_error(option, family);
+    let sock = new_udp_socket(domain)?;
     sock.set_reuse_port(true).map_err(opt("SO_REUSEPORT"))?;
     if domain == Domain::IPV6 {
-        sock.set_only_v6(true).map_err(opt("IPV6_V6ONLY"))?;
         setsockopt_int(&sock, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)
             .map_err(opt("IPV6_RECVPKTINFO"))?;
     } else {
@@ -209,21 +256,11 @@ fn one_socket(domain: Domain, port: u16, gro: bool, mark: u32) -> Result<Socket,
         sock.set_recv_buffer_size(SOCKET_BUFFER_BYTES)
             .map_err(opt("SO_RCVBUF"))?;
     }
-    if setsockopt_int(&sock, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, size).is_err() {
-        sock.set_send_buffer_size(SOCKET_BUFFER_BYTES)
-            .map_err(opt("SO_SNDBUF"))?;
-    }
     if gro {
         setsockopt_int(&sock, libc::SOL_UDP, libc::UDP_GRO, 1).map_err(opt("UDP_GRO"))?;
     }
-    if mark != 0 {
-        set_mark(&sock, mark).map_err(opt("SO_MARK (fwmark; needs CAP_NET_ADMIN)"))?;
-    }
-    let addr: SocketAddr = if domain == Domain::IPV4 {
-        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into()
-    } else {
-        SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0).into()
-    };
+    set_send_buffer_and_mark(&sock, family, mark)?;
+    let addr = any_address(domain, port);
     sock.bind(&addr.into()).map_err(|source| {
         let hint = match source.raw_os_error() {
             Some(libc::EADDRINUSE) => {
@@ -254,27 +291,9 @@ fn local_port(sock: &Socket) -> io::Result<u16> {
 /// buffer. Sources chosen per send (`IP_PKTINFO` in the control message)
 /// and `UDP_SEGMENT` need no option.
 fn flow_socket(domain: Domain, mark: u32) -> Result<Socket, UdpError> {
-    let family = if domain == Domain::IPV4 {
-        "IPv4"
-    } else {
-        "IPv6"
-    };
-    let opt = |option: &'static str| {
-        move |source: io::Error| UdpError::Option {
-            option,
-            family,
-            source,
-        }
-    };
-    let sock = Socket::new(
-        domain,
-        Type::DGRAM.nonblocking().cloexec(),
-        Some(Protocol::UDP),
-    )
-    .map_err(|source| UdpError::Create { family, source })?;
-    if domain == Domain::IPV6 {
-        sock.set_only_v6(true).map_err(opt("IPV6_V6ONLY"))?;
-    }
+    let family = family_name(domain);
+    let opt = |option| option_error(option, family);
+    let sock = new_udp_socket(domain)?;
     // Classic BPF `ret #0`: keep no byte of any datagram, before it is queued.
     let drop_all = [socket2::SockFilter::new(
         (libc::BPF_RET | libc::BPF_K) as u16,
@@ -286,25 +305,14 @@ fn flow_socket(domain: Domain, mark: u32) -> Result<Socket, UdpError> {
         .map_err(opt("SO_ATTACH_FILTER"))?;
     // The kernel rounds 0 up to its minimum (SOCK_MIN_RCVBUF).
     sock.set_recv_buffer_size(0).map_err(opt("SO_RCVBUF"))?;
-    let size = SOCKET_BUFFER_BYTES as i32;
-    if setsockopt_int(&sock, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, size).is_err() {
-        sock.set_send_buffer_size(SOCKET_BUFFER_BYTES)
-            .map_err(opt("SO_SNDBUF"))?;
-    }
-    if mark != 0 {
-        set_mark(&sock, mark).map_err(opt("SO_MARK (fwmark; needs CAP_NET_ADMIN)"))?;
-    }
-    let addr: SocketAddr = if domain == Domain::IPV4 {
-        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0).into()
-    };
-    sock.bind(&addr.into()).map_err(|source| UdpError::Bind {
-        port: 0,
-        family,
-        source,
-        hint: ": no ephemeral port is free (net.ipv4.ip_local_port_range)",
-    })?;
+    set_send_buffer_and_mark(&sock, family, mark)?;
+    sock.bind(&any_address(domain, 0).into())
+        .map_err(|source| UdpError::Bind {
+            port: 0,
+            family,
+            source,
+            hint: ": no ephemeral port is free (net.ipv4.ip_local_port_range)",
+        })?;
     Ok(sock)
 }
 
