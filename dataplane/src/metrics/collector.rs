@@ -103,9 +103,27 @@ fn gauges<N: prometheus_client::encoding::EncodeGaugeValue>(
     Ok(())
 }
 
+/// A label value as the text format needs it: backslash, double quote and
+/// line feed escaped. prometheus-client writes values as given, and an
+/// interface name may hold `"` or `\` (the kernel refuses only `/`, `:`
+/// and white space); the other labels are base64 keys, addresses and fixed
+/// names, which never do.
+fn label_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 impl TunnelCollector {
     fn iface(&self) -> (&'static str, String) {
-        ("interface", self.sources.interface.clone())
+        ("interface", label_value(&self.sources.interface))
     }
 
     /// One row per worker of `f`'s counter.
@@ -277,7 +295,7 @@ impl TunnelCollector {
             ),
             (
                 "ringtun_udp_sends",
-                "sendmsg calls on the underlay; ringtun_udp_datagrams{direction=\"sent\"} over this is datagrams per send (UDP GSO)",
+                "sendmsg calls on the underlay; the datagrams sent over this is datagrams per send (UDP GSO)",
                 |w| w.udp_tx_sends.get(),
             ),
             (

@@ -314,3 +314,24 @@ fn a_scrape_reads_the_counters_as_they_are_then() {
         "no copy in between: the next scrape sees it"
     );
 }
+
+#[test]
+fn an_interface_name_with_quotes_and_backslashes_is_escaped_and_help_has_no_quotes() {
+    let text = scrape(Sources {
+        interface: "rt\"a\\b".into(),
+        workers: two_workers(),
+        control: Default::default(),
+        peers: Arc::new(Fixed(PeerKind::WireGuard, Vec::new())),
+    });
+    let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert!(!samples.is_empty());
+    for l in samples {
+        assert!(
+            l.contains(r#"interface="rt\"a\\b""#),
+            "the interface label should be escaped: {l}"
+        );
+    }
+    for l in text.lines().filter(|l| l.starts_with("# HELP ")) {
+        assert!(!l.contains('"'), "a quote in HELP text: {l}");
+    }
+}

@@ -157,10 +157,22 @@ pub fn serve_one(mut stream: TcpStream, registry: &Registry) -> io::Result<()> {
             )
         }
     };
-    // A client that never reads: the answer usually fits the socket's send
-    // buffer anyway; if not, the write timeout ends it.
-    stream.set_write_timeout(Some(left()))?;
-    stream.write_all(response.as_bytes())?;
+    // A client that reads slowly or never: the whole answer goes within the
+    // deadline or not at all. A write timeout alone bounds each send, and a
+    // client that reads a little before each one expires would renew it.
+    let mut rest = response.as_bytes();
+    while !rest.is_empty() {
+        if Instant::now() >= deadline {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_write_timeout(Some(left()))?;
+        match stream.write(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
     let _ = stream.shutdown(std::net::Shutdown::Write);
     Ok(())
 }
@@ -209,6 +221,55 @@ mod test {
         let huge = ask(srv.local_addr(), &vec![b'a'; MAX_REQUEST_BYTES + 10]);
         assert!(huge.starts_with("HTTP/1.1 431 "), "{huge}");
         srv.stop();
+    }
+
+    #[test]
+    fn a_client_that_reads_slowly_is_cut_off_at_the_deadline() {
+        use prometheus_client::metrics::counter::Counter;
+        // An answer far larger than both sockets' buffers, so that it goes
+        // only as fast as the client reads.
+        let mut registry = Registry::default();
+        for i in 0..10_000 {
+            registry.register(format!("c{i}"), "one of many", Counter::<u64>::default());
+        }
+        let listener = bind("127.0.0.1:0".parse().expect("an address")).expect("binds");
+        let addr = listener.local_addr().expect("an address");
+        let client = std::thread::spawn(move || {
+            let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                .expect("a socket");
+            sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+            sock.connect(&addr.into()).expect("connects");
+            let mut s = TcpStream::from(sock);
+            s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+                .expect("sends");
+            // A little every 200 ms, enough to renew a per-send timeout,
+            // for longer than the deadline; then it gives up.
+            let mut got = 0;
+            let mut chunk = [0u8; 4096];
+            let until = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < until {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            got
+        });
+        let (stream, _) = listener.accept().expect("accepts");
+        socket2::SockRef::from(&stream)
+            .set_send_buffer_size(4096)
+            .expect("SO_SNDBUF");
+        let served = serve_one(stream, &registry);
+        let got = client.join().expect("the client thread");
+        let kind = served.as_ref().map_err(io::Error::kind);
+        assert!(
+            matches!(
+                kind,
+                Err(io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
+            ),
+            "a slow reader should be cut off by the deadline, came {served:?} after {got} bytes"
+        );
     }
 
     #[test]
