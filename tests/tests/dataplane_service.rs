@@ -224,6 +224,54 @@ fn too_little_locked_memory_names_the_limit_the_need_and_the_fix() {
     assert_nothing_left(lab.ns(1));
 }
 
+#[test]
+fn locked_memory_another_instance_holds_is_named_when_the_kernel_refuses() {
+    require_root!("locked_memory_another_instance_holds_is_named_when_the_kernel_refuses");
+    let lab = Lab::pair("svl");
+    let mode = TunnelMode::WireGuard;
+    // Room for one worker's buffers, not two: enough for each instance's
+    // own check, too little for the user's sum the kernel keeps. Offloads
+    // off, so that the limit stays under a container's hard limit (8 MiB
+    // here), which root without CAP_SYS_RESOURCE cannot raise.
+    let per_worker =
+        dataplane::worker::locked_bytes_per_worker(false, dataplane::tun::DeviceKind::Tun);
+    let limit = per_worker + per_worker / 2;
+    let opts = UpOptions {
+        launcher: vec![
+            "prlimit".into(),
+            format!("--memlock={limit}:{limit}"),
+            "setpriv".into(),
+            "--bounding-set=-ipc_lock".into(),
+            "--".into(),
+        ],
+        ..UpOptions::default()
+    };
+    let one_worker = |i: u8, other: u8| {
+        lab.conf(mode, i, &[other], Underlay::V4)
+            .workers(1)
+            .offload(false)
+    };
+    let _first = lab.up(1, &one_worker(1, 2), &opts);
+    let conf = lab.write(2, &one_worker(2, 1));
+    let stderr = up_without(
+        lab.ns(2),
+        &conf,
+        &[dataplane::privilege::CAP_IPC_LOCK],
+        Some(limit),
+    );
+    for want in [
+        "RLIMIT_MEMLOCK for all of this user's processes together",
+        "other ringtun instances included",
+        "LimitMEMLOCK=infinity",
+    ] {
+        assert!(
+            stderr.contains(want),
+            "stderr should say {want:?}: {stderr}"
+        );
+    }
+    assert_nothing_left(lab.ns(2));
+}
+
 /// `GET /metrics` from `127.0.0.1:port` inside `netns`: the body.
 fn scrape(netns: &str, port: u16) -> String {
     use std::io::{Read, Write};

@@ -81,19 +81,12 @@ fn the_unit_is_type_notify_and_holds_only_cap_net_admin() {
     ] {
         assert_eq!(get(key), vec![want], "{key}= in {UNIT}");
     }
-    // Enough locked memory for the workers' io_uring buffers: at least as
-    // many as a 16-core machine starts with offloads on.
-    let per_worker =
-        dataplane::worker::locked_bytes_per_worker(true, dataplane::tun::DeviceKind::Tun);
-    let limit = get("LimitMEMLOCK");
-    let mib: u64 = limit
-        .first()
-        .and_then(|v| v.strip_suffix('M'))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("LimitMEMLOCK= in MiB in {UNIT}, found {limit:?}"));
-    assert!(
-        mib << 20 >= 16 * per_worker,
-        "LimitMEMLOCK={mib}M is less than 16 workers need ({} bytes each)",
-        per_worker
+    // No fixed figure for locked memory: the kernel charges io_uring's
+    // buffers to the user, summed over every instance the unit runs, and
+    // the need grows with the host's cores (a worker per CPU).
+    assert_eq!(
+        get("LimitMEMLOCK"),
+        vec!["infinity"],
+        "LimitMEMLOCK= in {UNIT}"
     );
 }

@@ -141,6 +141,27 @@ pub fn locked_bytes_per_worker(vnet_hdr: bool, kind: DeviceKind) -> u64 {
     (mem.total().div_ceil(page) * page + 2 * page) as u64
 }
 
+/// ENOMEM from registering `bytes` of buffers: the kernel charges them to
+/// the user's locked memory, which the start-up check could not see all
+/// of (other processes of the same user, other ringtun instances among
+/// them, count against the one `RLIMIT_MEMLOCK`).
+fn locked_memory_refused(e: io::Error, bytes: usize) -> io::Error {
+    if e.raw_os_error() != Some(libc::ENOMEM) {
+        return e;
+    }
+    io::Error::new(
+        e.kind(),
+        format!(
+            "registering {} KiB of packet memory with io_uring failed ({e}): the kernel \
+             counts it against RLIMIT_MEMLOCK for all of this user's processes together, \
+             other ringtun instances included; raise the limit (`LimitMEMLOCK=infinity` \
+             in a systemd unit, `ulimit -l`), give the process CAP_IPC_LOCK, or run fewer \
+             workers (`Workers =`)",
+            bytes.div_ceil(1024)
+        ),
+    )
+}
+
 impl<M: Mode> Worker<M> {
     fn new(s: WorkerSetup<M>) -> io::Result<Worker<M>> {
         // The ring is built here, on the worker's own thread: a
@@ -160,7 +181,8 @@ impl<M: Mode> Worker<M> {
         let (mem, [tx_region, rx_region, wr_region]) = slab_layout(&layout, s.vnet_hdr);
         let slab = Slab::new(mem.total())?;
         // SAFETY: the slab outlives the registration (field order of Io).
-        unsafe { ring.submitter().register_buffers(&[slab.iovec()])? };
+        unsafe { ring.submitter().register_buffers(&[slab.iovec()]) }
+            .map_err(|e| locked_memory_refused(e, mem.total()))?;
 
         let has_v6 = s.sockets.v6.is_some();
         let v6_raw = s.sockets.v6.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
