@@ -281,13 +281,12 @@ impl<P: Copy + Eq> Scheduler<P> {
         }
         if std::mem::take(&mut self.queued_flows) && n > 2 {
             // In place, at most 64 entries; `seq` makes it stable.
+            // Not by source address: a flow's source can change within a
+            // batch (forgotten after a refusal, or learned anew), and its
+            // datagrams must still leave in the order read. Runs end where
+            // the source changes.
             self.queued.sort_unstable_by(|a, b| {
-                (a.target.dst, a.target.src, a.via, a.seq).cmp(&(
-                    b.target.dst,
-                    b.target.src,
-                    b.via,
-                    b.seq,
-                ))
+                (a.target.dst, a.via, a.seq).cmp(&(b.target.dst, b.via, b.seq))
             });
         }
         // Where each run ends (exclusive); at most one run per datagram.
@@ -592,6 +591,32 @@ mod test {
             got,
             vec![(Via::Flow(3), vec![0, 2, 4]), (Via::Flow(7), vec![1, 3, 5])],
             "one gathered send per flow socket, each flow's datagrams in the order read"
+        );
+        assert!(sink.pool.all_returned());
+    }
+
+    #[test]
+    fn a_flow_whose_source_changes_within_a_batch_keeps_its_order() {
+        let mut s = Scheduler::new(true, 0);
+        let mut sink = Recorder::new(16, 4);
+        let from = |src: Option<[u8; 4]>| Target {
+            src: src.map(std::net::IpAddr::from),
+            ..target(1, 0)
+        };
+        // Two datagrams from a chosen source, then the source is forgotten.
+        for src in [Some([192, 0, 2, 9]), Some([192, 0, 2, 9]), None] {
+            sink.single_via(&mut s, 100, from(src), Via::Flow(3));
+        }
+        s.flush(&mut sink);
+        let order: Vec<usize> = sink
+            .complete()
+            .iter()
+            .flat_map(|(_, pieces)| pieces.iter().map(|p| p.0).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(
+            order,
+            vec![0, 1, 2],
+            "one flow's datagrams in the order read"
         );
         assert!(sink.pool.all_returned());
     }
