@@ -244,18 +244,35 @@ impl<P: Copy> Io<P> {
         (unsafe { self.slab.base().add(off) }, p.len as usize)
     }
 
-    /// Submits send-table entry `n`, whose header is filled.
+    /// Submits send-table entry `n`, whose header is filled. Without a
+    /// socket to send from (a retry after the listen port moved to sockets
+    /// without IPv6), the entry and its piece go back, counted as an error.
     pub(super) fn submit_send(&mut self, n: u16, hdr: *const libc::msghdr, f: Family, via: Via) {
         let Some(fd) = self.send_socket(f, via) else {
+            self.counters.udp_tx_errors.inc();
+            let e = &mut self.sends.entries[usize::from(n)];
+            e.t = None;
+            if let Some(p) = e.piece.take() {
+                let _ = self.tx.release(p.hold);
+            }
+            self.sends.put(n);
             return;
         };
         self.counters.udp_tx_sends.inc();
         self.push(opcode::SendMsg::new(fd, hdr).build(), Op::Send(n));
     }
 
-    /// Submits gather-table entry `n`, whose header is filled.
+    /// Submits gather-table entry `n`, whose header is filled; without a
+    /// socket, as [`Io::submit_send`].
     pub(super) fn submit_gather(&mut self, n: u16, hdr: *const libc::msghdr, f: Family, via: Via) {
         let Some(fd) = self.send_socket(f, via) else {
+            let e = &mut self.gathers.entries[usize::from(n)];
+            e.t = None;
+            self.counters.udp_tx_errors.add(e.pieces.len() as u64);
+            for p in e.pieces.drain(..) {
+                let _ = self.tx.release(p.hold);
+            }
+            self.gathers.put(n);
             return;
         };
         self.counters.udp_tx_sends.inc();
