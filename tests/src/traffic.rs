@@ -17,7 +17,7 @@ use std::net::{
 };
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -563,6 +563,14 @@ pub struct BurstOptions {
     pub pause_every: u32,
     /// See `pause_every`.
     pub pause: Duration,
+    /// At most this many datagrams sent and not yet arrived (0: no limit):
+    /// the burst goes as fast as the tunnel delivers, so that a tunnel
+    /// starved of CPU on a busy machine sees its queues fill more slowly,
+    /// not overflow. Losses still show: see `stall`.
+    pub window: u32,
+    /// With the window full and nothing arriving for this long, what is in
+    /// flight is taken as lost and sending goes on.
+    pub stall: Duration,
     /// After the last datagram, how long to wait for stragglers.
     pub settle: Duration,
     /// Deadline for the whole burst.
@@ -579,6 +587,8 @@ impl Default for BurstOptions {
             seed: 0xB0B5,
             pause_every: 32,
             pause: Duration::from_millis(1),
+            window: 64,
+            stall: Duration::from_secs(1),
             settle: Duration::from_millis(500),
             timeout: Duration::from_secs(60),
             port: 0,
@@ -663,14 +673,19 @@ pub fn udp_burst(
         .map_err(|e| TrafficError::io(format!("binding a sender in {sender_ns}"), e))?;
 
     let done = Arc::new(AtomicBool::new(false));
+    let arrived = Arc::new(AtomicU32::new(0));
     let receiver = {
-        let done = done.clone();
+        let (done, arrived) = (done.clone(), arrived.clone());
         let (count, settle) = (opts.count, opts.settle);
-        std::thread::spawn(move || burst_receive(rx, count, settle, deadline, &done))
+        std::thread::spawn(move || burst_receive(rx, count, settle, deadline, &done, &arrived))
     };
     let mut sent = 0u32;
+    let mut given_up = 0u32;
     let mut send_error = None;
     for seq in 0..opts.count {
+        if opts.window > 0 {
+            given_up += wait_for_room(opts, sent, given_up, &arrived, deadline);
+        }
         let len = opts
             .sizes
             .get(seq as usize % opts.sizes.len().max(1))
@@ -710,6 +725,31 @@ pub fn udp_burst(
     Ok(report)
 }
 
+/// Waits until fewer than `opts.window` of the `sent` datagrams are in
+/// flight (neither arrived nor given up). Returns how many it gave up on:
+/// those in flight when nothing had arrived for `opts.stall`.
+fn wait_for_room(
+    opts: &BurstOptions,
+    sent: u32,
+    given_up: u32,
+    arrived: &AtomicU32,
+    deadline: Instant,
+) -> u32 {
+    let in_flight = |arrived: u32| sent.saturating_sub(arrived.saturating_add(given_up));
+    let mut last = arrived.load(Ordering::Acquire);
+    let mut since = Instant::now();
+    while in_flight(last) >= opts.window && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(200));
+        let now = arrived.load(Ordering::Acquire);
+        if now != last {
+            (last, since) = (now, Instant::now());
+        } else if since.elapsed() >= opts.stall {
+            return in_flight(now);
+        }
+    }
+    0
+}
+
 /// The payload bytes a burst sends, with room for each datagram's kernel
 /// bookkeeping (an skb costs far more than its payload for small ones).
 fn burst_bytes(opts: &BurstOptions) -> usize {
@@ -738,6 +778,7 @@ fn burst_receive(
     settle: Duration,
     deadline: Instant,
     sender_done: &AtomicBool,
+    arrived: &AtomicU32,
 ) -> Result<BurstReport> {
     let mut seen = vec![false; count as usize];
     let mut report = BurstReport::default();
@@ -764,6 +805,7 @@ fn burst_receive(
             Some(seq) => {
                 seen[seq as usize] = true;
                 report.received += 1;
+                arrived.store(report.received, Ordering::Release);
                 if highest.is_some_and(|h| seq < h) {
                     report.reordered += 1;
                 }
@@ -1123,6 +1165,44 @@ mod tests {
         let mut other = vec![0u8; 4096];
         BulkPayload::new(10).fill(&mut other);
         assert_ne!(&whole[..4096], &other[..], "another seed, another stream");
+    }
+
+    #[test]
+    fn the_burst_window_waits_for_arrivals_and_gives_up_on_a_stall() {
+        // A stall no busy machine outlasts, but for the stuck case below.
+        let mut opts = BurstOptions {
+            window: 4,
+            stall: Duration::from_secs(60),
+            ..BurstOptions::default()
+        };
+        let far = Instant::now() + Duration::from_secs(120);
+        let arrived = AtomicU32::new(0);
+        // Room: nothing to wait for, nothing given up.
+        assert_eq!(wait_for_room(&opts, 3, 0, &arrived, far), 0);
+        // A full window that drains: no loss is assumed.
+        let arrived = Arc::new(AtomicU32::new(0));
+        let feeder = {
+            let arrived = arrived.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                arrived.store(1, Ordering::Release);
+            })
+        };
+        assert_eq!(wait_for_room(&opts, 4, 0, &arrived, far), 0);
+        assert_eq!(
+            arrived.load(Ordering::Acquire),
+            1,
+            "a full window returned before anything arrived"
+        );
+        feeder.join().expect("the feeder");
+        // A full window where nothing arrives: what is in flight is lost,
+        // so the loss shows in the report instead of stopping the burst.
+        opts.stall = Duration::from_millis(50);
+        let stuck = AtomicU32::new(1);
+        assert_eq!(wait_for_room(&opts, 9, 1, &stuck, far), 7);
+        // Given up earlier and arrived late: never a negative window.
+        let late = AtomicU32::new(9);
+        assert_eq!(wait_for_room(&opts, 9, 7, &late, far), 0);
     }
 
     #[test]
