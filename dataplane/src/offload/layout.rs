@@ -20,16 +20,20 @@ pub enum Framing {
 /// (IEEE 802.3). What a TAP frame carries in front of its IP packet.
 pub const ETHERNET_HEADER_LEN: usize = 14;
 /// Length of one 802.1Q/802.1ad tag: TPID and TCI (IEEE 802.1Q).
-const VLAN_TAG_LEN: usize = 4;
+pub(crate) const VLAN_TAG_LEN: usize = 4;
 /// Length of an Ethernet header with one VLAN tag, the longest link header
 /// [`Framing::Ethernet`] accepts.
 pub const ETHERNET_VLAN_HEADER_LEN: usize = ETHERNET_HEADER_LEN + VLAN_TAG_LEN;
 /// Offset of the EtherType (or the TPID of a tag) in an Ethernet header.
-const ETHERTYPE_OFFSET: usize = 12;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const ETHERTYPE_QINQ: u16 = 0x88a8;
+pub(crate) const ETHERTYPE_OFFSET: usize = 12;
+/// EtherType of IPv4.
+pub(crate) const ETHERTYPE_IPV4: u16 = 0x0800;
+/// EtherType of IPv6.
+pub(crate) const ETHERTYPE_IPV6: u16 = 0x86dd;
+/// TPID of an 802.1Q tag.
+pub(crate) const ETHERTYPE_VLAN: u16 = 0x8100;
+/// TPID of an 802.1ad (QinQ) tag.
+pub(crate) const ETHERTYPE_QINQ: u16 = 0x88a8;
 
 /// Minimum IPv4 header (RFC 791).
 pub(crate) const IPV4_MIN_HDR: usize = 20;

@@ -49,7 +49,7 @@
 
 pub mod checksum;
 pub mod coalesce;
-mod layout;
+pub(crate) mod layout;
 pub mod split;
 pub mod vnet;
 

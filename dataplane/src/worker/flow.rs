@@ -13,6 +13,10 @@
 //! each direction only has to keep to its own.
 
 use super::transmit::Via;
+use crate::offload::layout::{
+    ETHERNET_HEADER_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_OFFSET, ETHERTYPE_QINQ,
+    ETHERTYPE_VLAN, IPV4_MIN_HDR, IPV6_HDR, VLAN_TAG_LEN,
+};
 
 /// Flow sockets per address family, shared by every worker. What spreads
 /// a peer's traffic over the receiver's workers is the number of distinct
@@ -25,14 +29,6 @@ use super::transmit::Via;
 /// kernel's 28,000 ports, 65% with 32, 53% with 8). 32 sockets cost 32
 /// descriptors per family, whatever the worker count.
 pub const FLOW_PORTS: usize = 32;
-
-const ETHERNET_HEADER_LEN: usize = 14;
-const ETHERTYPE_OFFSET: usize = 12;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const ETHERTYPE_QINQ: u16 = 0x88a8;
-const VLAN_TAG_LEN: usize = 4;
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
@@ -136,7 +132,7 @@ fn ports(proto: u8, l4: &[u8]) -> u64 {
 fn ipv4(ip: &[u8]) -> Option<Key> {
     let first = *ip.first()?;
     let ihl = usize::from(first & 0x0f) * 4;
-    if first >> 4 != 4 || ihl < 20 || ip.len() < 20 {
+    if first >> 4 != 4 || ihl < IPV4_MIN_HDR || ip.len() < IPV4_MIN_HDR {
         return None;
     }
     let proto = ip[9];
@@ -156,7 +152,7 @@ fn ipv4(ip: &[u8]) -> Option<Key> {
 }
 
 fn ipv6(ip: &[u8]) -> Option<Key> {
-    if ip.len() < 40 || ip[0] >> 4 != 6 {
+    if ip.len() < IPV6_HDR || ip[0] >> 4 != 6 {
         return None;
     }
     // Extension headers are not walked: such a packet hashes without its
@@ -164,9 +160,9 @@ fn ipv6(ip: &[u8]) -> Option<Key> {
     let next = ip[6];
     Some(
         Key(6)
-            .add_bytes(&ip[8..40])
+            .add_bytes(&ip[8..IPV6_HDR])
             .add(u64::from(next))
-            .add(ports(next, &ip[40..])),
+            .add(ports(next, &ip[IPV6_HDR..])),
     )
 }
 
