@@ -211,6 +211,9 @@ pub struct BulkOptions {
     pub timeout: Duration,
     /// Port to listen on (0: any free port).
     pub port: u16,
+    /// Port the sender connects from (0: any free port): a chosen one
+    /// puts the flow on a path a router's ECMP hash is known to pick.
+    pub source_port: u16,
     /// Bytes a second the sender keeps to (`None`: as fast as it can):
     /// a transfer that must span a stretch of time, not load the machine.
     pub pace: Option<u64>,
@@ -223,6 +226,7 @@ impl Default for BulkOptions {
             seed: 0x5EED,
             timeout: Duration::from_secs(120),
             port: 0,
+            source_port: 0,
             pace: None,
         }
     }
@@ -278,6 +282,7 @@ pub fn hex(bytes: &[u8]) -> String {
 pub struct BulkTransfer {
     received: Arc<AtomicU64>,
     sent: Arc<AtomicU64>,
+    cut: Arc<AtomicBool>,
     sender: JoinHandle<Result<(u64, [u8; 32])>>,
     receiver: JoinHandle<Result<(u64, [u8; 32], Instant)>>,
     started: Instant,
@@ -292,6 +297,13 @@ impl BulkTransfer {
     /// Bytes the sender has written so far.
     pub fn sent_so_far(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Ends the transfer early: the sender stops after the chunk it is
+    /// writing and closes, so the report is that of a shorter transfer
+    /// (whole, and hashed, if nothing was lost).
+    pub fn cut_short(&self) {
+        self.cut.store(true, Ordering::Relaxed);
     }
 
     /// True once both ends are done (successfully or not).
@@ -352,20 +364,19 @@ pub fn start_tcp_bulk(
         .map_err(|e| TrafficError::io("reading the listener's address", e))?;
     // The first SYN may wait for a tunnel handshake; the kernel retries it.
     let connect_for = remaining(deadline).max(Duration::from_millis(1));
-    let stream = in_netns(sender_ns, || {
-        TcpStream::connect_timeout(&target, connect_for)
-    })?
-    .map_err(|e| {
-        if is_timeout(&e) {
-            TrafficError::Timeout {
-                what: format!("connecting from {sender_ns} to {target}"),
-                after: connect_for,
-                progress: "no connection".to_string(),
+    let source_port = opts.source_port;
+    let stream =
+        in_netns(sender_ns, || connect_from(source_port, target, connect_for))?.map_err(|e| {
+            if is_timeout(&e) {
+                TrafficError::Timeout {
+                    what: format!("connecting from {sender_ns} to {target}"),
+                    after: connect_for,
+                    progress: "no connection".to_string(),
+                }
+            } else {
+                TrafficError::io(format!("connecting from {sender_ns} to {target}"), e)
             }
-        } else {
-            TrafficError::io(format!("connecting from {sender_ns} to {target}"), e)
-        }
-    })?;
+        })?;
     let peer = accept_by(&listener, deadline)?;
 
     let received = Arc::new(AtomicU64::new(0));
@@ -375,18 +386,47 @@ pub fn start_tcp_bulk(
         let received = received.clone();
         std::thread::spawn(move || receive_all(peer, deadline, timeout, &received))
     };
+    let cut = Arc::new(AtomicBool::new(false));
     let sender = {
-        let sent = sent.clone();
+        let (sent, cut) = (sent.clone(), cut.clone());
         let (bytes, seed, pace) = (opts.bytes, opts.seed, opts.pace);
-        std::thread::spawn(move || send_all(stream, bytes, seed, pace, deadline, timeout, &sent))
+        let ends = Ends {
+            deadline,
+            timeout,
+            cut,
+        };
+        std::thread::spawn(move || send_all(stream, bytes, seed, pace, &ends, &sent))
     };
     Ok(BulkTransfer {
         received,
         sent,
+        cut,
         sender,
         receiver,
         started,
     })
+}
+
+/// Connects to `target` from `source_port` (0: any), within `within`.
+fn connect_from(source_port: u16, target: SocketAddr, within: Duration) -> io::Result<TcpStream> {
+    if source_port == 0 {
+        return TcpStream::connect_timeout(&target, within);
+    }
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(target),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    // A port left in TIME_WAIT by an earlier transfer to another
+    // destination port is free for this one.
+    socket.set_reuse_address(true)?;
+    let any: IpAddr = match target {
+        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    socket.bind(&SocketAddr::new(any, source_port).into())?;
+    socket.connect_timeout(&target.into(), within)?;
+    Ok(socket.into())
 }
 
 fn accept_by(listener: &TcpListener, deadline: Instant) -> Result<TcpStream> {
@@ -411,15 +451,22 @@ fn accept_by(listener: &TcpListener, deadline: Instant) -> Result<TcpStream> {
 /// Chunk size of bulk writes and reads.
 const BULK_CHUNK: usize = 256 << 10;
 
+/// When a sender gives up, and whether it was asked to stop early.
+struct Ends {
+    deadline: Instant,
+    timeout: Duration,
+    cut: Arc<AtomicBool>,
+}
+
 fn send_all(
     mut stream: TcpStream,
     bytes: u64,
     seed: u64,
     pace: Option<u64>,
-    deadline: Instant,
-    timeout: Duration,
+    ends: &Ends,
     sent: &AtomicU64,
 ) -> Result<(u64, [u8; 32])> {
+    let (deadline, timeout) = (ends.deadline, ends.timeout);
     let mut payload = BulkPayload::new(seed);
     let mut hash = Sha256::new();
     // Paced, in chunks of a fiftieth of a second's worth.
@@ -427,7 +474,7 @@ fn send_all(
     let mut buf = vec![0u8; chunk];
     let mut done = 0u64;
     let started = Instant::now();
-    while done < bytes {
+    while done < bytes && !ends.cut.load(Ordering::Relaxed) {
         if let Some(p) = pace.filter(|&p| p > 0) {
             let due = started + Duration::from_secs_f64(done as f64 / p as f64);
             let now = Instant::now();

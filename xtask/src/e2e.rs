@@ -27,6 +27,8 @@
 
 mod checks;
 mod first_packet;
+mod frr;
+mod ha;
 mod hostile;
 mod lab;
 mod offloads;
@@ -64,7 +66,9 @@ pub enum ModeFilter {
     Wireguard,
     /// VXLAN (TAP, L2).
     Vxlan,
-    /// Both, and the netctl seed scenario.
+    /// Two gateways per site under FRR (BGP, BFD, ECMP), wireguard mode.
+    Ha,
+    /// Every mode, and the netctl seed scenario.
     All,
 }
 
@@ -270,6 +274,9 @@ pub fn run(args: &E2eArgs) -> Result<()> {
         phase("vxlan", &mut ctx, &|ctx| {
             vxlan::run(ctx, &|n| peer_filter(n))
         });
+    }
+    if matches!(args.mode, ModeFilter::All | ModeFilter::Ha) && peer_filter("ringtun") {
+        phase("ha", &mut ctx, &|ctx| ha::run(ctx));
     }
 
     // Nothing may be left behind: a row of its own.

@@ -64,7 +64,9 @@ impl Drop for LabGuard {
 }
 
 /// Removes the namespaces of harness `tag` left by earlier runs that died
-/// without cleaning up (`{tag}{pid}-...` whose pid no longer runs).
+/// without cleaning up (`{tag}{pid}-...` whose pid no longer runs), and
+/// kills what still runs inside them first (a daemon that changed user,
+/// as FRR's do, loses its parent-death signal and outlives the harness).
 /// Returns their names.
 pub fn remove_stale(tag: &str) -> Result<Vec<String>> {
     let mut removed = Vec::new();
@@ -78,10 +80,41 @@ pub fn remove_stale(tag: &str) -> Result<Vec<String>> {
         if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
+        kill_processes_in(&name);
         netns::delete(&name).with_context(|| format!("removing stale namespace {name}"))?;
         removed.push(name);
     }
     Ok(removed)
+}
+
+/// SIGKILLs every process whose network namespace is `/run/netns/NAME`
+/// (compared by inode, as `ip netns pids` does).
+fn kill_processes_in(name: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ns) = std::fs::metadata(Path::new("/run/netns").join(name)) else {
+        return;
+    };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(own) = std::fs::metadata(format!("/proc/{pid}/ns/net")) else {
+            continue;
+        };
+        if own.ino() == ns.ino() && own.dev() == ns.dev() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }
 
 /// Namespaces of this run of harness `tag` still present.

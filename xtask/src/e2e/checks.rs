@@ -61,7 +61,7 @@ impl Ctx {
             None => true,
             Some(p) => {
                 let full = format!("{} {} {check}", self.table.mode(), self.table.peer());
-                full.to_lowercase().contains(&p.to_lowercase())
+                selects(p, &full)
             }
         }
     }
@@ -88,6 +88,19 @@ impl Ctx {
     pub fn bulk_capped(&self, cap: u64) -> u64 {
         self.opts.bulk_size.min(cap)
     }
+}
+
+/// Whether `--only PATTERN` selects the row `MODE PEER CHECK`: the
+/// pattern appears in it (case-insensitive) as whole words, so that `ha`
+/// selects the `ha` rows and not every row that names a handshake.
+pub fn selects(pattern: &str, row: &str) -> bool {
+    let (pattern, row) = (pattern.to_lowercase(), row.to_lowercase());
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    row.match_indices(&pattern).any(|(at, m)| {
+        let starts_word = !(word(m.chars().next()) && word(row[..at].chars().next_back()));
+        let ends_word = !(word(m.chars().next_back()) && word(row[at + m.len()..].chars().next()));
+        starts_word && ends_word
+    })
 }
 
 /// Diagnostics for failing rows: `ringtun show` of every instance in
@@ -266,6 +279,7 @@ pub fn start_bulk(
             seed,
             timeout: bulk_timeout(bytes),
             port: 0,
+            source_port: 0,
             pace: None,
         },
     )
@@ -620,4 +634,31 @@ pub fn terminate_row(ctx: &mut Ctx, d: Ringtun) {
 pub fn socket_in(ns: &str, addr: SocketAddr) -> Result<UdpSocket> {
     netctl::netns::run_in(ns, || UdpSocket::bind(addr))?
         .with_context(|| format!("binding {addr} in {ns}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::selects;
+
+    #[test]
+    fn only_selects_whole_words_of_the_row() {
+        assert!(selects(
+            "ha",
+            "ha ringtun failover: SIGKILL ringtun on gw-a1"
+        ));
+        assert!(!selects(
+            "ha",
+            "wireguard ringtun first handshake under loss"
+        ));
+        assert!(!selects("ha", "wireguard ringtun sha256 of the bulk"));
+        assert!(selects("HOSTILE", "wireguard ringtun hostile: garbage"));
+        assert!(selects("reach lan", "vxlan kernel reach lan v4"));
+        assert!(selects(
+            "wireguard ringtun hostile",
+            "wireguard ringtun hostile: flood"
+        ));
+        assert!(selects("a->b", "vxlan ringtun bulk tcp a->b"));
+        assert!(!selects("bulk", "vxlan ringtun bulky"));
+        assert!(!selects("seed", "vxlan ringtun reseeded"));
+    }
 }

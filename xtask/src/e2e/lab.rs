@@ -75,6 +75,8 @@ pub const TUN_A: &str = "rt-a";
 pub const TUN_B: &str = "rt-b";
 /// The kernel's vxlan device on gateway B, in the kernel interop rows.
 pub const KERNEL_VXLAN: &str = "vx-b";
+/// The tunnel devices of ha-sites.toml's gateways gw-a1, gw-a2, gw-b1, gw-b2.
+pub const HA_TUNNELS: [&str; 4] = ["rt-a1", "rt-a2", "rt-b1", "rt-b2"];
 
 /// Every link name this harness gives a device: the links and veth peers
 /// of the topology files, the tunnel devices, the userspace peers'. A link
@@ -83,6 +85,7 @@ pub const KERNEL_VXLAN: &str = "vx-b";
 pub fn harness_link_names() -> Result<BTreeSet<String>> {
     let mut names: BTreeSet<String> = [TUN_A, TUN_B, KERNEL_VXLAN]
         .into_iter()
+        .chain(HA_TUNNELS)
         .map(String::from)
         .collect();
     names.extend(Userspace::ALL.map(UserspacePeer::iface_name));
@@ -275,7 +278,19 @@ mod tests {
     #[test]
     fn the_harness_link_names_cover_topologies_tunnels_and_peers() {
         let names = harness_link_names().unwrap();
-        for name in ["eth0", "lan0", "br-lan", "wan0", TUN_A, TUN_B, KERNEL_VXLAN] {
+        for name in [
+            "eth0",
+            "lan0",
+            "br-lan",
+            "wan0",
+            "br-wan",
+            TUN_A,
+            TUN_B,
+            KERNEL_VXLAN,
+        ]
+        .into_iter()
+        .chain(HA_TUNNELS)
+        {
             assert!(names.contains(name), "{name} missing from {names:?}");
         }
         for kind in Userspace::ALL {
