@@ -334,14 +334,52 @@ impl Frr {
         Ok(fib_paths(&v, prefix))
     }
 
-    /// Shuts every BGP session down (a Cease to each neighbour, which
+    /// Shuts these BGP sessions down (a Cease to each neighbour, which
     /// withdraws this router's routes from them at once): what an
     /// operator does before stopping a gateway.
     pub fn shut_sessions(&self, neighbors: &[Neighbor]) -> Result<()> {
+        self.configure_sessions(neighbors, "neighbor {} shutdown")
+    }
+
+    /// Prefers (`prefer`) the routes learned from these neighbours over
+    /// any other (local preference 200), or stops preferring them; asks
+    /// every neighbour to send its routes again so that it applies now.
+    pub fn prefer_routes_of(&self, neighbors: &[Neighbor], prefer: bool) -> Result<()> {
+        const MAP: &str = "prefer-these";
+        let router = format!("router bgp {}", self.asn);
+        let mut commands: Vec<String> = vec!["configure terminal".into()];
+        if prefer {
+            commands.extend([
+                format!("route-map {MAP} permit 10"),
+                "set local-preference 200".into(),
+                "exit".into(),
+            ]);
+        }
+        commands.push(router);
+        for (family, v4) in [("ipv4", true), ("ipv6", false)] {
+            commands.push(format!("address-family {family} unicast"));
+            for n in neighbors.iter().filter(|n| n.address.is_ipv4() == v4) {
+                let no = if prefer { "" } else { "no " };
+                commands.push(format!("{no}neighbor {} route-map {MAP} in", n.address));
+            }
+            commands.push("exit-address-family".into());
+        }
+        commands.extend([
+            "end".into(),
+            "clear bgp ipv4 unicast * soft in".into(),
+            "clear bgp ipv6 unicast * soft in".into(),
+        ]);
+        let commands: Vec<&str> = commands.iter().map(String::as_str).collect();
+        self.vtysh(&commands).map(|_| ())
+    }
+
+    /// One line per neighbour, `{}` replaced by its address, under
+    /// `router bgp`.
+    fn configure_sessions(&self, neighbors: &[Neighbor], line: &str) -> Result<()> {
         let router = format!("router bgp {}", self.asn);
         let lines: Vec<String> = neighbors
             .iter()
-            .map(|n| format!("neighbor {} shutdown", n.address))
+            .map(|n| line.replace("{}", &n.address.to_string()))
             .collect();
         let mut commands = vec!["configure terminal", router.as_str()];
         commands.extend(lines.iter().map(String::as_str));

@@ -31,13 +31,16 @@ const UP: &str = "bgp established and bfd up on every session";
 const ECMP: &str = "site routers install both tunnels, v4 and v6";
 const REACH: &str = "reach lan v4 and v6 across the sites";
 const SPREAD: &str = "16 tcp flows a->b use both tunnels";
+const ASYMMETRIC: &str = "asymmetric: out through gw-a1, back through gw-b2";
 const FAILOVER: &str = "failover: SIGKILL ringtun on gw-a1 under a flow through it";
 const RECOVERY: &str = "recovery: ringtun on gw-a1 started again";
 const DRAIN: &str = "graceful drain of gw-a2: withdraw, then ringtun down";
 const STOPS: &str = "frr and ringtun stop; frr's processes, sockets and folders gone";
 
 /// Every row, in the order they are made.
-const ROWS: [&str; 8] = [UP, ECMP, REACH, SPREAD, FAILOVER, RECOVERY, DRAIN, STOPS];
+const ROWS: [&str; 9] = [
+    UP, ECMP, REACH, SPREAD, ASYMMETRIC, FAILOVER, RECOVERY, DRAIN, STOPS,
+];
 
 /// BGP and BFD must be up within this of FRR's start.
 const CONVERGE_WITHIN: Duration = Duration::from_secs(30);
@@ -406,6 +409,9 @@ impl Ha {
             let (ok, figure) = self.spread(ctx)?;
             ctx.table.check(SPREAD, ok, figure);
         }
+        if ctx.wants(ASYMMETRIC) {
+            checks::guarded(ctx, ASYMMETRIC, |ctx| self.asymmetric(ctx))?;
+        }
         if ctx.wants(FAILOVER) {
             checks::guarded(ctx, FAILOVER, |ctx| self.failover(ctx))?;
         }
@@ -626,6 +632,76 @@ impl Ha {
             GATEWAYS[g].name,
             tried.join(", ")
         )
+    }
+
+    /// A flow whose two directions cross different tunnels: rtr-a
+    /// prefers gw-a1's routes and rtr-b gw-b2's, so data goes out through
+    /// tunnel 1 and its ACKs come back through tunnel 2. Nothing in a
+    /// gateway may need to see both directions of a flow.
+    fn asymmetric(&mut self, ctx: &mut Ctx) -> Result<()> {
+        ctx.interrupted()?;
+        let sessions_with = |s: usize, g: usize| -> Vec<Neighbor> {
+            router_conf(s)
+                .neighbors
+                .into_iter()
+                .filter(|n| {
+                    n.address == IpAddr::V4(GATEWAYS[g].core4)
+                        || n.address == IpAddr::V6(GATEWAYS[g].core6)
+                })
+                .collect()
+        };
+        let (via_a1, via_b2) = (sessions_with(0, A1), sessions_with(1, B2));
+        self.router_frr[0].prefer_routes_of(&via_a1, true)?;
+        self.router_frr[1].prefer_routes_of(&via_b2, true)?;
+        let one = self.wait_paths(ctx, [1, 1], ROUTE_CHANGE_WITHIN)?;
+        let result = match one {
+            Err(e) => Err(e),
+            Ok(_) => {
+                let before = self.all_tunnel_bytes()?;
+                let bytes = ctx.bulk_capped(256 << 20);
+                let t = checks::start_bulk(
+                    ctx,
+                    &self.host_ns[0],
+                    &self.host_ns[1],
+                    SITES[1].host4.into(),
+                    bytes,
+                )?;
+                let r = checks::wait_bulk(ctx, t)?.context("the transfer")?;
+                let after = self.all_tunnel_bytes()?;
+                let d = |g: usize, i: usize| {
+                    let pick = |c: (u64, u64)| if i == 0 { c.0 } else { c.1 };
+                    pick(after[g]).saturating_sub(pick(before[g]))
+                };
+                // Data: sent by gw-a1, received by gw-b1. ACKs: sent by
+                // gw-b2, received by gw-a2. Little else on the other two.
+                let figure = format!(
+                    "{}; data sent by gw-a1 {} (gw-a2 {}), ACKs sent by gw-b2 {} (gw-b1 {})",
+                    checks::bulk_figure(&r),
+                    checks::human(d(A1, 1)),
+                    checks::human(d(A2, 1)),
+                    checks::human(d(B2, 1)),
+                    checks::human(d(B1, 1)),
+                );
+                let ok = r.intact()
+                    && d(A1, 1) >= bytes
+                    && d(A2, 1) < bytes / 100
+                    && d(B2, 1) > d(B1, 1) * 10;
+                if ok { Ok(figure) } else { Err(figure) }
+            }
+        };
+        // Back to both paths, whatever happened.
+        self.router_frr[0].prefer_routes_of(&via_a1, false)?;
+        self.router_frr[1].prefer_routes_of(&via_b2, false)?;
+        let both = self.wait_paths(ctx, [2, 2], CONVERGE_WITHIN)?;
+        match (result, both) {
+            (Ok(f), Ok(_)) => ctx.table.pass(ASYMMETRIC, f),
+            (Err(f), _) => ctx.table.fail(ASYMMETRIC, f),
+            (Ok(f), Err(e)) => ctx.table.fail(
+                ASYMMETRIC,
+                format!("{f}; both paths did not come back: {e}"),
+            ),
+        }
+        Ok(())
     }
 
     fn failover(&mut self, ctx: &mut Ctx) -> Result<()> {
