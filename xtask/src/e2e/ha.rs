@@ -405,9 +405,11 @@ impl Ha {
             Duration::from_secs(10),
         )?;
         if ctx.wants(SPREAD) {
-            ctx.interrupted()?;
-            let (ok, figure) = self.spread(ctx)?;
-            ctx.table.check(SPREAD, ok, figure);
+            checks::guarded(ctx, SPREAD, |ctx| {
+                let (ok, figure) = self.spread(ctx)?;
+                ctx.table.check(SPREAD, ok, figure);
+                Ok(())
+            })?;
         }
         if ctx.wants(ASYMMETRIC) {
             checks::guarded(ctx, ASYMMETRIC, |ctx| self.asymmetric(ctx))?;
