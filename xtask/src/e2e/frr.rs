@@ -123,6 +123,11 @@ pub struct RouterConf {
     pub networks: Vec<String>,
     /// BFD transmit and receive interval.
     pub bfd_interval_ms: u32,
+    /// Send every neighbour all paths, not only the best (add-path): a
+    /// gateway whose own route goes away then already holds the one
+    /// through its partner, instead of dropping packets until the
+    /// router's next update reaches it.
+    pub all_paths: bool,
 }
 
 impl RouterConf {
@@ -169,6 +174,9 @@ impl RouterConf {
             let _ = writeln!(s, " address-family {family} unicast");
             for n in self.neighbors.iter().filter(|n| n.address.is_ipv4() == v4) {
                 let _ = writeln!(s, "  neighbor {} activate", n.address);
+                if self.all_paths {
+                    let _ = writeln!(s, "  neighbor {} addpath-tx-all-paths", n.address);
+                }
             }
             for net in self.networks.iter().filter(|p| p.contains(':') != v4) {
                 let _ = writeln!(s, "  network {net}");
@@ -334,11 +342,31 @@ impl Frr {
         Ok(fib_paths(&v, prefix))
     }
 
-    /// Shuts these BGP sessions down (a Cease to each neighbour, which
-    /// withdraws this router's routes from them at once): what an
-    /// operator does before stopping a gateway.
-    pub fn shut_sessions(&self, neighbors: &[Neighbor]) -> Result<()> {
-        self.configure_sessions(neighbors, "neighbor {} shutdown")
+    /// Withdraws every route this router advertises to these neighbours
+    /// (an outbound policy that denies all), keeping the sessions and the
+    /// routes it learns: its neighbours move their traffic elsewhere
+    /// while it still forwards what is in flight. What an operator does
+    /// before stopping a gateway; shutting the sessions instead would
+    /// drop its own routes at once, and with them the packets still on
+    /// their way through it.
+    pub fn withdraw_all(&self, neighbors: &[Neighbor]) -> Result<()> {
+        const MAP: &str = "advertise-nothing";
+        let router = format!("router bgp {}", self.asn);
+        let mut commands: Vec<String> = vec![
+            "configure terminal".into(),
+            format!("route-map {MAP} deny 10"),
+            "exit".into(),
+            router,
+        ];
+        for (family, v4) in [("ipv4", true), ("ipv6", false)] {
+            commands.push(format!("address-family {family} unicast"));
+            for n in neighbors.iter().filter(|n| n.address.is_ipv4() == v4) {
+                commands.push(format!("neighbor {} route-map {MAP} out", n.address));
+            }
+            commands.push("exit-address-family".into());
+        }
+        let commands: Vec<&str> = commands.iter().map(String::as_str).collect();
+        self.vtysh(&commands).map(|_| ())
     }
 
     /// Prefers (`prefer`) the routes learned from these neighbours over
@@ -370,19 +398,6 @@ impl Frr {
             "clear bgp ipv6 unicast * soft in".into(),
         ]);
         let commands: Vec<&str> = commands.iter().map(String::as_str).collect();
-        self.vtysh(&commands).map(|_| ())
-    }
-
-    /// One line per neighbour, `{}` replaced by its address, under
-    /// `router bgp`.
-    fn configure_sessions(&self, neighbors: &[Neighbor], line: &str) -> Result<()> {
-        let router = format!("router bgp {}", self.asn);
-        let lines: Vec<String> = neighbors
-            .iter()
-            .map(|n| line.replace("{}", &n.address.to_string()))
-            .collect();
-        let mut commands = vec!["configure terminal", router.as_str()];
-        commands.extend(lines.iter().map(String::as_str));
         self.vtysh(&commands).map(|_| ())
     }
 
@@ -547,6 +562,7 @@ mod tests {
             ],
             networks: vec!["10.10.1.0/24".into(), "fd00:10:1::/64".into()],
             bfd_interval_ms: 100,
+            all_paths: true,
         }
     }
 
@@ -568,6 +584,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("no bgp ebgp-requires-policy"), "{text}");
+        assert!(at("neighbor fd99:1::2 addpath-tx-all-paths") > v6, "{text}");
         // A line `exit` at the top would leave configuration mode in a
         // daemon that does not know the block, and it would ignore the rest.
         assert!(!text.lines().any(|l| l.trim() == "exit"), "{text}");

@@ -206,6 +206,7 @@ fn gateway_conf(g: usize) -> RouterConf {
         neighbors: gateway_neighbors(g),
         networks: Vec::new(),
         bfd_interval_ms: BFD_INTERVAL_MS,
+        all_paths: false,
     }
 }
 
@@ -236,6 +237,7 @@ fn router_conf(s: usize) -> RouterConf {
         neighbors,
         networks: site.lan.map(String::from).to_vec(),
         bfd_interval_ms: BFD_INTERVAL_MS,
+        all_paths: true,
     }
 }
 
@@ -805,9 +807,9 @@ impl Ha {
         Ok(())
     }
 
-    /// A planned stop of gw-a2 under a flow that crosses it: its BGP
-    /// sessions shut first (its neighbours withdraw its routes at once),
-    /// `ringtun down` once both routers have moved to gw-a1's tunnel.
+    /// A planned stop of gw-a2 under a flow that crosses it: its routes
+    /// withdrawn first (it keeps forwarding meanwhile), `ringtun down`
+    /// once both routers have moved to gw-a1's tunnel.
     fn drain(&mut self, ctx: &mut Ctx) -> Result<()> {
         ctx.interrupted()?;
         if self.ringtun[A2].is_none() {
@@ -816,7 +818,7 @@ impl Ha {
         let (t, _) = self.paced_via(ctx, A2)?;
         let (events, gap) = watch_gaps(&t, || -> Result<_> {
             let started = Instant::now();
-            self.gw_frr[A2].shut_sessions(&gateway_neighbors(A2))?;
+            self.gw_frr[A2].withdraw_all(&gateway_neighbors(A2))?;
             let withdrawn = self
                 .wait_paths(ctx, [1, 1], ROUTE_CHANGE_WITHIN)?
                 .map(|_| started.elapsed());
