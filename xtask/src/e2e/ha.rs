@@ -378,11 +378,18 @@ impl Ha {
             Ok(Some(down)) => (false, format!("after {CONVERGE_WITHIN:?}, not up: {down}")),
             Err(e) => (false, format!("{e:#}")),
         };
-        if ctx.wants(UP) {
-            ctx.table.check(UP, up_ok, figure);
-        }
         if !up_ok {
+            // Every selected row that needs the sessions says why it
+            // could not run.
+            for r in ROWS.into_iter().filter(|r| *r != STOPS) {
+                if ctx.wants(r) {
+                    ctx.table.fail(r, format!("BGP and BFD not up: {figure}"));
+                }
+            }
             return Ok(());
+        }
+        if ctx.wants(UP) {
+            ctx.table.pass(UP, figure);
         }
         let both = self.wait_paths(ctx, [2, 2], CONVERGE_WITHIN)?;
         if ctx.wants(ECMP) {
