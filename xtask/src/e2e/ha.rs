@@ -11,18 +11,25 @@
 //! (recovery); gw-a2 drained (its routes withdrawn, then `ringtun down`)
 //! under a flow that crosses it; everything stops and nothing is left.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ringtun_tests::ringtun::{Conf, Keypair, PeerConf, Ringtun, UpOptions};
+use ringtun_tests::ringtun::{Keypair, Ringtun, UpOptions};
 use ringtun_tests::traffic::{self, BulkOptions, BulkTransfer};
 
 use super::checks::{self, Ctx};
-use super::frr::{self, Frr, FrrRoot, Neighbor, RouterConf};
+use super::frr::{self, Frr, FrrRoot, Neighbor};
 use super::lab::{self, HA_TUNNELS};
+
+mod plan;
+
+use plan::{
+    A1, A2, B1, B2, BFD_INTERVAL_MS, GATEWAYS, SITES, gateway_conf, gateway_neighbors,
+    ringtun_conf, router_conf,
+};
 
 /// The table's mode column for these rows (`--only ha` selects them).
 pub const MODE: &str = "ha";
@@ -55,213 +62,6 @@ const PACED_SECONDS: u64 = 8;
 const FLOWS: usize = 16;
 /// The least share of the bytes each gateway must carry in the spread rows.
 const LEAST_SHARE: f64 = 0.20;
-/// BFD's transmit and receive interval (multiplier 3).
-const BFD_INTERVAL_MS: u32 = 100;
-/// Where every tunnel end listens.
-const PORT: u16 = 51820;
-
-// ---------------------------------------------------------------- the plan
-
-/// A site: its LAN host, its router and what they hold.
-struct Site {
-    host: &'static str,
-    router: &'static str,
-    asn: u32,
-    core4: Ipv4Addr,
-    core6: Ipv6Addr,
-    lan: [&'static str; 2],
-    host4: Ipv4Addr,
-    host6: Ipv6Addr,
-}
-
-const SITES: [Site; 2] = [
-    Site {
-        host: "lan-a",
-        router: "rtr-a",
-        asn: 65100,
-        core4: Ipv4Addr::new(10, 11, 1, 1),
-        core6: Ipv6Addr::new(0xfd00, 0x11, 1, 0, 0, 0, 0, 1),
-        lan: ["10.10.1.0/24", "fd00:10:1::/64"],
-        host4: Ipv4Addr::new(10, 10, 1, 2),
-        host6: Ipv6Addr::new(0xfd00, 0x10, 1, 0, 0, 0, 0, 2),
-    },
-    Site {
-        host: "lan-b",
-        router: "rtr-b",
-        asn: 65200,
-        core4: Ipv4Addr::new(10, 11, 2, 1),
-        core6: Ipv6Addr::new(0xfd00, 0x11, 2, 0, 0, 0, 0, 1),
-        lan: ["10.10.2.0/24", "fd00:10:2::/64"],
-        host4: Ipv4Addr::new(10, 10, 2, 2),
-        host6: Ipv6Addr::new(0xfd00, 0x10, 2, 0, 0, 0, 0, 2),
-    },
-];
-
-/// A gateway: its site, its partner across the WAN, its addresses.
-struct Gateway {
-    name: &'static str,
-    site: usize,
-    partner: usize,
-    asn: u32,
-    core4: Ipv4Addr,
-    core6: Ipv6Addr,
-    wan4: Ipv4Addr,
-    tun: [&'static str; 2],
-    tun4: Ipv4Addr,
-    tun6: Ipv6Addr,
-}
-
-const A1: usize = 0;
-const A2: usize = 1;
-const B1: usize = 2;
-const B2: usize = 3;
-
-const GATEWAYS: [Gateway; 4] = [
-    Gateway {
-        name: "gw-a1",
-        site: 0,
-        partner: B1,
-        asn: 65101,
-        core4: Ipv4Addr::new(10, 11, 1, 11),
-        core6: Ipv6Addr::new(0xfd00, 0x11, 1, 0, 0, 0, 0, 0x11),
-        wan4: Ipv4Addr::new(192, 0, 2, 11),
-        tun: ["10.99.1.1/24", "fd99:1::1/64"],
-        tun4: Ipv4Addr::new(10, 99, 1, 1),
-        tun6: Ipv6Addr::new(0xfd99, 1, 0, 0, 0, 0, 0, 1),
-    },
-    Gateway {
-        name: "gw-a2",
-        site: 0,
-        partner: B2,
-        asn: 65102,
-        core4: Ipv4Addr::new(10, 11, 1, 12),
-        core6: Ipv6Addr::new(0xfd00, 0x11, 1, 0, 0, 0, 0, 0x12),
-        wan4: Ipv4Addr::new(192, 0, 2, 12),
-        tun: ["10.99.2.1/24", "fd99:2::1/64"],
-        tun4: Ipv4Addr::new(10, 99, 2, 1),
-        tun6: Ipv6Addr::new(0xfd99, 2, 0, 0, 0, 0, 0, 1),
-    },
-    Gateway {
-        name: "gw-b1",
-        site: 1,
-        partner: A1,
-        asn: 65201,
-        core4: Ipv4Addr::new(10, 11, 2, 21),
-        core6: Ipv6Addr::new(0xfd00, 0x11, 2, 0, 0, 0, 0, 0x21),
-        wan4: Ipv4Addr::new(192, 0, 2, 21),
-        tun: ["10.99.1.2/24", "fd99:1::2/64"],
-        tun4: Ipv4Addr::new(10, 99, 1, 2),
-        tun6: Ipv6Addr::new(0xfd99, 1, 0, 0, 0, 0, 0, 2),
-    },
-    Gateway {
-        name: "gw-b2",
-        site: 1,
-        partner: A2,
-        asn: 65202,
-        core4: Ipv4Addr::new(10, 11, 2, 22),
-        core6: Ipv6Addr::new(0xfd00, 0x11, 2, 0, 0, 0, 0, 0x22),
-        wan4: Ipv4Addr::new(192, 0, 2, 22),
-        tun: ["10.99.2.2/24", "fd99:2::2/64"],
-        tun4: Ipv4Addr::new(10, 99, 2, 2),
-        tun6: Ipv6Addr::new(0xfd99, 2, 0, 0, 0, 0, 0, 2),
-    },
-];
-
-/// The gateways of site `s`.
-fn gateways_of(s: usize) -> [usize; 2] {
-    [2 * s, 2 * s + 1]
-}
-
-/// A gateway's BGP sessions: its site router over the core segment and
-/// its partner over the tunnel, each in both families.
-fn gateway_neighbors(g: usize) -> Vec<Neighbor> {
-    let gw = &GATEWAYS[g];
-    let (site, partner) = (&SITES[gw.site], &GATEWAYS[gw.partner]);
-    vec![
-        Neighbor {
-            address: site.core4.into(),
-            asn: site.asn,
-        },
-        Neighbor {
-            address: site.core6.into(),
-            asn: site.asn,
-        },
-        Neighbor {
-            address: partner.tun4.into(),
-            asn: partner.asn,
-        },
-        Neighbor {
-            address: partner.tun6.into(),
-            asn: partner.asn,
-        },
-    ]
-}
-
-fn gateway_conf(g: usize) -> RouterConf {
-    let gw = &GATEWAYS[g];
-    RouterConf {
-        hostname: gw.name.into(),
-        asn: gw.asn,
-        router_id: gw.core4,
-        neighbors: gateway_neighbors(g),
-        networks: Vec::new(),
-        bfd_interval_ms: BFD_INTERVAL_MS,
-        all_paths: false,
-    }
-}
-
-/// A site router's sessions: both of its gateways, both families; it
-/// originates its LAN.
-fn router_conf(s: usize) -> RouterConf {
-    let site = &SITES[s];
-    let neighbors = gateways_of(s)
-        .into_iter()
-        .flat_map(|g| {
-            let gw = &GATEWAYS[g];
-            [
-                Neighbor {
-                    address: gw.core4.into(),
-                    asn: gw.asn,
-                },
-                Neighbor {
-                    address: gw.core6.into(),
-                    asn: gw.asn,
-                },
-            ]
-        })
-        .collect();
-    RouterConf {
-        hostname: site.router.into(),
-        asn: site.asn,
-        router_id: site.core4,
-        neighbors,
-        networks: site.lan.map(String::from).to_vec(),
-        bfd_interval_ms: BFD_INTERVAL_MS,
-        all_paths: true,
-    }
-}
-
-/// A gateway's ringtun: its tunnel addresses, no routes, its partner as
-/// the one peer, allowed the far site's LAN and the partner's tunnel
-/// address (BGP's next hop and BFD's peer).
-fn ringtun_conf(g: usize, keys: &[Keypair; 4]) -> Conf {
-    let gw = &GATEWAYS[g];
-    let partner = &GATEWAYS[gw.partner];
-    let far = &SITES[partner.site];
-    let peer = PeerConf::wireguard(&keys[gw.partner].public_key)
-        .endpoint(SocketAddr::new(partner.wan4.into(), PORT))
-        .allowed_ip(far.lan[0])
-        .allowed_ip(far.lan[1])
-        .allowed_ip(&format!("{}/32", partner.tun4))
-        .allowed_ip(&format!("{}/128", partner.tun6));
-    Conf::wireguard(&keys[g])
-        .listen_port(PORT)
-        .address(gw.tun[0])
-        .address(gw.tun[1])
-        .mtu(1420)
-        .table("off")
-        .peer(peer)
-}
 
 // ---------------------------------------------------------------- the lab
 
