@@ -34,6 +34,46 @@ pub struct PeerStatus {
     pub tx_packets: u64,
     /// Handshakes completed with this peer.
     pub handshakes: u64,
+    /// What each data-plane worker sent to and received from this peer,
+    /// in worker order (packets the control thread sends itself, such as
+    /// keepalives, count only in the totals).
+    #[serde(default)]
+    pub by_worker: Vec<WorkerShare>,
+}
+
+/// One worker's part of one peer's traffic.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkerShare {
+    /// Packets this worker sealed (encapsulated) and sent to the peer.
+    pub tx_packets: u64,
+    /// Packets from the peer this worker opened (decapsulated) and delivered.
+    pub rx_packets: u64,
+}
+
+/// A worker's share as `ringtun show` lists it, from its traffic lane.
+pub fn share(t: &tunnel_proto::Traffic) -> WorkerShare {
+    WorkerShare {
+        tx_packets: t.tx_packets,
+        rx_packets: t.rx_packets,
+    }
+}
+
+impl PeerStatus {
+    /// Each worker's share of the packets sent to this peer and of those
+    /// received from it, in percent of the peer's totals (`None` for a
+    /// direction with no packets yet).
+    pub fn worker_shares(&self) -> Vec<(Option<f64>, Option<f64>)> {
+        let pct = |part: u64, whole: u64| (whole > 0).then(|| part as f64 * 100.0 / whole as f64);
+        self.by_worker
+            .iter()
+            .map(|w| {
+                (
+                    pct(w.tx_packets, self.tx_packets),
+                    pct(w.rx_packets, self.rx_packets),
+                )
+            })
+            .collect()
+    }
 }
 
 /// The whole interface.
@@ -165,6 +205,26 @@ impl InterfaceStatus {
                 human_bytes(p.tx_bytes),
                 p.tx_packets
             );
+            if p.by_worker.len() > 1 {
+                let shares = p.worker_shares();
+                let list = |pick: fn(&(Option<f64>, Option<f64>)) -> Option<f64>| {
+                    shares
+                        .iter()
+                        .enumerate()
+                        .map(|(i, sh)| match pick(sh) {
+                            Some(v) => format!("{i}: {v:.0}%"),
+                            None => format!("{i}: -"),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let _ = writeln!(
+                    s,
+                    "  by worker: sent {}; received {}",
+                    list(|sh| sh.0),
+                    list(|sh| sh.1)
+                );
+            }
             if let Some(k) = p.persistent_keepalive {
                 let _ = writeln!(s, "  persistent keepalive: every {k} seconds");
             }
@@ -490,5 +550,67 @@ mod tests {
         assert_eq!(d.coalesced_writes, 0, "a restart reads as nothing");
         assert_eq!(d.segments_per_coalesced_write(), None);
         assert_eq!(d.plus(&d).udp_datagrams, 160);
+    }
+
+    #[test]
+    fn each_workers_share_of_a_peer_is_shown_and_kept_in_json() {
+        let peer = PeerStatus {
+            name: "peer".into(),
+            tx_packets: 100,
+            rx_packets: 10,
+            by_worker: vec![
+                WorkerShare {
+                    tx_packets: 60,
+                    rx_packets: 0,
+                },
+                WorkerShare {
+                    tx_packets: 38,
+                    rx_packets: 10,
+                },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            peer.worker_shares(),
+            vec![(Some(60.0), Some(0.0)), (Some(38.0), Some(100.0))]
+        );
+        let status = InterfaceStatus {
+            peers: vec![peer.clone()],
+            ..Default::default()
+        };
+        let text = status.render();
+        assert!(
+            text.contains("  by worker: sent 0: 60%, 1: 38%; received 0: 0%, 1: 100%\n"),
+            "{text}"
+        );
+        let json = serde_json::to_string(&status).unwrap();
+        let back: InterfaceStatus = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.peers[0].by_worker, peer.by_worker);
+
+        // No traffic yet: no share, no division by zero.
+        let idle = PeerStatus {
+            by_worker: vec![WorkerShare::default(); 2],
+            ..Default::default()
+        };
+        assert_eq!(idle.worker_shares(), vec![(None, None), (None, None)]);
+        let text = InterfaceStatus {
+            peers: vec![idle],
+            ..Default::default()
+        }
+        .render();
+        assert!(
+            text.contains("by worker: sent 0: -, 1: -; received 0: -, 1: -"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_status_from_a_build_without_worker_shares_still_reads() {
+        let old = r#"{"name":"p","endpoint":null,"local_address":null,"allowed_ips":[],
+            "latest_handshake_unix":null,"persistent_keepalive":null,"pinned":false,
+            "rx_bytes":1,"rx_packets":1,"tx_bytes":2,"tx_packets":2,"handshakes":0}"#;
+        let p: PeerStatus = serde_json::from_str(old).unwrap();
+        assert!(p.by_worker.is_empty());
+        assert!(p.worker_shares().is_empty());
     }
 }

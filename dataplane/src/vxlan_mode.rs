@@ -302,6 +302,12 @@ impl ModeControl for VxlanControl {
                     rx_packets: t.rx_packets,
                     tx_bytes: t.tx_bytes,
                     tx_packets: t.tx_packets,
+                    by_worker: v
+                        .traffic
+                        .by_lane()
+                        .iter()
+                        .map(crate::status::share)
+                        .collect(),
                     ..Default::default()
                 }
             })

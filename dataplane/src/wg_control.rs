@@ -16,7 +16,7 @@ use tunnel_proto::{DropReason, Path, PublicKey};
 use crate::config::{Config, ModeConfig};
 use crate::control::{ModeControl, Outbox, ReloadPlan};
 use crate::counters::{ControlCounters, Counter};
-use crate::status::PeerStatus;
+use crate::status::{PeerStatus, share};
 use crate::uapi::protocol::{AllowedIpOp, DeviceDump, Errno, PeerDump, PeerSet, SetRequest};
 use crate::wg_mode::{PeerEntry, WgEvent, WgMode};
 
@@ -257,6 +257,7 @@ impl ModeControl for WgControl {
                 rx_packets: st.traffic.rx_packets,
                 tx_bytes: st.traffic.tx_bytes,
                 tx_packets: st.traffic.tx_packets,
+                by_worker: st.traffic_by_worker.iter().map(share).collect(),
             })
             .collect()
     }

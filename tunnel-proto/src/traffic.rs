@@ -81,6 +81,12 @@ impl PeerTraffic {
         &self.lanes[i.min(last)]
     }
 
+    /// Each lane on its own, in lane order (a worker's share of a peer's
+    /// packets, for `ringtun show`).
+    pub fn by_lane(&self) -> Vec<Traffic> {
+        self.lanes.iter().map(TrafficLane::read).collect()
+    }
+
     /// The sum of every lane.
     pub fn total(&self) -> Traffic {
         self.lanes
@@ -116,5 +122,10 @@ mod test {
         );
         assert_eq!(std::mem::align_of::<TrafficLane>(), 64, "one line per lane");
         assert_eq!(PeerTraffic::new(0).total(), Traffic::default());
+        let lanes = t.by_lane();
+        assert_eq!(lanes.len(), 3);
+        assert_eq!((lanes[0].tx_packets, lanes[1].rx_packets), (2, 1));
+        // The misnumbered writer landed in the last lane.
+        assert_eq!(lanes[2].tx_bytes, 1);
     }
 }

@@ -99,6 +99,9 @@ pub struct PeerStatus {
     pub handshakes: u64,
     /// Traffic, summed over every lane.
     pub traffic: Traffic,
+    /// Traffic of each worker's lane, in worker order (the control
+    /// thread's own lane left out).
+    pub traffic_by_worker: Vec<Traffic>,
 }
 
 /// What [`Tunnel::handle_handshake`] did with a message.
@@ -353,6 +356,11 @@ impl Tunnel {
             staged: p.staged.len(),
             handshakes: p.handshakes,
             traffic: p.shared.traffic.total(),
+            traffic_by_worker: {
+                let mut lanes = p.shared.traffic.by_lane();
+                lanes.truncate(self.control_lane());
+                lanes
+            },
         })
     }
 

@@ -312,6 +312,27 @@ impl Ha {
             .fold((0, 0), |(rx, tx), p| (rx + p.rx_bytes, tx + p.tx_bytes)))
     }
 
+    /// How gateway `g`'s workers split the packets it sent to (`sent`) or
+    /// received from its peer, as `ringtun show` gives it: `48/52%`.
+    fn worker_split(&self, g: usize, sent: bool) -> Result<String> {
+        let Some(r) = &self.ringtun[g] else {
+            return Ok("-".into());
+        };
+        let st = r.show()?;
+        let Some(peer) = st.peers.first() else {
+            return Ok("-".into());
+        };
+        let parts: Vec<String> = peer
+            .worker_shares()
+            .iter()
+            .map(|(tx, rx)| {
+                let v = if sent { tx } else { rx };
+                v.map_or("-".into(), |v| format!("{v:.0}"))
+            })
+            .collect();
+        Ok(format!("{}%", parts.join("/")))
+    }
+
     fn all_tunnel_bytes(&self) -> Result<[(u64, u64); 4]> {
         Ok([
             self.tunnel_bytes(A1)?,
@@ -381,7 +402,14 @@ impl Ha {
                     (Some(f), 2) => format!(" (a second set: the first split {f})"),
                     _ => String::new(),
                 };
-                return Ok((true, format!("{figure}{again}")));
+                return Ok((
+                    true,
+                    format!(
+                        "{figure}{again}; by worker (so far): gw-a1 sealed {}, gw-b1 opened {}",
+                        self.worker_split(A1, true)?,
+                        self.worker_split(B1, false)?
+                    ),
+                ));
             }
             first = Some(format!(
                 "gw-a1 {:.0}% / gw-a2 {:.0}%",
