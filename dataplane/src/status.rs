@@ -58,19 +58,26 @@ pub fn share(t: &tunnel_proto::Traffic) -> WorkerShare {
     }
 }
 
+/// A worker's share of one peer's packets, in percent of the peer's
+/// totals; `None` for a direction with no packets yet.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WorkerPercent {
+    /// Of the packets sent to the peer.
+    pub sent: Option<f64>,
+    /// Of the packets received from it.
+    pub received: Option<f64>,
+}
+
 impl PeerStatus {
     /// Each worker's share of the packets sent to this peer and of those
-    /// received from it, in percent of the peer's totals (`None` for a
-    /// direction with no packets yet).
-    pub fn worker_shares(&self) -> Vec<(Option<f64>, Option<f64>)> {
+    /// received from it.
+    pub fn worker_shares(&self) -> Vec<WorkerPercent> {
         let pct = |part: u64, whole: u64| (whole > 0).then(|| part as f64 * 100.0 / whole as f64);
         self.by_worker
             .iter()
-            .map(|w| {
-                (
-                    pct(w.tx_packets, self.tx_packets),
-                    pct(w.rx_packets, self.rx_packets),
-                )
+            .map(|w| WorkerPercent {
+                sent: pct(w.tx_packets, self.tx_packets),
+                received: pct(w.rx_packets, self.rx_packets),
             })
             .collect()
     }
@@ -207,7 +214,7 @@ impl InterfaceStatus {
             );
             if p.by_worker.len() > 1 {
                 let shares = p.worker_shares();
-                let list = |pick: fn(&(Option<f64>, Option<f64>)) -> Option<f64>| {
+                let list = |pick: fn(&WorkerPercent) -> Option<f64>| {
                     shares
                         .iter()
                         .enumerate()
@@ -221,8 +228,8 @@ impl InterfaceStatus {
                 let _ = writeln!(
                     s,
                     "  by worker: sent {}; received {}",
-                    list(|sh| sh.0),
-                    list(|sh| sh.1)
+                    list(|sh| sh.sent),
+                    list(|sh| sh.received)
                 );
             }
             if let Some(k) = p.persistent_keepalive {
@@ -570,9 +577,10 @@ mod tests {
             ],
             ..Default::default()
         };
+        let pct = |sent, received| WorkerPercent { sent, received };
         assert_eq!(
             peer.worker_shares(),
-            vec![(Some(60.0), Some(0.0)), (Some(38.0), Some(100.0))]
+            vec![pct(Some(60.0), Some(0.0)), pct(Some(38.0), Some(100.0))]
         );
         let status = InterfaceStatus {
             peers: vec![peer.clone()],
@@ -592,7 +600,7 @@ mod tests {
             by_worker: vec![WorkerShare::default(); 2],
             ..Default::default()
         };
-        assert_eq!(idle.worker_shares(), vec![(None, None), (None, None)]);
+        assert_eq!(idle.worker_shares(), vec![pct(None, None), pct(None, None)]);
         let text = InterfaceStatus {
             peers: vec![idle],
             ..Default::default()

@@ -325,8 +325,8 @@ impl Ha {
         let parts: Vec<String> = peer
             .worker_shares()
             .iter()
-            .map(|(tx, rx)| {
-                let v = if sent { tx } else { rx };
+            .map(|w| {
+                let v = if sent { w.sent } else { w.received };
                 v.map_or("-".into(), |v| format!("{v:.0}"))
             })
             .collect();
