@@ -6,10 +6,12 @@
 //! every session; the site routers install both tunnels (ECMP on ports).
 //!
 //! Rows, in order: BGP and BFD come up; the routers hold both paths, in
-//! both families; 16 flows spread over both tunnels; ringtun on gw-a1
-//! killed under a flow that crosses it (failover), then started again
-//! (recovery); gw-a2 drained (its routes withdrawn, then `ringtun down`)
-//! under a flow that crosses it; everything stops and nothing is left.
+//! both families; 16 flows spread over both tunnels; one flow's data out
+//! through one tunnel and its ACKs back through the other; ringtun on
+//! gw-a1 killed under a flow that crosses it (failover), then started
+//! again (recovery); gw-a2 drained (its routes withdrawn, then `ringtun
+//! down`) under a flow that crosses it; everything stops and nothing is
+//! left.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
