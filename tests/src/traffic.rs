@@ -211,9 +211,6 @@ pub struct BulkOptions {
     pub timeout: Duration,
     /// Port to listen on (0: any free port).
     pub port: u16,
-    /// Port the sender connects from (0: any free port): a chosen one
-    /// puts the flow on a path a router's ECMP hash is known to pick.
-    pub source_port: u16,
     /// Bytes a second the sender keeps to (`None`: as fast as it can):
     /// a transfer that must span a stretch of time, not load the machine.
     pub pace: Option<u64>,
@@ -226,7 +223,6 @@ impl Default for BulkOptions {
             seed: 0x5EED,
             timeout: Duration::from_secs(120),
             port: 0,
-            source_port: 0,
             pace: None,
         }
     }
@@ -364,19 +360,20 @@ pub fn start_tcp_bulk(
         .map_err(|e| TrafficError::io("reading the listener's address", e))?;
     // The first SYN may wait for a tunnel handshake; the kernel retries it.
     let connect_for = remaining(deadline).max(Duration::from_millis(1));
-    let source_port = opts.source_port;
-    let stream =
-        in_netns(sender_ns, || connect_from(source_port, target, connect_for))?.map_err(|e| {
-            if is_timeout(&e) {
-                TrafficError::Timeout {
-                    what: format!("connecting from {sender_ns} to {target}"),
-                    after: connect_for,
-                    progress: "no connection".to_string(),
-                }
-            } else {
-                TrafficError::io(format!("connecting from {sender_ns} to {target}"), e)
+    let stream = in_netns(sender_ns, || {
+        TcpStream::connect_timeout(&target, connect_for)
+    })?
+    .map_err(|e| {
+        if is_timeout(&e) {
+            TrafficError::Timeout {
+                what: format!("connecting from {sender_ns} to {target}"),
+                after: connect_for,
+                progress: "no connection".to_string(),
             }
-        })?;
+        } else {
+            TrafficError::io(format!("connecting from {sender_ns} to {target}"), e)
+        }
+    })?;
     let peer = accept_by(&listener, deadline)?;
 
     let received = Arc::new(AtomicU64::new(0));
@@ -405,28 +402,6 @@ pub fn start_tcp_bulk(
         receiver,
         started,
     })
-}
-
-/// Connects to `target` from `source_port` (0: any), within `within`.
-fn connect_from(source_port: u16, target: SocketAddr, within: Duration) -> io::Result<TcpStream> {
-    if source_port == 0 {
-        return TcpStream::connect_timeout(&target, within);
-    }
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(target),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    // A port left in TIME_WAIT by an earlier transfer to another
-    // destination port is free for this one.
-    socket.set_reuse_address(true)?;
-    let any: IpAddr = match target {
-        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
-        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
-    };
-    socket.bind(&SocketAddr::new(any, source_port).into())?;
-    socket.connect_timeout(&target.into(), within)?;
-    Ok(socket.into())
 }
 
 fn accept_by(listener: &TcpListener, deadline: Instant) -> Result<TcpStream> {

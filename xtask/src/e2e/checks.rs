@@ -279,7 +279,6 @@ pub fn start_bulk(
             seed,
             timeout: bulk_timeout(bytes),
             port: 0,
-            source_port: 0,
             pace: None,
         },
     )

@@ -454,7 +454,10 @@ impl Ha {
             let before = (self.tunnel_bytes(g)?.1, self.tunnel_bytes(other)?.1);
             std::thread::sleep(Duration::from_millis(500));
             let after = (self.tunnel_bytes(g)?.1, self.tunnel_bytes(other)?.1);
-            let (on_g, on_other) = (after.0 - before.0, after.1 - before.1);
+            let (on_g, on_other) = (
+                after.0.saturating_sub(before.0),
+                after.1.saturating_sub(before.1),
+            );
             // The flow's bytes against BGP's and BFD's few hundred a
             // second on the other tunnel; a starved machine moves less than
             // the pace, and no more than it lets through is asked.
@@ -699,6 +702,8 @@ impl Ha {
     /// on anything of FRR's left.
     fn stop_row(&mut self, ctx: &mut Ctx) {
         let mut problems = Vec::new();
+        let instances = self.gw_frr.len() + self.router_frr.len();
+        let ringtuns = self.ringtun.iter().flatten().count();
         for f in self.gw_frr.iter_mut().chain(self.router_frr.iter_mut()) {
             if let Err(e) = f.stop() {
                 problems.push(format!("{e:#}"));
@@ -731,7 +736,10 @@ impl Ha {
                 STOPS,
                 problems.is_empty(),
                 if problems.is_empty() {
-                    format!("6 FRR instances and 4 ringtuns exited cleanly; {folder_name} removed")
+                    format!(
+                        "{instances} FRR instances and {ringtuns} ringtuns still running exited \
+                         cleanly; {folder_name} removed"
+                    )
                 } else {
                     problems.join("; ")
                 },

@@ -229,7 +229,6 @@ fn soak_pair(
                 seed: ctx.rng.next_u64(),
                 timeout: run_for * 2 + Duration::from_secs(120),
                 port: 0,
-                source_port: 0,
                 pace: Some(pace),
             },
         )

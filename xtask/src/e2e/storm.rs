@@ -367,7 +367,6 @@ fn many_sources(
             seed: ctx.rng.next_u64(),
             timeout: Duration::from_secs(span * 2 + 60),
             port: 0,
-            source_port: 0,
             pace: Some(PACE),
         },
     );
