@@ -23,6 +23,7 @@
 //! Endpoint = 192.0.2.1:51820               # or [2001:db8::1]:51820 or host.name:51820; required in vxlan mode
 //! PersistentKeepalive = 25                 # off or 0-65535 seconds (0 = off)
 //! PinEndpoint = true                       # ringtun: roaming off (keep Endpoint), default false
+//! SpreadFlows = true                       # ringtun, wireguard only, both ends ringtun: each inner flow from a source port of its own, default false
 //! ```
 //!
 //! Section and key names are case-insensitive, as in wg-quick; values are trimmed; `#` starts
@@ -206,6 +207,11 @@ pub struct WireGuardPeer {
     /// for static site-to-site links. Without `endpoint`, the first address the peer is heard
     /// from is kept (tunnel-proto's rule).
     pub pin_endpoint: bool,
+    /// The peer is a ringtun with `SpreadFlows` set for us: each inner flow goes to it from a
+    /// source port of its own, so its receiving workers share our traffic, and data from its
+    /// flow ports moves only the endpoint's address. Both ends must set it: a stock WireGuard
+    /// peer would answer to whichever port it heard last.
+    pub spread_flows: bool,
 }
 
 impl WireGuardConfig {
@@ -236,6 +242,7 @@ impl WireGuardPeer {
             .persistent_keepalive
             .map(|secs| Duration::from_secs(u64::from(secs.get())));
         peer.pin_endpoint = self.pin_endpoint;
+        peer.spread_flows = self.spread_flows;
         Ok(peer)
     }
 }

@@ -145,15 +145,25 @@ pub trait ModeControl: Send {
 }
 
 /// What a reload changes: the UAPI `set` it amounts to, plus what the
-/// UAPI has no key for (`PinEndpoint`), and the prefixes routes follow.
+/// UAPI has no key for (`PinEndpoint`, `SpreadFlows`), and the prefixes
+/// routes follow.
 #[derive(Debug)]
 pub struct ReloadPlan {
     /// The change, as `wg syncconf` would send it.
     pub set: SetRequest,
-    /// `PinEndpoint` per peer.
-    pub pins: Vec<(tunnel_proto::PublicKey, bool)>,
+    /// ringtun's own settings per peer.
+    pub extras: Vec<(tunnel_proto::PublicKey, PeerExtras)>,
     /// Every AllowedIPs prefix of the file (the routes follow them).
     pub prefixes: Vec<(std::net::IpAddr, u8)>,
+}
+
+/// A peer's settings that only ringtun's file has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerExtras {
+    /// `PinEndpoint`.
+    pub pin_endpoint: bool,
+    /// `SpreadFlows`.
+    pub spread_flows: bool,
 }
 
 /// Where a reload reads from, and the routes it keeps in step.
@@ -358,7 +368,7 @@ impl<C: ModeControl> ControlSetup<C> {
 
     /// Reads the configuration file again and applies the difference: the
     /// peers and keys as `wg syncconf` would (sessions kept where the keys
-    /// did not change), the port and mark, `PinEndpoint`, and the routes
+    /// did not change), the port and mark, `PinEndpoint` and `SpreadFlows`, and the routes
     /// for AllowedIPs. A file that does not parse changes nothing.
     /// The service manager hears of it (`RELOADING=1`, then `READY=1` with
     /// the outcome), so `systemctl reload` waits for it.

@@ -29,6 +29,10 @@ pub struct Sealed<T, E> {
     pub len: usize,
     /// Every destination, with the local address to send from.
     pub targets: T,
+    /// Whether it may leave from the source port its inner flow's hash
+    /// picks (a flow socket) rather than the listen port: the mode spreads
+    /// flows ([`Mode::FLOW_SOURCE_PORTS`]) and these targets take it.
+    pub spread: bool,
     /// Something the control thread must hear about.
     pub event: Option<E>,
 }
@@ -84,10 +88,12 @@ pub trait Mode: Send + Sync + 'static {
     /// WireGuard marks decrypted packets CHECKSUM_UNNECESSARY for the same
     /// reason. Plaintext modes verify.
     const AUTHENTICATED: bool;
-    /// Whether a sealed frame leaves from a source port picked by the hash
-    /// of its inner flow (one of the flow sockets), so that receivers and
-    /// ECMP spread flows: what RFC 7348 §5 asks of a VTEP. Otherwise every
-    /// datagram leaves from the listen port, which a WireGuard peer expects
+    /// Whether a sealed packet may leave from a source port picked by the
+    /// hash of its inner flow (one of the flow sockets), so that receivers
+    /// and ECMP spread flows: what RFC 7348 §5 asks of a VTEP, and what a
+    /// WireGuard peer that is a ringtun takes when both ends say so
+    /// ([`Sealed::spread`] says it per packet). Otherwise every datagram
+    /// leaves from the listen port, which a stock WireGuard peer expects
     /// (it sends back to the port it last heard from).
     const FLOW_SOURCE_PORTS: bool;
 

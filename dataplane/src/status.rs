@@ -24,6 +24,10 @@ pub struct PeerStatus {
     pub persistent_keepalive: Option<u16>,
     /// Whether roaming is off for this peer.
     pub pinned: bool,
+    /// Whether each inner flow to this peer leaves from a source port of
+    /// its own (`SpreadFlows`; always in vxlan mode).
+    #[serde(default)]
+    pub spread_flows: bool,
     /// Plaintext bytes received from this peer.
     pub rx_bytes: u64,
     /// Packets received from this peer.
@@ -185,7 +189,12 @@ impl InterfaceStatus {
             let _ = writeln!(s, "peer: {}", p.name);
             if let Some(e) = &p.endpoint {
                 let pin = if p.pinned { " (pinned)" } else { "" };
-                let _ = writeln!(s, "  endpoint: {e}{pin}");
+                let spread = if p.spread_flows {
+                    " (flows spread over source ports)"
+                } else {
+                    ""
+                };
+                let _ = writeln!(s, "  endpoint: {e}{pin}{spread}");
             }
             if let Some(l) = &p.local_address {
                 let _ = writeln!(s, "  local address: {l}");

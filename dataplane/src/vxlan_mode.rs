@@ -199,6 +199,7 @@ impl Mode for VxlanMode {
                 next,
                 end,
             },
+            spread: true,
             event: None,
         })
     }
@@ -298,6 +299,7 @@ impl ModeControl for VxlanControl {
                     endpoint: Some(v.addr.to_string()),
                     local_address: v.path.load().and_then(|p| p.local).map(|a| a.to_string()),
                     pinned: true,
+                    spread_flows: true,
                     rx_bytes: t.rx_bytes,
                     rx_packets: t.rx_packets,
                     tx_bytes: t.tx_bytes,

@@ -14,7 +14,7 @@ use tunnel_proto::wg::{
 use tunnel_proto::{DropReason, Path, PublicKey};
 
 use crate::config::{Config, ModeConfig};
-use crate::control::{ModeControl, Outbox, ReloadPlan};
+use crate::control::{ModeControl, Outbox, PeerExtras, ReloadPlan};
 use crate::counters::{ControlCounters, Counter};
 use crate::status::{PeerStatus, share};
 use crate::uapi::protocol::{AllowedIpOp, DeviceDump, Errno, PeerDump, PeerSet, SetRequest};
@@ -252,6 +252,7 @@ impl ModeControl for WgControl {
                     .persistent_keepalive
                     .map(|d| u16::try_from(d.as_secs()).unwrap_or(u16::MAX)),
                 pinned: st.pinned,
+                spread_flows: st.spread_flows,
                 handshakes: st.handshakes,
                 rx_bytes: st.traffic.rx_bytes,
                 rx_packets: st.traffic.rx_packets,
@@ -387,7 +388,7 @@ impl ModeControl for WgControl {
             );
         };
         let mut peers = Vec::new();
-        let mut pins = Vec::new();
+        let mut extras = Vec::new();
         let mut prefixes = Vec::new();
         for p in &w.peers {
             let endpoint = p
@@ -409,7 +410,13 @@ impl ModeControl for WgControl {
                 persistent_keepalive: Some(p.persistent_keepalive.map_or(0, |k| k.get())),
                 allowed_ips,
             });
-            pins.push((p.public_key, p.pin_endpoint));
+            extras.push((
+                p.public_key,
+                PeerExtras {
+                    pin_endpoint: p.pin_endpoint,
+                    spread_flows: p.spread_flows,
+                },
+            ));
         }
         // Peers the file no longer has go, as with `wg syncconf`.
         let named: HashSet<PublicKey> = w.peers.iter().map(|p| p.public_key).collect();
@@ -438,15 +445,16 @@ impl ModeControl for WgControl {
                 replace_peers: false,
                 peers,
             },
-            pins,
+            extras,
             prefixes,
         })
     }
 
     fn apply_extras(&mut self, plan: &ReloadPlan) {
-        for (key, pin) in &plan.pins {
+        for (key, x) in &plan.extras {
             if let Some(id) = self.tunnel.peer_id(key) {
-                let _ = self.tunnel.set_pinned(id, *pin);
+                let _ = self.tunnel.set_pinned(id, x.pin_endpoint);
+                let _ = self.tunnel.set_spread_flows(id, x.spread_flows);
             }
         }
     }

@@ -127,8 +127,9 @@ impl Mode for WgMode {
     const HEADROOM: usize = wg::HEADROOM;
     const TAILROOM: usize = wg::TAILROOM;
     const AUTHENTICATED: bool = true;
-    /// A WireGuard peer expects the listen port.
-    const FLOW_SOURCE_PORTS: bool = false;
+    /// Only toward a peer that spreads flows itself (`SpreadFlows`): a
+    /// stock WireGuard peer expects the listen port.
+    const FLOW_SOURCE_PORTS: bool = true;
     const NAME: &'static str = "wireguard";
     type Peer = PeerId;
     type Event = WgEvent;
@@ -172,6 +173,7 @@ impl Mode for WgMode {
                     src: s.src,
                     peer,
                 }),
+                spread: s.spread,
                 event: event(peer, s.events),
             }),
             Err(EncapError::NoSession | EncapError::CounterExhausted) => {

@@ -624,6 +624,8 @@ pub struct PeerConf {
     pub persistent_keepalive: Option<u16>,
     /// `PinEndpoint =`.
     pub pin_endpoint: Option<bool>,
+    /// `SpreadFlows =`.
+    pub spread_flows: Option<bool>,
 }
 
 impl Conf {
@@ -687,6 +689,14 @@ impl Conf {
     /// Sets `Workers`.
     pub fn workers(mut self, n: usize) -> Conf {
         self.workers = Some(n);
+        self
+    }
+
+    /// Sets `SpreadFlows` on every peer so far.
+    pub fn spread_flows(mut self, on: bool) -> Conf {
+        for p in &mut self.peers {
+            p.spread_flows = Some(on);
+        }
         self
     }
 
@@ -815,6 +825,12 @@ impl PeerConf {
         self
     }
 
+    /// Sets `SpreadFlows`.
+    pub fn spread_flows(mut self, on: bool) -> PeerConf {
+        self.spread_flows = Some(on);
+        self
+    }
+
     /// Sets `PinEndpoint`.
     pub fn pin_endpoint(mut self, pin: bool) -> PeerConf {
         self.pin_endpoint = Some(pin);
@@ -840,6 +856,9 @@ impl PeerConf {
         }
         if let Some(p) = self.pin_endpoint {
             let _ = writeln!(s, "PinEndpoint = {p}");
+        }
+        if let Some(p) = self.spread_flows {
+            let _ = writeln!(s, "SpreadFlows = {p}");
         }
         s
     }
@@ -1203,7 +1222,8 @@ mod tests {
                     .allowed_ip("fd99::2/128")
                     .endpoint("[2001:db8::2]:51820".parse().unwrap())
                     .persistent_keepalive(5)
-                    .pin_endpoint(true),
+                    .pin_endpoint(true)
+                    .spread_flows(true),
             )
             .render();
         let (cfg, warnings) = dataplane::config::Config::parse(&text, "rt7.conf")
@@ -1220,6 +1240,7 @@ mod tests {
         assert_eq!(wg.peers[0].public_key.to_base64(), b.public_key);
         assert_eq!(wg.peers[0].allowed_ips.len(), 2);
         assert!(wg.peers[0].pin_endpoint);
+        assert!(wg.peers[0].spread_flows);
     }
 
     #[test]

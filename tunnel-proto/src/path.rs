@@ -198,6 +198,20 @@ impl AtomicPath {
         current.is_none_or(|p| p.remote != remote)
     }
 
+    /// [`roam`](Self::roam) for a datagram that may have left from any of
+    /// a peer's flow ports: the address follows it, the port stays the
+    /// one last learned from the peer's listen port (a path without a
+    /// remote takes the datagram's own). A flow port receives nothing, so
+    /// an answer sent to one would be lost.
+    #[inline]
+    pub fn roam_address(&self, remote: SocketAddr, local: Option<IpAddr>, pinned: bool) -> bool {
+        let remote = match self.load() {
+            Some(p) => SocketAddr::new(remote.ip(), p.remote.port()),
+            None => remote,
+        };
+        self.roam(remote, local, pinned)
+    }
+
     /// Forgets the local address (it went away); the kernel chooses the
     /// source until a datagram from the peer names one again.
     pub fn forget_local(&self) {
@@ -243,6 +257,41 @@ mod test {
         }
         e.store(None);
         assert_eq!(e.load(), None);
+    }
+
+    #[test]
+    fn address_roaming_keeps_the_port() {
+        let e = AtomicPath::new(None);
+        let first = v4([192, 0, 2, 1], 51820);
+        assert!(
+            e.roam_address(first, None, false),
+            "learns its first remote whole"
+        );
+        assert_eq!(e.load(), Some(path(first, None)));
+        assert!(!e.roam_address(v4([192, 0, 2, 1], 40001), None, false));
+        assert_eq!(
+            e.load(),
+            Some(path(first, None)),
+            "another port of the same address"
+        );
+        assert!(e.roam_address(v4([192, 0, 2, 9], 40002), None, false));
+        assert_eq!(
+            e.load(),
+            Some(path(v4([192, 0, 2, 9], 51820), None)),
+            "a new address, the listen port kept"
+        );
+        assert!(!e.roam_address(v4([192, 0, 2, 7], 51820), None, true));
+        assert_eq!(
+            e.load(),
+            Some(path(v4([192, 0, 2, 9], 51820), None)),
+            "pinned"
+        );
+        assert!(e.roam(v4([192, 0, 2, 9], 6000), None, false));
+        assert_eq!(
+            e.load(),
+            Some(path(v4([192, 0, 2, 9], 6000), None)),
+            "a handshake's source sets the port"
+        );
     }
 
     #[test]

@@ -609,6 +609,90 @@ fn roaming_follows_authenticated_packets_unless_pinned() {
 }
 
 #[test]
+fn a_peer_that_spreads_flows_keeps_its_listen_port() {
+    let mut sim = Sim::new(|_, p| p.spread_flows = true);
+    sim.send(A, b"hello").unwrap_err();
+    sim.deliver();
+    let listen = sim.nodes[A].addr;
+    assert_eq!(sim.nodes[B].dp.endpoint(PeerId::new(0, 0)), Some(listen));
+    let st = sim.nodes[B]
+        .tunnel
+        .peer_status(PeerId::new(0, 0), sim.now)
+        .unwrap();
+    assert!(st.spread_flows);
+    // Data from A's flow ports: delivered, but the port B answers to stays
+    // A's listen port (a flow port receives nothing).
+    for port in [40001u16, 40002, 40003] {
+        sim.send(A, b"from a flow port").unwrap();
+        let mut d = sim.wire.pop().unwrap();
+        d.src.set_port(port);
+        sim.receive(B, d.src, &d.bytes);
+        assert_eq!(sim.nodes[B].dp.endpoint(PeerId::new(0, 0)), Some(listen));
+    }
+    assert_eq!(sim.nodes[B].drops, vec![]);
+    assert_eq!(
+        sim.nodes[B]
+            .delivered
+            .iter()
+            .filter(|p| p.ends_with(b"from a flow port"))
+            .count(),
+        3
+    );
+    // A moves to a new address: the address follows its data, the port
+    // stays until a handshake (which leaves from the listen port) says.
+    sim.send(A, b"moved").unwrap();
+    let mut d = sim.wire.pop().unwrap();
+    d.src = "192.0.2.77:40009".parse().unwrap();
+    sim.receive(B, d.src, &d.bytes);
+    assert_eq!(
+        sim.nodes[B].dp.endpoint(PeerId::new(0, 0)),
+        Some(SocketAddr::new(
+            "192.0.2.77".parse().unwrap(),
+            listen.port()
+        ))
+    );
+    // And what B seals says that the flow's own port may carry it.
+    let peer = PeerId::new(0, 0);
+    let mut buf = vec![0u8; HEADROOM + 64 + TAILROOM];
+    let sealed = sim.nodes[B]
+        .dp
+        .encapsulate(peer, 0, sim.now, &mut buf, 0)
+        .unwrap();
+    assert!(sealed.spread);
+}
+
+#[test]
+fn a_peer_without_spread_flows_roams_whole_and_gets_the_listen_port() {
+    let mut sim = established();
+    let st = sim.nodes[B]
+        .tunnel
+        .peer_status(PeerId::new(0, 0), sim.now)
+        .unwrap();
+    assert!(!st.spread_flows);
+    let mut buf = vec![0u8; HEADROOM + 64 + TAILROOM];
+    let sealed = sim.nodes[A]
+        .dp
+        .encapsulate(PeerId::new(0, 0), 0, sim.now, &mut buf, 0)
+        .unwrap();
+    assert!(!sealed.spread);
+    // Its data from another port moves the whole endpoint (roaming).
+    sim.send(A, b"x").unwrap();
+    let mut d = sim.wire.pop().unwrap();
+    d.src.set_port(40001);
+    sim.receive(B, d.src, &d.bytes);
+    assert_eq!(sim.nodes[B].dp.endpoint(PeerId::new(0, 0)), Some(d.src));
+    sim.nodes[B]
+        .tunnel
+        .set_spread_flows(PeerId::new(0, 0), true)
+        .unwrap();
+    let sealed = sim.nodes[B]
+        .dp
+        .encapsulate(PeerId::new(0, 0), 0, sim.now, &mut buf, 0)
+        .unwrap();
+    assert!(sealed.spread, "turned on while it runs, the session kept");
+}
+
+#[test]
 fn replayed_and_tampered_data_are_dropped() {
     let mut sim = established();
     sim.send(A, b"once").unwrap();

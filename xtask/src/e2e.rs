@@ -39,6 +39,7 @@ mod rows;
 mod seed;
 mod service;
 pub mod soak;
+mod spread;
 mod storm;
 mod table;
 mod uapi;

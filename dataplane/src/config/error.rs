@@ -286,6 +286,16 @@ pub enum WarningKind {
         /// The file's mode.
         mode: Mode,
     },
+    /// A switch that the file's mode always has on.
+    #[error(
+        "{key} is always on with Mode = {mode} (each inner flow leaves from a source port of its own, as RFC 7348 asks); ignored"
+    )]
+    AlwaysOnInMode {
+        /// The key's canonical name.
+        key: &'static str,
+        /// The file's mode.
+        mode: Mode,
+    },
     /// The file is readable or writable by others than its owner, as `wg` warns.
     #[error("is {who} accessible (mode {mode:04o}); keys belong in a private file: chmod 600 it")]
     Accessible {

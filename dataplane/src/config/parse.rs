@@ -180,6 +180,7 @@ enum Field {
     Endpoint,
     PersistentKeepalive,
     PinEndpoint,
+    SpreadFlows,
 }
 
 const INTERFACE_KEYS: &[(&str, Field)] = &[
@@ -211,6 +212,7 @@ const PEER_KEYS: &[(&str, Field)] = &[
     ("Endpoint", Field::Endpoint),
     ("PersistentKeepalive", Field::PersistentKeepalive),
     ("PinEndpoint", Field::PinEndpoint),
+    ("SpreadFlows", Field::SpreadFlows),
 ];
 
 fn keys_of(section: Section) -> &'static [(&'static str, Field)] {
@@ -287,6 +289,7 @@ struct RawPeer {
     endpoint: Slot<Endpoint>,
     persistent_keepalive: Slot<Option<NonZeroU16>>,
     pin_endpoint: Slot<bool>,
+    spread_flows: Slot<bool>,
 }
 
 struct Parser<'a> {
@@ -556,6 +559,10 @@ impl Parser<'_> {
                 let on = boolean(value).ok_or_else(|| bad(ValueProblem::Bool))?;
                 peer.pin_endpoint.set(name, line, on)
             }
+            Field::SpreadFlows => {
+                let on = boolean(value).ok_or_else(|| bad(ValueProblem::Bool))?;
+                peer.spread_flows.set(name, line, on)
+            }
             // Interface keys never reach here: `lookup` took them from the peer table.
             _ => Ok(()),
         }
@@ -719,6 +726,7 @@ impl Parser<'_> {
                 endpoint,
                 persistent_keepalive: peer.persistent_keepalive.get().flatten(),
                 pin_endpoint,
+                spread_flows: peer.spread_flows.get().unwrap_or(false),
             });
         }
         Ok(ModeConfig::WireGuard(WireGuardConfig {
@@ -754,6 +762,10 @@ impl Parser<'_> {
                 if let Some(line) = line {
                     self.warn(line, WarningKind::IgnoredInMode { key, mode });
                 }
+            }
+            if let Some(line) = peer.spread_flows.line() {
+                let key = "SpreadFlows";
+                self.warn(line, WarningKind::AlwaysOnInMode { key, mode });
             }
             let Some(endpoint) = peer.endpoint.value() else {
                 return Err(self.error(

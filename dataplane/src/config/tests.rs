@@ -396,7 +396,7 @@ fn fwmark_is_off_decimal_or_hex_as_in_wg_quick() {
 fn vxlan_mode_warns_about_wireguard_only_keys() {
     let text = format!(
         "[Interface]\nMode = vxlan\nPrivateKey = {SK_A}\n[Peer]\nEndpoint = 192.0.2.2:4789\n\
-         PublicKey = {PK_B}\nPresharedKey = {PSK}\nPersistentKeepalive = 25\nPinEndpoint = true\n"
+         PublicKey = {PK_B}\nPresharedKey = {PSK}\nPersistentKeepalive = 25\nPinEndpoint = true\nSpreadFlows = on\n"
     );
     assert_eq!(
         warnings(&text),
@@ -406,6 +406,7 @@ fn vxlan_mode_warns_about_wireguard_only_keys() {
             "rt0.conf:7: PresharedKey has no effect with Mode = vxlan (VXLAN is plaintext, peers are identified by Endpoint); ignored",
             "rt0.conf:8: PersistentKeepalive has no effect with Mode = vxlan (VXLAN is plaintext, peers are identified by Endpoint); ignored",
             "rt0.conf:9: PinEndpoint has no effect with Mode = vxlan (VXLAN is plaintext, peers are identified by Endpoint); ignored",
+            "rt0.conf:10: SpreadFlows is always on with Mode = vxlan (each inner flow leaves from a source port of its own, as RFC 7348 asks); ignored",
         ]
     );
 }
@@ -809,6 +810,23 @@ fn pin_endpoint_without_endpoint_is_accepted() {
 }
 
 #[test]
+fn spread_flows_is_a_switch_per_peer_off_by_default() {
+    let (config, _) = parse(&wg_iface(&format!(
+        "[Peer]\nPublicKey = {PK_B}\nSpreadFlows = on\n[Peer]\nPublicKey = {PK_C}\n"
+    )));
+    let peers = &wireguard(&config).peers;
+    assert!(peers[0].spread_flows);
+    assert!(!peers[1].spread_flows);
+    assert!(peers[0].to_peer_config().unwrap().spread_flows);
+    assert_eq!(
+        error(&wg_iface(&format!(
+            "[Peer]\nPublicKey = {PK_B}\nSpreadFlows = sometimes\n"
+        ))),
+        "rt0.conf:5: SpreadFlows = sometimes: not a switch (on, off, true or false)"
+    );
+}
+
+#[test]
 fn wireguard_config_converts_to_tunnel_proto() {
     let (config, _) = parse(FULL_WIREGUARD);
     let tunnel = wireguard(&config)
@@ -1100,6 +1118,7 @@ fn config_line() -> impl Strategy<Value = String> {
         "Endpoint",
         "PersistentKeepalive",
         "PinEndpoint",
+        "SpreadFlows",
         "Bogus",
         "mtu",
     ]);

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use tunnel_proto::DropReason;
 
-use super::flow::flow_hash;
+use super::flow::{flow_hash, packet_flow_hash};
 use super::sched::Run;
 use crate::counters::WorkerCounters;
 use crate::handoff::ControlLink;
@@ -96,8 +96,9 @@ pub struct SealedRead<T> {
     pub run: Run,
     /// Where they go.
     pub targets: T,
-    /// The hash of the inner flow ([`flow_hash`]), when the mode spreads
-    /// flows over source ports ([`Mode::FLOW_SOURCE_PORTS`]). A
+    /// The hash of the inner flow ([`flow_hash`], [`packet_flow_hash`]),
+    /// when the mode spreads flows over source ports
+    /// ([`Mode::FLOW_SOURCE_PORTS`]) and the targets take it. A
     /// super-packet is one flow: its segments share it.
     pub flow: Option<u32>,
 }
@@ -126,11 +127,22 @@ pub fn seal_read<'b, M: Mode>(
     let len = n - layout.vnet;
     counters.dev_read_bytes.add(len as u64);
     // Cost: a look at the headers, once per read (a super-packet's
-    // segments are one flow), and only in a mode that spreads flows.
-    let flow = (M::FLOW_SOURCE_PORTS && layout.framing == Framing::Ethernet)
-        .then(|| flow_hash(&slot[PACKET_OFFSET..PACKET_OFFSET + len]));
-    let (run, targets) = seal_packet(layout, mode, view, lane, now, slot, len, link, counters)?;
-    Some(SealedRead { run, targets, flow })
+    // segments are one flow), and only in a mode that spreads flows;
+    // taken before sealing, which encrypts the headers in place.
+    let flow = M::FLOW_SOURCE_PORTS.then(|| {
+        let pkt = &slot[PACKET_OFFSET..PACKET_OFFSET + len];
+        match layout.framing {
+            Framing::Ethernet => flow_hash(pkt),
+            Framing::Ip => packet_flow_hash(pkt),
+        }
+    });
+    let (run, targets, spread) =
+        seal_packet(layout, mode, view, lane, now, slot, len, link, counters)?;
+    Some(SealedRead {
+        run,
+        targets,
+        flow: flow.filter(|_| spread),
+    })
 }
 
 /// One packet or super-packet of `len` bytes at [`PACKET_OFFSET`], sealed.
@@ -145,7 +157,7 @@ fn seal_packet<'b, M: Mode>(
     len: usize,
     link: &ControlLink<M::Event, M::Peer>,
     counters: &WorkerCounters,
-) -> Option<(Run, M::Targets<'b>)> {
+) -> Option<(Run, M::Targets<'b>, bool)> {
     if layout.vnet > 0 {
         let (hdr, pkt) =
             slot[PACKET_OFFSET - VNET_HDR_LEN..PACKET_OFFSET + len].split_at_mut(VNET_HDR_LEN);
@@ -179,7 +191,7 @@ fn seal_packet<'b, M: Mode>(
             if let Some(ev) = sealed.event {
                 link.event(ev, counters);
             }
-            Some((Run::single(rel, sealed.len), sealed.targets))
+            Some((Run::single(rel, sealed.len), sealed.targets, sealed.spread))
         }
         Err(SealError::Stage(peer)) => {
             link.stage(peer, &slot[PACKET_OFFSET..PACKET_OFFSET + len], counters);
@@ -208,7 +220,7 @@ fn seal_split<'b, M: Mode>(
     len: usize,
     link: &ControlLink<M::Event, M::Peer>,
     counters: &WorkerCounters,
-) -> Option<(Run, M::Targets<'b>)> {
+) -> Option<(Run, M::Targets<'b>, bool)> {
     let (read, area) = slot.split_at_mut(layout.seg_area);
     let pkt = &read[PACKET_OFFSET..PACKET_OFFSET + len];
     let Ok(split) = GsoSplit::new(hdr, pkt, layout.framing) else {
@@ -251,7 +263,7 @@ fn seal_split<'b, M: Mode>(
                 }
                 total = at + sealed.len;
                 sealed_count += 1;
-                targets = Some(sealed.targets);
+                targets = Some((sealed.targets, sealed.spread));
             }
             Err(SealError::Stage(peer)) => {
                 link.stage(peer, &out[M::HEADROOM..M::HEADROOM + n], counters);
@@ -278,7 +290,7 @@ fn seal_split<'b, M: Mode>(
         stride,
         count: sealed_count,
     };
-    targets.map(|t| (run, t))
+    targets.map(|(t, spread)| (run, t, spread))
 }
 
 #[cfg(test)]

@@ -1,9 +1,13 @@
-//! Which source port an encapsulated frame leaves from: a hash of its
-//! inner flow picks one of the flow sockets, each bound to a port of its
-//! own, so that one inner flow always leaves from one port (its order
-//! kept) and different flows spread over the receiver's `SO_REUSEPORT`
-//! workers and over ECMP paths in between. RFC 7348 §5 asks this of a
-//! VTEP; the kernel's VXLAN does it with `udp_flow_src_port`.
+//! Which source port an encapsulated frame or packet leaves from: a hash
+//! of its inner flow picks one of the flow sockets, each bound to a port
+//! of its own, so that one inner flow always leaves from one port (its
+//! order kept) and different flows spread over the receiver's
+//! `SO_REUSEPORT` workers and over ECMP paths in between. RFC 7348 §5 asks
+//! this of a VTEP; the kernel's VXLAN does it with `udp_flow_src_port`.
+//! In wireguard mode it is done only toward a peer that is a ringtun and
+//! says so (`SpreadFlows`): the outer source port is all that the
+//! receiver's hash sees of a site, so without it one peer is one
+//! receiving worker.
 //!
 //! The hash covers what the kernel's flow dissector would: for an IPv4 or
 //! IPv6 packet its addresses, protocol and, for TCP, UDP, UDP-Lite and
@@ -110,6 +114,23 @@ pub fn flow_hash(frame: &[u8]) -> u32 {
     match key {
         Some(k) => k.finish(),
         None => ethernet(frame),
+    }
+}
+
+/// The hash of the inner flow of an IP packet (a TUN's framing), as
+/// [`flow_hash`] takes the IP packet in a frame. Anything that is not
+/// IPv4 or IPv6 hashes its first bytes. Cost: a look at the headers only.
+pub fn packet_flow_hash(pkt: &[u8]) -> u32 {
+    let key = match pkt.first().map(|b| b >> 4) {
+        Some(4) => ipv4(pkt),
+        Some(6) => ipv6(pkt),
+        _ => None,
+    };
+    match key {
+        Some(k) => k.finish(),
+        None => Key(2)
+            .add_bytes(&pkt[..pkt.len().min(IPV4_MIN_HDR)])
+            .finish(),
     }
 }
 
@@ -263,6 +284,25 @@ mod test {
         ttl[14 + 8] = 3;
         assert_eq!(flow_hash(&a), flow_hash(&ttl), "nor the TTL");
         assert_eq!(via(Some(flow_hash(&a)), 32), via(Some(flow_hash(&b)), 32));
+    }
+
+    #[test]
+    fn a_packet_hashes_as_the_same_packet_in_a_frame() {
+        for frame in [
+            tcp4([10, 0, 0, 1], [10, 0, 0, 2], 40000, 5201),
+            tcp6(7, 40000, 5201),
+        ] {
+            let pkt = &frame[ETHERNET_HEADER_LEN..];
+            assert_eq!(packet_flow_hash(pkt), flow_hash(&frame));
+        }
+        let a = packet_flow_hash(&tcp4([10, 0, 0, 1], [10, 0, 0, 2], 40000, 5201)[14..]);
+        let b = packet_flow_hash(&tcp4([10, 0, 0, 1], [10, 0, 0, 2], 40001, 5201)[14..]);
+        assert_ne!(a, b, "another port, another flow");
+        // Not IP, or nothing at all: still a hash, and no panic.
+        assert_eq!(packet_flow_hash(&[0x10; 30]), packet_flow_hash(&[0x10; 30]));
+        let _ = packet_flow_hash(&[]);
+        let _ = packet_flow_hash(&[0x45]);
+        let _ = packet_flow_hash(&[0x60, 0]);
     }
 
     #[test]

@@ -28,6 +28,12 @@ pub struct PeerConfig {
     /// (static site-to-site links). A pinned peer without an endpoint still
     /// learns its first one.
     pub pin_endpoint: bool,
+    /// The peer is a ringtun that spreads its inner flows over source
+    /// ports too: send each inner flow from a port of its own (picked by
+    /// its hash), and let data from the peer's other ports move only the
+    /// endpoint's address, never its port (handshakes, which leave from
+    /// the peer's listen port, set both).
+    pub spread_flows: bool,
 }
 
 impl PeerConfig {
@@ -40,6 +46,7 @@ impl PeerConfig {
             endpoint: None,
             persistent_keepalive: None,
             pin_endpoint: false,
+            spread_flows: false,
         }
     }
 }

@@ -119,6 +119,9 @@ pub struct Sealed {
     pub dst: SocketAddr,
     /// The local address to send it from (`None`: the kernel chooses).
     pub src: Option<IpAddr>,
+    /// The peer takes each inner flow from a source port of its own
+    /// ([`PeerConfig::spread_flows`](super::PeerConfig::spread_flows)).
+    pub spread: bool,
     /// What to forward to the control plane.
     pub events: Events,
 }
@@ -143,6 +146,8 @@ pub(crate) struct PeerShared {
     pub(crate) path: AtomicPath,
     /// Keep the remote even when authenticated packets arrive from elsewhere.
     pub(crate) pinned: AtomicBool,
+    /// The peer spreads its flows over source ports, and takes ours.
+    pub(crate) spread: AtomicBool,
     /// Last authenticated packet sent or received (coarse), for persistent keepalive.
     pub(crate) last_activity: AtomicU64,
     /// When data was first sent after the last authenticated receive (0: not
@@ -161,13 +166,19 @@ pub(crate) struct PeerShared {
 }
 
 impl PeerShared {
-    pub(crate) fn new(endpoint: Option<SocketAddr>, pinned: bool, lanes: usize) -> PeerShared {
+    pub(crate) fn new(
+        endpoint: Option<SocketAddr>,
+        pinned: bool,
+        spread: bool,
+        lanes: usize,
+    ) -> PeerShared {
         PeerShared {
             path: AtomicPath::new(endpoint.map(|remote| Path {
                 remote,
                 local: None,
             })),
             pinned: AtomicBool::new(pinned),
+            spread: AtomicBool::new(spread),
             last_activity: AtomicU64::new(0),
             tx_unanswered: AtomicU64::new(0),
             rx_unanswered: AtomicU64::new(0),
@@ -183,6 +194,19 @@ impl PeerShared {
     pub(crate) fn roam(&self, from: Path) -> bool {
         self.path
             .roam(from.remote, from.local, self.pinned.load(Ordering::Relaxed))
+    }
+
+    /// Records an authenticated data packet from `from`: as [`roam`](Self::roam),
+    /// except that a peer that spreads its flows moves only the address
+    /// (its data leaves from flow ports, which receive nothing).
+    #[inline]
+    pub(crate) fn roam_data(&self, from: Path) -> bool {
+        let pinned = self.pinned.load(Ordering::Relaxed);
+        if self.spread.load(Ordering::Relaxed) {
+            self.path.roam_address(from.remote, from.local, pinned)
+        } else {
+            self.path.roam(from.remote, from.local, pinned)
+        }
     }
 
     /// Whether a timer-only event at stamp `t` should reach the control
@@ -476,6 +500,7 @@ impl Snapshot {
             len,
             dst: path.remote,
             src: path.local,
+            spread: shared.spread.load(Ordering::Relaxed),
             events,
         })
     }
@@ -523,7 +548,7 @@ impl Snapshot {
             shared.tx_unanswered.store(0, Ordering::Relaxed);
         }
         let mut events = Events::NONE;
-        if shared.roam(from) {
+        if shared.roam_data(from) {
             events |= Events::ENDPOINT_CHANGED;
         }
 
@@ -619,7 +644,7 @@ mod test {
 
     #[test]
     fn timer_events_are_reported_once_a_second_per_peer() {
-        let s = PeerShared::new(None, false, 1);
+        let s = PeerShared::new(None, false, false, 1);
         let sec = 1_000_000_000;
         assert!(s.report_timers(5));
         assert!(

@@ -83,6 +83,8 @@ pub struct PeerStatus {
     pub local_address: Option<IpAddr>,
     /// Whether its endpoint is pinned (no roaming).
     pub pinned: bool,
+    /// Whether each inner flow to it leaves from a source port of its own.
+    pub spread_flows: bool,
     /// Its AllowedIPs.
     pub allowed_ips: Vec<IpPrefix>,
     /// When the latest session with it was made (wall clock).
@@ -345,6 +347,7 @@ impl Tunnel {
             endpoint: path.map(|p| p.remote),
             local_address: path.and_then(|p| p.local),
             pinned: p.shared.pinned.load(Relaxed),
+            spread_flows: p.shared.spread.load(Relaxed),
             allowed_ips: p.allowed_ips.clone(),
             latest_handshake: p.last_handshake.map(|(_, w)| w),
             session_age: p
@@ -400,6 +403,7 @@ impl Tunnel {
             endpoint,
             persistent_keepalive,
             pin_endpoint,
+            spread_flows,
         } = config;
         if self.public_key() == Some(public_key) {
             return Err(ConfigError::OwnKey(public_key));
@@ -422,7 +426,12 @@ impl Tunnel {
         }
         let keys = PeerKeys::new(self.identity.as_ref(), public_key, preshared_key.as_ref())
             .map_err(|_| ConfigError::InvalidPeerKey(public_key))?;
-        let shared = Arc::new(PeerShared::new(endpoint, pin_endpoint, self.lanes));
+        let shared = Arc::new(PeerShared::new(
+            endpoint,
+            pin_endpoint,
+            spread_flows,
+            self.lanes,
+        ));
         let mut peer = Peer::new(keys, shared);
         peer.preshared_key = preshared_key;
         peer.persistent_keepalive = persistent_keepalive.filter(|d| !d.is_zero());
@@ -533,6 +542,14 @@ impl Tunnel {
     pub fn set_pinned(&mut self, id: PeerId, pinned: bool) -> Result<(), ConfigError> {
         let p = self.peers.get(id).ok_or(ConfigError::UnknownPeer(id))?;
         p.shared.pinned.store(pinned, Relaxed);
+        Ok(())
+    }
+
+    /// Turns the spreading of a peer's flows over source ports on or off,
+    /// keeping its sessions.
+    pub fn set_spread_flows(&mut self, id: PeerId, spread: bool) -> Result<(), ConfigError> {
+        let p = self.peers.get(id).ok_or(ConfigError::UnknownPeer(id))?;
+        p.shared.spread.store(spread, Relaxed);
         Ok(())
     }
 

@@ -79,6 +79,7 @@ fn ringtun_pair(ctx: &mut Ctx, s: &Sites) -> Result<()> {
             hostile: &|ctx, b| hostile_vxlan(ctx, s, b),
         },
     )?;
+    super::spread::rows(ctx, s, &MODE, confs(MODE.direct()))?;
     rows::lossy_1pct(ctx, s, &MODE, &confs, false)
 }
 

@@ -20,6 +20,7 @@ use super::probe::{Probe, probe_retry};
 use super::relay::Impairment;
 use super::rows::{self, Attack, Endpoints, HOSTILE_ROWS, Mode, OwnRows};
 use super::service;
+use super::spread;
 use super::storm;
 use super::uapi;
 use crate::peers::{self, Userspace, UserspacePeer, WgConf};
@@ -139,6 +140,8 @@ fn ringtun_pair(ctx: &mut Ctx, s: &Sites) -> Result<()> {
 
     storm::rows(ctx, s, confs(MODE.direct()), &kb.public_key)?;
     service::rows(ctx, s, &MODE, confs(MODE.direct()))?;
+    let (a, b) = confs(MODE.direct());
+    spread::rows(ctx, s, &MODE, (a.spread_flows(true), b.spread_flows(true)))?;
 
     let suffix = " [ipv6 wan]";
     let checks_v6 = ["reach lan v4+v6 [ipv6 wan]", "bulk tcp a->b [ipv6 wan]"];
