@@ -215,7 +215,9 @@ pub fn start(system: System, opts: &SetupOptions<'_>) -> Result<Running> {
                     .peer(
                         PeerConf::wireguard(&other.public_key)
                             .allowed_ip(&prefix(peer, 32))
-                            .endpoint(SocketAddr::new(ep.parse().unwrap_or(v4([0; 4])), WG_PORT)),
+                            .endpoint(SocketAddr::new(ep.parse().unwrap_or(v4([0; 4])), WG_PORT))
+                            // Both ends are ringtun: each flow its own source port.
+                            .spread_flows(true),
                     )
             };
             let up = UpOptions {

@@ -11,10 +11,17 @@
 //! so a set of flows can split badly by chance (16 flows worse than a
 //! quarter on one worker: under 1 in 20 at each of four places); a second
 //! set is tried before the row fails on the split alone.
+//!
+//! The same flows first cross a pair with one worker each, for the
+//! reference: the LAN hosts' TCP counters that reordering raises
+//! (`nstat`'s TcpExtTCPOFOQueue, TcpExtTCPSACKReorder, TcpRetransSegs)
+//! are given for both, since spreading a peer's packets over workers must
+//! not reorder a flow.
 
+use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use dataplane::status::InterfaceStatus;
 use ringtun_tests::ringtun::{Conf, Ringtun};
 
@@ -22,6 +29,7 @@ use super::checks::{self, Ctx};
 use super::lab::Sites;
 use super::pair::Pair;
 use super::rows::Mode;
+use crate::process;
 
 /// The row.
 pub const ROW: &str = "spread: one peer's flows over 2 workers each way";
@@ -42,8 +50,33 @@ pub fn rows(ctx: &mut Ctx, s: &Sites, mode: &Mode, confs: (Conf, Conf)) -> Resul
         return Ok(());
     }
     ctx.interrupted()?;
-    let confs = (confs.0.workers(WORKERS), confs.1.workers(WORKERS));
-    let pair = match Pair::start(ctx, s, confs, false) {
+    let one = (confs.0.clone().workers(1), confs.1.clone().workers(1));
+    let reference = match Pair::start(ctx, s, one, false) {
+        Ok(pair) => {
+            let r = transfer(ctx, s, mode);
+            pair.stop_row(ctx);
+            match r {
+                Ok(t) if t.broken.is_empty() => t.reorder,
+                Ok(t) => {
+                    let broken = t.broken.join("; ");
+                    ctx.table
+                        .fail(ROW, format!("with 1 worker each, broken: {broken}"));
+                    return Ok(());
+                }
+                Err(e) => {
+                    ctx.table.fail(ROW, format!("with 1 worker each: {e:#}"));
+                    return Ok(());
+                }
+            }
+        }
+        Err(e) => {
+            ctx.table.fail(ROW, format!("ringtun up, 1 worker: {e:#}"));
+            return Ok(());
+        }
+    };
+    ctx.interrupted()?;
+    let two = (confs.0.workers(WORKERS), confs.1.workers(WORKERS));
+    let pair = match Pair::start(ctx, s, two, false) {
         Ok(p) => p,
         Err(e) => {
             ctx.table.fail(ROW, format!("ringtun up: {e:#}"));
@@ -51,11 +84,149 @@ pub fn rows(ctx: &mut Ctx, s: &Sites, mode: &Mode, confs: (Conf, Conf)) -> Resul
         }
     };
     match spread(ctx, s, mode, &pair) {
-        Ok((ok, figure)) => ctx.table.check(ROW, ok, figure),
+        Ok((ok, figure)) => ctx.table.check(
+            ROW,
+            ok,
+            format!("{figure}; with 1 worker each: {reference}"),
+        ),
         Err(e) => ctx.table.fail(ROW, format!("{e:#}")),
     }
     pair.stop_row(ctx);
     Ok(())
+}
+
+/// The TCP counters of both LAN hosts that reordering raises.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Reorder {
+    /// TcpExtTCPOFOQueue: segments queued out of order.
+    ofo: u64,
+    /// TcpExtTCPSACKReorder: reordering detected from SACKs.
+    sack_reorder: u64,
+    /// TcpRetransSegs: segments sent again.
+    retrans: u64,
+}
+
+impl Reorder {
+    fn since(self, before: Reorder) -> Reorder {
+        Reorder {
+            ofo: self.ofo.saturating_sub(before.ofo),
+            sack_reorder: self.sack_reorder.saturating_sub(before.sack_reorder),
+            retrans: self.retrans.saturating_sub(before.retrans),
+        }
+    }
+
+    fn add(self, o: Reorder) -> Reorder {
+        Reorder {
+            ofo: self.ofo + o.ofo,
+            sack_reorder: self.sack_reorder + o.sack_reorder,
+            retrans: self.retrans + o.retrans,
+        }
+    }
+}
+
+impl std::fmt::Display for Reorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TCPOFOQueue +{}, TCPSACKReorder +{}, RetransSegs +{}",
+            self.ofo, self.sack_reorder, self.retrans
+        )
+    }
+}
+
+/// Reads `/proc/net/netstat` and `/proc/net/snmp` as seen from `ns`:
+/// lines in pairs, names then values, under one prefix (`TcpExt:`).
+fn parse_reorder(text: &str) -> Reorder {
+    let mut r = Reorder::default();
+    let lines: Vec<&str> = text.lines().collect();
+    for pair in lines.windows(2) {
+        let (names, values) = (pair[0], pair[1]);
+        let (Some((p1, names)), Some((p2, values))) =
+            (names.split_once(':'), values.split_once(':'))
+        else {
+            continue;
+        };
+        if p1 != p2
+            || names
+                .split_whitespace()
+                .next()
+                .is_some_and(|n| n.parse::<u64>().is_ok())
+        {
+            continue;
+        }
+        for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
+            let Ok(v) = v.parse::<u64>() else { continue };
+            match (p1, n) {
+                ("TcpExt", "TCPOFOQueue") => r.ofo = v,
+                ("TcpExt", "TCPSACKReorder") => r.sack_reorder = v,
+                ("Tcp", "RetransSegs") => r.retrans = v,
+                _ => {}
+            }
+        }
+    }
+    r
+}
+
+fn reorder_in(ns: &str) -> Result<Reorder> {
+    let text = process::run_in(
+        ns,
+        Path::new("cat"),
+        &["/proc/net/netstat", "/proc/net/snmp"],
+    )
+    .with_context(|| format!("reading the TCP counters in {ns}"))?;
+    Ok(parse_reorder(&text))
+}
+
+fn reorder(s: &Sites) -> Result<Reorder> {
+    Ok(reorder_in(&s.lan_a)?.add(reorder_in(&s.lan_b)?))
+}
+
+/// What one set of flows each way did.
+struct Transfer {
+    secs: f64,
+    per_flow: u64,
+    /// Figures of the flows that did not arrive whole.
+    broken: Vec<String>,
+    reorder: Reorder,
+}
+
+/// [`FLOWS`] flows each way at once, waited for.
+fn transfer(ctx: &mut Ctx, s: &Sites, mode: &Mode) -> Result<Transfer> {
+    let per_flow = (ctx.bulk_capped(256 << 20) / (2 * FLOWS) as u64).max(4 << 20);
+    let before = reorder(s)?;
+    let started = Instant::now();
+    let mut flows = Vec::new();
+    for _ in 0..FLOWS {
+        flows.push(checks::start_bulk(
+            ctx,
+            &s.lan_a,
+            &s.lan_b,
+            mode.lan_b4,
+            per_flow,
+        )?);
+        flows.push(checks::start_bulk(
+            ctx,
+            &s.lan_b,
+            &s.lan_a,
+            mode.lan_a4,
+            per_flow,
+        )?);
+    }
+    let mut broken = Vec::new();
+    for t in flows {
+        match checks::wait_bulk(ctx, t)? {
+            Ok(r) if r.intact() => {}
+            Ok(r) => broken.push(checks::bulk_figure(&r)),
+            Err(e) => broken.push(format!("{e}")),
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Ok(Transfer {
+        secs,
+        per_flow,
+        broken,
+        reorder: reorder(s)?.since(before),
+    })
 }
 
 /// Per worker: (sealed, opened) packets of the one peer.
@@ -102,37 +273,15 @@ fn percent(shares: &[f64]) -> String {
 }
 
 fn spread(ctx: &mut Ctx, s: &Sites, mode: &Mode, pair: &Pair) -> Result<(bool, String)> {
-    let per_flow = (ctx.bulk_capped(256 << 20) / (2 * FLOWS) as u64).max(4 << 20);
     let mut first = None;
     for attempt in 1..=2 {
         let before = (show(pair.a.as_ref())?, show(pair.b.as_ref())?);
-        let started = Instant::now();
-        let mut flows = Vec::new();
-        for _ in 0..FLOWS {
-            flows.push(checks::start_bulk(
-                ctx,
-                &s.lan_a,
-                &s.lan_b,
-                mode.lan_b4,
-                per_flow,
-            )?);
-            flows.push(checks::start_bulk(
-                ctx,
-                &s.lan_b,
-                &s.lan_a,
-                mode.lan_a4,
-                per_flow,
-            )?);
-        }
-        let mut broken = Vec::new();
-        for t in flows {
-            match checks::wait_bulk(ctx, t)? {
-                Ok(r) if r.intact() => {}
-                Ok(r) => broken.push(checks::bulk_figure(&r)),
-                Err(e) => broken.push(format!("{e}")),
-            }
-        }
-        let secs = started.elapsed().as_secs_f64();
+        let Transfer {
+            secs,
+            per_flow,
+            broken,
+            reorder,
+        } = transfer(ctx, s, mode)?;
         let after = (show(pair.a.as_ref())?, show(pair.b.as_ref())?);
         let split = [
             ("gw-a sealed", shares(&before.0, &after.0, true)),
@@ -146,7 +295,7 @@ fn spread(ctx: &mut Ctx, s: &Sites, mode: &Mode, pair: &Pair) -> Result<(bool, S
             .collect::<Vec<_>>()
             .join(", ");
         let figure = format!(
-            "{} flows of {} each way in {secs:.1} s, {}/{} intact; by worker: {by_worker}",
+            "{} flows of {} each way in {secs:.1} s, {}/{} intact; by worker: {by_worker}; {reorder}",
             FLOWS,
             checks::human(per_flow),
             2 * FLOWS - broken.len(),
@@ -197,5 +346,30 @@ mod test {
         assert_eq!(percent(&[]), "not 2 workers");
         // Nothing moved: no division by zero.
         assert_eq!(shares(&before, &before, true), vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn reorder_counters_are_read_by_name() {
+        let text = "TcpExt: SyncookiesSent TCPOFOQueue TCPSACKReorder\n\
+                    TcpExt: 0 17 3\n\
+                    IpExt: InNoRoutes\n\
+                    IpExt: 9\n\
+                    Tcp: RtoAlgorithm RetransSegs\n\
+                    Tcp: 1 42\n";
+        let r = parse_reorder(text);
+        assert_eq!(
+            r,
+            Reorder {
+                ofo: 17,
+                sack_reorder: 3,
+                retrans: 42
+            }
+        );
+        assert_eq!(r.since(r), Reorder::default());
+        assert_eq!(parse_reorder("garbage\n: :\n"), Reorder::default());
+        assert_eq!(
+            r.to_string(),
+            "TCPOFOQueue +17, TCPSACKReorder +3, RetransSegs +42"
+        );
     }
 }
