@@ -294,6 +294,20 @@ pub fn wait_bulk(ctx: &Ctx, t: BulkTransfer) -> Result<traffic::Result<BulkRepor
     Ok(t.join())
 }
 
+/// Waits for every transfer; returns the figures of those that did not
+/// arrive whole (or failed), in the order given.
+pub fn wait_all_bulk(ctx: &Ctx, transfers: Vec<BulkTransfer>) -> Result<Vec<String>> {
+    let mut broken = Vec::new();
+    for t in transfers {
+        match wait_bulk(ctx, t)? {
+            Ok(r) if r.intact() => {}
+            Ok(r) => broken.push(bulk_figure(&r)),
+            Err(e) => broken.push(format!("{e}")),
+        }
+    }
+    Ok(broken)
+}
+
 /// The figure of a bulk transfer: size, time, rate, hashes.
 pub fn bulk_figure(r: &BulkReport) -> String {
     let same = if r.intact() { "equal" } else { "DIFFER" };

@@ -366,14 +366,7 @@ impl Ha {
                     per_flow,
                 )?);
             }
-            let mut broken = Vec::new();
-            for t in flows {
-                match checks::wait_bulk(ctx, t)? {
-                    Ok(r) if r.intact() => {}
-                    Ok(r) => broken.push(checks::bulk_figure(&r)),
-                    Err(e) => broken.push(format!("{e}")),
-                }
-            }
+            let broken = checks::wait_all_bulk(ctx, flows)?;
             let secs = started.elapsed().as_secs_f64();
             let after = self.all_tunnel_bytes()?;
             let sent = [A1, A2].map(|g| after[g].1.saturating_sub(before[g].1));

@@ -212,14 +212,7 @@ fn transfer(ctx: &mut Ctx, s: &Sites, mode: &Mode) -> Result<Transfer> {
             per_flow,
         )?);
     }
-    let mut broken = Vec::new();
-    for t in flows {
-        match checks::wait_bulk(ctx, t)? {
-            Ok(r) if r.intact() => {}
-            Ok(r) => broken.push(checks::bulk_figure(&r)),
-            Err(e) => broken.push(format!("{e}")),
-        }
-    }
+    let broken = checks::wait_all_bulk(ctx, flows)?;
     let secs = started.elapsed().as_secs_f64();
     Ok(Transfer {
         secs,
