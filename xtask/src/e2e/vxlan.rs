@@ -42,6 +42,7 @@ const MODE: Mode = Mode {
 fn conf(vtep: SocketAddr) -> Conf {
     Conf::vxlan(l2::VNI)
         .listen_port(l2::PORT)
+        .workers(super::wireguard::E2E_WORKERS)
         .bridge("br-lan")
         .mtu(l2::MTU)
         .peer(PeerConf::vtep(vtep))

@@ -49,6 +49,12 @@ fn over_ipv6() -> Endpoints {
     (wan::at(wan::B6, l3::PORT), wan::at(wan::A6, l3::PORT))
 }
 
+/// Workers of every ringtun in the two-site labs, whatever the machine:
+/// one peer's traffic then meets two workers at each end (the rows pass
+/// with `Workers = 2`, the way a multi-core gateway runs), and a machine
+/// with more cores tests the same. `cargo xtask e2e --workers N` overrides it.
+pub(super) const E2E_WORKERS: usize = 2;
+
 /// The config of one gateway's ringtun.
 pub(super) fn conf(
     me: &Keypair,
@@ -66,6 +72,7 @@ pub(super) fn conf(
     }
     Conf::wireguard(me)
         .listen_port(l3::PORT)
+        .workers(E2E_WORKERS)
         .address(tun[0])
         .address(tun[1])
         .mtu(l3::MTU)
