@@ -142,6 +142,9 @@ pub trait ModeControl: Send {
     fn reload_plan(&self, config: &crate::config::Config) -> Result<ReloadPlan, String>;
     /// Applies ringtun's own per-peer settings of a reload, after its `set`.
     fn apply_extras(&mut self, plan: &ReloadPlan);
+    /// The listen port moved: peers that learn it only from handshakes
+    /// must hear of it.
+    fn listen_port_moved(&mut self) {}
 }
 
 /// What a reload changes: the UAPI `set` it amounts to, plus what the
@@ -435,6 +438,9 @@ impl<C: ModeControl> ControlSetup<C> {
                     _ => Errno::Io,
                 }
             })?;
+        if moved {
+            self.mode.listen_port_moved();
+        }
         if moved && let Some(first) = self.underlay.first() {
             match first.try_clone() {
                 Ok(s) => self.outbox = Outbox::new(s.v4, s.v6),

@@ -375,14 +375,32 @@ fn run<M: Mode + PeerSource, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
     )?;
     // A mode that spreads flows over source ports sends from these; they
     // close when the last worker's ring and the control thread let go.
-    let (flows, source_ports) = if M::FLOW_SOURCE_PORTS {
-        let f = udp::open_flow_sockets(worker::FLOW_PORTS, c.fwmark)
-            .context("opening the flow sockets (per-flow source ports)")?;
-        let ports = f.ports().context("reading the flow sockets' ports")?;
-        tracing::info!(v4 = ?ports.0, v6 = ?ports.1, "per-flow source ports");
-        (Some(Arc::new(f)), ports)
+    // Without them every datagram leaves from the listen port, which is
+    // still correct, only one peer's flows then meet one receiving worker.
+    let flow_sockets = if M::FLOW_SOURCE_PORTS {
+        udp::open_flow_sockets(worker::FLOW_PORTS, c.fwmark)
+            .map_err(anyhow::Error::from)
+            .and_then(|f| {
+                let ports = f.ports().context("reading the flow sockets' ports")?;
+                Ok((f, ports))
+            })
+            .map_err(|e| {
+                tracing::warn!(
+                    error = %format!("{e:#}"),
+                    "no per-flow source ports: every datagram leaves from the listen port, \
+                     and one peer's flows meet one receiving worker"
+                );
+            })
+            .ok()
     } else {
-        (None, Default::default())
+        None
+    };
+    let (flows, source_ports) = match flow_sockets {
+        Some((f, ports)) => {
+            tracing::info!(v4 = ?ports.0, v6 = ?ports.1, "per-flow source ports");
+            (Some(Arc::new(f)), ports)
+        }
+        None => (None, Default::default()),
     };
     configure_device(&c.name, kind, c, bridge.as_deref())?;
     let mut route_set = Routes::new(&c.name, c.table, &c.addresses);

@@ -7,9 +7,10 @@
 //! receive-buffer overflows (`SO_RXQ_OVFL`) and, with offloads, accepts
 //! coalesced receives (`UDP_GRO`).
 //!
-//! Modes that spread flows over source ports (VXLAN) also get flow
-//! sockets: a set per family, each bound to an ephemeral port of its own,
-//! only sent from (see [`FlowSockets`]).
+//! Modes that spread flows over source ports (VXLAN; WireGuard toward a
+//! peer with `SpreadFlows`) also get flow sockets: a set per family, each
+//! bound to an ephemeral port of its own, only sent from (see
+//! [`FlowSockets`]).
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};

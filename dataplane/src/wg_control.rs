@@ -459,6 +459,12 @@ impl ModeControl for WgControl {
         }
     }
 
+    fn listen_port_moved(&mut self) {
+        // Their data from us leaves from flow ports: only a handshake
+        // tells them where our listen port is now.
+        self.tunnel.contact_spreading_peers();
+    }
+
     fn shared_counters(&self) -> Arc<ControlCounters> {
         self.shared.clone()
     }
@@ -526,6 +532,43 @@ mod test {
         let d = c.dump().unwrap();
         let p = d.peers.iter().find(|p| p.public_key == key(n)).unwrap();
         p.allowed_ips.iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn a_reload_applies_the_files_own_peer_switches() {
+        let (mut c, out) = control();
+        let file = |b: &str, cc: &str| {
+            format!(
+                "[Interface]\nPrivateKey = {}\n[Peer]\nPublicKey = {}\nAllowedIPs = 10.2.0.0/16\n{b}\n\
+                 [Peer]\nPublicKey = {}\nAllowedIPs = 10.3.0.0/16\n{cc}\n",
+                PrivateKey::from_bytes([1; 32]).to_base64(),
+                key(2).to_base64(),
+                key(3).to_base64(),
+            )
+        };
+        let switches = |c: &WgControl| -> Vec<(bool, bool)> {
+            [2, 3]
+                .map(|n| {
+                    let id = c.tunnel.peer_id(&key(n)).unwrap();
+                    let st = c.tunnel.peer_status(id, Instant::now()).unwrap();
+                    (st.pinned, st.spread_flows)
+                })
+                .to_vec()
+        };
+        for (b, cc, want) in [
+            (
+                "PinEndpoint = true\nSpreadFlows = true",
+                "",
+                vec![(true, true), (false, false)],
+            ),
+            ("", "SpreadFlows = on", vec![(false, false), (false, true)]),
+        ] {
+            let (config, _) = Config::parse(&file(b, cc), "rt0.conf").unwrap();
+            let plan = c.reload_plan(&config).unwrap();
+            set(&mut c, &out, plan.set.clone()).unwrap();
+            c.apply_extras(&plan);
+            assert_eq!(switches(&c), want, "{b:?} / {cc:?}");
+        }
     }
 
     #[test]

@@ -205,10 +205,12 @@ impl AtomicPath {
     /// an answer sent to one would be lost.
     #[inline]
     pub fn roam_address(&self, remote: SocketAddr, local: Option<IpAddr>, pinned: bool) -> bool {
-        let remote = match self.load() {
-            Some(p) => SocketAddr::new(remote.ip(), p.remote.port()),
-            None => remote,
-        };
+        let mut remote = remote;
+        if let Some(p) = self.load() {
+            // set_port keeps an IPv6 address's scope (a link-local
+            // endpoint needs it), which SocketAddr::new would drop.
+            remote.set_port(p.remote.port());
+        }
         self.roam(remote, local, pinned)
     }
 
@@ -292,6 +294,11 @@ mod test {
             Some(path(v4([192, 0, 2, 9], 6000), None)),
             "a handshake's source sets the port"
         );
+        // A link-local endpoint keeps its zone.
+        let scoped: SocketAddr = "[fe80::1%2]:51820".parse().unwrap();
+        let e = AtomicPath::new(Some(path(scoped, None)));
+        assert!(!e.roam_address("[fe80::1%2]:40001".parse().unwrap(), None, false));
+        assert_eq!(e.load(), Some(path(scoped, None)));
     }
 
     #[test]

@@ -681,15 +681,54 @@ fn a_peer_without_spread_flows_roams_whole_and_gets_the_listen_port() {
     d.src.set_port(40001);
     sim.receive(B, d.src, &d.bytes);
     assert_eq!(sim.nodes[B].dp.endpoint(PeerId::new(0, 0)), Some(d.src));
+    // B's endpoint for A is now a port A only sends from. A reload puts
+    // the file's Endpoint back and turns the switch on, which starts a
+    // handshake: A hears B's listen port from it, whatever it had.
+    let a_listen = sim.nodes[A].addr;
     sim.nodes[B]
         .tunnel
-        .set_spread_flows(PeerId::new(0, 0), true)
+        .set_endpoint(PeerId::new(0, 0), Some(a_listen))
         .unwrap();
+    let completed = |sim: &Sim| {
+        sim.nodes[B]
+            .tunnel
+            .peer_status(PeerId::new(0, 0), sim.now)
+            .unwrap()
+            .handshakes
+    };
+    let done_before = completed(&sim);
+    let before = sim.handshakes_sent(B);
+    for _ in 0..2 {
+        sim.nodes[B]
+            .tunnel
+            .set_spread_flows(PeerId::new(0, 0), true)
+            .unwrap();
+    }
     let sealed = sim.nodes[B]
         .dp
         .encapsulate(PeerId::new(0, 0), 0, sim.now, &mut buf, 0)
         .unwrap();
     assert!(sealed.spread, "turned on while it runs, the session kept");
+    let (now, wall) = (sim.now, sim.wall());
+    sim.nodes[B].tunnel.handle_timeout(now, wall);
+    sim.drain(B);
+    sim.deliver();
+    assert_eq!(sim.handshakes_sent(B), before + 1, "one handshake, once");
+    assert_eq!(completed(&sim), done_before + 1, "and it completed");
+    assert_eq!(
+        sim.nodes[A].dp.endpoint(PeerId::new(0, 0)),
+        Some(sim.nodes[B].addr),
+        "A answers to B's listen port"
+    );
+    // Our listen port moved: every spreading peer hears of it (once the
+    // 5 s between two initiations has passed).
+    sim.now += Duration::from_secs(6);
+    let (now, wall) = (sim.now, sim.wall());
+    sim.nodes[B].tunnel.contact_spreading_peers();
+    sim.nodes[B].tunnel.handle_timeout(now, wall);
+    sim.drain(B);
+    sim.deliver();
+    assert_eq!(sim.handshakes_sent(B), before + 2);
 }
 
 #[test]

@@ -546,11 +546,41 @@ impl Tunnel {
     }
 
     /// Turns the spreading of a peer's flows over source ports on or off,
-    /// keeping its sessions.
+    /// keeping its sessions. A change also starts a handshake (if the peer
+    /// has an endpoint): while one end spread and the other did not, the
+    /// endpoint may have roamed to a flow port, which receives nothing,
+    /// and a handshake leaves from and answers to the listen ports.
     pub fn set_spread_flows(&mut self, id: PeerId, spread: bool) -> Result<(), ConfigError> {
         let p = self.peers.get(id).ok_or(ConfigError::UnknownPeer(id))?;
-        p.shared.spread.store(spread, Relaxed);
+        if p.shared.spread.swap(spread, Relaxed) != spread {
+            self.contact_soon(id);
+        }
         Ok(())
+    }
+
+    /// Starts a handshake with every peer that spreads its flows: our
+    /// listen port moved, and such a peer learns ports only from
+    /// handshakes (its data from us leaves from flow ports).
+    pub fn contact_spreading_peers(&mut self) {
+        let ids: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.shared.spread.load(Relaxed))
+            .map(|(id, _)| id)
+            .collect();
+        for id in ids {
+            self.contact_soon(id);
+        }
+    }
+
+    /// Arms a handshake with the peer at the next timeout, as at start, if
+    /// it has an endpoint.
+    fn contact_soon(&mut self, id: PeerId) {
+        if let Some(p) = self.peers.get_mut(id)
+            && p.shared.path.remote().is_some()
+        {
+            p.contact_on_start = true;
+        }
     }
 
     /// Sets a peer's preshared key. The same key again changes nothing
