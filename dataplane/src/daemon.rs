@@ -377,28 +377,18 @@ fn run<M: Mode + PeerSource, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
     // close when the last worker's ring and the control thread let go.
     // Without them every datagram leaves from the listen port, which is
     // still correct, only one peer's flows then meet one receiving worker.
-    let flow_sockets = if M::FLOW_SOURCE_PORTS {
-        udp::open_flow_sockets(worker::FLOW_PORTS, c.fwmark)
-            .map_err(anyhow::Error::from)
-            .and_then(|f| {
-                let ports = f.ports().context("reading the flow sockets' ports")?;
-                Ok((f, ports))
-            })
-            .map_err(|e| {
-                tracing::warn!(
-                    error = %format!("{e:#}"),
-                    "no per-flow source ports: every datagram leaves from the listen port, \
-                     and one peer's flows meet one receiving worker"
-                );
-            })
-            .ok()
-    } else {
-        None
-    };
-    let (flows, source_ports) = match flow_sockets {
-        Some((f, ports)) => {
+    let (flows, source_ports) = match M::FLOW_SOURCE_PORTS.then(|| open_flows(c.fwmark)) {
+        Some(Ok((f, ports))) => {
             tracing::info!(v4 = ?ports.0, v6 = ?ports.1, "per-flow source ports");
             (Some(Arc::new(f)), ports)
+        }
+        Some(Err(e)) => {
+            tracing::warn!(
+                error = %format!("{e:#}"),
+                "no per-flow source ports: every datagram leaves from the listen port, \
+                 and one peer's flows meet one receiving worker"
+            );
+            (None, Default::default())
         }
         None => (None, Default::default()),
     };
@@ -631,4 +621,15 @@ fn ready(name: &str, socket: &Path) {
             let _ = nix::unistd::dup2_stderr(&null);
         }
     }
+}
+
+/// The flow sockets' ports: IPv4's, then IPv6's.
+type FlowPorts = (Vec<u16>, Vec<u16>);
+
+/// The flow sockets and their ports.
+fn open_flows(fwmark: u32) -> anyhow::Result<(udp::FlowSockets, FlowPorts)> {
+    let f = udp::open_flow_sockets(worker::FLOW_PORTS, fwmark)
+        .context("opening the flow sockets (per-flow source ports)")?;
+    let ports = f.ports().context("reading the flow sockets' ports")?;
+    Ok((f, ports))
 }
