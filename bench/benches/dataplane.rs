@@ -229,6 +229,8 @@ fn read_to_sends<M: Mode>(
     worker: &Worker<M>,
 ) -> usize {
     let view = mode.begin();
+    // The flow, as the worker takes it to queue the read.
+    let flow = device_read::read_flow(layout, slot, n);
     let device_read::SealedRead { run, targets, flow } = device_read::seal_read(
         layout,
         mode,
@@ -237,6 +239,7 @@ fn read_to_sends<M: Mode>(
         Instant::now(),
         slot,
         n,
+        flow,
         &worker.link,
         &worker.counters,
     )

@@ -35,11 +35,14 @@ pub enum DropReason {
     QueueFull,
     /// The kernel socket receive buffer overflowed (`SO_RXQ_OVFL`).
     RcvbufOverflow,
+    /// A worker's flow queues were full: the oldest read of the flow
+    /// holding the most bytes made room.
+    FlowQueueFull,
 }
 
 impl DropReason {
     /// Every reason, in [`index`](Self::index) order.
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::UnknownIndex,
         DropReason::AuthFailed,
@@ -53,6 +56,7 @@ impl DropReason {
         DropReason::WrongVni,
         DropReason::QueueFull,
         DropReason::RcvbufOverflow,
+        DropReason::FlowQueueFull,
     ];
 
     /// Number of reasons: the length of a per-reason counter array.
@@ -80,6 +84,7 @@ impl DropReason {
             DropReason::WrongVni => "wrong_vni",
             DropReason::QueueFull => "queue_full",
             DropReason::RcvbufOverflow => "rcvbuf_overflow",
+            DropReason::FlowQueueFull => "flow_queue_full",
         }
     }
 
@@ -104,7 +109,7 @@ mod test {
         for (i, r) in DropReason::ALL.iter().enumerate() {
             assert_eq!(r.index(), i, "{r} has index {} at position {i}", r.index());
         }
-        assert_eq!(DropReason::COUNT, 13);
+        assert_eq!(DropReason::COUNT, 14);
     }
 
     #[test]
@@ -125,7 +130,8 @@ mod test {
                 "rate_limited",
                 "wrong_vni",
                 "queue_full",
-                "rcvbuf_overflow"
+                "rcvbuf_overflow",
+                "flow_queue_full"
             ]
         );
         for r in DropReason::ALL {

@@ -103,10 +103,28 @@ pub struct SealedRead<T> {
     pub flow: Option<u32>,
 }
 
-/// Handles a read of `n` bytes (virtio-net header included) into `slot`:
-/// routes, splits and seals it for `mode`. Returns the sealed datagrams as
-/// a run in the slot, their targets and their flow; `None` if nothing is
-/// to be sent (dropped and counted, or staged with the control thread).
+/// The hash of the inner flow a read of `n` bytes (virtio-net header
+/// included) into `slot` carries: which flow queue it waits in and, in a
+/// mode that spreads flows, which source port it leaves from. A
+/// super-packet is one flow. Cost: a look at the headers, once per read.
+/// A read too short or too long hashes as flow 0 (sealing drops it).
+pub fn read_flow(layout: &SlotLayout, slot: &[u8], n: usize) -> u32 {
+    if n <= layout.vnet || n > MAX_READ || slot.len() < PACKET_OFFSET + n - layout.vnet {
+        return 0;
+    }
+    let pkt = &slot[PACKET_OFFSET..PACKET_OFFSET + n - layout.vnet];
+    match layout.framing {
+        Framing::Ethernet => flow_hash(pkt),
+        Framing::Ip => packet_flow_hash(pkt),
+    }
+}
+
+/// Handles a read of `n` bytes (virtio-net header included) into `slot`,
+/// of the inner flow `flow` ([`read_flow`], taken before sealing, which
+/// encrypts the headers in place): routes, splits and seals it for `mode`.
+/// Returns the sealed datagrams as a run in the slot, their targets and,
+/// when they leave from the flow's own port, their flow; `None` if nothing
+/// is to be sent (dropped and counted, or staged with the control thread).
 #[allow(clippy::too_many_arguments)]
 pub fn seal_read<'b, M: Mode>(
     layout: &SlotLayout,
@@ -116,6 +134,7 @@ pub fn seal_read<'b, M: Mode>(
     now: Instant,
     slot: &mut [u8],
     n: usize,
+    flow: u32,
     link: &ControlLink<M::Event, M::Peer>,
     counters: &WorkerCounters,
 ) -> Option<SealedRead<M::Targets<'b>>> {
@@ -126,22 +145,12 @@ pub fn seal_read<'b, M: Mode>(
     }
     let len = n - layout.vnet;
     counters.dev_read_bytes.add(len as u64);
-    // Cost: a look at the headers, once per read (a super-packet's
-    // segments are one flow), and only in a mode that spreads flows;
-    // taken before sealing, which encrypts the headers in place.
-    let flow = M::FLOW_SOURCE_PORTS.then(|| {
-        let pkt = &slot[PACKET_OFFSET..PACKET_OFFSET + len];
-        match layout.framing {
-            Framing::Ethernet => flow_hash(pkt),
-            Framing::Ip => packet_flow_hash(pkt),
-        }
-    });
     let (run, targets, spread) =
         seal_packet(layout, mode, view, lane, now, slot, len, link, counters)?;
     Some(SealedRead {
         run,
         targets,
-        flow: flow.filter(|_| spread),
+        flow: (M::FLOW_SOURCE_PORTS && spread).then_some(flow),
     })
 }
 
@@ -318,6 +327,23 @@ mod test {
         ControlLink::new().unwrap()
     }
 
+    /// `seal_read` of a read in its own flow, as the worker queues it.
+    #[allow(clippy::too_many_arguments)]
+    fn sealed<'b, M: Mode>(
+        layout: &SlotLayout,
+        mode: &'b M,
+        view: &'b M::Batch<'_>,
+        lane: usize,
+        now: Instant,
+        slot: &mut [u8],
+        n: usize,
+        link: &ControlLink<M::Event, M::Peer>,
+        counters: &WorkerCounters,
+    ) -> Option<SealedRead<M::Targets<'b>>> {
+        let flow = read_flow(layout, slot, n);
+        seal_read(layout, mode, view, lane, now, slot, n, flow, link, counters)
+    }
+
     /// A slot holding a read of `bytes` behind a virtio-net header.
     fn slot_with(layout: &SlotLayout, hdr: &VnetHeader, bytes: &[u8]) -> (Vec<u8>, usize) {
         let mut slot = vec![0u8; layout.slot_len()];
@@ -341,7 +367,7 @@ mod test {
         };
         let (hdr, frame) = super_packet_eth(&spec);
         let (mut slot, n) = slot_with(&layout, &hdr, &frame);
-        let SealedRead { run, targets, flow } = seal_read(
+        let SealedRead { run, targets, flow } = sealed(
             &layout,
             &mode,
             &view,
@@ -393,7 +419,7 @@ mod test {
         });
         let hdr = VnetHeader::parse(&[0; VNET_HDR_LEN]).unwrap();
         let (mut slot, n) = slot_with(&layout, &hdr, &frame);
-        let SealedRead { run, targets, flow } = seal_read(
+        let SealedRead { run, targets, flow } = sealed(
             &layout,
             &mode,
             &view,
@@ -441,7 +467,7 @@ mod test {
             };
             let (hdr, frame) = super_packet_eth(&spec);
             let (mut slot, n) = slot_with(&layout, &hdr, &frame);
-            let sent = seal_read(
+            let sent = sealed(
                 &layout,
                 &mode,
                 &view,
@@ -467,7 +493,7 @@ mod test {
         let mut slot = vec![0u8; layout.slot_len()];
         for n in [0, VNET_HDR_LEN, MAX_READ + 1] {
             assert!(
-                seal_read(
+                sealed(
                     &layout,
                     &mode,
                     &view,
@@ -484,7 +510,7 @@ mod test {
         // A header with flags TUN never sets.
         slot[layout.read_offset()] = 0x80;
         assert!(
-            seal_read(
+            sealed(
                 &layout,
                 &mode,
                 &view,
@@ -524,7 +550,7 @@ mod test {
         let (hdr, pkt) = crate::offload::testutil::super_packet(&spec);
         let (mut slot, n) = slot_with(&layout, &hdr, &pkt);
         assert!(
-            seal_read(
+            sealed(
                 &layout,
                 &mode,
                 &view,

@@ -187,6 +187,17 @@ fn ipv6(ip: &[u8]) -> Option<Key> {
     )
 }
 
+/// The hash of the outer flow a receive came in on: the sender's address
+/// and port, all that a sealed datagram shows of its inner flow (a peer
+/// that spreads its flows sends each from a port of its own).
+pub fn sender_hash(from: &std::net::SocketAddr) -> u32 {
+    let key = match from.ip() {
+        std::net::IpAddr::V4(a) => Key(8).add_bytes(&a.octets()),
+        std::net::IpAddr::V6(a) => Key(10).add_bytes(&a.octets()),
+    };
+    key.add(u64::from(from.port())).finish()
+}
+
 /// Which of `n` flow sockets a flow of hash `hash` leaves from: the hash
 /// scaled onto `0..n` (a multiply, not a division; the kernel's
 /// `reciprocal_scale`).

@@ -28,6 +28,7 @@
 pub mod device_read;
 pub mod device_write;
 pub mod flow;
+pub mod flow_queues;
 pub mod op;
 mod ring;
 pub mod sched;
@@ -62,19 +63,34 @@ pub use setup::{WorkerSetup, locked_bytes_per_worker, spawn};
 pub use socket_recv::MAX_GRO_SEGMENTS;
 
 use device_write::Planned;
+use flow_queues::{FlowQueues, Queued};
 use op::{Family, Op};
 use ring::{FD_TUN, FD_WAKE, Io};
 use sched::Scheduler;
 use slots::{Hold, Rx, Tx};
-use socket_recv::Deliveries;
+use socket_recv::{Deliveries, Received};
 
 /// Fixed reads kept in flight on the device queue. Every POLLIN wakes all
 /// pending reads and one wins, so more than a few only burn CPU.
 pub const READS_IN_FLIGHT: usize = 3;
 /// Transmit slots: each holds one read and what is sent from it.
-pub const TX_SLOTS: usize = 16;
+pub const TX_SLOTS: usize = 32;
+/// Most reads waiting in the flow queues: half the slots, so that the
+/// other half is free to read into while the sends of the last batch
+/// complete (a device queue the worker stops reading fills in arrival
+/// order, the wait the flow queues are there to avoid).
+pub const QUEUED_READS: usize = TX_SLOTS / 2;
+/// Bytes of reads sealed, and of receives opened, between two looks at
+/// the ring: a probe read or received meanwhile waits for at most this
+/// much work before it is queued and goes first.
+pub const WORK_BUDGET: usize = 64 * 1024;
+/// Most receives waiting in the flow queues: half the receive buffers,
+/// the other half free for the socket's next datagrams.
+pub const QUEUED_RECEIVES: usize = RX_BUFFERS as usize / 2;
 /// Provided receive buffers (a power of two).
 pub const RX_BUFFERS: u16 = 64;
+/// `IORING_ENTER_GETEVENTS`.
+const ENTER_GETEVENTS: u32 = 1;
 /// Failed device reads in a row after which a worker gives up.
 const MAX_READ_ERRORS: u32 = 16;
 /// Bytes of receive metadata before the payload in a provided buffer.
@@ -126,6 +142,10 @@ struct Worker<M: Mode> {
     read_ring: Option<BufRing>,
     layout: SlotLayout,
     sched: Scheduler<M::Peer>,
+    /// Device reads waiting to be sealed, by inner flow.
+    read_queues: FlowQueues<Tx, ()>,
+    /// Socket receives waiting to be opened, by sender address and port.
+    recv_queues: FlowQueues<Rx, Family>,
     coalescer: Option<Coalescer>,
     deliveries: Deliveries,
     planned: Vec<Planned>,
@@ -154,6 +174,12 @@ impl<M: Mode> Worker<M> {
         // Whatever ends the loop, requests in flight point into our memory:
         // cancel and reap them before it goes.
         let r = self.serve();
+        for q in self.read_queues.drain() {
+            let _ = self.io.tx.release(q.hold);
+        }
+        for q in self.recv_queues.drain() {
+            let _ = self.io.rx.release(q.hold);
+        }
         self.sched.abandon(&mut self.io);
         self.io.drain();
         r
@@ -161,7 +187,12 @@ impl<M: Mode> Worker<M> {
 
     fn serve(&mut self) -> io::Result<()> {
         loop {
-            match self.io.ring.submit_and_wait(1) {
+            let r = if self.read_queues.is_empty() && self.recv_queues.is_empty() {
+                self.io.ring.submit_and_wait(1)
+            } else {
+                self.look()
+            };
+            match r {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
@@ -178,8 +209,27 @@ impl<M: Mode> Worker<M> {
         }
     }
 
-    /// Handles every completion the ring holds, then flushes, gives back
-    /// and re-arms. Returns false to stop.
+    /// Submits and reaps without sleeping: work still waits in the flow
+    /// queues, and what arrived meanwhile should join them first.
+    /// `submit_and_wait(0)` would not do: with deferred task work, a
+    /// completed read reaches the completion queue only in an enter that
+    /// asks for events.
+    fn look(&mut self) -> io::Result<usize> {
+        let to_submit = self.io.ring.submission().len() as u32;
+        // SAFETY: no argument is passed; GETEVENTS with zero to wait for
+        // only runs the task work and returns.
+        unsafe {
+            self.io
+                .ring
+                .submitter()
+                .enter::<libc::sigset_t>(to_submit, 0, ENTER_GETEVENTS, None)
+        }
+    }
+
+    /// Handles every completion the ring holds (a read or a receive only
+    /// joins its flow's queue), opens and seals from the flow queues up to
+    /// [`WORK_BUDGET`] each, then flushes, gives back and re-arms. Returns
+    /// false to stop.
     fn batch(&mut self) -> bool {
         self.io.counters.batches.inc();
         let mode = self.mode.clone();
@@ -208,13 +258,13 @@ impl<M: Mode> Worker<M> {
             }
             match op {
                 Op::Wake => keep_going = self.on_wake(res),
-                Op::ReadMulti => self.on_read_multi(&mode, &view, now, res, flags),
+                Op::ReadMulti => self.on_read_multi(res, flags),
                 Op::Read(slot) => {
                     if let Some(hold) = self.io.tx.from_kernel(usize::from(slot)) {
-                        self.on_read(&mode, &view, now, hold, res);
+                        self.on_read(hold, res);
                     }
                 }
-                Op::Recv(f) => self.on_recv(&mode, &view, now, f, res, flags),
+                Op::Recv(f) => self.on_recv(f, res, flags),
                 Op::Send(n) => {
                     if let Some(p) = self.io.on_send(&mut self.sched, now, n, res) {
                         mode.forget_local(&view, p);
@@ -230,6 +280,8 @@ impl<M: Mode> Worker<M> {
                 Op::Cancel => {}
             }
         }
+        self.open_queued(&mode, &view, now);
+        self.seal_queued(&mode, &view, now);
         self.sched.flush(&mut self.io);
         self.sched.tick(now);
         self.give_back();
@@ -343,14 +395,14 @@ impl<M: Mode> Worker<M> {
         true
     }
 
-    fn on_read_multi(&mut self, mode: &M, view: &M::Batch<'_>, now: Instant, res: i32, flags: u32) {
+    fn on_read_multi(&mut self, res: i32, flags: u32) {
         if !cqueue::more(flags) {
             self.reading.armed = false;
         }
         match cqueue::buffer_select(flags) {
             Some(slot) => {
                 if let Some(hold) = self.io.tx.from_kernel(usize::from(slot)) {
-                    self.on_read(mode, view, now, hold, res);
+                    self.on_read(hold, res);
                 }
             }
             // Out of slots: re-armed once one comes back (see `arm`).
@@ -398,9 +450,10 @@ impl<M: Mode> Worker<M> {
         }
     }
 
-    /// A read into the slot `hold` holds completed with `res`: seal it and
-    /// hand the datagrams to the scheduler.
-    fn on_read(&mut self, mode: &M, view: &M::Batch<'_>, now: Instant, hold: Hold<Tx>, res: i32) {
+    /// A read into the slot `hold` holds completed with `res`: it joins
+    /// its flow's queue; over the queues' limit, the fattest flow's oldest
+    /// read is dropped.
+    fn on_read(&mut self, hold: Hold<Tx>, res: i32) {
         if res <= 0 {
             self.on_read_error(res);
             let _ = self.io.tx.release(hold);
@@ -411,38 +464,64 @@ impl<M: Mode> Worker<M> {
         // SAFETY: the read into this slot completed and we hold it: no
         // operation is in flight on it and no other slice overlaps it.
         let slot = unsafe { self.io.slab.slice_mut(at, self.layout.slot_len()) };
-        let sealed = device_read::seal_read(
-            &self.layout,
-            mode,
-            view,
-            self.id,
-            now,
-            slot,
-            res as usize,
-            &self.control,
-            &self.io.counters,
-        );
-        match sealed {
-            Some(s) => {
-                let via = flow::via(s.flow, self.io.flow_count);
-                self.sched
-                    .send_run(hold, s.run, via, s.targets, &mut self.io);
-            }
-            None => {
-                let _ = self.io.tx.release(hold);
+        let flow = device_read::read_flow(&self.layout, slot, res as usize);
+        let read = Queued {
+            hold,
+            len: res as u32,
+            flow,
+            meta: (),
+        };
+        if let Some(dropped) = self.read_queues.enqueue(read) {
+            self.io.counters.drop_packet(DropReason::FlowQueueFull);
+            let _ = self.io.tx.release(dropped.hold);
+        }
+    }
+
+    /// Seals queued reads in the flow queues' order, newly active flows
+    /// first, until [`WORK_BUDGET`] bytes are sealed or none wait, and
+    /// hands the datagrams to the scheduler.
+    fn seal_queued(&mut self, mode: &M, view: &M::Batch<'_>, now: Instant) {
+        let mut budget = WORK_BUDGET;
+        while budget > 0 {
+            let Some(q) = self.read_queues.dequeue() else {
+                return;
+            };
+            budget = budget.saturating_sub(q.len as usize);
+            let at = self.io.tx_region.at(q.hold.index());
+            // SAFETY: the read into this slot completed and it waited in
+            // the queues since: we hold it, nothing is in flight on it and
+            // no other slice overlaps it.
+            let slot = unsafe { self.io.slab.slice_mut(at, self.layout.slot_len()) };
+            let sealed = device_read::seal_read(
+                &self.layout,
+                mode,
+                view,
+                self.id,
+                now,
+                slot,
+                q.len as usize,
+                q.flow,
+                &self.control,
+                &self.io.counters,
+            );
+            match sealed {
+                Some(s) => {
+                    let via = flow::via(s.flow, self.io.flow_count);
+                    self.sched
+                        .send_run(q.hold, s.run, via, s.targets, &mut self.io);
+                }
+                None => {
+                    let _ = self.io.tx.release(q.hold);
+                }
             }
         }
     }
 
-    fn on_recv(
-        &mut self,
-        mode: &M,
-        view: &M::Batch<'_>,
-        now: Instant,
-        f: Family,
-        res: i32,
-        flags: u32,
-    ) {
+    /// A receive completed: it joins the queue of its sender's address and
+    /// port; over the queues' limit, the fattest flow's oldest receive is
+    /// dropped. The socket's overflow count is read here, in the order the
+    /// kernel reported it.
+    fn on_recv(&mut self, f: Family, res: i32, flags: u32) {
         if !cqueue::more(flags) {
             self.receiving.armed[f.index()] = false;
         }
@@ -461,21 +540,9 @@ impl<M: Mode> Worker<M> {
         let Some(hold) = self.io.rx.from_kernel(usize::from(bid)) else {
             return;
         };
-        let base = self.io.rx_region.at(hold.index());
-        // SAFETY: the kernel finished writing this buffer (its completion
-        // is here) and it is not in the ring until we give it back.
-        let buf = unsafe {
-            self.io
-                .slab
-                .slice_mut(base, (res as usize).min(RX_BUFFER_SIZE))
-        };
-        let rx = match socket_recv::parse(buf, &self.receiving.msgs[f.index()]) {
-            Ok(rx) => rx,
-            Err(r) => {
-                self.io.counters.drop_packet(r);
-                let _ = self.io.rx.release(hold);
-                return;
-            }
+        let Some(rx) = self.parse_received(&hold, res as u32, f) else {
+            let _ = self.io.rx.release(hold);
+            return;
         };
         if let Some(dropped) = rx.rxq_dropped {
             // Each socket keeps its own running total: add what is new.
@@ -484,19 +551,75 @@ impl<M: Mode> Worker<M> {
             *seen = dropped;
             self.io.counters.drops[DropReason::RcvbufOverflow.index()].add(u64::from(new));
         }
-        socket_recv::open_all(
-            mode,
-            view,
-            self.id,
-            now,
-            buf,
-            &rx,
-            &mut self.deliveries,
-            &self.control,
-            &self.io.counters,
-        );
-        self.write_deliveries(&hold, base);
-        let _ = self.io.rx.release(hold);
+        let received = Queued {
+            hold,
+            len: res as u32,
+            flow: flow::sender_hash(&rx.from.remote),
+            meta: f,
+        };
+        if let Some(dropped) = self.recv_queues.enqueue(received) {
+            self.io.counters.drop_packet(DropReason::FlowQueueFull);
+            let _ = self.io.rx.release(dropped.hold);
+        }
+    }
+
+    /// What the receive of `len` bytes on the `f` socket into the buffer
+    /// `hold` holds says; a malformed one is counted and `None`.
+    fn parse_received(&mut self, hold: &Hold<Rx>, len: u32, f: Family) -> Option<Received> {
+        let base = self.io.rx_region.at(hold.index());
+        // SAFETY: the kernel finished writing this buffer (its completion
+        // is here) and it is not in the ring until we give it back; only
+        // read while this shared slice lives.
+        let buf = unsafe {
+            self.io
+                .slab
+                .slice_mut(base, (len as usize).min(RX_BUFFER_SIZE))
+        };
+        match socket_recv::parse(buf, &self.receiving.msgs[f.index()]) {
+            Ok(rx) => Some(rx),
+            Err(r) => {
+                self.io.counters.drop_packet(r);
+                None
+            }
+        }
+    }
+
+    /// Opens queued receives in the flow queues' order, newly active flows
+    /// first, until [`WORK_BUDGET`] bytes are opened or none wait, and
+    /// writes what they carried to the device.
+    fn open_queued(&mut self, mode: &M, view: &M::Batch<'_>, now: Instant) {
+        let mut budget = WORK_BUDGET;
+        while budget > 0 {
+            let Some(q) = self.recv_queues.dequeue() else {
+                return;
+            };
+            budget = budget.saturating_sub(q.len as usize);
+            let Some(rx) = self.parse_received(&q.hold, q.len, q.meta) else {
+                let _ = self.io.rx.release(q.hold);
+                continue;
+            };
+            let base = self.io.rx_region.at(q.hold.index());
+            // SAFETY: as in `parse_received`: a completed receive we hold,
+            // not in the ring; the only slice of it while this one lives.
+            let buf = unsafe {
+                self.io
+                    .slab
+                    .slice_mut(base, (q.len as usize).min(RX_BUFFER_SIZE))
+            };
+            socket_recv::open_all(
+                mode,
+                view,
+                self.id,
+                now,
+                buf,
+                &rx,
+                &mut self.deliveries,
+                &self.control,
+                &self.io.counters,
+            );
+            self.write_deliveries(&q.hold, base);
+            let _ = self.io.rx.release(q.hold);
+        }
     }
 
     /// Writes the opened packets of the receive buffer `rx` holds (at slab

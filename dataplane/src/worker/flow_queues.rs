@@ -1,0 +1,375 @@
+//! Flow queues: between the device read and the seal, and between the
+//! socket receive and the open. Each read or receive waits in the queue of
+//! its flow, and the worker handles them in deficit round robin, newly
+//! active flows first (fq_codel's order, RFC 8290 §4.2), so a sparse flow
+//! — a probe, a DNS query, a handshake's first packet, TCP's own ACKs — is
+//! sealed or opened ahead of a bulk transfer's backlog instead of behind it.
+//!
+//! Why in the worker and not in the kernel: a TUN device never stops its
+//! queue; it drops when its ring is full. A qdisc in front of it therefore
+//! never holds anything, and what waits, waits in the device's ring in
+//! arrival order; a UDP socket's receive buffer is one FIFO too. So the
+//! worker reads both eagerly and keeps the backlog itself, where flows can
+//! pass each other, and keeps it short: past [`FlowQueues::limit`]
+//! entries, the oldest of the flow holding the most bytes is dropped (the
+//! flow that built the queue pays, and its sender slows down), which keeps
+//! buffers free for reading.
+//!
+//! A pure structure, tested without a ring: entries are buffers' holds, a
+//! buffer waits in at most one queue, so the links live in arrays indexed
+//! by buffer and nothing is allocated after start.
+
+use std::collections::VecDeque;
+
+use super::slots::{Hold, Kind};
+
+/// Flow buckets: a flow's hash picks one. As in fq_codel, enough that a
+/// sparse flow rarely shares a bulk flow's bucket (1 in 1024 per bulk flow).
+pub const BUCKETS: usize = 1024;
+/// Bytes a flow earns per round: one full-size Ethernet frame, as in
+/// fq_codel. A flow that sends a 64 KiB super-packet goes that far into
+/// deficit and waits its turn for as many rounds (each a few instructions),
+/// so flows share in bytes, and a newly active flow gets one read, not
+/// 64 KiB of them, ahead of the backlogged ones.
+pub const QUANTUM: i32 = 1514;
+
+/// No slot: the end of a bucket's list.
+const NIL: u16 = u16::MAX;
+
+/// A read or receive waiting its turn: the buffer that holds it, its
+/// length, its flow's hash and what else the worker needs back.
+#[derive(Debug)]
+pub struct Queued<K: Kind, T> {
+    /// The buffer it landed in.
+    pub hold: Hold<K>,
+    /// Its length as the operation returned it.
+    pub len: u32,
+    /// Its flow's hash: the inner flow of a read ([`super::flow`]), the
+    /// sender's address and port of a receive.
+    pub flow: u32,
+    /// What the worker needs to handle it (a receive's socket family).
+    pub meta: T,
+}
+
+/// Which round-robin list a bucket is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum List {
+    /// On none: nothing waits in it.
+    Idle,
+    /// Newly active: served before every old flow.
+    New,
+    /// Backlogged, or newly emptied while others wait.
+    Old,
+}
+
+/// One flow bucket: its reads (linked through [`FlowQueues::next`]), their
+/// bytes and its deficit.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    head: u16,
+    tail: u16,
+    bytes: u32,
+    deficit: i32,
+    list: List,
+}
+
+impl Bucket {
+    const EMPTY: Bucket = Bucket {
+        head: NIL,
+        tail: NIL,
+        bytes: 0,
+        deficit: 0,
+        list: List::Idle,
+    };
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct FlowQueues<K: Kind, T> {
+    buckets: Box<[Bucket]>,
+    /// Each buffer's waiting entry, by buffer index.
+    entries: Box<[Option<Queued<K, T>>]>,
+    /// The read after each slot's in its bucket, by slot index.
+    next: Box<[u16]>,
+    new: VecDeque<u16>,
+    old: VecDeque<u16>,
+    len: usize,
+    limit: usize,
+}
+
+impl<K: Kind, T> FlowQueues<K, T> {
+    /// Queues for what `slots` buffers hold, at most `limit` of them
+    /// waiting at once.
+    pub fn new(slots: usize, limit: usize) -> FlowQueues<K, T> {
+        assert!(slots < usize::from(NIL), "slot indices fit below NIL");
+        FlowQueues {
+            buckets: vec![Bucket::EMPTY; BUCKETS].into_boxed_slice(),
+            entries: (0..slots).map(|_| None).collect(),
+            next: vec![NIL; slots].into_boxed_slice(),
+            new: VecDeque::with_capacity(BUCKETS),
+            old: VecDeque::with_capacity(BUCKETS),
+            len: 0,
+            limit: limit.max(1),
+        }
+    }
+
+    /// Reads waiting.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Most reads that wait at once.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Queues `q` behind its flow's earlier reads. Past the limit, returns
+    /// the read dropped to make room: the oldest of the flow holding the
+    /// most bytes (which may be `q`'s own flow). Cost: a scan of the
+    /// buckets, only when over the limit.
+    pub fn enqueue(&mut self, q: Queued<K, T>) -> Option<Queued<K, T>> {
+        let slot = q.hold.index();
+        let b = q.flow as usize % BUCKETS;
+        let bucket = &mut self.buckets[b];
+        bucket.bytes += q.len;
+        self.next[slot] = NIL;
+        match bucket.tail {
+            NIL => bucket.head = slot as u16,
+            tail => self.next[usize::from(tail)] = slot as u16,
+        }
+        bucket.tail = slot as u16;
+        if bucket.list == List::Idle {
+            bucket.list = List::New;
+            bucket.deficit = QUANTUM;
+            self.new.push_back(b as u16);
+        }
+        self.entries[slot] = Some(q);
+        self.len += 1;
+        if self.len > self.limit {
+            let fattest = (0..BUCKETS).max_by_key(|&i| self.buckets[i].bytes)?;
+            return self.pop(fattest);
+        }
+        None
+    }
+
+    /// The next read to seal: the head of the first new flow with deficit
+    /// left, else of the first old one; a flow out of deficit gets a
+    /// quantum more and goes to the end of the old flows.
+    pub fn dequeue(&mut self) -> Option<Queued<K, T>> {
+        loop {
+            let (b, from_new) = match (self.new.front(), self.old.front()) {
+                (Some(&b), _) => (usize::from(b), true),
+                (None, Some(&b)) => (usize::from(b), false),
+                (None, None) => return None,
+            };
+            if self.buckets[b].deficit <= 0 {
+                self.buckets[b].deficit += QUANTUM;
+                self.rotate_to_old(b, from_new);
+                continue;
+            }
+            if let Some(q) = self.pop(b) {
+                self.buckets[b].deficit -= q.len as i32;
+                return Some(q);
+            }
+            // Empty. A new flow that emptied goes behind the old ones
+            // first (RFC 8290: else a flow sending one packet per round
+            // would stay new and starve them); an old one goes idle.
+            if from_new && !self.old.is_empty() {
+                self.rotate_to_old(b, true);
+            } else {
+                self.list_of(from_new).pop_front();
+                self.buckets[b].list = List::Idle;
+            }
+        }
+    }
+
+    /// Takes every waiting read out (the worker is stopping).
+    pub fn drain(&mut self) -> impl Iterator<Item = Queued<K, T>> + '_ {
+        std::iter::from_fn(|| self.dequeue())
+    }
+
+    fn list_of(&mut self, new: bool) -> &mut VecDeque<u16> {
+        if new { &mut self.new } else { &mut self.old }
+    }
+
+    /// Moves bucket `b` from the front of its list to the end of the old.
+    fn rotate_to_old(&mut self, b: usize, from_new: bool) {
+        self.list_of(from_new).pop_front();
+        self.old.push_back(b as u16);
+        self.buckets[b].list = List::Old;
+    }
+
+    /// The oldest read of bucket `b`, out of it (the bucket keeps its list).
+    fn pop(&mut self, b: usize) -> Option<Queued<K, T>> {
+        let bucket = &mut self.buckets[b];
+        let slot = match bucket.head {
+            NIL => return None,
+            s => usize::from(s),
+        };
+        bucket.head = self.next[slot];
+        if bucket.head == NIL {
+            bucket.tail = NIL;
+        }
+        let q = self.entries[slot].take()?;
+        bucket.bytes -= q.len;
+        self.len -= 1;
+        Some(q)
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::worker::slots::{Home, Pool, Tx};
+
+    struct Bench {
+        pool: Pool<Tx>,
+        q: FlowQueues<Tx, ()>,
+    }
+
+    impl Bench {
+        fn new(slots: usize, limit: usize) -> Bench {
+            Bench {
+                pool: Pool::new(slots, Home::FreeList),
+                q: FlowQueues::new(slots, limit),
+            }
+        }
+
+        /// Queues a read of `len` bytes of flow `flow`; returns its slot
+        /// and the slot of the read dropped for it, if any.
+        fn read(&mut self, flow: u32, len: u32) -> (usize, Option<(usize, u32)>) {
+            let hold = self.pool.take_free().expect("a free slot");
+            let slot = hold.index();
+            let q = Queued {
+                hold,
+                len,
+                flow,
+                meta: (),
+            };
+            let dropped = self.q.enqueue(q).map(|d| {
+                let seen = (d.hold.index(), d.flow);
+                let _ = self.pool.release(d.hold);
+                seen
+            });
+            (slot, dropped)
+        }
+
+        /// Dequeues everything: (flow, slot) in the order sealed.
+        fn all(&mut self) -> Vec<(u32, usize)> {
+            let mut out = Vec::new();
+            while let Some(d) = self.q.dequeue() {
+                out.push((d.flow, d.hold.index()));
+                let _ = self.pool.release(d.hold);
+            }
+            out
+        }
+    }
+
+    #[test]
+    fn a_sparse_flow_passes_a_backlogged_one() {
+        let mut b = Bench::new(32, 32);
+        for _ in 0..8 {
+            b.read(1, 65_000);
+        }
+        // The bulk flow has been served once: it is old now.
+        let first = b.q.dequeue().unwrap();
+        assert_eq!(first.flow, 1);
+        let _ = b.pool.release(first.hold);
+        let (probe, _) = b.read(2, 84);
+        let order = b.all();
+        assert_eq!(
+            order[0],
+            (2, probe),
+            "the probe goes before the 7 bulk reads that were there first"
+        );
+        assert_eq!(order.len(), 8);
+        assert!(b.pool.all_returned());
+    }
+
+    #[test]
+    fn one_flow_keeps_its_order_and_backlogged_flows_share_by_bytes() {
+        let mut b = Bench::new(64, 64);
+        let mut bulk = Vec::new();
+        for _ in 0..6 {
+            bulk.push(b.read(1, 65_000).0);
+        }
+        // Flow 3 sends reads a quarter the size: four per bulk read.
+        let mut small = Vec::new();
+        for _ in 0..24 {
+            small.push(b.read(3, 16_250).0);
+        }
+        let order = b.all();
+        let of = |f: u32| -> Vec<usize> {
+            order
+                .iter()
+                .filter(|(g, _)| *g == f)
+                .map(|&(_, s)| s)
+                .collect()
+        };
+        assert_eq!(of(1), bulk, "flow 1 in the order read");
+        assert_eq!(of(3), small, "flow 3 in the order read");
+        // While both are backlogged, each round gives each about a quantum.
+        let first_half: Vec<u32> = order[..15].iter().map(|&(f, _)| f).collect();
+        let ones = first_half.iter().filter(|&&f| f == 1).count();
+        assert!(
+            (2..=4).contains(&ones),
+            "bytes shared, not reads: {first_half:?}"
+        );
+        assert!(b.pool.all_returned());
+    }
+
+    #[test]
+    fn over_the_limit_the_fattest_flow_loses_its_oldest_read() {
+        let mut b = Bench::new(16, 4);
+        let (oldest, _) = b.read(1, 60_000);
+        b.read(1, 60_000);
+        b.read(2, 100);
+        b.read(1, 60_000);
+        let (_, dropped) = b.read(2, 100);
+        assert_eq!(
+            dropped,
+            Some((oldest, 1)),
+            "the bulk flow pays, at its head, not the sparse flow that came last"
+        );
+        assert_eq!(b.q.len(), 4);
+        let order: Vec<u32> = b.all().iter().map(|&(f, _)| f).collect();
+        assert_eq!(order.iter().filter(|&&f| f == 2).count(), 2);
+        assert!(b.q.is_empty());
+        assert!(b.pool.all_returned());
+    }
+
+    #[test]
+    fn a_flow_that_empties_comes_back_as_new_and_idle_buckets_leave_the_lists() {
+        let mut b = Bench::new(16, 16);
+        for round in 0..100 {
+            b.read(round % 5, 1000);
+            let got = b.all();
+            assert_eq!(got.len(), 1);
+        }
+        assert!(
+            b.q.new.is_empty() && b.q.old.is_empty(),
+            "no bucket left on a list"
+        );
+        assert!(b.q.dequeue().is_none());
+        assert!(b.pool.all_returned());
+    }
+
+    #[test]
+    fn drain_gives_back_every_hold() {
+        let mut b = Bench::new(8, 8);
+        for f in 0..8 {
+            b.read(f, 500);
+        }
+        let held: Vec<Queued<Tx, ()>> = b.q.drain().collect();
+        assert_eq!(held.len(), 8);
+        for q in held {
+            let _ = b.pool.release(q.hold);
+        }
+        assert!(b.pool.all_returned());
+    }
+}
