@@ -292,6 +292,24 @@ mod test {
     }
 
     #[test]
+    fn a_new_flow_goes_before_old_flows_with_deficit_left() {
+        // Two backlogged flows of full-size frames, not deep in deficit:
+        // round robin alone would serve one of them before the newcomer.
+        let mut b = Bench::new(64, 64);
+        for _ in 0..10 {
+            b.read(1, 1500);
+            b.read(2, 1500);
+        }
+        for _ in 0..4 {
+            let q = b.q.dequeue().unwrap();
+            let _ = b.pool.release(q.hold);
+        }
+        let (probe, _) = b.read(3, 100);
+        assert_eq!(b.all()[0], (3, probe), "the newly active flow first");
+        assert!(b.pool.all_returned());
+    }
+
+    #[test]
     fn one_flow_keeps_its_order_and_backlogged_flows_share_by_bytes() {
         let mut b = Bench::new(64, 64);
         let mut bulk = Vec::new();
