@@ -157,15 +157,25 @@ impl<K: Kind, T> FlowQueues<K, T> {
         None
     }
 
-    /// The next read to seal: the head of the first new flow with deficit
-    /// left, else of the first old one; a flow out of deficit gets a
-    /// quantum more and goes to the end of the old flows.
+    /// The next entry: the head of the first new flow with deficit left,
+    /// else of the first old one; a flow out of deficit gets a quantum
+    /// more and goes to the end of the old flows.
     pub fn dequeue(&mut self) -> Option<Queued<K, T>> {
+        self.next(true)
+    }
+
+    /// The next entry of a newly active flow, if one waits: what the
+    /// worker handles before any backlog, in both directions.
+    pub fn dequeue_new(&mut self) -> Option<Queued<K, T>> {
+        self.next(false)
+    }
+
+    fn next(&mut self, old_too: bool) -> Option<Queued<K, T>> {
         loop {
             let (b, from_new) = match (self.new.front(), self.old.front()) {
                 (Some(&b), _) => (usize::from(b), true),
-                (None, Some(&b)) => (usize::from(b), false),
-                (None, None) => return None,
+                (None, Some(&b)) if old_too => (usize::from(b), false),
+                _ => return None,
             };
             if self.buckets[b].deficit <= 0 {
                 self.buckets[b].deficit += QUANTUM;
@@ -306,6 +316,27 @@ mod test {
         }
         let (probe, _) = b.read(3, 100);
         assert_eq!(b.all()[0], (3, probe), "the newly active flow first");
+        assert!(b.pool.all_returned());
+    }
+
+    #[test]
+    fn only_newly_active_flows_are_served_first() {
+        let mut b = Bench::new(16, 16);
+        for _ in 0..3 {
+            b.read(1, 65_000);
+        }
+        let q = b.q.dequeue_new().expect("flow 1 is new");
+        let _ = b.pool.release(q.hold);
+        assert!(
+            b.q.dequeue_new().is_none(),
+            "flow 1 spent its quantum: it is backlog now"
+        );
+        let (probe, _) = b.read(2, 100);
+        let q = b.q.dequeue_new().expect("flow 2 is new");
+        assert_eq!(q.hold.index(), probe);
+        let _ = b.pool.release(q.hold);
+        assert!(b.q.dequeue_new().is_none());
+        assert_eq!(b.all().len(), 2, "the backlog is still there");
         assert!(b.pool.all_returned());
     }
 

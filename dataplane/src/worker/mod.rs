@@ -227,9 +227,8 @@ impl<M: Mode> Worker<M> {
     }
 
     /// Handles every completion the ring holds (a read or a receive only
-    /// joins its flow's queue), opens and seals from the flow queues up to
-    /// [`WORK_BUDGET`] each, then flushes, gives back and re-arms. Returns
-    /// false to stop.
+    /// joins its flow's queue), does the batch's [`work`](Self::work), then
+    /// flushes, gives back and re-arms. Returns false to stop.
     fn batch(&mut self) -> bool {
         self.io.counters.batches.inc();
         let mode = self.mode.clone();
@@ -280,8 +279,7 @@ impl<M: Mode> Worker<M> {
                 Op::Cancel => {}
             }
         }
-        self.open_queued(&mode, &view, now);
-        self.seal_queued(&mode, &view, now);
+        self.work(&mode, &view, now);
         self.sched.flush(&mut self.io);
         self.sched.tick(now);
         self.give_back();
@@ -478,8 +476,7 @@ impl<M: Mode> Worker<M> {
     }
 
     /// Seals queued reads in the flow queues' order, newly active flows
-    /// first, until [`WORK_BUDGET`] bytes are sealed or none wait, and
-    /// hands the datagrams to the scheduler.
+    /// first, until [`WORK_BUDGET`] bytes are sealed or none wait.
     fn seal_queued(&mut self, mode: &M, view: &M::Batch<'_>, now: Instant) {
         let mut budget = WORK_BUDGET;
         while budget > 0 {
@@ -487,34 +484,69 @@ impl<M: Mode> Worker<M> {
                 return;
             };
             budget = budget.saturating_sub(q.len as usize);
-            let at = self.io.tx_region.at(q.hold.index());
-            // SAFETY: the read into this slot completed and it waited in
-            // the queues since: we hold it, nothing is in flight on it and
-            // no other slice overlaps it.
-            let slot = unsafe { self.io.slab.slice_mut(at, self.layout.slot_len()) };
-            let sealed = device_read::seal_read(
-                &self.layout,
-                mode,
-                view,
-                self.id,
-                now,
-                slot,
-                q.len as usize,
-                q.flow,
-                &self.control,
-                &self.io.counters,
-            );
-            match sealed {
-                Some(s) => {
-                    let via = flow::via(s.flow, self.io.flow_count);
-                    self.sched
-                        .send_run(q.hold, s.run, via, s.targets, &mut self.io);
-                }
-                None => {
-                    let _ = self.io.tx.release(q.hold);
-                }
+            self.seal_one(mode, view, now, q);
+        }
+    }
+
+    /// Seals one queued read and hands its datagrams to the scheduler.
+    fn seal_one(&mut self, mode: &M, view: &M::Batch<'_>, now: Instant, q: Queued<Tx, ()>) {
+        let at = self.io.tx_region.at(q.hold.index());
+        // SAFETY: the read into this slot completed and it waited in the
+        // queues since: we hold it, nothing is in flight on it and no
+        // other slice overlaps it.
+        let slot = unsafe { self.io.slab.slice_mut(at, self.layout.slot_len()) };
+        let sealed = device_read::seal_read(
+            &self.layout,
+            mode,
+            view,
+            self.id,
+            now,
+            slot,
+            q.len as usize,
+            q.flow,
+            &self.control,
+            &self.io.counters,
+        );
+        match sealed {
+            Some(s) => {
+                let via = flow::via(s.flow, self.io.flow_count);
+                self.sched
+                    .send_run(q.hold, s.run, via, s.targets, &mut self.io);
+            }
+            None => {
+                let _ = self.io.tx.release(q.hold);
             }
         }
+    }
+
+    /// The work of a batch, in the order that keeps sparse flows ahead:
+    /// first whatever newly active flows hold, both ways (bounded: each
+    /// such flow gets one quantum, then it is backlog), then the backlog,
+    /// up to [`WORK_BUDGET`] each way. The sends and writes are submitted
+    /// in this order too, so the kernel's own work for them (which runs
+    /// inline, in the submit) follows it.
+    fn work(&mut self, mode: &M, view: &M::Batch<'_>, now: Instant) {
+        let mut sealed = false;
+        loop {
+            let received = self.recv_queues.dequeue_new();
+            let read = self.read_queues.dequeue_new();
+            if received.is_none() && read.is_none() {
+                break;
+            }
+            if let Some(q) = received {
+                self.open_one(mode, view, now, q);
+            }
+            if let Some(q) = read {
+                self.seal_one(mode, view, now, q);
+                sealed = true;
+            }
+        }
+        if sealed {
+            // The sparse flows' single datagrams leave ahead of the backlog.
+            self.sched.flush(&mut self.io);
+        }
+        self.open_queued(mode, view, now);
+        self.seal_queued(mode, view, now);
     }
 
     /// A receive completed: it joins the queue of its sender's address and
@@ -585,8 +617,7 @@ impl<M: Mode> Worker<M> {
     }
 
     /// Opens queued receives in the flow queues' order, newly active flows
-    /// first, until [`WORK_BUDGET`] bytes are opened or none wait, and
-    /// writes what they carried to the device.
+    /// first, until [`WORK_BUDGET`] bytes are opened or none wait.
     fn open_queued(&mut self, mode: &M, view: &M::Batch<'_>, now: Instant) {
         let mut budget = WORK_BUDGET;
         while budget > 0 {
@@ -594,32 +625,37 @@ impl<M: Mode> Worker<M> {
                 return;
             };
             budget = budget.saturating_sub(q.len as usize);
-            let Some(rx) = self.parse_received(&q.hold, q.len, q.meta) else {
-                let _ = self.io.rx.release(q.hold);
-                continue;
-            };
-            let base = self.io.rx_region.at(q.hold.index());
-            // SAFETY: as in `parse_received`: a completed receive we hold,
-            // not in the ring; the only slice of it while this one lives.
-            let buf = unsafe {
-                self.io
-                    .slab
-                    .slice_mut(base, (q.len as usize).min(RX_BUFFER_SIZE))
-            };
-            socket_recv::open_all(
-                mode,
-                view,
-                self.id,
-                now,
-                buf,
-                &rx,
-                &mut self.deliveries,
-                &self.control,
-                &self.io.counters,
-            );
-            self.write_deliveries(&q.hold, base);
-            let _ = self.io.rx.release(q.hold);
+            self.open_one(mode, view, now, q);
         }
+    }
+
+    /// Opens one queued receive and writes what it carried to the device.
+    fn open_one(&mut self, mode: &M, view: &M::Batch<'_>, now: Instant, q: Queued<Rx, Family>) {
+        let Some(rx) = self.parse_received(&q.hold, q.len, q.meta) else {
+            let _ = self.io.rx.release(q.hold);
+            return;
+        };
+        let base = self.io.rx_region.at(q.hold.index());
+        // SAFETY: as in `parse_received`: a completed receive we hold, not
+        // in the ring; the only slice of it while this one lives.
+        let buf = unsafe {
+            self.io
+                .slab
+                .slice_mut(base, (q.len as usize).min(RX_BUFFER_SIZE))
+        };
+        socket_recv::open_all(
+            mode,
+            view,
+            self.id,
+            now,
+            buf,
+            &rx,
+            &mut self.deliveries,
+            &self.control,
+            &self.io.counters,
+        );
+        self.write_deliveries(&q.hold, base);
+        let _ = self.io.rx.release(q.hold);
     }
 
     /// Writes the opened packets of the receive buffer `rx` holds (at slab
