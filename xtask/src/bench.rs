@@ -72,10 +72,62 @@ pub struct BenchArgs {
     /// change): a table and plots in the report.
     #[arg(long, value_name = "REPORT_JSON")]
     baseline: Option<PathBuf>,
+    /// Build every lab afresh before each repeat (ringtun and the peers
+    /// restarted too), so that each repeat is a lab of its own: where the
+    /// flow hashes put the busy workers changes between labs, and the
+    /// min–max of the repeats is then the spread across labs.
+    #[arg(long)]
+    fresh_labs: bool,
     /// After the run, profile one extra single-stream TCP run of ringtun's
     /// wireguard mode with `perf record -a -g` into the report directory.
     #[arg(long)]
     profile: bool,
+}
+
+/// Sets every system up; one that cannot be is skipped (recorded in the
+/// report the first time, a problem on a later start).
+fn start_all(
+    systems: &[System],
+    setup: &SetupOptions<'_>,
+    stop: &std::sync::atomic::AtomicBool,
+    report: &mut Report,
+    first: bool,
+) -> Vec<Running> {
+    let mut running = Vec::new();
+    for sys in systems {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        print!("bench: setting up {:<18} ", sys.name());
+        let _ = std::io::stdout().flush();
+        match systems::start(*sys, setup) {
+            Ok(r) => {
+                println!("ok: {}", r.description);
+                running.push(r);
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                println!("SKIPPED: {why}");
+                if !first {
+                    report
+                        .problems
+                        .push(format!("{} could not be set up again: {why}", sys.name()));
+                    continue;
+                }
+                report
+                    .problems
+                    .push(format!("{} skipped: {why}", sys.name()));
+                report.systems.push(SystemInfo {
+                    name: sys.name().to_string(),
+                    status: "skipped".into(),
+                    detail: why,
+                    tunnel_pids: Vec::new(),
+                    ringtun_status: Vec::new(),
+                });
+            }
+        }
+    }
+    running
 }
 
 /// The selection `--only` makes.
@@ -279,39 +331,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         tools: &tools,
     };
     let started = Instant::now();
-    let mut running: Vec<Running> = Vec::new();
-    for sys in &systems {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        print!("bench: setting up {:<18} ", sys.name());
-        let _ = std::io::stdout().flush();
-        match systems::start(*sys, &setup) {
-            Ok(r) => {
-                println!("ok: {}", r.description);
-                running.push(r);
-            }
-            Err(e) => {
-                let why = format!("{e:#}");
-                println!("SKIPPED: {why}");
-                report
-                    .problems
-                    .push(format!("{} skipped: {why}", sys.name()));
-                report.systems.push(SystemInfo {
-                    name: sys.name().to_string(),
-                    status: "skipped".into(),
-                    detail: why,
-                    tunnel_pids: Vec::new(),
-                    ringtun_status: Vec::new(),
-                });
-            }
-        }
-    }
-
+    let mut running = start_all(&systems, &setup, &stop, &mut report, true);
     // The measurements, round-robin.
     let cells = repeats as usize * workloads.len() * running.len();
     let mut order = 0u32;
     'outer: for rep in 0..repeats {
+        if args.fresh_labs && rep > 0 {
+            // The old labs go first: the new ones reuse their names.
+            running.clear();
+            running = start_all(&systems, &setup, &stop, &mut report, false);
+        }
         for w in &workloads {
             for k in 0..running.len() {
                 // Each repeat starts from a different system.
