@@ -11,9 +11,11 @@
 //! arrival order; a UDP socket's receive buffer is one FIFO too. So the
 //! worker reads both eagerly and keeps the backlog itself, where flows can
 //! pass each other, and keeps it short: past [`FlowQueues::limit`]
-//! entries, the oldest of the flow holding the most bytes is dropped (the
-//! flow that built the queue pays, and its sender slows down), which keeps
-//! buffers free for reading.
+//! bytes, the oldest entry of the flow holding the most bytes is dropped
+//! (the flow that built the queue pays, and its sender slows down). The
+//! limit is in bytes, not entries: a burst of small datagrams costs little
+//! to hold and is not cut short; the number of entries is bounded by the
+//! buffers anyway.
 //!
 //! A pure structure, tested without a ring: entries are buffers' holds, a
 //! buffer waits in at most one queue, so the links live in arrays indexed
@@ -94,12 +96,13 @@ pub struct FlowQueues<K: Kind, T> {
     new: VecDeque<u16>,
     old: VecDeque<u16>,
     len: usize,
+    bytes: usize,
     limit: usize,
 }
 
 impl<K: Kind, T> FlowQueues<K, T> {
-    /// Queues for what `slots` buffers hold, at most `limit` of them
-    /// waiting at once.
+    /// Queues for what `slots` buffers hold, at most `limit` bytes of it
+    /// waiting at once (one entry always fits).
     pub fn new(slots: usize, limit: usize) -> FlowQueues<K, T> {
         assert!(slots < usize::from(NIL), "slot indices fit below NIL");
         FlowQueues {
@@ -109,7 +112,8 @@ impl<K: Kind, T> FlowQueues<K, T> {
             new: VecDeque::with_capacity(BUCKETS),
             old: VecDeque::with_capacity(BUCKETS),
             len: 0,
-            limit: limit.max(1),
+            bytes: 0,
+            limit,
         }
     }
 
@@ -123,12 +127,17 @@ impl<K: Kind, T> FlowQueues<K, T> {
         self.len == 0
     }
 
-    /// Most reads that wait at once.
+    /// Bytes waiting.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Most bytes that wait at once.
     pub fn limit(&self) -> usize {
         self.limit
     }
 
-    /// Queues `q` behind its flow's earlier reads. Past the limit, returns
+    /// Queues `q` behind its flow's earlier entries. Past the limit, returns
     /// the read dropped to make room: the oldest of the flow holding the
     /// most bytes (which may be `q`'s own flow). Cost: a scan of the
     /// buckets, only when over the limit.
@@ -148,9 +157,10 @@ impl<K: Kind, T> FlowQueues<K, T> {
             bucket.deficit = QUANTUM;
             self.new.push_back(b as u16);
         }
+        self.bytes += q.len as usize;
         self.entries[slot] = Some(q);
         self.len += 1;
-        if self.len > self.limit {
+        if self.bytes > self.limit && self.len > 1 {
             let fattest = (0..BUCKETS).max_by_key(|&i| self.buckets[i].bytes)?;
             return self.pop(fattest);
         }
@@ -228,6 +238,7 @@ impl<K: Kind, T> FlowQueues<K, T> {
         let q = self.entries[slot].take()?;
         bucket.bytes -= q.len;
         self.len -= 1;
+        self.bytes -= q.len as usize;
         Some(q)
     }
 }
@@ -282,7 +293,7 @@ mod test {
 
     #[test]
     fn a_sparse_flow_passes_a_backlogged_one() {
-        let mut b = Bench::new(32, 32);
+        let mut b = Bench::new(32, usize::MAX);
         for _ in 0..8 {
             b.read(1, 65_000);
         }
@@ -305,7 +316,7 @@ mod test {
     fn a_new_flow_goes_before_old_flows_with_deficit_left() {
         // Two backlogged flows of full-size frames, not deep in deficit:
         // round robin alone would serve one of them before the newcomer.
-        let mut b = Bench::new(64, 64);
+        let mut b = Bench::new(64, usize::MAX);
         for _ in 0..10 {
             b.read(1, 1500);
             b.read(2, 1500);
@@ -321,7 +332,7 @@ mod test {
 
     #[test]
     fn only_newly_active_flows_are_served_first() {
-        let mut b = Bench::new(16, 16);
+        let mut b = Bench::new(16, usize::MAX);
         for _ in 0..3 {
             b.read(1, 65_000);
         }
@@ -342,7 +353,7 @@ mod test {
 
     #[test]
     fn one_flow_keeps_its_order_and_backlogged_flows_share_by_bytes() {
-        let mut b = Bench::new(64, 64);
+        let mut b = Bench::new(64, usize::MAX);
         let mut bulk = Vec::new();
         for _ in 0..6 {
             bulk.push(b.read(1, 65_000).0);
@@ -374,7 +385,7 @@ mod test {
 
     #[test]
     fn over_the_limit_the_fattest_flow_loses_its_oldest_read() {
-        let mut b = Bench::new(16, 4);
+        let mut b = Bench::new(16, 180_150);
         let (oldest, _) = b.read(1, 60_000);
         b.read(1, 60_000);
         b.read(2, 100);
@@ -393,8 +404,20 @@ mod test {
     }
 
     #[test]
+    fn a_burst_of_small_datagrams_is_held_whole() {
+        let mut b = Bench::new(64, 1 << 20);
+        for i in 0..60 {
+            let (_, dropped) = b.read(7, 200 + i);
+            assert_eq!(dropped, None, "the burst fits in bytes");
+        }
+        assert_eq!(b.all().len(), 60);
+        assert_eq!(b.q.bytes(), 0);
+        assert!(b.pool.all_returned());
+    }
+
+    #[test]
     fn a_flow_that_empties_comes_back_as_new_and_idle_buckets_leave_the_lists() {
-        let mut b = Bench::new(16, 16);
+        let mut b = Bench::new(16, usize::MAX);
         for round in 0..100 {
             b.read(round % 5, 1000);
             let got = b.all();
@@ -410,7 +433,7 @@ mod test {
 
     #[test]
     fn drain_gives_back_every_hold() {
-        let mut b = Bench::new(8, 8);
+        let mut b = Bench::new(8, usize::MAX);
         for f in 0..8 {
             b.read(f, 500);
         }

@@ -75,18 +75,20 @@ use socket_recv::{Deliveries, Received};
 pub const READS_IN_FLIGHT: usize = 3;
 /// Transmit slots: each holds one read and what is sent from it.
 pub const TX_SLOTS: usize = 32;
-/// Most reads waiting in the flow queues: half the slots, so that the
-/// other half is free to read into while the sends of the last batch
-/// complete (a device queue the worker stops reading fills in arrival
-/// order, the wait the flow queues are there to avoid).
-pub const QUEUED_READS: usize = TX_SLOTS / 2;
+/// Most bytes of reads waiting in the flow queues: sixteen 64 KiB
+/// super-packets, half the slots, so that the other half is free to read
+/// into while the sends of the last batch complete (a device queue the
+/// worker stops reading fills in arrival order, the wait the flow queues
+/// are there to avoid). About a millisecond of sealing.
+pub const QUEUED_READ_BYTES: usize = 1 << 20;
 /// Bytes of reads sealed, and of receives opened, between two looks at
 /// the ring: a probe read or received meanwhile waits for at most this
 /// much work before it is queued and goes first.
 pub const WORK_BUDGET: usize = 64 * 1024;
-/// Most receives waiting in the flow queues: half the receive buffers,
-/// the other half free for the socket's next datagrams.
-pub const QUEUED_RECEIVES: usize = RX_BUFFERS as usize / 2;
+/// Most bytes of receives waiting in the flow queues: about twenty full
+/// GRO receives, a third of the receive buffers, the rest free for the
+/// socket's next datagrams. A burst of small datagrams fits whole.
+pub const QUEUED_RECEIVE_BYTES: usize = 2 << 20;
 /// Provided receive buffers (a power of two).
 pub const RX_BUFFERS: u16 = 64;
 /// `IORING_ENTER_GETEVENTS`.

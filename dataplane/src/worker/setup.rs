@@ -19,8 +19,8 @@ use super::sched::Scheduler;
 use super::slots::{Home, Pool};
 use super::socket_recv::{Deliveries, MAX_GRO_SEGMENTS};
 use super::{
-    BGID_READ, BGID_RECV, QUEUED_READS, QUEUED_RECEIVES, RX_BUFFER_SIZE, RX_BUFFERS, ReadMode,
-    Reading, Receiving, TX_SLOTS, Worker,
+    BGID_READ, BGID_RECV, QUEUED_READ_BYTES, QUEUED_RECEIVE_BYTES, RX_BUFFER_SIZE, RX_BUFFERS,
+    ReadMode, Reading, Receiving, TX_SLOTS, Worker,
 };
 use crate::bufring::BufRing;
 use crate::cmsg::{RECV_CONTROL_LEN, RawAddr};
@@ -272,8 +272,8 @@ impl<M: Mode> Worker<M> {
             read_ring,
             layout,
             sched: Scheduler::new(s.gso, s.id),
-            read_queues: FlowQueues::new(TX_SLOTS, QUEUED_READS),
-            recv_queues: FlowQueues::new(usize::from(RX_BUFFERS), QUEUED_RECEIVES),
+            read_queues: FlowQueues::new(TX_SLOTS, QUEUED_READ_BYTES),
+            recv_queues: FlowQueues::new(usize::from(RX_BUFFERS), QUEUED_RECEIVE_BYTES),
             coalescer,
             deliveries: Deliveries::default(),
             planned: Vec::with_capacity(MAX_GRO_SEGMENTS),
