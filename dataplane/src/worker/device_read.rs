@@ -566,4 +566,74 @@ mod test {
         let staged: Vec<usize> = inbox.staged.try_iter().map(|s| s.packet.len()).collect();
         assert_eq!(staged, vec![1420, 1420, 1420], "each segment staged alone");
     }
+
+    /// Two wireguard sites with a session, site 1's peer (site 2) spreading
+    /// its flows or not: site 1's tunnel.
+    fn wireguard_site(spread: bool) -> tunnel_proto::wg::Tunnel {
+        use tunnel_proto::PrivateKey;
+        use tunnel_proto::wg::{
+            Events, IpPrefix, PeerConfig, TRANSMIT_BUF_LEN, Tunnel, TunnelConfig,
+        };
+        let site = |me: u8, other: u8| {
+            let mut cfg = TunnelConfig::new(PrivateKey::from_bytes([me; 32]));
+            let mut p = PeerConfig::new(PrivateKey::from_bytes([other; 32]).public_key());
+            p.allowed_ips = vec![format!("10.0.0.{other}/32").parse::<IpPrefix>().unwrap()];
+            p.endpoint = Some(std::net::SocketAddr::from(([192, 0, 2, other], 51820)));
+            p.spread_flows = spread;
+            cfg.peers.push(p);
+            Tunnel::new(cfg, Instant::now(), std::time::SystemTime::now()).unwrap()
+        };
+        let (mut a, mut b) = (site(1, 2), site(2, 1));
+        let (now, wall) = (Instant::now(), std::time::SystemTime::now());
+        let mut buf = vec![0u8; TRANSMIT_BUF_LEN];
+        let peer = tunnel_proto::wg::PeerId::new(0, 0);
+        a.handle_events(peer, Events::REKEY, now, wall);
+        let n = a.poll_transmit(now, &mut buf).expect("initiation").len;
+        let from_a = std::net::SocketAddr::from(([192, 0, 2, 1], 51820));
+        b.handle_handshake(now, wall, from_a.into(), &buf[..n], false)
+            .unwrap();
+        let n = b.poll_transmit(now, &mut buf).expect("response").len;
+        let from_b = std::net::SocketAddr::from(([192, 0, 2, 2], 51820));
+        a.handle_handshake(now, wall, from_b.into(), &buf[..n], false)
+            .unwrap();
+        a
+    }
+
+    #[test]
+    fn a_sealed_read_names_its_flow_only_toward_a_peer_that_spreads_flows() {
+        let layout = SlotLayout::new(true, Framing::Ip);
+        let counters = WorkerCounters::new();
+        let (link, _inbox) = ControlLink::new().unwrap();
+        let spec = Spec {
+            payload: 200,
+            dst4: [10, 0, 0, 2],
+            ..Spec::udp4()
+        };
+        let pkt = crate::offload::testutil::wire_packet(&spec);
+        let hdr = VnetHeader::parse(&[0; VNET_HDR_LEN]).unwrap();
+        for spread in [false, true] {
+            let tunnel = wireguard_site(spread);
+            let mode = crate::wg_mode::WgMode::new(tunnel.snapshot());
+            let view = mode.begin();
+            let (mut slot, n) = slot_with(&layout, &hdr, &pkt);
+            let hash = read_flow(&layout, &slot, n);
+            let sealed = sealed(
+                &layout,
+                &mode,
+                &view,
+                0,
+                Instant::now(),
+                &mut slot,
+                n,
+                &link,
+                &counters,
+            )
+            .expect("sealed: the session is up");
+            assert_eq!(
+                sealed.flow,
+                spread.then_some(hash),
+                "SpreadFlows = {spread}: the flow's own port only when the peer spreads"
+            );
+        }
+    }
 }
