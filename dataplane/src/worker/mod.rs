@@ -3,21 +3,25 @@
 //! packets both ways in batches.
 //!
 //! ```text
-//!  queue ──ReadMulti──▶ device_read (route, split, seal) ─▶ sched ──SendMsg (UDP_SEGMENT)──▶ wire
-//!  wire ──RecvMsgMulti (UDP_GRO)──▶ socket_recv (open) ─▶ device_write (coalesce) ──WriteFixed──▶ queue
+//!  queue ──ReadMulti──▶ flow_queues ─▶ device_read (route, split, seal) ─▶ sched ──SendMsg (UDP_SEGMENT)──▶ wire
+//!  wire ──RecvMsgMulti (UDP_GRO)──▶ flow_queues ─▶ socket_recv (open) ─▶ device_write (coalesce) ──WriteFixed──▶ queue
 //! ```
 //!
 //! The loop: submit what the last batch produced and wait for at least
 //! one completion (one `io_uring_enter`), reap every completion the ring
-//! holds and dispatch each on its [`Op`], then flush the sends held for
-//! the end of the batch, give freed buffers back to the kernel and re-arm.
-//! A batch ends when the ring is empty, never on a timer, so a lone ping
-//! is not held back and an idle tunnel sleeps in the kernel. On stop,
-//! everything in flight is cancelled and reaped before the memory goes.
+//! holds and dispatch each on its [`Op`] (a read or a receive joins its
+//! flow's queue), then work: newly active flows first, then up to a
+//! budget of the backlog each way; flush the sends held for the end of the
+//! batch, give freed buffers back to the kernel and re-arm. While a
+//! backlog remains the next look at the ring does not sleep. A batch ends
+//! when the ring is empty, never on a timer, so a lone ping is not held
+//! back and an idle tunnel sleeps in the kernel. On stop, everything in
+//! flight is cancelled and reaped before the memory goes.
 //!
 //! The parts live in their own modules, in the order a packet meets them:
-//! [`setup`] (the thread, the ring, the memory), [`device_read`] (route,
-//! split, seal), [`flow`] (which source port a flow leaves from),
+//! [`setup`] (the thread, the ring, the memory), [`flow_queues`] (who goes
+//! first), [`device_read`] (route, split, seal), [`flow`] (which source
+//! port a flow leaves from),
 //! [`sched`] (how datagrams leave), [`transmit`] (a send as a
 //! `msghdr`), [`socket_recv`] (parse, open), [`device_write`] (coalesce),
 //! with [`op`] (what a completion is about), [`slots`] (who holds each
