@@ -130,7 +130,13 @@ fn against_the_kernel(ctx: &str, underlay: Underlay, workers: usize) {
     assert_bulk(lab.ns(2), lab.ns(1), inner4(mode, 1), BULK, &[&a], &c);
 
     let status = must(a.show(), "show");
-    let dropped: Vec<&(String, u64)> = status.drops.iter().filter(|(_, n)| *n > 0).collect();
+    // A full flow queue is congestion, not a rejected frame: the bulk
+    // transfer's own backlog trimmed, which its TCP answers by slowing down.
+    let dropped: Vec<&(String, u64)> = status
+        .drops
+        .iter()
+        .filter(|(reason, n)| *n > 0 && reason != "flow_queue_full")
+        .collect();
     assert!(
         dropped.is_empty(),
         "{ctx}: ringtun dropped frames from the kernel's vxlan: {dropped:?}"
