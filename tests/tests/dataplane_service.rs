@@ -235,7 +235,7 @@ fn locked_memory_another_instance_holds_is_named_when_the_kernel_refuses() {
     // here), which root without CAP_SYS_RESOURCE cannot raise.
     let per_worker =
         dataplane::worker::locked_bytes_per_worker(false, dataplane::tun::DeviceKind::Tun);
-    let limit = per_worker + per_worker / 2;
+    let limit = per_worker + per_worker / 4;
     let opts = UpOptions {
         launcher: vec![
             "prlimit".into(),
