@@ -242,7 +242,7 @@ pub fn bare(opts: &BareOptions) -> Result<()> {
         listen_port: 0,
         fwmark: 0,
         read_mode: worker::ReadMode::default(),
-        pin: true,
+        pin: false,
         cpu_steering: false,
         uapi_dir: opts.uapi_dir.clone(),
         metrics: opts.metrics_listen.map(|addr| MetricsTarget {

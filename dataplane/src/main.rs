@@ -65,16 +65,24 @@ enum Command {
         /// the kernel punt the read to an io-wq thread).
         #[arg(long, default_value = "multishot", value_parser = ["fixed", "multishot"])]
         read_mode: String,
-        /// Do not pin workers to cores: the scheduler may then run a worker on
-        /// the core that woke it, which avoids cross-core wake-ups (slow on
-        /// some VMs) at the price of less predictable placement.
+        /// Pin worker i to CPU i. By default the scheduler places workers:
+        /// pinned, two busy workers (this instance's, or this one's and
+        /// another busy thread's) can be stuck on one core while another
+        /// idles, and which flows meet on a core is decided by hashes at
+        /// start, so throughput and latency change from one start to the
+        /// next. Pinning pays on a machine whose other work is kept off
+        /// the workers' cores.
         #[arg(long)]
+        pin: bool,
+        /// The default (workers are not pinned); accepted so that scripts
+        /// that asked for it keep working.
+        #[arg(long, hide = true, conflicts_with = "pin")]
         no_pin: bool,
         /// Hand each packet to the worker pinned to the CPU it appeared on
         /// (eBPF queue steering on the device, CPU-indexed SO_REUSEPORT on
         /// the sockets). Fewer cross-CPU wake-ups, so lower latency; but on
         /// a machine that hosts both ends it puts a flow's sealing and
-        /// opening on one CPU. Needs CPUs 0..N and pinned workers.
+        /// opening on one CPU. Needs CPUs 0..N; pins the workers.
         #[arg(long)]
         cpu_steering: bool,
         /// Put the configuration socket under DIR instead of /var/run (for
@@ -156,13 +164,14 @@ fn run(cmd: Command) -> Result<()> {
             workers,
             no_offload,
             read_mode,
-            no_pin,
+            pin,
+            no_pin: _,
             cpu_steering,
             uapi_dir,
             metrics_listen,
         } => daemon::up(&daemon::UpOptions {
             metrics_listen,
-            pin: !no_pin,
+            pin: pin || cpu_steering,
             cpu_steering,
             uapi_dir: uapi_dir.or_else(socket::base_from_env),
             config,
