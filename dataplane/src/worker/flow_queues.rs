@@ -31,7 +31,7 @@ pub const BUCKETS: usize = 1024;
 /// Bytes a flow earns per round: one full-size Ethernet frame, as in
 /// fq_codel. A flow that sends a 64 KiB super-packet goes that far into
 /// deficit and waits its turn for as many rounds (each a few instructions),
-/// so flows share in bytes, and a newly active flow gets one read, not
+/// so flows share in bytes, and a newly active flow gets one entry, not
 /// 64 KiB of them, ahead of the backlogged ones.
 pub const QUANTUM: i32 = 1514;
 
@@ -64,7 +64,7 @@ enum List {
     Old,
 }
 
-/// One flow bucket: its reads (linked through [`FlowQueues::next`]), their
+/// One flow bucket: its entries (linked through [`FlowQueues::next`]), their
 /// bytes and its deficit.
 #[derive(Clone, Copy, Debug)]
 struct Bucket {
@@ -91,7 +91,7 @@ pub struct FlowQueues<K: Kind, T> {
     buckets: Box<[Bucket]>,
     /// Each buffer's waiting entry, by buffer index.
     entries: Box<[Option<Queued<K, T>>]>,
-    /// The read after each slot's in its bucket, by slot index.
+    /// The entry after each buffer's in its bucket, by buffer index.
     next: Box<[u16]>,
     new: VecDeque<u16>,
     old: VecDeque<u16>,
@@ -117,7 +117,7 @@ impl<K: Kind, T> FlowQueues<K, T> {
         }
     }
 
-    /// Reads waiting.
+    /// Entries waiting.
     pub fn len(&self) -> usize {
         self.len
     }
@@ -138,7 +138,7 @@ impl<K: Kind, T> FlowQueues<K, T> {
     }
 
     /// Queues `q` behind its flow's earlier entries. Past the limit, returns
-    /// the read dropped to make room: the oldest of the flow holding the
+    /// the entry dropped to make room: the oldest of the flow holding the
     /// most bytes (which may be `q`'s own flow). Cost: a scan of the
     /// buckets, only when over the limit.
     pub fn enqueue(&mut self, q: Queued<K, T>) -> Option<Queued<K, T>> {
@@ -208,7 +208,7 @@ impl<K: Kind, T> FlowQueues<K, T> {
         }
     }
 
-    /// Takes every waiting read out (the worker is stopping).
+    /// Takes every waiting entry out (the worker is stopping).
     pub fn drain(&mut self) -> impl Iterator<Item = Queued<K, T>> + '_ {
         std::iter::from_fn(|| self.dequeue())
     }
@@ -224,7 +224,7 @@ impl<K: Kind, T> FlowQueues<K, T> {
         self.buckets[b].list = List::Old;
     }
 
-    /// The oldest read of bucket `b`, out of it (the bucket keeps its list).
+    /// The oldest entry of bucket `b`, out of it (the bucket keeps its list).
     fn pop(&mut self, b: usize) -> Option<Queued<K, T>> {
         let bucket = &mut self.buckets[b];
         let slot = match bucket.head {
