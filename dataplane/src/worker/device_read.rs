@@ -138,13 +138,11 @@ pub fn seal_read<'b, M: Mode>(
     link: &ControlLink<M::Event, M::Peer>,
     counters: &WorkerCounters,
 ) -> Option<SealedRead<M::Targets<'b>>> {
-    counters.dev_reads.inc();
     if n <= layout.vnet || n > MAX_READ || slot.len() < layout.slot_len() {
         counters.drop_packet(DropReason::Malformed);
         return None;
     }
     let len = n - layout.vnet;
-    counters.dev_read_bytes.add(len as u64);
     let (run, targets, spread) =
         seal_packet(layout, mode, view, lane, now, slot, len, link, counters)?;
     Some(SealedRead {

@@ -80,18 +80,20 @@ pub const READS_IN_FLIGHT: usize = 3;
 /// Transmit slots: each holds one read and what is sent from it.
 pub const TX_SLOTS: usize = 32;
 /// Most bytes of reads waiting in the flow queues: sixteen 64 KiB
-/// super-packets, half the slots, so that the other half is free to read
-/// into while the sends of the last batch complete (a device queue the
-/// worker stops reading fills in arrival order, the wait the flow queues
-/// are there to avoid). About a millisecond of sealing.
+/// super-packets, half the slots, so that under bulk the other half is
+/// free to read into while the sends of the last batch complete (a device
+/// queue the worker stops reading fills in arrival order, the wait the
+/// flow queues are there to avoid). About a millisecond of sealing. Small
+/// packets can take every slot before the limit; one budget of work then
+/// empties the queue.
 pub const QUEUED_READ_BYTES: usize = 1 << 20;
 /// Bytes of reads sealed, and of receives opened, between two looks at
 /// the ring: a probe read or received meanwhile waits for at most this
 /// much work before it is queued and goes first.
 pub const WORK_BUDGET: usize = 64 * 1024;
-/// Most bytes of receives waiting in the flow queues: about twenty full
-/// GRO receives, a third of the receive buffers, the rest free for the
-/// socket's next datagrams. A burst of small datagrams fits whole.
+/// Most bytes of receives waiting in the flow queues: about thirty full
+/// GRO receives, half the receive buffers, the rest free for the socket's
+/// next datagrams. A burst of small datagrams fits whole.
 pub const QUEUED_RECEIVE_BYTES: usize = 2 << 20;
 /// Provided receive buffers (a power of two).
 pub const RX_BUFFERS: u16 = 64;
@@ -433,8 +435,10 @@ impl<M: Mode> Worker<M> {
             }
         }
         // The old sockets close here; the receives being cancelled hold
-        // their own references until they end.
+        // their own references until they end. The new sockets' overflow
+        // counts start from zero.
         self.sockets = sockets;
+        self.receiving.rxq_seen = [0; 2];
         tracing::info!(worker = self.id, "moved to new sockets");
         Ok(())
     }
@@ -464,6 +468,10 @@ impl<M: Mode> Worker<M> {
             return;
         }
         self.reading.errors = 0;
+        // Counted when read, whether it is sealed or dropped from the queue.
+        self.io.counters.dev_reads.inc();
+        let len = (res as usize).saturating_sub(self.layout.vnet);
+        self.io.counters.dev_read_bytes.add(len as u64);
         let at = self.io.tx_region.at(hold.index());
         // SAFETY: the read into this slot completed and we hold it: no
         // operation is in flight on it and no other slice overlaps it.
