@@ -49,7 +49,8 @@ pub struct Queued<K: Kind, T> {
     /// Its flow's hash: the inner flow of a read ([`super::flow`]), the
     /// sender's address and port of a receive.
     pub flow: u32,
-    /// What the worker needs to handle it (a receive's socket family).
+    /// What the worker needs to handle it (a receive's parsed header, so
+    /// that it is parsed once).
     pub meta: T,
 }
 

@@ -153,7 +153,7 @@ struct Worker<M: Mode> {
     /// Device reads waiting to be sealed, by inner flow.
     read_queues: FlowQueues<Tx, ()>,
     /// Socket receives waiting to be opened, by sender address and port.
-    recv_queues: FlowQueues<Rx, Family>,
+    recv_queues: FlowQueues<Rx, Received>,
     coalescer: Option<Coalescer>,
     deliveries: Deliveries,
     planned: Vec<Planned>,
@@ -610,7 +610,7 @@ impl<M: Mode> Worker<M> {
             hold,
             len: res as u32,
             flow: flow::sender_hash(&rx.from.remote),
-            meta: f,
+            meta: rx,
         };
         if let Some(dropped) = self.recv_queues.enqueue(received) {
             self.io.counters.drop_packet(DropReason::FlowQueueFull);
@@ -653,11 +653,8 @@ impl<M: Mode> Worker<M> {
     }
 
     /// Opens one queued receive and writes what it carried to the device.
-    fn open_one(&mut self, mode: &M, view: &M::Batch<'_>, now: Instant, q: Queued<Rx, Family>) {
-        let Some(rx) = self.parse_received(&q.hold, q.len, q.meta) else {
-            let _ = self.io.rx.release(q.hold);
-            return;
-        };
+    fn open_one(&mut self, mode: &M, view: &M::Batch<'_>, now: Instant, q: Queued<Rx, Received>) {
+        let rx = q.meta;
         let base = self.io.rx_region.at(q.hold.index());
         // SAFETY: as in `parse_received`: a completed receive we hold, not
         // in the ring; the only slice of it while this one lives.
