@@ -196,6 +196,7 @@ struct Worker<M: Mode> {
     counters: Box<WorkerCounters>,
     link: ControlLink<M::Event, M::Peer>,
     _inbox: dataplane::handoff::ControlInbox<M::Event, M::Peer>,
+    ports: dataplane::worker::SourcePorts,
 }
 
 impl<M: Mode> Worker<M> {
@@ -205,6 +206,7 @@ impl<M: Mode> Worker<M> {
             counters: Box::new(WorkerCounters::new().into_inner()),
             link,
             _inbox: inbox,
+            ports: dataplane::worker::SourcePorts::new(dataplane::worker::FLOW_PORTS),
         }
     }
 }
@@ -231,6 +233,7 @@ fn read_to_sends<M: Mode>(
     let view = mode.begin();
     // The flow, as the worker takes it to queue the read.
     let flow = device_read::read_flow(layout, slot, n);
+    let opening = device_read::read_opening(layout, slot, n);
     let device_read::SealedRead { run, targets, flow } = device_read::seal_read(
         layout,
         mode,
@@ -254,7 +257,7 @@ fn read_to_sends<M: Mode>(
     };
     let hold = sink.pool.take_free().unwrap();
     // The flow's socket, as the worker picks it among its flow sockets.
-    let via = dataplane::worker::flow::via(flow, dataplane::worker::FLOW_PORTS);
+    let via = worker.ports.via(flow, opening, Instant::now());
     sched.send_run(hold, run, via, targets, &mut sink);
     sched.flush(&mut sink);
     sink.sends

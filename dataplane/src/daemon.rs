@@ -392,6 +392,9 @@ fn run<M: Mode + PeerSource, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
         }
         None => (None, Default::default()),
     };
+    let port_table = Arc::new(worker::SourcePorts::new(
+        flows.as_ref().map_or(0, |f| f.v4.len()),
+    ));
     configure_device(&c.name, kind, c, bridge.as_deref())?;
     let mut route_set = Routes::new(&c.name, c.table, &c.addresses);
     route_set.follow(
@@ -480,6 +483,7 @@ fn run<M: Mode + PeerSource, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
             queue,
             sockets: socks,
             flows: flows.clone(),
+            source_ports: port_table.clone(),
             vnet_hdr: vnet,
             gso: gso_gro,
             kind,

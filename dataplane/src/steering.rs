@@ -123,19 +123,71 @@ pub fn attach_tun(queue: &impl AsRawFd, prog: &OwnedFd) -> io::Result<()> {
 pub fn attach_reuseport(socket: &impl AsRawFd) -> io::Result<()> {
     // ld #cpu; ret a
     let mut code = [
-        libc::sock_filter {
-            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
-            jt: 0,
-            jf: 0,
-            k: (libc::SKF_AD_OFF + libc::SKF_AD_CPU) as u32,
-        },
-        libc::sock_filter {
-            code: (libc::BPF_RET | libc::BPF_A) as u16,
-            jt: 0,
-            jf: 0,
-            k: 0,
-        },
+        insn(
+            libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+            0,
+            0,
+            (libc::SKF_AD_OFF + libc::SKF_AD_CPU) as u32,
+        ),
+        insn(libc::BPF_RET | libc::BPF_A, 0, 0, 0),
     ];
+    attach_reuseport_program(socket, &mut code)
+}
+
+/// One classic BPF instruction.
+const fn insn(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    }
+}
+
+/// Makes the `SO_REUSEPORT` group of `socket`, `members` sockets, deliver
+/// each datagram to the socket whose index is its UDP source port modulo
+/// `members`. What it buys: a sender that spreads its flows over
+/// consecutive source ports (ringtun's flow sockets, given out in turn)
+/// has them spread evenly over the receiving workers, where the kernel's
+/// hash of the 4-tuple splits a handful of ports as unevenly as chance
+/// makes it. A sender with one port lands on one worker, as with the hash.
+/// A datagram that is neither IPv4 nor IPv6 gets an index out of range, so
+/// the kernel's hash picks; so does any index past a socket that left.
+///
+/// The program runs with the packet's data past the UDP header, so it
+/// reads the port through the network header (`SKF_NET_OFF`), past the
+/// IPv4 header's own length; an IPv6 header with extension headers before
+/// UDP would have the port read from one of them, which is still one value
+/// per sender and so still keeps each sender's datagrams on one socket.
+pub fn attach_reuseport_by_source_port(socket: &impl AsRawFd, members: usize) -> io::Result<()> {
+    let n = u32::try_from(members.max(1)).unwrap_or(u32::MAX);
+    let net = libc::SKF_NET_OFF as u32;
+    let mut code = [
+        // A = IP version
+        insn(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS, 0, 0, net),
+        insn(libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K, 0, 0, 4),
+        // IPv6: to 8; IPv4: on; else: to 11
+        insn(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 5, 0, 6),
+        insn(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, 7, 4),
+        // X = IPv4 header length; A = source port; A %= n; return A
+        insn(libc::BPF_LDX | libc::BPF_B | libc::BPF_MSH, 0, 0, net),
+        insn(libc::BPF_LD | libc::BPF_H | libc::BPF_IND, 0, 0, net),
+        insn(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, 0, 0, n),
+        insn(libc::BPF_RET | libc::BPF_A, 0, 0, 0),
+        // IPv6: the source port after the fixed header
+        insn(libc::BPF_LD | libc::BPF_H | libc::BPF_ABS, 0, 0, net + 40),
+        insn(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, 0, 0, n),
+        insn(libc::BPF_RET | libc::BPF_A, 0, 0, 0),
+        // Neither: out of range, the kernel's hash
+        insn(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX),
+    ];
+    attach_reuseport_program(socket, &mut code)
+}
+
+fn attach_reuseport_program(
+    socket: &impl AsRawFd,
+    code: &mut [libc::sock_filter],
+) -> io::Result<()> {
     let prog = libc::sock_fprog {
         len: code.len() as u16,
         filter: code.as_mut_ptr(),
@@ -178,5 +230,70 @@ mod tests {
         sock.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
             .expect("bind");
         attach_reuseport(&sock).expect("SO_ATTACH_REUSEPORT_CBPF");
+    }
+    /// Receives what is waiting on `s`, if anything, without blocking.
+    fn got(s: &std::net::UdpSocket) -> bool {
+        let mut b = [0u8; 16];
+        s.recv(&mut b).is_ok()
+    }
+
+    /// Two senders on consecutive ports reach the two members of a group
+    /// by their ports' parity, in both families (IPv6 where there is
+    /// one), over and over: with the kernel's hash, a pair of ports meets
+    /// one socket one time in two.
+    #[test]
+    fn a_reuseport_group_by_source_port_takes_consecutive_ports_in_turn() {
+        use std::net::{SocketAddr, UdpSocket};
+        use std::time::{Duration, Instant};
+        for any in ["127.0.0.1:0", "[::1]:0"] {
+            let any: SocketAddr = any.parse().unwrap();
+            let member = |at: SocketAddr| -> std::io::Result<UdpSocket> {
+                let s = socket2::Socket::new(
+                    socket2::Domain::for_address(at),
+                    socket2::Type::DGRAM,
+                    None,
+                )?;
+                s.set_reuse_port(true)?;
+                s.bind(&at.into())?;
+                Ok(s.into())
+            };
+            let first = match member(any) {
+                Ok(s) => s,
+                Err(e) if any.is_ipv6() => {
+                    eprintln!("no IPv6 loopback here ({e}): IPv4 only");
+                    continue;
+                }
+                Err(e) => panic!("binding {any}: {e}"),
+            };
+            let second = member(first.local_addr().unwrap()).expect("joining the group");
+            let group = [first, second];
+            attach_reuseport_by_source_port(&group[0], 2).expect("SO_ATTACH_REUSEPORT_CBPF");
+            for s in &group {
+                s.set_nonblocking(true).unwrap();
+            }
+            let to = group[0].local_addr().unwrap();
+            for round in 0..8u16 {
+                let sender = UdpSocket::bind(any).unwrap();
+                let port = sender.local_addr().unwrap().port();
+                let want = usize::from(port % 2);
+                sender.send_to(&round.to_be_bytes(), to).unwrap();
+                let deadline = Instant::now() + Duration::from_secs(5);
+                loop {
+                    if got(&group[want]) {
+                        break;
+                    }
+                    assert!(
+                        !got(&group[1 - want]),
+                        "{any}: from port {port}, the datagram reached member {} not {want}",
+                        1 - want
+                    );
+                    assert!(
+                        Instant::now() < deadline,
+                        "{any}: nothing arrived from {port}"
+                    );
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
     }
 }

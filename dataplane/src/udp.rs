@@ -287,11 +287,11 @@ fn local_port(sock: &Socket) -> io::Result<u16> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "socket has no inet address"))
 }
 
-/// A socket only sent from: its own ephemeral port, no `SO_REUSEPORT`,
-/// a filter that drops every datagram that arrives, the smallest receive
-/// buffer. Sources chosen per send (`IP_PKTINFO` in the control message)
-/// and `UDP_SEGMENT` need no option.
-fn flow_socket(domain: Domain, mark: u32) -> Result<Socket, UdpError> {
+/// A socket only sent from, bound to `port` (0: an ephemeral one), no
+/// `SO_REUSEPORT`, a filter that drops every datagram that arrives, the
+/// smallest receive buffer. Sources chosen per send (`IP_PKTINFO` in the
+/// control message) and `UDP_SEGMENT` need no option.
+fn flow_socket(domain: Domain, mark: u32, port: u16) -> Result<Socket, UdpError> {
     let family = family_name(domain);
     let opt = |option| option_error(option, family);
     let sock = new_udp_socket(domain)?;
@@ -307,9 +307,9 @@ fn flow_socket(domain: Domain, mark: u32) -> Result<Socket, UdpError> {
     // The kernel rounds 0 up to its minimum (SOCK_MIN_RCVBUF).
     sock.set_recv_buffer_size(0).map_err(opt("SO_RCVBUF"))?;
     set_send_buffer_and_mark(&sock, family, mark)?;
-    sock.bind(&any_address(domain, 0).into())
+    sock.bind(&any_address(domain, port).into())
         .map_err(|source| UdpError::Bind {
-            port: 0,
+            port,
             family,
             source,
             hint: ": no ephemeral port is free (net.ipv4.ip_local_port_range)",
@@ -317,37 +317,76 @@ fn flow_socket(domain: Domain, mark: u32) -> Result<Socket, UdpError> {
     Ok(sock)
 }
 
-/// Opens `count` flow sockets per family, with the firewall mark `fwmark`
-/// (IPv6 ones only where IPv6 is enabled).
-pub fn open_flow_sockets(count: usize, fwmark: u32) -> Result<FlowSockets, UdpError> {
-    let mut out = FlowSockets {
-        v4: Vec::with_capacity(count),
-        v6: Vec::with_capacity(count),
-    };
-    for _ in 0..count {
-        out.v4.push(flow_socket(Domain::IPV4, fwmark)?.into());
-    }
-    for _ in 0..count {
-        match flow_socket(Domain::IPV6, fwmark) {
-            Ok(s) => out.v6.push(s.into()),
-            // IPv6 disabled, as for the listen sockets.
-            Err(UdpError::Create { source, .. })
-                if source.raw_os_error() == Some(libc::EAFNOSUPPORT) =>
-            {
-                break;
+/// Runs of consecutive ports tried, each from an ephemeral port the
+/// kernel picks, before the flow sockets take whatever ports come.
+const CONSECUTIVE_TRIES: usize = 16;
+
+/// `count` flow sockets of `domain` on consecutive ports where a free run
+/// is found inside the ephemeral range, else on any ports. Why consecutive:
+/// a receiver that steers by source port modulo its workers (a ringtun)
+/// then gets flows given out in turn over the ports evenly over its
+/// workers, whatever their number.
+fn flow_socket_run(domain: Domain, count: usize, mark: u32) -> Result<Vec<Socket>, UdpError> {
+    let top = ephemeral_top();
+    for _ in 0..CONSECUTIVE_TRIES {
+        let first = flow_socket(domain, mark, 0)?;
+        let base = local_port(&first).map_err(option_error("getsockname", family_name(domain)))?;
+        if usize::from(base) + count.saturating_sub(1) > usize::from(top) {
+            continue;
+        }
+        let mut run = Vec::with_capacity(count);
+        run.push(first);
+        for port in (base + 1..).take(count.saturating_sub(1)) {
+            match flow_socket(domain, mark, port) {
+                Ok(s) => run.push(s),
+                Err(UdpError::Bind { source, .. })
+                    if source.raw_os_error() == Some(libc::EADDRINUSE) =>
+                {
+                    break;
+                }
+                Err(e) => return Err(e),
             }
-            Err(UdpError::Bind { source, .. })
-                if source.raw_os_error() == Some(libc::EADDRNOTAVAIL) =>
-            {
-                break;
-            }
-            Err(e) => return Err(e),
+        }
+        if run.len() == count {
+            return Ok(run);
         }
     }
-    if out.v6.len() != count {
-        out.v6.clear();
-    }
-    Ok(out)
+    (0..count).map(|_| flow_socket(domain, mark, 0)).collect()
+}
+
+/// The highest port of this namespace's ephemeral range (65535 if it
+/// cannot be read).
+fn ephemeral_top() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(u16::MAX)
+}
+
+/// Opens `count` flow sockets per family, with the firewall mark `fwmark`
+/// (IPv6 ones only where IPv6 is enabled), each family's on consecutive
+/// ports where a free run is found.
+pub fn open_flow_sockets(count: usize, fwmark: u32) -> Result<FlowSockets, UdpError> {
+    let v4 = flow_socket_run(Domain::IPV4, count, fwmark)?;
+    let v6 = match flow_socket_run(Domain::IPV6, count, fwmark) {
+        Ok(v6) => v6,
+        // IPv6 disabled, as for the listen sockets.
+        Err(UdpError::Create { source, .. })
+            if source.raw_os_error() == Some(libc::EAFNOSUPPORT) =>
+        {
+            Vec::new()
+        }
+        Err(UdpError::Bind { source, .. })
+            if source.raw_os_error() == Some(libc::EADDRNOTAVAIL) =>
+        {
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(FlowSockets {
+        v4: v4.into_iter().map(OwnedFd::from).collect(),
+        v6: v6.into_iter().map(OwnedFd::from).collect(),
+    })
 }
 
 /// Opens `workers` socket pairs on `opts.port` and returns them with the
@@ -387,12 +426,48 @@ pub fn open_worker_sockets(
             v6,
         });
     }
+    if out.len() > 1 {
+        steer_by_source_port(&out);
+    }
     Ok((out, port))
+}
+
+/// Spreads a group's datagrams over its members by source port (see
+/// [`attach_reuseport_by_source_port`](crate::steering::attach_reuseport_by_source_port)).
+/// Where the kernel refuses it, its hash of the 4-tuple picks, which is
+/// correct, only less even.
+fn steer_by_source_port(group: &[WorkerSockets]) {
+    let members = group.len();
+    let first = &group[0];
+    let v4 = crate::steering::attach_reuseport_by_source_port(&first.v4, members);
+    let v6 = first.v6.as_ref().map_or(Ok(()), |s| {
+        crate::steering::attach_reuseport_by_source_port(s, members)
+    });
+    if let Err(e) = v4.and(v6) {
+        tracing::warn!(error = %e, "steering by source port refused; the kernel's hash spreads senders over workers");
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// On a machine with most of its ephemeral range free, a run is
+    /// found at once: each family's ports follow one another.
+    #[test]
+    fn flow_sockets_take_consecutive_ports() {
+        let flows = open_flow_sockets(32, 0).expect("loopback sockets");
+        let (v4, v6) = flows.ports().expect("ports");
+        for ports in [&v4, &v6] {
+            if ports.is_empty() {
+                continue;
+            }
+            let base = ports[0];
+            let want: Vec<u16> = (base..).take(32).collect();
+            assert_eq!(ports, &want, "not one run of ports");
+        }
+        assert_eq!(v4.len(), 32);
+    }
 
     #[test]
     fn flow_sockets_have_ports_of_their_own_and_receive_nothing() {

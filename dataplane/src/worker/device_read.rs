@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use tunnel_proto::DropReason;
 
-use super::flow::{flow_hash, packet_flow_hash};
+use super::flow::{Opening, flow_hash, frame_opening, packet_flow_hash, packet_opening};
 use super::sched::Run;
 use crate::counters::WorkerCounters;
 use crate::handoff::ControlLink;
@@ -116,6 +116,20 @@ pub fn read_flow(layout: &SlotLayout, slot: &[u8], n: usize) -> u32 {
     match layout.framing {
         Framing::Ethernet => flow_hash(pkt),
         Framing::Ip => packet_flow_hash(pkt),
+    }
+}
+
+/// How the packet of a read of `n` bytes into `slot` would open a flow
+/// ([`Opening`]): taken with [`read_flow`], before sealing. Cost: a look
+/// at the headers.
+pub fn read_opening(layout: &SlotLayout, slot: &[u8], n: usize) -> Opening {
+    if n <= layout.vnet || n > MAX_READ || slot.len() < PACKET_OFFSET + n - layout.vnet {
+        return Opening::Other;
+    }
+    let pkt = &slot[PACKET_OFFSET..PACKET_OFFSET + n - layout.vnet];
+    match layout.framing {
+        Framing::Ethernet => frame_opening(pkt),
+        Framing::Ip => packet_opening(pkt),
     }
 }
 

@@ -16,7 +16,6 @@
 //! directions of one TCP connection may well leave from different ports:
 //! each direction only has to keep to its own.
 
-use super::transmit::Via;
 use crate::offload::layout::{
     ETHERNET_HEADER_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_OFFSET, ETHERTYPE_QINQ,
     ETHERTYPE_VLAN, IPV4_MIN_HDR, IPV6_HDR, VLAN_TAG_LEN,
@@ -134,6 +133,81 @@ pub fn packet_flow_hash(pkt: &[u8]) -> u32 {
     }
 }
 
+/// How the first packet of a flow that a gateway sees opens it: the
+/// class by which [`SourcePorts`](super::SourcePorts) gives out ports in
+/// turn. The two directions of TCP connections carry different loads (a
+/// request one way, a reply the other): with one turn for all, connections
+/// opened alternately from each site would put every opening direction on
+/// even ports and every answering one on odd ports, so on one receiving
+/// worker each. A turn per class spreads each evenly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Opening {
+    /// Anything else: UDP, ICMP, a TCP flow first seen mid-stream.
+    #[default]
+    Other,
+    /// A TCP SYN: this direction opens the connection.
+    Syn,
+    /// A TCP SYN-ACK: this direction answers.
+    SynAck,
+}
+
+impl Opening {
+    /// Every class, in the order of [`index`](Self::index).
+    pub const COUNT: usize = 3;
+
+    /// The class's place in a table of [`COUNT`](Self::COUNT).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How the IP packet `pkt` (IPv4 or IPv6) would open a flow. Cost: a
+/// look at the headers; an IPv6 packet with extension headers is `Other`.
+pub fn packet_opening(pkt: &[u8]) -> Opening {
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    let l4 = match pkt.first().map(|b| b >> 4) {
+        Some(4) if pkt.len() >= IPV4_MIN_HDR => {
+            let ihl = usize::from(pkt[0] & 0x0f) * 4;
+            let fragment = u16::from_be_bytes([pkt[6], pkt[7]]) & 0x3fff != 0;
+            (pkt[9] == IPPROTO_TCP && !fragment && ihl >= IPV4_MIN_HDR)
+                .then(|| pkt.get(ihl..))
+                .flatten()
+        }
+        Some(6) if pkt.len() >= IPV6_HDR => (pkt[6] == IPPROTO_TCP)
+            .then(|| pkt.get(IPV6_HDR..))
+            .flatten(),
+        _ => None,
+    };
+    match l4.and_then(|t| t.get(13)).map(|f| f & (SYN | ACK)) {
+        Some(SYN) => Opening::Syn,
+        Some(f) if f == SYN | ACK => Opening::SynAck,
+        _ => Opening::Other,
+    }
+}
+
+/// How the Ethernet frame `frame` would open a flow, as
+/// [`packet_opening`] for the IP packet it carries.
+pub fn frame_opening(frame: &[u8]) -> Opening {
+    let Some(mut ethertype) = be16(frame, ETHERTYPE_OFFSET) else {
+        return Opening::Other;
+    };
+    let mut l3 = ETHERNET_HEADER_LEN;
+    if ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ {
+        match be16(frame, ETHERTYPE_OFFSET + VLAN_TAG_LEN) {
+            Some(t) => {
+                ethertype = t;
+                l3 += VLAN_TAG_LEN;
+            }
+            None => return Opening::Other,
+        }
+    }
+    match ethertype {
+        ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => packet_opening(&frame[l3..]),
+        _ => Opening::Other,
+    }
+}
+
 /// The link-layer key: destination and source MAC, EtherType.
 fn ethernet(frame: &[u8]) -> u32 {
     let n = frame.len().min(ETHERNET_HEADER_LEN);
@@ -204,17 +278,6 @@ pub fn sender_hash(from: &std::net::SocketAddr) -> u32 {
 #[inline]
 pub fn pick(hash: u32, n: usize) -> usize {
     ((u64::from(hash) * n as u64) >> 32) as usize
-}
-
-/// The socket a frame of hash `flow` leaves from, with `n` flow sockets:
-/// the listen socket when the mode keeps one port (no hash) or there are
-/// none.
-#[inline]
-pub fn via(flow: Option<u32>, n: usize) -> Via {
-    match flow {
-        Some(h) if n > 0 => Via::Flow(pick(h, n.min(usize::from(u8::MAX) + 1)) as u8),
-        _ => Via::Listen,
-    }
 }
 
 #[cfg(test)]
@@ -294,7 +357,7 @@ mod test {
         let mut ttl = a.clone();
         ttl[14 + 8] = 3;
         assert_eq!(flow_hash(&a), flow_hash(&ttl), "nor the TTL");
-        assert_eq!(via(Some(flow_hash(&a)), 32), via(Some(flow_hash(&b)), 32));
+        assert_eq!(pick(flow_hash(&a), 32), pick(flow_hash(&b), 32));
     }
 
     #[test]
@@ -424,10 +487,7 @@ mod test {
                 (r >> 32) as u16,
                 (r >> 48) as u16,
             );
-            let Via::Flow(k) = via(Some(flow_hash(&f)), 8) else {
-                panic!("a hash and sockets give a flow socket");
-            };
-            per[usize::from(k)] += 1;
+            per[pick(flow_hash(&f), 8)] += 1;
         }
         // 125 expected each; a binomial's standard deviation is about 10.5.
         assert!(
@@ -442,9 +502,7 @@ mod test {
         let mut seen = std::collections::HashSet::new();
         for sport in 50000..50064u16 {
             let f = tcp4([10, 30, 0, 11], [10, 30, 0, 12], sport, 5201);
-            if let Via::Flow(k) = via(Some(flow_hash(&f)), 32) {
-                seen.insert(k);
-            }
+            seen.insert(pick(flow_hash(&f), 32));
         }
         assert!(
             seen.len() >= 24,
@@ -454,11 +512,41 @@ mod test {
     }
 
     #[test]
-    fn without_a_hash_or_flow_sockets_the_listen_socket() {
-        assert_eq!(via(None, 32), Via::Listen);
-        assert_eq!(via(Some(7), 0), Via::Listen);
-        assert_eq!(via(Some(u32::MAX), 32), Via::Flow(31));
-        assert_eq!(via(Some(0), 32), Via::Flow(0));
+    fn pick_scales_the_hash_onto_the_sockets() {
+        assert_eq!(pick(u32::MAX, 32), 31);
+        assert_eq!(pick(0, 32), 0);
         assert_eq!(pick(u32::MAX, 1), 0);
+    }
+
+    #[test]
+    fn the_opening_packets_of_tcp_are_told_apart() {
+        let mut syn = tcp4([10, 0, 0, 1], [10, 0, 0, 2], 40000, 5201);
+        let flags = ETHERNET_HEADER_LEN + IPV4_MIN_HDR + 13;
+        syn[flags] = 0x02;
+        assert_eq!(frame_opening(&syn), Opening::Syn);
+        assert_eq!(packet_opening(&syn[ETHERNET_HEADER_LEN..]), Opening::Syn);
+        let mut syn_ack = syn.clone();
+        syn_ack[flags] = 0x12;
+        assert_eq!(frame_opening(&syn_ack), Opening::SynAck);
+        let mut ack = syn.clone();
+        ack[flags] = 0x10;
+        assert_eq!(frame_opening(&ack), Opening::Other);
+        let udp = ip4([10, 0, 0, 1], [10, 0, 0, 2], IPPROTO_UDP, 1, 2, 0);
+        let mut udp_flags = udp.clone();
+        udp_flags[flags] = 0x02;
+        assert_eq!(frame_opening(&udp_flags), Opening::Other, "UDP has no SYN");
+        let mut frag = ip4([10, 0, 0, 1], [10, 0, 0, 2], IPPROTO_TCP, 1, 2, 0x2000);
+        frag[flags] = 0x02;
+        assert_eq!(
+            frame_opening(&frag),
+            Opening::Other,
+            "a fragment's bytes are not TCP's"
+        );
+        let mut v6 = tcp6(1, 40000, 5201);
+        v6[ETHERNET_HEADER_LEN + IPV6_HDR + 13] = 0x12;
+        assert_eq!(frame_opening(&v6), Opening::SynAck);
+        for short in [&syn[..10], &syn[..ETHERNET_HEADER_LEN + 20], &[][..]] {
+            assert_eq!(frame_opening(short), Opening::Other);
+        }
     }
 }

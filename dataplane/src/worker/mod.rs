@@ -39,6 +39,7 @@ pub mod sched;
 mod setup;
 pub mod slots;
 pub mod socket_recv;
+pub mod source_ports;
 pub mod transmit;
 
 use std::io;
@@ -65,8 +66,10 @@ pub use ring::{GATHER_OPS, SEND_OPS};
 pub use sched::{GSO_MAX_BYTES, GSO_REPROBE_AFTER, MAX_SEGMENTS};
 pub use setup::{WorkerSetup, locked_bytes_per_worker, spawn};
 pub use socket_recv::MAX_GRO_SEGMENTS;
+pub use source_ports::SourcePorts;
 
 use device_write::Planned;
+use flow::Opening;
 use flow_queues::{FlowQueues, Queued};
 use op::{Family, Op};
 use ring::{FD_TUN, FD_WAKE, Io};
@@ -150,8 +153,10 @@ struct Worker<M: Mode> {
     read_ring: Option<BufRing>,
     layout: SlotLayout,
     sched: Scheduler<M::Peer>,
+    /// Which flow socket each inner flow leaves from (shared).
+    source_ports: Arc<SourcePorts>,
     /// Device reads waiting to be sealed, by inner flow.
-    read_queues: FlowQueues<Tx, ()>,
+    read_queues: FlowQueues<Tx, Opening>,
     /// Socket receives waiting to be opened, by sender address and port.
     recv_queues: FlowQueues<Rx, Received>,
     coalescer: Option<Coalescer>,
@@ -477,11 +482,16 @@ impl<M: Mode> Worker<M> {
         // operation is in flight on it and no other slice overlaps it.
         let slot = unsafe { self.io.slab.slice_mut(at, self.layout.slot_len()) };
         let flow = device_read::read_flow(&self.layout, slot, res as usize);
+        let opening = if M::FLOW_SOURCE_PORTS {
+            device_read::read_opening(&self.layout, slot, res as usize)
+        } else {
+            Opening::Other
+        };
         let read = Queued {
             hold,
             len: res as u32,
             flow,
-            meta: (),
+            meta: opening,
         };
         if let Some(dropped) = self.read_queues.enqueue(read) {
             self.io.counters.drop_packet(DropReason::FlowQueueFull);
@@ -503,7 +513,7 @@ impl<M: Mode> Worker<M> {
     }
 
     /// Seals one queued read and hands its datagrams to the scheduler.
-    fn seal_one(&mut self, mode: &M, view: &M::Batch<'_>, now: Instant, q: Queued<Tx, ()>) {
+    fn seal_one(&mut self, mode: &M, view: &M::Batch<'_>, now: Instant, q: Queued<Tx, Opening>) {
         let at = self.io.tx_region.at(q.hold.index());
         // SAFETY: the read into this slot completed and it waited in the
         // queues since: we hold it, nothing is in flight on it and no
@@ -523,7 +533,7 @@ impl<M: Mode> Worker<M> {
         );
         match sealed {
             Some(s) => {
-                let via = flow::via(s.flow, self.io.flow_count);
+                let via = self.source_ports.via(s.flow, q.meta, now);
                 self.sched
                     .send_run(q.hold, s.run, via, s.targets, &mut self.io);
             }

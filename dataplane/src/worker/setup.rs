@@ -45,6 +45,9 @@ pub struct WorkerSetup<M: Mode> {
     /// The flow sockets every worker sends from, in a mode that spreads
     /// flows over source ports.
     pub flows: Option<Arc<FlowSockets>>,
+    /// Which of the flow sockets each inner flow leaves from, one table for
+    /// every worker.
+    pub source_ports: Arc<super::SourcePorts>,
     /// Whether device I/O carries a virtio-net header.
     pub vnet_hdr: bool,
     /// Whether to send runs of equal datagrams with `UDP_SEGMENT`.
@@ -275,6 +278,7 @@ impl<M: Mode> Worker<M> {
             read_queues: FlowQueues::new(TX_SLOTS, QUEUED_READ_BYTES),
             recv_queues: FlowQueues::new(usize::from(RX_BUFFERS), QUEUED_RECEIVE_BYTES),
             coalescer,
+            source_ports: s.source_ports,
             deliveries: Deliveries::default(),
             planned: Vec::with_capacity(MAX_GRO_SEGMENTS),
             reading: Reading {

@@ -1,0 +1,271 @@
+//! Which flow socket, so which source port, each inner flow leaves from:
+//! a flow seen for the first time takes the next port in turn, and keeps
+//! it while it is active. One table serves every worker, so a flow keeps
+//! its port when the device hands it to another worker.
+//!
+//! Why in turn rather than by hash: a receiving ringtun steers each
+//! datagram to the worker its source port names modulo the worker count
+//! (the flow sockets' ports are consecutive), so flows given out in turn
+//! are spread evenly over its workers. A hash spreads a handful of flows
+//! only as evenly as chance makes it: eight flows over two workers split
+//! 7:1 or worse about one time in fourteen, and a peer's eight flows are
+//! a common case. Against a receiver that hashes (the kernel's VXLAN, any
+//! other), turns are no worse than a hash.
+//!
+//! The table is a fixed array of atomic words, two ways per set, with no
+//! lock and no allocation after start. A flow whose two places are held
+//! by flows still active falls back to its hash, which is stable, so its
+//! packets still leave from one port. A place idle for about a second is
+//! free again: nothing of its flow is in flight by then, so a flow that
+//! comes back after that can take a new port without being reordered.
+//! Costs per sealed run: one atomic load, and a store every
+//! [`TICK`](TICK_SHIFT) at most.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use super::flow::{Opening, pick};
+use super::transmit::Via;
+
+/// Places in the table (a power of two): 32 KiB, room for thousands of
+/// active flows before any falls back to its hash.
+const SLOTS: usize = 4096;
+/// The table's clock: 2^4 ms, about 16 ms a tick.
+const TICK_SHIFT: u32 = 4;
+/// Bits of the tick kept in an entry (it wraps after about 37 hours,
+/// which at worst keeps an idle place held one more wrap).
+const TICK_BITS: u32 = 23;
+const TICK_MASK: u32 = (1 << TICK_BITS) - 1;
+/// Ticks without a packet after which a place may be given to another
+/// flow: about one second.
+const IDLE_TICKS: u32 = 64;
+
+/// An entry: the flow's hash (32 bits), the tick it was last used (23),
+/// a bit that says the place is taken, the port's index (8).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Entry(u64);
+
+impl Entry {
+    const TAKEN: u64 = 1 << 8;
+
+    fn new(hash: u32, tick: u32, port: u8) -> Entry {
+        Entry(
+            u64::from(hash) << 32
+                | u64::from(tick & TICK_MASK) << 9
+                | Entry::TAKEN
+                | u64::from(port),
+        )
+    }
+
+    fn taken(self) -> bool {
+        self.0 & Entry::TAKEN != 0
+    }
+
+    fn hash(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    fn tick(self) -> u32 {
+        (self.0 >> 9) as u32 & TICK_MASK
+    }
+
+    fn port(self) -> u8 {
+        self.0 as u8
+    }
+
+    fn idle(self, now: u32) -> bool {
+        now.wrapping_sub(self.tick()) & TICK_MASK > IDLE_TICKS
+    }
+}
+
+/// The shared table of flows and their source ports (see the module docs).
+#[derive(Debug)]
+pub struct SourcePorts {
+    slots: Box<[AtomicU64]>,
+    /// The next port to give out to a flow of each [`Opening`], modulo
+    /// `ports`.
+    next: [AtomicU32; Opening::COUNT],
+    /// Flow sockets per family (0: every send leaves from the listen port).
+    ports: usize,
+    epoch: Instant,
+}
+
+impl SourcePorts {
+    /// A table for `ports` flow sockets per family (at most 256 are used).
+    pub fn new(ports: usize) -> SourcePorts {
+        SourcePorts {
+            slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            next: std::array::from_fn(|_| AtomicU32::new(0)),
+            ports: ports.min(usize::from(u8::MAX) + 1),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// The socket a run of inner-flow hash `flow` leaves from at `now`,
+    /// `opening` telling how its packet would open a flow (used only when
+    /// the flow is new): the listen socket when the mode keeps one port
+    /// (no hash) or there are no flow sockets.
+    #[inline]
+    pub fn via(&self, flow: Option<u32>, opening: Opening, now: Instant) -> Via {
+        match flow {
+            Some(h) if self.ports > 0 => Via::Flow(self.port(h, opening, self.tick(now))),
+            _ => Via::Listen,
+        }
+    }
+
+    fn tick(&self, now: Instant) -> u32 {
+        let ms = now.saturating_duration_since(self.epoch).as_millis();
+        (ms >> TICK_SHIFT) as u32 & TICK_MASK
+    }
+
+    /// The port of flow `hash` at tick `now`, given out in turn within
+    /// its class the first time (see the module docs).
+    fn port(&self, hash: u32, opening: Opening, now: u32) -> u8 {
+        let set = hash as usize & (SLOTS - 1) & !1;
+        let ways = [&self.slots[set], &self.slots[set + 1]];
+        let seen = ways.map(|w| Entry(w.load(Relaxed)));
+        // Already here: keep its port, and say it is still active.
+        for (w, e) in ways.iter().zip(seen) {
+            if e.taken() && e.hash() == hash {
+                if e.tick() != now & TICK_MASK {
+                    let _ = w.compare_exchange(
+                        e.0,
+                        Entry::new(hash, now, e.port()).0,
+                        Relaxed,
+                        Relaxed,
+                    );
+                }
+                return e.port();
+            }
+        }
+        // New: a free or idle place takes it, with the next port.
+        for (w, e) in ways.iter().zip(seen) {
+            if e.taken() && !e.idle(now) {
+                continue;
+            }
+            let turn = self.next[opening.index()].fetch_add(1, Relaxed);
+            let port = (turn as usize % self.ports) as u8;
+            match w.compare_exchange(e.0, Entry::new(hash, now, port).0, Relaxed, Relaxed) {
+                Ok(_) => return port,
+                // Another worker took the place at the same time, perhaps
+                // for this very flow.
+                Err(won) if Entry(won).taken() && Entry(won).hash() == hash => {
+                    return Entry(won).port();
+                }
+                Err(_) => {}
+            }
+        }
+        // Both places held by active flows: the hash, which is stable.
+        pick(hash, self.ports) as u8
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use std::time::Duration;
+
+    fn port_of(t: &SourcePorts, hash: u32, at: Instant) -> u8 {
+        opened(t, hash, Opening::Other, at)
+    }
+
+    fn opened(t: &SourcePorts, hash: u32, opening: Opening, at: Instant) -> u8 {
+        match t.via(Some(hash), opening, at) {
+            Via::Flow(k) => k,
+            Via::Listen => panic!("flow {hash:#x} left from the listen port"),
+        }
+    }
+
+    /// Eight flows over 32 ports take eight consecutive ones, so a
+    /// receiver steering by port modulo 2 gets four each; hashing them
+    /// would not (these eight hashes all pick the lower half of the ports).
+    #[test]
+    fn new_flows_take_the_ports_in_turn() {
+        let t = SourcePorts::new(32);
+        let now = Instant::now();
+        let hashes: Vec<u32> = (0..8u32).map(|i| i * 0x0100_0001).collect();
+        let ports: Vec<u8> = hashes.iter().map(|&h| port_of(&t, h, now)).collect();
+        assert_eq!(ports, (0..8).collect::<Vec<u8>>());
+        let even = ports.iter().filter(|p| *p % 2 == 0).count();
+        assert_eq!(even, 4);
+        assert!(hashes.iter().all(|&h| pick(h, 32) < 16));
+    }
+
+    /// Connections opened alternately from each side: the openings and
+    /// the answers each take the ports in turn, so each class is spread
+    /// evenly over a receiver's two workers (one turn for all would give
+    /// every opening an even port).
+    #[test]
+    fn each_class_takes_its_own_turns() {
+        let t = SourcePorts::new(32);
+        let now = Instant::now();
+        let mut syn = Vec::new();
+        let mut syn_ack = Vec::new();
+        for i in 0..8u32 {
+            syn.push(opened(&t, 0x10 + 4 * i, Opening::Syn, now));
+            syn_ack.push(opened(&t, 0x1000 + 4 * i, Opening::SynAck, now));
+        }
+        let even = |v: &[u8]| v.iter().filter(|p| *p % 2 == 0).count();
+        assert_eq!((even(&syn), even(&syn_ack)), (4, 4), "{syn:?} {syn_ack:?}");
+    }
+
+    /// A flow keeps its port for every later packet, whichever worker
+    /// (here: the same table from another thread) asks.
+    #[test]
+    fn a_flow_keeps_its_port_from_every_worker() {
+        let t = std::sync::Arc::new(SourcePorts::new(32));
+        let now = Instant::now();
+        let first: Vec<u8> = (0..100u32).map(|h| port_of(&t, h * 7919, now)).collect();
+        let t2 = t.clone();
+        let again = std::thread::spawn(move || {
+            (0..100u32)
+                .map(|h| port_of(&t2, h * 7919, now + Duration::from_millis(500)))
+                .collect::<Vec<u8>>()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(first, again);
+    }
+
+    /// A place whose flow has been idle for over a second goes to the next
+    /// flow that needs it; a place in use does not, and the newcomer then
+    /// leaves from its hash's port, every time.
+    #[test]
+    fn idle_places_are_reused_and_busy_ones_kept() {
+        let t = SourcePorts::new(32);
+        let t0 = Instant::now();
+        // Three flows with the same set (equal low bits), different hashes.
+        let (a, b, c) = (0x1000_0000u32, 0x2000_0000u32, 0x3000_0000u32);
+        assert_eq!(port_of(&t, a, t0), 0);
+        assert_eq!(port_of(&t, b, t0), 1);
+        // Both ways busy: c falls back to its hash, and stays there.
+        let hashed = pick(c, 32) as u8;
+        assert_eq!(port_of(&t, c, t0), hashed);
+        assert_eq!(port_of(&t, c, t0 + Duration::from_millis(100)), hashed);
+        // a stays active, b goes idle: c takes b's place, with a new port.
+        let later = t0 + Duration::from_millis(1500);
+        assert_eq!(port_of(&t, a, later - Duration::from_millis(300)), 0);
+        assert_eq!(port_of(&t, a, later), 0);
+        let turn = port_of(&t, c, later);
+        assert_eq!(turn, 2, "the next port in turn");
+        assert_eq!(port_of(&t, c, later + Duration::from_millis(10)), 2);
+        // b, back after its idle second, finds both places busy: its hash.
+        assert_eq!(
+            port_of(&t, b, later + Duration::from_millis(20)),
+            pick(b, 32) as u8
+        );
+    }
+
+    #[test]
+    fn without_a_hash_or_ports_the_listen_socket() {
+        let now = Instant::now();
+        assert_eq!(
+            SourcePorts::new(32).via(None, Opening::Syn, now),
+            Via::Listen
+        );
+        assert_eq!(
+            SourcePorts::new(0).via(Some(7), Opening::Other, now),
+            Via::Listen
+        );
+    }
+}
