@@ -15,6 +15,8 @@
 //! Offload = on                             # ringtun: TUN/TAP offloads and UDP GSO/GRO, default on
 //! HandshakeOnStart = on                    # ringtun, wireguard only: contact peers with an Endpoint at start, default on
 //! MetricsListen = 127.0.0.1:9586           # ringtun: serve GET /metrics (Prometheus) there; default off
+//! SocketBuffer = 32M                       # ringtun: each tunnel socket's receive and send buffer, 64K-1G, default 32M
+//! QueueLimit = 2M                          # ringtun: bytes a worker's flow queues hold each way, 64K-64M, default auto (1M to the wire, 2M to the device)
 //!
 //! [Peer]
 //! PublicKey = <44 characters of base64>    # required in wireguard mode
@@ -31,6 +33,9 @@
 //! PostUp, PreDown, PostDown, SaveConfig) give a [`Warning`]; any other unknown key is
 //! an error. Every [`ConfigError`] names the file, the line and the key. One prefix under
 //! the AllowedIPs of two peers is an error (`wg` would quietly give it to the last one).
+//!
+//! Sizes take a K, M or G suffix (binary: 1K is 1024 bytes). `SocketBuffer`, `QueueLimit`,
+//! `Workers`, `Mode` and `Offload` take effect at start; a reload leaves them as they are.
 //!
 //! VNI 1 is the default because `ip link add ... type vxlan` has none and a VNI must match on
 //! both sides: 1 is the value people type first. The vxlan MTU default, 1450, is the kernel
@@ -71,6 +76,13 @@ pub const DEFAULT_VNI: u32 = 1;
 pub const MAX_VNI: u32 = (1 << 24) - 1;
 /// The largest `Workers =` value accepted.
 pub const MAX_WORKERS: usize = 1024;
+/// `SocketBuffer` when the file has none: enough that a burst of GSO sends
+/// from the peer does not overflow the receive queue while a worker is busy.
+pub const DEFAULT_SOCKET_BUFFER: usize = 32 << 20;
+/// The `SocketBuffer =` values accepted.
+pub const SOCKET_BUFFER_RANGE: std::ops::RangeInclusive<usize> = (64 << 10)..=(1 << 30);
+/// The `QueueLimit =` values accepted.
+pub const QUEUE_LIMIT_RANGE: std::ops::RangeInclusive<usize> = (64 << 10)..=(64 << 20);
 /// Files larger than this are refused unread: no configuration comes near it.
 pub const MAX_FILE_SIZE: usize = 1 << 20;
 
@@ -112,6 +124,14 @@ pub struct Interface {
     pub fwmark: u32,
     /// `MetricsListen`: where `/metrics` is served (`None`: not served).
     pub metrics_listen: Option<MetricsListen>,
+    /// `SocketBuffer`: bytes of receive and of send buffer asked for each
+    /// tunnel socket ([`DEFAULT_SOCKET_BUFFER`] when absent).
+    pub socket_buffer: usize,
+    /// `QueueLimit`: bytes each worker's flow queues hold each way before
+    /// the fattest flow loses its oldest packet (`None`: the defaults,
+    /// [`QUEUED_READ_BYTES`](crate::worker::QUEUED_READ_BYTES) and
+    /// [`QUEUED_RECEIVE_BYTES`](crate::worker::QUEUED_RECEIVE_BYTES)).
+    pub queue_limit: Option<usize>,
 }
 
 /// `MetricsListen = ADDRESS:PORT`, and the line that set it (a port in

@@ -102,6 +102,10 @@ struct Common {
     cpu_steering: bool,
     uapi_dir: Option<PathBuf>,
     metrics: Option<MetricsTarget>,
+    /// `SocketBuffer`.
+    socket_buffer: usize,
+    /// `QueueLimit` (`None`: the defaults).
+    queue_limit: Option<usize>,
 }
 
 fn worker_count(cfg: Workers, over: Option<usize>) -> usize {
@@ -160,6 +164,8 @@ pub fn up(opts: &UpOptions) -> Result<()> {
             }),
             (None, None) => None,
         },
+        socket_buffer: interface.socket_buffer,
+        queue_limit: interface.queue_limit,
         listen_port: interface.listen_port.unwrap_or(match &mode {
             ModeConfig::Vxlan(_) => config::VXLAN_PORT,
             ModeConfig::WireGuard(_) => 0,
@@ -241,6 +247,8 @@ pub fn bare(opts: &BareOptions) -> Result<()> {
         offload: !opts.no_offload,
         listen_port: 0,
         fwmark: 0,
+        socket_buffer: config::DEFAULT_SOCKET_BUFFER,
+        queue_limit: None,
         read_mode: worker::ReadMode::default(),
         pin: false,
         cpu_steering: false,
@@ -371,27 +379,29 @@ fn run<M: Mode + PeerSource, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
             port: c.listen_port,
             gro: gso_gro,
             fwmark: c.fwmark,
+            buffer: c.socket_buffer,
         },
     )?;
     // A mode that spreads flows over source ports sends from these; they
     // close when the last worker's ring and the control thread let go.
     // Without them every datagram leaves from the listen port, which is
     // still correct, only one peer's flows then meet one receiving worker.
-    let (flows, source_ports) = match M::FLOW_SOURCE_PORTS.then(|| open_flows(c.fwmark)) {
-        Some(Ok((f, ports))) => {
-            tracing::info!(v4 = ?ports.0, v6 = ?ports.1, "per-flow source ports");
-            (Some(Arc::new(f)), ports)
-        }
-        Some(Err(e)) => {
-            tracing::warn!(
-                error = %format!("{e:#}"),
-                "no per-flow source ports: every datagram leaves from the listen port, \
-                 and one peer's flows meet one receiving worker"
-            );
-            (None, Default::default())
-        }
-        None => (None, Default::default()),
-    };
+    let (flows, source_ports) =
+        match M::FLOW_SOURCE_PORTS.then(|| open_flows(c.fwmark, c.socket_buffer)) {
+            Some(Ok((f, ports))) => {
+                tracing::info!(v4 = ?ports.0, v6 = ?ports.1, "per-flow source ports");
+                (Some(Arc::new(f)), ports)
+            }
+            Some(Err(e)) => {
+                tracing::warn!(
+                    error = %format!("{e:#}"),
+                    "no per-flow source ports: every datagram leaves from the listen port, \
+                     and one peer's flows meet one receiving worker"
+                );
+                (None, Default::default())
+            }
+            None => (None, Default::default()),
+        };
     let port_table = Arc::new(worker::SourcePorts::new(
         flows.as_ref().map_or(0, |f| f.v4.len()),
     ));
@@ -483,6 +493,7 @@ fn run<M: Mode + PeerSource, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
             queue,
             sockets: socks,
             flows: flows.clone(),
+            queue_limit: c.queue_limit,
             source_ports: port_table.clone(),
             vnet_hdr: vnet,
             gso: gso_gro,
@@ -562,7 +573,15 @@ fn run<M: Mode + PeerSource, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
         mode: mode_control,
         inbox,
         commands,
-        underlay: Underlay::new(port, c.fwmark, gso_gro, kept, flows, mailboxes),
+        underlay: Underlay::new(
+            port,
+            c.fwmark,
+            gso_gro,
+            c.socket_buffer,
+            kept,
+            flows,
+            mailboxes,
+        ),
         signals: sig_read,
         hangups: hup_read,
         reload: reload.map(|file| ReloadSource {
@@ -631,8 +650,8 @@ fn ready(name: &str, socket: &Path) {
 type FlowPorts = (Vec<u16>, Vec<u16>);
 
 /// The flow sockets and their ports.
-fn open_flows(fwmark: u32) -> anyhow::Result<(udp::FlowSockets, FlowPorts)> {
-    let f = udp::open_flow_sockets(worker::FLOW_PORTS, fwmark)
+fn open_flows(fwmark: u32, buffer: usize) -> anyhow::Result<(udp::FlowSockets, FlowPorts)> {
+    let f = udp::open_flow_sockets(worker::FLOW_PORTS, fwmark, buffer)
         .context("opening the flow sockets (per-flow source ports)")?;
     let ports = f.ports().context("reading the flow sockets' ports")?;
     Ok((f, ports))

@@ -19,11 +19,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 
-/// Socket buffer size asked for with `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE`:
-/// large enough that a burst of GSO sends from the peer does not overflow
-/// the receive queue while a worker is busy sealing.
-pub const SOCKET_BUFFER_BYTES: usize = 32 << 20;
-
 /// Why the sockets could not be set up.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -152,6 +147,9 @@ pub struct SocketOptions {
     pub gro: bool,
     /// `SO_MARK` of the tunnel's datagrams (wg's fwmark; 0: none).
     pub fwmark: u32,
+    /// Receive and send buffer asked for each socket (`SocketBuffer`),
+    /// forced with CAP_NET_ADMIN, else what rmem_max and wmem_max allow.
+    pub buffer: usize,
 }
 
 fn set_mark(fd: &impl AsRawFd, mark: u32) -> io::Result<()> {
@@ -211,17 +209,18 @@ fn new_udp_socket(domain: Domain) -> Result<Socket, UdpError> {
     Ok(sock)
 }
 
-/// The send buffer every tunnel socket has (forced with CAP_NET_ADMIN,
-/// else what wmem_max allows) and the fwmark, if one is set.
+/// The send buffer every tunnel socket has, `buffer` bytes (forced with
+/// CAP_NET_ADMIN, else what wmem_max allows), and the fwmark, if one is set.
 fn set_send_buffer_and_mark(
     sock: &Socket,
     family: &'static str,
     mark: u32,
+    buffer: usize,
 ) -> Result<(), UdpError> {
     let opt = |option| option_error(option, family);
-    let size = SOCKET_BUFFER_BYTES as i32;
+    let size = i32::try_from(buffer).unwrap_or(i32::MAX);
     if setsockopt_int(sock, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, size).is_err() {
-        sock.set_send_buffer_size(SOCKET_BUFFER_BYTES)
+        sock.set_send_buffer_size(buffer)
             .map_err(opt("SO_SNDBUF"))?;
     }
     if mark != 0 {
@@ -239,7 +238,7 @@ fn any_address(domain: Domain, port: u16) -> SocketAddr {
     }
 }
 
-fn one_socket(domain: Domain, port: u16, gro: bool, mark: u32) -> Result<Socket, UdpError> {
+fn one_socket(domain: Domain, port: u16, opts: &SocketOptions) -> Result<Socket, UdpError> {
     let family = family_name(domain);
     let opt = |option| option_error(option, family);
     let sock = new_udp_socket(domain)?;
@@ -252,15 +251,15 @@ fn one_socket(domain: Domain, port: u16, gro: bool, mark: u32) -> Result<Socket,
     }
     setsockopt_int(&sock, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1).map_err(opt("SO_RXQ_OVFL"))?;
     // FORCE needs CAP_NET_ADMIN; without it fall back to what rmem_max allows.
-    let size = SOCKET_BUFFER_BYTES as i32;
+    let size = i32::try_from(opts.buffer).unwrap_or(i32::MAX);
     if setsockopt_int(&sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size).is_err() {
-        sock.set_recv_buffer_size(SOCKET_BUFFER_BYTES)
+        sock.set_recv_buffer_size(opts.buffer)
             .map_err(opt("SO_RCVBUF"))?;
     }
-    if gro {
+    if opts.gro {
         setsockopt_int(&sock, libc::SOL_UDP, libc::UDP_GRO, 1).map_err(opt("UDP_GRO"))?;
     }
-    set_send_buffer_and_mark(&sock, family, mark)?;
+    set_send_buffer_and_mark(&sock, family, opts.fwmark, opts.buffer)?;
     let addr = any_address(domain, port);
     sock.bind(&addr.into()).map_err(|source| {
         let hint = match source.raw_os_error() {
@@ -291,7 +290,7 @@ fn local_port(sock: &Socket) -> io::Result<u16> {
 /// `SO_REUSEPORT`, a filter that drops every datagram that arrives, the
 /// smallest receive buffer. Sources chosen per send (`IP_PKTINFO` in the
 /// control message) and `UDP_SEGMENT` need no option.
-fn flow_socket(domain: Domain, mark: u32, port: u16) -> Result<Socket, UdpError> {
+fn flow_socket(domain: Domain, mark: u32, buffer: usize, port: u16) -> Result<Socket, UdpError> {
     let family = family_name(domain);
     let opt = |option| option_error(option, family);
     let sock = new_udp_socket(domain)?;
@@ -306,7 +305,7 @@ fn flow_socket(domain: Domain, mark: u32, port: u16) -> Result<Socket, UdpError>
         .map_err(opt("SO_ATTACH_FILTER"))?;
     // The kernel rounds 0 up to its minimum (SOCK_MIN_RCVBUF).
     sock.set_recv_buffer_size(0).map_err(opt("SO_RCVBUF"))?;
-    set_send_buffer_and_mark(&sock, family, mark)?;
+    set_send_buffer_and_mark(&sock, family, mark, buffer)?;
     sock.bind(&any_address(domain, port).into())
         .map_err(|source| UdpError::Bind {
             port,
@@ -326,10 +325,15 @@ const CONSECUTIVE_TRIES: usize = 16;
 /// a receiver that steers by source port modulo its workers (a ringtun)
 /// then gets flows given out in turn over the ports evenly over its
 /// workers, whatever their number.
-fn flow_socket_run(domain: Domain, count: usize, mark: u32) -> Result<Vec<Socket>, UdpError> {
+fn flow_socket_run(
+    domain: Domain,
+    count: usize,
+    mark: u32,
+    buffer: usize,
+) -> Result<Vec<Socket>, UdpError> {
     let top = ephemeral_top();
     for _ in 0..CONSECUTIVE_TRIES {
-        let first = flow_socket(domain, mark, 0)?;
+        let first = flow_socket(domain, mark, buffer, 0)?;
         let base = local_port(&first).map_err(option_error("getsockname", family_name(domain)))?;
         if usize::from(base) + count.saturating_sub(1) > usize::from(top) {
             continue;
@@ -337,7 +341,7 @@ fn flow_socket_run(domain: Domain, count: usize, mark: u32) -> Result<Vec<Socket
         let mut run = Vec::with_capacity(count);
         run.push(first);
         for port in (base + 1..).take(count.saturating_sub(1)) {
-            match flow_socket(domain, mark, port) {
+            match flow_socket(domain, mark, buffer, port) {
                 Ok(s) => run.push(s),
                 Err(UdpError::Bind { source, .. })
                     if source.raw_os_error() == Some(libc::EADDRINUSE) =>
@@ -351,7 +355,9 @@ fn flow_socket_run(domain: Domain, count: usize, mark: u32) -> Result<Vec<Socket
             return Ok(run);
         }
     }
-    (0..count).map(|_| flow_socket(domain, mark, 0)).collect()
+    (0..count)
+        .map(|_| flow_socket(domain, mark, buffer, 0))
+        .collect()
 }
 
 /// The highest port of this namespace's ephemeral range (65535 if it
@@ -364,11 +370,15 @@ fn ephemeral_top() -> u16 {
 }
 
 /// Opens `count` flow sockets per family, with the firewall mark `fwmark`
-/// (IPv6 ones only where IPv6 is enabled), each family's on consecutive
-/// ports where a free run is found.
-pub fn open_flow_sockets(count: usize, fwmark: u32) -> Result<FlowSockets, UdpError> {
-    let v4 = flow_socket_run(Domain::IPV4, count, fwmark)?;
-    let v6 = match flow_socket_run(Domain::IPV6, count, fwmark) {
+/// and a send buffer of `buffer` bytes (IPv6 ones only where IPv6 is
+/// enabled), each family's on consecutive ports where a free run is found.
+pub fn open_flow_sockets(
+    count: usize,
+    fwmark: u32,
+    buffer: usize,
+) -> Result<FlowSockets, UdpError> {
+    let v4 = flow_socket_run(Domain::IPV4, count, fwmark, buffer)?;
+    let v6 = match flow_socket_run(Domain::IPV6, count, fwmark, buffer) {
         Ok(v6) => v6,
         // IPv6 disabled, as for the listen sockets.
         Err(UdpError::Create { source, .. })
@@ -398,7 +408,7 @@ pub fn open_worker_sockets(
     let mut port = opts.port;
     let mut out = Vec::with_capacity(workers);
     for _ in 0..workers.max(1) {
-        let v4 = one_socket(Domain::IPV4, port, opts.gro, opts.fwmark)?;
+        let v4 = one_socket(Domain::IPV4, port, &opts)?;
         if port == 0 {
             port = local_port(&v4).map_err(|source| UdpError::Option {
                 option: "getsockname",
@@ -406,7 +416,7 @@ pub fn open_worker_sockets(
                 source,
             })?;
         }
-        let v6 = match one_socket(Domain::IPV6, port, opts.gro, opts.fwmark) {
+        let v6 = match one_socket(Domain::IPV6, port, &opts) {
             Ok(s) => Some(OwnedFd::from(s)),
             // IPv6 disabled (no `ipv6` module, or disable_ipv6 in this namespace).
             Err(UdpError::Create { source, .. })
@@ -456,7 +466,7 @@ mod tests {
     /// found at once: each family's ports follow one another.
     #[test]
     fn flow_sockets_take_consecutive_ports() {
-        let flows = open_flow_sockets(32, 0).expect("loopback sockets");
+        let flows = open_flow_sockets(32, 0, 1 << 20).expect("loopback sockets");
         let (v4, v6) = flows.ports().expect("ports");
         for ports in [&v4, &v6] {
             if ports.is_empty() {
@@ -471,7 +481,7 @@ mod tests {
 
     #[test]
     fn flow_sockets_have_ports_of_their_own_and_receive_nothing() {
-        let flows = open_flow_sockets(4, 0).expect("loopback sockets");
+        let flows = open_flow_sockets(4, 0, 1 << 20).expect("loopback sockets");
         let (v4, v6) = flows.ports().expect("ports");
         assert_eq!(v4.len(), 4);
         let mut distinct = v4.clone();
@@ -508,6 +518,42 @@ mod tests {
         assert_eq!((&buf[..n], from.port()), (&b"hello"[..], v4[1]));
     }
 
+    /// `SocketBuffer` reaches every socket, receive and send (the kernel
+    /// reports twice what was asked, its bookkeeping included).
+    #[test]
+    fn the_socket_buffer_asked_for_is_the_one_given() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "under CI this test must run as root (SO_RCVBUFFORCE needs CAP_NET_ADMIN)"
+            );
+            eprintln!("SKIPPED the_socket_buffer_asked_for...: needs root (SO_RCVBUFFORCE)");
+            return;
+        }
+        for buffer in [256 << 10, 3 << 20] {
+            let opts = SocketOptions {
+                port: 0,
+                gro: false,
+                fwmark: 0,
+                buffer,
+            };
+            let (socks, _) = open_worker_sockets(2, opts).expect("loopback sockets");
+            let flows = open_flow_sockets(2, 0, buffer).expect("flow sockets");
+            for fd in socks
+                .iter()
+                .flat_map(|s| std::iter::once(&s.v4).chain(&s.v6))
+            {
+                let s = socket2::SockRef::from(fd);
+                assert_eq!(s.recv_buffer_size().unwrap(), 2 * buffer);
+                assert_eq!(s.send_buffer_size().unwrap(), 2 * buffer);
+            }
+            for fd in flows.v4.iter().chain(&flows.v6) {
+                let s = socket2::SockRef::from(fd);
+                assert_eq!(s.send_buffer_size().unwrap(), 2 * buffer);
+            }
+        }
+    }
+
     #[test]
     fn workers_share_one_port() {
         let (socks, port) = open_worker_sockets(
@@ -516,6 +562,7 @@ mod tests {
                 port: 0,
                 gro: true,
                 fwmark: 0,
+                buffer: 1 << 20,
             },
         )
         .expect("loopback sockets");

@@ -72,6 +72,8 @@ pub struct Underlay {
     port: u16,
     fwmark: u32,
     gro: bool,
+    /// Each socket's receive and send buffer (`SocketBuffer`).
+    buffer: usize,
     /// Second descriptors of each worker's sockets, in worker order.
     sockets: Vec<WorkerSockets>,
     /// The flow sockets, in a mode that spreads flows over source ports.
@@ -81,11 +83,13 @@ pub struct Underlay {
 
 impl Underlay {
     /// The sockets the workers were started with (second descriptors), on
-    /// `port` with `fwmark`, the flow sockets if any, and their mailboxes.
+    /// `port` with `fwmark`, `gro` and `buffer` as they were opened with,
+    /// the flow sockets if any, and their mailboxes.
     pub fn new(
         port: u16,
         fwmark: u32,
         gro: bool,
+        buffer: usize,
         sockets: Vec<WorkerSockets>,
         flows: Option<Arc<FlowSockets>>,
         mailboxes: Vec<Mailbox>,
@@ -94,6 +98,7 @@ impl Underlay {
             port,
             fwmark,
             gro,
+            buffer,
             sockets,
             flows,
             mailboxes,
@@ -148,6 +153,7 @@ impl Underlay {
                     port: p,
                     gro: self.gro,
                     fwmark: mark,
+                    buffer: self.buffer,
                 },
             )
             .map_err(|source| {
@@ -209,6 +215,7 @@ mod test {
                 port: 0,
                 gro: false,
                 fwmark: 0,
+                buffer: 1 << 20,
             },
         )
         .unwrap();
@@ -222,7 +229,10 @@ mod test {
                 wake: Arc::new(EventFd::new().unwrap()),
             });
         }
-        (Underlay::new(port, 0, false, socks, flows, boxes), rxs)
+        (
+            Underlay::new(port, 0, false, 1 << 20, socks, flows, boxes),
+            rxs,
+        )
     }
 
     #[test]
@@ -255,7 +265,7 @@ mod test {
 
     #[test]
     fn the_flow_sockets_keep_their_ports_when_the_listen_port_moves() {
-        let flows = Arc::new(udp::open_flow_sockets(2, 0).unwrap());
+        let flows = Arc::new(udp::open_flow_sockets(2, 0, 1 << 20).unwrap());
         let before = flows.ports().unwrap();
         let (mut u, rxs) = underlay_with(2, Some(flows.clone()));
         let free = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();

@@ -243,6 +243,12 @@ pub enum ValueProblem {
     /// Not an endpoint.
     #[error("not an endpoint: {0}")]
     Endpoint(EndpointError),
+    /// Not a socket buffer size.
+    #[error("not a socket buffer size (64K-1G: bytes, or a number with K, M or G)")]
+    SocketBuffer,
+    /// Not a queue limit.
+    #[error("not a queue limit (auto, or 64K-64M: bytes, or a number with K, M or G)")]
+    QueueLimit,
     /// Not a numeric address and port to listen on.
     #[error("not an address and port to listen on (127.0.0.1:9586, [::1]:9586, 0.0.0.0:9586)")]
     ListenAddress,

@@ -9,11 +9,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use super::{
-    Config, ConfigError, DEFAULT_MTU_VXLAN, DEFAULT_MTU_WIREGUARD, DEFAULT_VNI, Endpoint,
-    ErrorKind, IfName, Interface, InterfaceAddr, IpPrefix, MAX_FILE_SIZE, MAX_VNI, MAX_WORKERS,
-    MetricsListen, Mode, ModeConfig, PresharedKey, PrivateKey, PublicKey, Section, Table,
-    VXLAN_PORT, ValueProblem, VxlanConfig, VxlanPeer, Warning, WarningKind, WireGuardConfig,
-    WireGuardPeer, Workers,
+    Config, ConfigError, DEFAULT_MTU_VXLAN, DEFAULT_MTU_WIREGUARD, DEFAULT_SOCKET_BUFFER,
+    DEFAULT_VNI, Endpoint, ErrorKind, IfName, Interface, InterfaceAddr, IpPrefix, MAX_FILE_SIZE,
+    MAX_VNI, MAX_WORKERS, MetricsListen, Mode, ModeConfig, PresharedKey, PrivateKey, PublicKey,
+    QUEUE_LIMIT_RANGE, SOCKET_BUFFER_RANGE, Section, Table, VXLAN_PORT, ValueProblem, VxlanConfig,
+    VxlanPeer, Warning, WarningKind, WireGuardConfig, WireGuardPeer, Workers,
 };
 
 /// Values quoted in messages are cut to this many characters, so a pasted blob stays readable.
@@ -172,6 +172,8 @@ enum Field {
     HandshakeOnStart,
     FwMark,
     MetricsListen,
+    SocketBuffer,
+    QueueLimit,
     /// A wg-quick key ringtun does not act on.
     WgQuickOnly,
     PublicKey,
@@ -203,6 +205,8 @@ const INTERFACE_KEYS: &[(&str, Field)] = &[
     ("SaveConfig", Field::WgQuickOnly),
     ("FwMark", Field::FwMark),
     ("MetricsListen", Field::MetricsListen),
+    ("SocketBuffer", Field::SocketBuffer),
+    ("QueueLimit", Field::QueueLimit),
 ];
 
 const PEER_KEYS: &[(&str, Field)] = &[
@@ -278,6 +282,8 @@ struct RawInterface {
     handshake_on_start: Slot<bool>,
     fwmark: Slot<u32>,
     metrics_listen: Slot<SocketAddr>,
+    socket_buffer: Slot<usize>,
+    queue_limit: Slot<Option<usize>>,
 }
 
 #[derive(Default)]
@@ -505,6 +511,24 @@ impl Parser<'_> {
                     .map_err(|_| bad(ValueProblem::ListenAddress))?;
                 iface.metrics_listen.set(name, line, addr)
             }
+            Field::SocketBuffer => {
+                let bytes = size(value)
+                    .filter(|n| SOCKET_BUFFER_RANGE.contains(n))
+                    .ok_or_else(|| bad(ValueProblem::SocketBuffer))?;
+                iface.socket_buffer.set(name, line, bytes)
+            }
+            Field::QueueLimit => {
+                let limit = if value.eq_ignore_ascii_case("auto") {
+                    None
+                } else {
+                    Some(
+                        size(value)
+                            .filter(|n| QUEUE_LIMIT_RANGE.contains(n))
+                            .ok_or_else(|| bad(ValueProblem::QueueLimit))?,
+                    )
+                };
+                iface.queue_limit.set(name, line, limit)
+            }
             // Peer keys never reach here: `lookup` took them from the interface table.
             _ => Ok(()),
         }
@@ -616,6 +640,8 @@ impl Parser<'_> {
                 .metrics_listen
                 .0
                 .map(|(addr, line)| MetricsListen { addr, line }),
+            socket_buffer: raw.socket_buffer.get().unwrap_or(DEFAULT_SOCKET_BUFFER),
+            queue_limit: raw.queue_limit.get().flatten(),
         };
         let peers = std::mem::take(&mut self.peers);
         let allowed_ips = self.settle_allowed_ips(&peers)?;
@@ -821,6 +847,18 @@ fn number(s: &str, range: std::ops::RangeInclusive<u64>) -> Option<u64> {
         return None;
     }
     s.parse::<u64>().ok().filter(|n| range.contains(n))
+}
+
+/// A size in bytes: digits, then optionally K, M or G (binary, any case).
+fn size(s: &str) -> Option<usize> {
+    let (digits, shift) = match s.as_bytes().last()?.to_ascii_uppercase() {
+        b'K' => (&s[..s.len() - 1], 10),
+        b'M' => (&s[..s.len() - 1], 20),
+        b'G' => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    let n = number(digits, 0..=u64::MAX >> 30)?;
+    usize::try_from(n << shift).ok()
 }
 
 /// `FwMark`: `off`, or a number in decimal or `0x` hex, as wg-quick takes it.

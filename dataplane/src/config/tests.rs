@@ -107,6 +107,8 @@ fn full_wireguard_config_with_two_peers() {
             offload: false,
             fwmark: 0,
             metrics_listen: None,
+            socket_buffer: 32 << 20,
+            queue_limit: None,
         }
     );
     let wg = wireguard(&config);
@@ -165,6 +167,8 @@ fn wireguard_defaults() {
             offload: true,
             fwmark: 0,
             metrics_listen: None,
+            socket_buffer: 32 << 20,
+            queue_limit: None,
         }
     );
     assert_eq!(config.interface.mtu, 1420);
@@ -344,6 +348,44 @@ fn workers_bounds() {
         error(&wg_iface("Workers = 1025\n")),
         "rt0.conf:3: Workers = 1025: not a worker count (auto or 1-1024)"
     );
+}
+
+#[test]
+fn socket_buffer_and_queue_limit_take_sizes() {
+    let (config, _) = parse(&wg_iface(""));
+    assert_eq!(config.interface.socket_buffer, 32 << 20);
+    assert_eq!(config.interface.queue_limit, None);
+    let (config, _) = parse(&wg_iface("SocketBuffer = 4m\nQueueLimit = 256K\n"));
+    assert_eq!(config.interface.socket_buffer, 4 << 20);
+    assert_eq!(config.interface.queue_limit, Some(256 << 10));
+    let (config, _) = parse(&wg_iface("SocketBuffer = 1G\nQueueLimit = auto\n"));
+    assert_eq!(config.interface.socket_buffer, 1 << 30);
+    assert_eq!(config.interface.queue_limit, None);
+    let (config, _) = parse(&wg_iface("SocketBuffer = 65536\nQueueLimit = 64M\n"));
+    assert_eq!(config.interface.socket_buffer, 65536);
+    assert_eq!(config.interface.queue_limit, Some(64 << 20));
+    let buffer = "not a socket buffer size (64K-1G: bytes, or a number with K, M or G)";
+    for bad in [
+        "65535",
+        "2G",
+        "32MB",
+        "M",
+        "-1M",
+        "1.5M",
+        "99999999999999999999G",
+    ] {
+        assert_eq!(
+            error(&wg_iface(&format!("SocketBuffer = {bad}\n"))),
+            format!("rt0.conf:3: SocketBuffer = {bad}: {buffer}")
+        );
+    }
+    let queue = "not a queue limit (auto, or 64K-64M: bytes, or a number with K, M or G)";
+    for bad in ["63K", "65M", "off"] {
+        assert_eq!(
+            error(&wg_iface(&format!("QueueLimit = {bad}\n"))),
+            format!("rt0.conf:3: QueueLimit = {bad}: {queue}")
+        );
+    }
 }
 
 // ---- warnings ----
@@ -1119,6 +1161,8 @@ fn config_line() -> impl Strategy<Value = String> {
         "PersistentKeepalive",
         "PinEndpoint",
         "SpreadFlows",
+        "SocketBuffer",
+        "QueueLimit",
         "Bogus",
         "mtu",
     ]);

@@ -48,6 +48,9 @@ pub struct WorkerSetup<M: Mode> {
     /// Which of the flow sockets each inner flow leaves from, one table for
     /// every worker.
     pub source_ports: Arc<super::SourcePorts>,
+    /// Bytes the flow queues hold each way (`QueueLimit`; `None`: the
+    /// defaults).
+    pub queue_limit: Option<usize>,
     /// Whether device I/O carries a virtio-net header.
     pub vnet_hdr: bool,
     /// Whether to send runs of equal datagrams with `UDP_SEGMENT`.
@@ -275,8 +278,11 @@ impl<M: Mode> Worker<M> {
             read_ring,
             layout,
             sched: Scheduler::new(s.gso, s.id),
-            read_queues: FlowQueues::new(TX_SLOTS, QUEUED_READ_BYTES),
-            recv_queues: FlowQueues::new(usize::from(RX_BUFFERS), QUEUED_RECEIVE_BYTES),
+            read_queues: FlowQueues::new(TX_SLOTS, s.queue_limit.unwrap_or(QUEUED_READ_BYTES)),
+            recv_queues: FlowQueues::new(
+                usize::from(RX_BUFFERS),
+                s.queue_limit.unwrap_or(QUEUED_RECEIVE_BYTES),
+            ),
             coalescer,
             source_ports: s.source_ports,
             deliveries: Deliveries::default(),
