@@ -145,20 +145,24 @@ const fn insn(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
 }
 
 /// Makes the `SO_REUSEPORT` group of `socket`, `members` sockets, deliver
-/// each datagram to the socket whose index is its UDP source port modulo
-/// `members`. What it buys: a sender that spreads its flows over
-/// consecutive source ports (ringtun's flow sockets, given out in turn)
-/// has them spread evenly over the receiving workers, where the kernel's
-/// hash of the 4-tuple splits a handful of ports as unevenly as chance
-/// makes it. A sender with one port lands on one worker, as with the hash.
-/// A datagram that is neither IPv4 nor IPv6 gets an index out of range, so
-/// the kernel's hash picks; so does any index past a socket that left.
+/// each datagram to the socket whose index is its sender's address plus
+/// UDP source port, modulo `members`. What it buys: a sender that spreads
+/// its flows over consecutive source ports (ringtun's flow sockets, given
+/// out in turn) has them spread evenly over the receiving workers, where
+/// the kernel's hash of the 4-tuple splits a handful of ports as unevenly
+/// as chance makes it. The address is in the sum so that peers that all
+/// send from one well-known port (51820, 4789) still spread by address,
+/// as under the hash. A sender with one port lands on one worker, as with
+/// the hash. A datagram that is neither IPv4 nor IPv6 gets an index out
+/// of range, so the kernel's hash picks; so does any index past a socket
+/// that left.
 ///
 /// The program runs with the packet's data past the UDP header, so it
-/// reads the port through the network header (`SKF_NET_OFF`), past the
-/// IPv4 header's own length; an IPv6 header with extension headers before
-/// UDP would have the port read from one of them, which is still one value
-/// per sender and so still keeps each sender's datagrams on one socket.
+/// reads through the network header (`SKF_NET_OFF`): the port past the
+/// IPv4 header's own length, and the address's last 32 bits. An IPv6
+/// header with extension headers before UDP would have the port read from
+/// one of them, which is still one value per sender and so still keeps
+/// each sender's datagrams on one socket.
 pub fn attach_reuseport_by_source_port(socket: &impl AsRawFd, members: usize) -> io::Result<()> {
     let n = u32::try_from(members.max(1)).unwrap_or(u32::MAX);
     let net = libc::SKF_NET_OFF as u32;
@@ -166,16 +170,22 @@ pub fn attach_reuseport_by_source_port(socket: &impl AsRawFd, members: usize) ->
         // A = IP version
         insn(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS, 0, 0, net),
         insn(libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K, 0, 0, 4),
-        // IPv6: to 8; IPv4: on; else: to 11
-        insn(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 5, 0, 6),
-        insn(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, 7, 4),
-        // X = IPv4 header length; A = source port; A %= n; return A
+        // IPv6: to 11; IPv4: on; else: to 17
+        insn(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 8, 0, 6),
+        insn(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, 13, 4),
+        // X = IPv4 header length; X = source port; A = source address + X
         insn(libc::BPF_LDX | libc::BPF_B | libc::BPF_MSH, 0, 0, net),
         insn(libc::BPF_LD | libc::BPF_H | libc::BPF_IND, 0, 0, net),
+        insn(libc::BPF_MISC | libc::BPF_TAX, 0, 0, 0),
+        insn(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, net + 12),
+        insn(libc::BPF_ALU | libc::BPF_ADD | libc::BPF_X, 0, 0, 0),
         insn(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, 0, 0, n),
         insn(libc::BPF_RET | libc::BPF_A, 0, 0, 0),
-        // IPv6: the source port after the fixed header
+        // IPv6: the port after the fixed header, the address's last word
         insn(libc::BPF_LD | libc::BPF_H | libc::BPF_ABS, 0, 0, net + 40),
+        insn(libc::BPF_MISC | libc::BPF_TAX, 0, 0, 0),
+        insn(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, net + 20),
+        insn(libc::BPF_ALU | libc::BPF_ADD | libc::BPF_X, 0, 0, 0),
         insn(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, 0, 0, n),
         insn(libc::BPF_RET | libc::BPF_A, 0, 0, 0),
         // Neither: out of range, the kernel's hash
@@ -237,10 +247,10 @@ mod tests {
         s.recv(&mut b).is_ok()
     }
 
-    /// Two senders on consecutive ports reach the two members of a group
-    /// by their ports' parity, in both families (IPv6 where there is
-    /// one), over and over: with the kernel's hash, a pair of ports meets
-    /// one socket one time in two.
+    /// Senders on one address reach the two members of a group by the
+    /// parity of address plus port, in both families (IPv6 where there is
+    /// one), eight times: with the kernel's hash, each would be a coin
+    /// toss.
     #[test]
     fn a_reuseport_group_by_source_port_takes_consecutive_ports_in_turn() {
         use std::net::{SocketAddr, UdpSocket};
@@ -274,8 +284,13 @@ mod tests {
             let to = group[0].local_addr().unwrap();
             for round in 0..8u16 {
                 let sender = UdpSocket::bind(any).unwrap();
-                let port = sender.local_addr().unwrap().port();
-                let want = usize::from(port % 2);
+                let from = sender.local_addr().unwrap();
+                let port = from.port();
+                let last_word = match from.ip() {
+                    std::net::IpAddr::V4(a) => u32::from(a),
+                    std::net::IpAddr::V6(a) => (u128::from(a) & 0xffff_ffff) as u32,
+                };
+                let want = (last_word.wrapping_add(u32::from(port)) % 2) as usize;
                 sender.send_to(&round.to_be_bytes(), to).unwrap();
                 let deadline = Instant::now() + Duration::from_secs(5);
                 loop {

@@ -322,9 +322,9 @@ const CONSECUTIVE_TRIES: usize = 16;
 
 /// `count` flow sockets of `domain` on consecutive ports where a free run
 /// is found inside the ephemeral range, else on any ports. Why consecutive:
-/// a receiver that steers by source port modulo its workers (a ringtun)
-/// then gets flows given out in turn over the ports evenly over its
-/// workers, whatever their number.
+/// a receiver that steers by address plus source port modulo its workers
+/// (a ringtun) then gets flows given out in turn over the ports evenly
+/// over its workers, whatever their number.
 fn flow_socket_run(
     domain: Domain,
     count: usize,

@@ -4,8 +4,8 @@
 //! its port when the device hands it to another worker.
 //!
 //! Why in turn rather than by hash: a receiving ringtun steers each
-//! datagram to the worker its source port names modulo the worker count
-//! (the flow sockets' ports are consecutive), so flows given out in turn
+//! datagram to the worker its sender's address plus source port names,
+//! modulo the worker count (the flow sockets' ports are consecutive), so flows given out in turn
 //! are spread evenly over its workers. A hash spreads a handful of flows
 //! only as evenly as chance makes it: eight flows over two workers split
 //! 7:1 or worse about one time in fourteen, and a peer's eight flows are
@@ -177,7 +177,7 @@ mod test {
     }
 
     /// Eight flows over 32 ports take eight consecutive ones, so a
-    /// receiver steering by port modulo 2 gets four each; hashing them
+    /// receiver steering by address plus port modulo 2 gets four each; hashing them
     /// would not (these eight hashes all pick the lower half of the ports).
     #[test]
     fn new_flows_take_the_ports_in_turn() {

@@ -7,7 +7,8 @@
 //! always; wireguard mode with `SpreadFlows` on both ends): new flows take
 //! consecutive ports in turn, each TCP direction class on its own (the
 //! openings, the answers), and the receiver steers each datagram to the
-//! worker its source port names modulo the worker count. The sending side
+//! worker its sender's address plus source port names, modulo the worker
+//! count. The sending side
 //! follows: the TUN hands each flow to the queue that last wrote its
 //! return traffic. So the split is even by construction, not by chance
 //! (with a hash, eight flows left a worker under a quarter about one set
