@@ -206,7 +206,7 @@ impl<M: Mode> Worker<M> {
             counters: Box::new(WorkerCounters::new().into_inner()),
             link,
             _inbox: inbox,
-            ports: dataplane::worker::SourcePorts::new(dataplane::worker::FLOW_PORTS),
+            ports: dataplane::worker::SourcePorts::new(dataplane::worker::FLOW_PORTS, 2),
         }
     }
 }
@@ -257,7 +257,7 @@ fn read_to_sends<M: Mode>(
     };
     let hold = sink.pool.take_free().unwrap();
     // The flow's socket, as the worker picks it among its flow sockets.
-    let via = worker.ports.via(flow, opening, Instant::now());
+    let via = worker.ports.via(flow, opening, Instant::now(), run.total);
     sched.send_run(hold, run, via, targets, &mut sink);
     sched.flush(&mut sink);
     sink.sends

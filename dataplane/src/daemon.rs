@@ -404,6 +404,7 @@ fn run<M: Mode + PeerSource, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
         };
     let port_table = Arc::new(worker::SourcePorts::new(
         flows.as_ref().map_or(0, |f| f.v4.len()),
+        c.workers,
     ));
     configure_device(&c.name, kind, c, bridge.as_deref())?;
     let mut route_set = Routes::new(&c.name, c.table, &c.addresses);

@@ -533,7 +533,7 @@ impl<M: Mode> Worker<M> {
         );
         match sealed {
             Some(s) => {
-                let via = self.source_ports.via(s.flow, q.meta, now);
+                let via = self.source_ports.via(s.flow, q.meta, now, s.run.total);
                 self.sched
                     .send_run(q.hold, s.run, via, s.targets, &mut self.io);
             }

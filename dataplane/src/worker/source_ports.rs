@@ -12,6 +12,17 @@
 //! a common case. Against a receiver that hashes (the kernel's VXLAN, any
 //! other), turns are no worse than a hash.
 //!
+//! A new flow that starts while a bulk flow is running avoids it: ports
+//! whose index is equal modulo the worker count land on one worker of a
+//! receiver with as many workers as this gateway (the usual site-to-site
+//! pair), so when, since the last new flow, one such group of ports has
+//! carried [`BULK_RATE`] more than another, the new flow takes its turn in
+//! the least loaded group. A probe, a DNS query or an SSH session then
+//! never lands behind a bulk transfer on the receiving worker, and
+//! neither does its answer on the way back, since the answer's gateway
+//! does the same. Flows that start together (within [`LEAST_WINDOW`], or
+//! with little traffic between them) just take turns.
+//!
 //! The table is a fixed array of atomic words, two ways per set, with no
 //! lock and no allocation after start. A flow whose two places are held
 //! by flows still active falls back to its hash, which is stable, so its
@@ -21,8 +32,11 @@
 //! Costs per sealed run: one atomic load, and a store every
 //! [`TICK`](TICK_SHIFT) at most.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
 
 use super::flow::{Opening, pick};
 use super::transmit::Via;
@@ -39,6 +53,14 @@ const TICK_MASK: u32 = (1 << TICK_BITS) - 1;
 /// Ticks without a packet after which a place may be given to another
 /// flow: about one second.
 const IDLE_TICKS: u32 = 64;
+
+/// How much more a group of ports must have carried than another, per
+/// second since the last new flow, for a new flow to avoid it: 10 Mbit/s,
+/// far above handshakes, ACKs of idle flows and probes, far below bulk.
+pub const BULK_RATE: u64 = 10_000_000 / 8;
+/// The shortest time between two looks at the groups' traffic: new flows
+/// closer together than this take turns.
+pub const LEAST_WINDOW: Duration = Duration::from_millis(10);
 
 /// An entry: the flow's hash (32 bits), the tick it was last used (23),
 /// a bit that says the place is taken, the port's index (8).
@@ -87,28 +109,55 @@ pub struct SourcePorts {
     next: [AtomicU32; Opening::COUNT],
     /// Flow sockets per family (0: every send leaves from the listen port).
     ports: usize,
+    /// Groups of ports that a receiver with this gateway's worker count
+    /// gives one worker each (1: no load is looked at).
+    groups: usize,
+    /// Bytes sent from each port.
+    sent: Box<[CachePadded<AtomicU64>]>,
+    /// `sent` as it was at the last look, and when.
+    seen: Mutex<(Instant, Vec<u64>)>,
     epoch: Instant,
 }
 
 impl SourcePorts {
-    /// A table for `ports` flow sockets per family (at most 256 are used).
-    pub fn new(ports: usize) -> SourcePorts {
+    /// A table for `ports` flow sockets per family (at most 256 are
+    /// used) on a gateway of `workers` workers. Load is looked at only
+    /// when the worker count divides the ports (so each turn's group is
+    /// known): 2, 4, 8, 16 or 32 workers with 32 ports.
+    pub fn new(ports: usize, workers: usize) -> SourcePorts {
+        let ports = ports.min(usize::from(u8::MAX) + 1);
+        let groups = if workers > 1 && ports % workers == 0 {
+            workers
+        } else {
+            1
+        };
+        let epoch = Instant::now();
         SourcePorts {
             slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             next: std::array::from_fn(|_| AtomicU32::new(0)),
-            ports: ports.min(usize::from(u8::MAX) + 1),
-            epoch: Instant::now(),
+            ports,
+            groups,
+            sent: (0..ports)
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
+            seen: Mutex::new((epoch, vec![0; ports])),
+            epoch,
         }
     }
 
-    /// The socket a run of inner-flow hash `flow` leaves from at `now`,
-    /// `opening` telling how its packet would open a flow (used only when
-    /// the flow is new): the listen socket when the mode keeps one port
-    /// (no hash) or there are no flow sockets.
+    /// The socket a run of `bytes` of inner-flow hash `flow` leaves from
+    /// at `now`, `opening` telling how its packet would open a flow (used
+    /// only when the flow is new): the listen socket when the mode keeps
+    /// one port (no hash) or there are no flow sockets. Cost: an atomic
+    /// load and add; a lock only for a new flow.
     #[inline]
-    pub fn via(&self, flow: Option<u32>, opening: Opening, now: Instant) -> Via {
+    pub fn via(&self, flow: Option<u32>, opening: Opening, now: Instant, bytes: usize) -> Via {
         match flow {
-            Some(h) if self.ports > 0 => Via::Flow(self.port(h, opening, self.tick(now))),
+            Some(h) if self.ports > 0 => {
+                let port = self.port(h, opening, now);
+                self.sent[usize::from(port)].fetch_add(bytes as u64, Relaxed);
+                Via::Flow(port)
+            }
             _ => Via::Listen,
         }
     }
@@ -120,7 +169,8 @@ impl SourcePorts {
 
     /// The port of flow `hash` at tick `now`, given out in turn within
     /// its class the first time (see the module docs).
-    fn port(&self, hash: u32, opening: Opening, now: u32) -> u8 {
+    fn port(&self, hash: u32, opening: Opening, at: Instant) -> u8 {
+        let now = self.tick(at);
         let set = hash as usize & (SLOTS - 1) & !1;
         let ways = [&self.slots[set], &self.slots[set + 1]];
         let seen = ways.map(|w| Entry(w.load(Relaxed)));
@@ -143,8 +193,7 @@ impl SourcePorts {
             if e.taken() && !e.idle(now) {
                 continue;
             }
-            let turn = self.next[opening.index()].fetch_add(1, Relaxed);
-            let port = (turn as usize % self.ports) as u8;
+            let port = self.give(opening, at);
             match w.compare_exchange(e.0, Entry::new(hash, now, port).0, Relaxed, Relaxed) {
                 Ok(_) => return port,
                 // Another worker took the place at the same time, perhaps
@@ -158,6 +207,50 @@ impl SourcePorts {
         // Both places held by active flows: the hash, which is stable.
         pick(hash, self.ports) as u8
     }
+
+    /// A port for a new flow of class `opening`: the class's next turn,
+    /// or its next turn in the least loaded group when one group has
+    /// carried bulk since the last look.
+    fn give(&self, opening: Opening, at: Instant) -> u8 {
+        let next = &self.next[opening.index()];
+        let Some(group) = self.quiet_group(at) else {
+            return (next.fetch_add(1, Relaxed) as usize % self.ports) as u8;
+        };
+        let groups = self.groups as u32;
+        let mut turn = next.load(Relaxed);
+        loop {
+            let mine = turn + (group as u32 + groups - turn % groups) % groups;
+            match next.compare_exchange_weak(turn, mine.wrapping_add(1), Relaxed, Relaxed) {
+                Ok(_) => return (mine as usize % self.ports) as u8,
+                Err(t) => turn = t,
+            }
+        }
+    }
+
+    /// The group of ports that carried least since the last look, if
+    /// another carried at least [`BULK_RATE`] more; `None` when the look
+    /// is too soon ([`LEAST_WINDOW`]) or no group stands out.
+    fn quiet_group(&self, at: Instant) -> Option<usize> {
+        if self.groups < 2 {
+            return None;
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let window = at.saturating_duration_since(seen.0);
+        if window < LEAST_WINDOW {
+            return None;
+        }
+        let mut load = vec![0u64; self.groups];
+        for (i, (sent, before)) in self.sent.iter().zip(seen.1.iter_mut()).enumerate() {
+            let now = sent.load(Relaxed);
+            load[i % self.groups] += now.saturating_sub(*before);
+            *before = now;
+        }
+        seen.0 = at;
+        let (least, &low) = load.iter().enumerate().min_by_key(|(_, l)| **l)?;
+        let high = load.iter().copied().max()?;
+        let per_second = (high - low) as u128 * 1_000_000 / window.as_micros().max(1);
+        (per_second >= u128::from(BULK_RATE)).then_some(least)
+    }
 }
 
 #[cfg(test)]
@@ -170,7 +263,7 @@ mod test {
     }
 
     fn opened(t: &SourcePorts, hash: u32, opening: Opening, at: Instant) -> u8 {
-        match t.via(Some(hash), opening, at) {
+        match t.via(Some(hash), opening, at, 100) {
             Via::Flow(k) => k,
             Via::Listen => panic!("flow {hash:#x} left from the listen port"),
         }
@@ -181,7 +274,7 @@ mod test {
     /// would not (these eight hashes all pick the lower half of the ports).
     #[test]
     fn new_flows_take_the_ports_in_turn() {
-        let t = SourcePorts::new(32);
+        let t = SourcePorts::new(32, 2);
         let now = Instant::now();
         let hashes: Vec<u32> = (0..8u32).map(|i| i * 0x0100_0001).collect();
         let ports: Vec<u8> = hashes.iter().map(|&h| port_of(&t, h, now)).collect();
@@ -197,7 +290,7 @@ mod test {
     /// every opening an even port).
     #[test]
     fn each_class_takes_its_own_turns() {
-        let t = SourcePorts::new(32);
+        let t = SourcePorts::new(32, 2);
         let now = Instant::now();
         let mut syn = Vec::new();
         let mut syn_ack = Vec::new();
@@ -213,7 +306,7 @@ mod test {
     /// (here: the same table from another thread) asks.
     #[test]
     fn a_flow_keeps_its_port_from_every_worker() {
-        let t = std::sync::Arc::new(SourcePorts::new(32));
+        let t = std::sync::Arc::new(SourcePorts::new(32, 2));
         let now = Instant::now();
         let first: Vec<u8> = (0..100u32).map(|h| port_of(&t, h * 7919, now)).collect();
         let t2 = t.clone();
@@ -232,7 +325,7 @@ mod test {
     /// leaves from its hash's port, every time.
     #[test]
     fn idle_places_are_reused_and_busy_ones_kept() {
-        let t = SourcePorts::new(32);
+        let t = SourcePorts::new(32, 2);
         let t0 = Instant::now();
         // Three flows with the same set (equal low bits), different hashes.
         let (a, b, c) = (0x1000_0000u32, 0x2000_0000u32, 0x3000_0000u32);
@@ -260,12 +353,67 @@ mod test {
     fn without_a_hash_or_ports_the_listen_socket() {
         let now = Instant::now();
         assert_eq!(
-            SourcePorts::new(32).via(None, Opening::Syn, now),
+            SourcePorts::new(32, 2).via(None, Opening::Syn, now, 1),
             Via::Listen
         );
         assert_eq!(
-            SourcePorts::new(0).via(Some(7), Opening::Other, now),
+            SourcePorts::new(0, 2).via(Some(7), Opening::Other, now, 1),
             Via::Listen
         );
+    }
+
+    /// A probe that starts while a bulk flow runs takes a port of the
+    /// other group, whatever its turn; flows that start together, or with
+    /// only a trickle between them, take turns.
+    #[test]
+    fn a_new_flow_avoids_the_group_that_carries_bulk() {
+        let t0 = Instant::now();
+        for bulk_group in 0..2u8 {
+            let t = SourcePorts::new(32, 2);
+            // Turn the bulk's class until its next port is in bulk_group.
+            let bulk = (0..4u32)
+                .map(|i| opened(&t, 0x100 + 2 * i, Opening::Syn, t0))
+                .find(|p| p % 2 == bulk_group)
+                .unwrap();
+            // Bulk on its port: 6 MB every 10 ms (4.8 Gbit/s), and now and
+            // then a new flow.
+            for k in 1..=200u64 {
+                let at = t0 + Duration::from_millis(10 * k);
+                let via = t.via(
+                    Some(0x100 + 2 * u32::from(bulk)),
+                    Opening::Syn,
+                    at,
+                    6_000_000,
+                );
+                assert!(matches!(via, Via::Flow(p) if p == bulk));
+                if k >= 100 && k % 25 == 0 {
+                    let probe = opened(&t, 0x9000 + 2 * k as u32, Opening::Other, at);
+                    assert_ne!(
+                        probe % 2,
+                        bulk % 2,
+                        "probe at {k}0 ms on port {probe}, bulk on {bulk}"
+                    );
+                }
+            }
+        }
+        // No bulk: a trickle between flows is no reason to leave turns.
+        let t = SourcePorts::new(32, 2);
+        let mut ports = Vec::new();
+        for i in 0..8u32 {
+            let at = t0 + Duration::from_millis(50 * u64::from(i));
+            let p = opened(&t, 0x500 + 2 * i, Opening::Syn, at);
+            let _ = t.via(Some(0x500 + 2 * i), Opening::Syn, at, 1500);
+            ports.push(p);
+        }
+        assert_eq!(ports, (0..8).collect::<Vec<u8>>());
+    }
+
+    /// With a worker count that does not divide the ports, or one worker,
+    /// no group is looked at: turns only.
+    #[test]
+    fn groups_only_where_the_workers_divide_the_ports() {
+        assert_eq!(SourcePorts::new(32, 3).groups, 1);
+        assert_eq!(SourcePorts::new(32, 1).groups, 1);
+        assert_eq!(SourcePorts::new(32, 4).groups, 4);
     }
 }
