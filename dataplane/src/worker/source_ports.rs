@@ -126,7 +126,7 @@ impl SourcePorts {
     /// known): 2, 4, 8, 16 or 32 workers with 32 ports.
     pub fn new(ports: usize, workers: usize) -> SourcePorts {
         let ports = ports.min(usize::from(u8::MAX) + 1);
-        let groups = if workers > 1 && ports % workers == 0 {
+        let groups = if workers > 1 && ports.is_multiple_of(workers) {
             workers
         } else {
             1
