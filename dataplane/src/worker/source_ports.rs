@@ -12,16 +12,17 @@
 //! a common case. Against a receiver that hashes (the kernel's VXLAN, any
 //! other), turns are no worse than a hash.
 //!
-//! A new flow that starts while a bulk flow is running avoids it: ports
-//! whose index is equal modulo the worker count land on one worker of a
-//! receiver with as many workers as this gateway (the usual site-to-site
-//! pair), so when, since the last new flow, one such group of ports has
-//! carried [`BULK_RATE`] more than another, the new flow takes its turn in
-//! the least loaded group. A probe, a DNS query or an SSH session then
-//! never lands behind a bulk transfer on the receiving worker, and
-//! neither does its answer on the way back, since the answer's gateway
-//! does the same. Flows that start together (within [`LEAST_WINDOW`], or
-//! with little traffic between them) just take turns.
+//! A new flow that starts while one group of ports is busy and another
+//! idle goes to the idle one: ports whose index is equal modulo the
+//! worker count land on one worker of a receiver with as many workers as
+//! this gateway (the usual site-to-site pair), so a probe, a DNS query or
+//! an SSH session that starts beside a bulk transfer does not land behind
+//! it on the receiving worker, and neither does its answer on the way
+//! back, since the answer's gateway does the same. It does not use up the
+//! class's turn, so turns stay even. Only an idle group draws a flow: a
+//! choice by least load among busy groups would follow TCP's slow start
+//! (the group whose flows started last looks lightest) and pile flows up.
+//! Flows that start together (within [`LEAST_WINDOW`]) just take turns.
 //!
 //! The table is a fixed array of atomic words, two ways per set, with no
 //! lock and no allocation after start. A flow whose two places are held
@@ -54,10 +55,13 @@ const TICK_MASK: u32 = (1 << TICK_BITS) - 1;
 /// flow: about one second.
 const IDLE_TICKS: u32 = 64;
 
-/// How much more a group of ports must have carried than another, per
-/// second since the last new flow, for a new flow to avoid it: 10 Mbit/s,
-/// far above handshakes, ACKs of idle flows and probes, far below bulk.
-pub const BULK_RATE: u64 = 10_000_000 / 8;
+/// At or above this rate since the last look, a group of ports is busy:
+/// 2 Mbit/s, below the ACKs of a bulk transfer coming the other way
+/// (about 6 Mbit/s for 5 Gbit/s of GRO'd data), above a probe or a shell.
+pub const BUSY_RATE: u64 = 2_000_000 / 8;
+/// Below this rate since the last look, a group of ports is idle:
+/// 0.5 Mbit/s, handshakes and keepalives.
+pub const IDLE_RATE: u64 = 500_000 / 8;
 /// The shortest time between two looks at the groups' traffic: new flows
 /// closer together than this take turns.
 pub const LEAST_WINDOW: Duration = Duration::from_millis(10);
@@ -208,29 +212,26 @@ impl SourcePorts {
         pick(hash, self.ports) as u8
     }
 
-    /// A port for a new flow of class `opening`: the class's next turn,
-    /// or its next turn in the least loaded group when one group has
-    /// carried bulk since the last look.
+    /// A port for a new flow of class `opening`: the class's next turn;
+    /// or, when that turn's group is busy and another is idle, a port of
+    /// the idle group, the turn left for the next flow.
     fn give(&self, opening: Opening, at: Instant) -> u8 {
         let next = &self.next[opening.index()];
-        let Some(group) = self.quiet_group(at) else {
-            return (next.fetch_add(1, Relaxed) as usize % self.ports) as u8;
-        };
-        let groups = self.groups as u32;
-        let mut turn = next.load(Relaxed);
-        loop {
-            let mine = turn + (group as u32 + groups - turn % groups) % groups;
-            match next.compare_exchange_weak(turn, mine.wrapping_add(1), Relaxed, Relaxed) {
-                Ok(_) => return (mine as usize % self.ports) as u8,
-                Err(t) => turn = t,
+        if let Some(idle) = self.idle_group(at) {
+            let turn = next.load(Relaxed) as usize;
+            let group = turn % self.groups;
+            if group != idle {
+                return ((turn + idle + self.groups - group) % self.ports) as u8;
             }
         }
+        (next.fetch_add(1, Relaxed) as usize % self.ports) as u8
     }
 
-    /// The group of ports that carried least since the last look, if
-    /// another carried at least [`BULK_RATE`] more; `None` when the look
-    /// is too soon ([`LEAST_WINDOW`]) or no group stands out.
-    fn quiet_group(&self, at: Instant) -> Option<usize> {
+    /// The idle group of ports with the least traffic since the last look,
+    /// if another is busy ([`IDLE_RATE`], [`BUSY_RATE`]); `None` when the
+    /// look is too soon ([`LEAST_WINDOW`]) or no group is idle beside a
+    /// busy one.
+    fn idle_group(&self, at: Instant) -> Option<usize> {
         if self.groups < 2 {
             return None;
         }
@@ -246,10 +247,10 @@ impl SourcePorts {
             *before = now;
         }
         seen.0 = at;
+        let rate = |bytes: u64| u128::from(bytes) * 1_000_000 / window.as_micros().max(1);
         let (least, &low) = load.iter().enumerate().min_by_key(|(_, l)| **l)?;
         let high = load.iter().copied().max()?;
-        let per_second = (high - low) as u128 * 1_000_000 / window.as_micros().max(1);
-        (per_second >= u128::from(BULK_RATE)).then_some(least)
+        (rate(low) < u128::from(IDLE_RATE) && rate(high) >= u128::from(BUSY_RATE)).then_some(least)
     }
 }
 
@@ -396,6 +397,20 @@ mod test {
                 }
             }
         }
+        // Both groups busy: turns, though one group carries more than the
+        // other (a choice by least load would send flows 2 and 4 to odd
+        // ports, where the lighter flows are).
+        let t = SourcePorts::new(32, 2);
+        let mut ports: Vec<u8> = Vec::new();
+        for i in 0..6u32 {
+            let at = t0 + Duration::from_millis(50 * u64::from(i));
+            for (j, _) in ports.iter().enumerate() {
+                let mb = if j % 2 == 0 { 8 } else { 1 };
+                let _ = t.via(Some(0x700 + 2 * j as u32), Opening::Syn, at, mb << 20);
+            }
+            ports.push(opened(&t, 0x700 + 2 * i, Opening::Syn, at));
+        }
+        assert_eq!(ports, (0..6).collect::<Vec<u8>>());
         // No bulk: a trickle between flows is no reason to leave turns.
         let t = SourcePorts::new(32, 2);
         let mut ports = Vec::new();
