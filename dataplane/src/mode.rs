@@ -29,8 +29,8 @@ pub struct Sealed<T, E> {
     pub len: usize,
     /// Every destination, with the local address to send from.
     pub targets: T,
-    /// Whether it may leave from the source port its inner flow's hash
-    /// picks (a flow socket) rather than the listen port: the mode spreads
+    /// Whether it may leave from the source port its inner flow was given
+    /// (a flow socket) rather than the listen port: the mode spreads
     /// flows ([`Mode::FLOW_SOURCE_PORTS`]) and these targets take it.
     pub spread: bool,
     /// Something the control thread must hear about.
@@ -88,8 +88,8 @@ pub trait Mode: Send + Sync + 'static {
     /// WireGuard marks decrypted packets CHECKSUM_UNNECESSARY for the same
     /// reason. Plaintext modes verify.
     const AUTHENTICATED: bool;
-    /// Whether a sealed packet may leave from a source port picked by the
-    /// hash of its inner flow (one of the flow sockets), so that receivers
+    /// Whether a sealed packet may leave from a source port given to its
+    /// inner flow (one of the flow sockets), so that receivers
     /// and ECMP spread flows: what RFC 7348 §5 asks of a VTEP, and what a
     /// WireGuard peer that is a ringtun takes when both ends say so
     /// ([`Sealed::spread`] says it per packet). Otherwise every datagram

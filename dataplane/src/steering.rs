@@ -145,53 +145,92 @@ const fn insn(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
 }
 
 /// Makes the `SO_REUSEPORT` group of `socket`, `members` sockets, deliver
-/// each datagram to the socket whose index is its sender's address plus
-/// UDP source port, modulo `members`. What it buys: a sender that spreads
-/// its flows over consecutive source ports (ringtun's flow sockets, given
-/// out in turn) has them spread evenly over the receiving workers, where
-/// the kernel's hash of the 4-tuple splits a handful of ports as unevenly
-/// as chance makes it. The address is in the sum so that peers that all
-/// send from one well-known port (51820, 4789) still spread by address,
-/// as under the hash. A sender with one port lands on one worker, as with
-/// the hash. A datagram that is neither IPv4 nor IPv6 gets an index out
-/// of range, so the kernel's hash picks; so does any index past a socket
-/// that left.
+/// each datagram to the socket whose index is a hash of its sender's
+/// address plus its UDP source port, modulo `members`. What it buys: a
+/// sender that spreads its flows over consecutive source ports (ringtun's
+/// flow sockets, given out in turn) has them spread evenly over the
+/// receiving workers, where the kernel's hash of the 4-tuple splits a
+/// handful of ports as unevenly as chance makes it. The address is in the
+/// sum, hashed ([`address_mix`]), so that peers that all send from one
+/// well-known port (51820, 4789) still spread by address as under the
+/// kernel's hash, even addresses that differ in a regular way (`::1` of
+/// many prefixes, the `.1` of a row of /30s). A sender with one port lands
+/// on one worker, as with the hash. A datagram that is neither IPv4 nor
+/// IPv6 gets an index out of range, so the kernel's hash picks; so does
+/// any index past a socket that left.
 ///
 /// The program runs with the packet's data past the UDP header, so it
 /// reads through the network header (`SKF_NET_OFF`): the port past the
-/// IPv4 header's own length, and the address's last 32 bits. An IPv6
-/// header with extension headers before UDP would have the port read from
-/// one of them, which is still one value per sender and so still keeps
-/// each sender's datagrams on one socket.
+/// IPv4 header's own length. An IPv6 header with extension headers before
+/// UDP would have the port read from one of them, which is still one value
+/// per sender and so still keeps each sender's datagrams on one socket.
 pub fn attach_reuseport_by_source_port(socket: &impl AsRawFd, members: usize) -> io::Result<()> {
     let n = u32::try_from(members.max(1)).unwrap_or(u32::MAX);
     let net = libc::SKF_NET_OFF as u32;
+    let ld_word = |at: u32| insn(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, net + at);
+    let tax = insn(libc::BPF_MISC | libc::BPF_TAX, 0, 0, 0);
+    let xor_x = insn(libc::BPF_ALU | libc::BPF_XOR | libc::BPF_X, 0, 0, 0);
     let mut code = [
-        // A = IP version
+        // 0: A = IP version; IPv6: to 9; IPv4: on; else: to 27
         insn(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS, 0, 0, net),
         insn(libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K, 0, 0, 4),
-        // IPv6: to 11; IPv4: on; else: to 17
-        insn(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 8, 0, 6),
-        insn(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, 13, 4),
-        // X = IPv4 header length; X = source port; A = source address + X
+        insn(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 6, 0, 6),
+        insn(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, 23, 4),
+        // 4: IPv4. M[0] = source port (past the header's own length);
+        // A = source address; to 21
         insn(libc::BPF_LDX | libc::BPF_B | libc::BPF_MSH, 0, 0, net),
         insn(libc::BPF_LD | libc::BPF_H | libc::BPF_IND, 0, 0, net),
-        insn(libc::BPF_MISC | libc::BPF_TAX, 0, 0, 0),
-        insn(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, net + 12),
-        insn(libc::BPF_ALU | libc::BPF_ADD | libc::BPF_X, 0, 0, 0),
-        insn(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, 0, 0, n),
-        insn(libc::BPF_RET | libc::BPF_A, 0, 0, 0),
-        // IPv6: the port after the fixed header, the address's last word
+        insn(libc::BPF_ST, 0, 0, 0),
+        ld_word(12),
+        insn(libc::BPF_JMP | libc::BPF_JA, 0, 0, 12),
+        // 9: IPv6. M[0] = source port; A = the source address's four
+        // words folded by XOR
         insn(libc::BPF_LD | libc::BPF_H | libc::BPF_ABS, 0, 0, net + 40),
-        insn(libc::BPF_MISC | libc::BPF_TAX, 0, 0, 0),
-        insn(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, net + 20),
+        insn(libc::BPF_ST, 0, 0, 0),
+        ld_word(8),
+        tax,
+        ld_word(12),
+        xor_x,
+        tax,
+        ld_word(16),
+        xor_x,
+        tax,
+        ld_word(20),
+        xor_x,
+        // 21: A = mix(A) + M[0], modulo n
+        insn(
+            libc::BPF_ALU | libc::BPF_MUL | libc::BPF_K,
+            0,
+            0,
+            ADDRESS_MIX,
+        ),
+        insn(libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K, 0, 0, 16),
+        insn(libc::BPF_LDX | libc::BPF_MEM, 0, 0, 0),
         insn(libc::BPF_ALU | libc::BPF_ADD | libc::BPF_X, 0, 0, 0),
         insn(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, 0, 0, n),
         insn(libc::BPF_RET | libc::BPF_A, 0, 0, 0),
-        // Neither: out of range, the kernel's hash
+        // 27: neither: out of range, the kernel's hash
         insn(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX),
     ];
     attach_reuseport_program(socket, &mut code)
+}
+
+/// The multiplier of [`address_mix`] (the 32-bit golden ratio).
+const ADDRESS_MIX: u32 = 0x9e37_79b1;
+
+/// What the reuseport program adds to the source port for a sender's
+/// address: the IPv4 address, or the XOR of an IPv6 address's four
+/// words, times [`ADDRESS_MIX`], its top 16 bits.
+pub fn address_mix(addr: std::net::IpAddr) -> u32 {
+    let folded = match addr {
+        std::net::IpAddr::V4(a) => u32::from(a),
+        std::net::IpAddr::V6(a) => a
+            .octets()
+            .chunks_exact(4)
+            .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
+            .fold(0, |x, w| x ^ w),
+    };
+    folded.wrapping_mul(ADDRESS_MIX) >> 16
 }
 
 fn attach_reuseport_program(
@@ -247,8 +286,8 @@ mod tests {
         s.recv(&mut b).is_ok()
     }
 
-    /// Senders on one address reach the two members of a group by the
-    /// parity of address plus port, in both families (IPv6 where there is
+    /// Senders reach the two members of a group by the parity of their
+    /// address's mix plus their port, in both families (IPv6 where there is
     /// one), eight times: with the kernel's hash, each would be a coin
     /// toss.
     #[test]
@@ -283,14 +322,17 @@ mod tests {
             }
             let to = group[0].local_addr().unwrap();
             for round in 0..8u16 {
-                let sender = UdpSocket::bind(any).unwrap();
+                // Another address than the group's, so that reading the
+                // destination's instead would show.
+                let from: SocketAddr = if any.is_ipv4() {
+                    "127.0.0.2:0".parse().unwrap()
+                } else {
+                    any
+                };
+                let sender = UdpSocket::bind(from).unwrap();
                 let from = sender.local_addr().unwrap();
                 let port = from.port();
-                let last_word = match from.ip() {
-                    std::net::IpAddr::V4(a) => u32::from(a),
-                    std::net::IpAddr::V6(a) => (u128::from(a) & 0xffff_ffff) as u32,
-                };
-                let want = (last_word.wrapping_add(u32::from(port)) % 2) as usize;
+                let want = ((address_mix(from.ip()) + u32::from(port)) % 2) as usize;
                 sender.send_to(&round.to_be_bytes(), to).unwrap();
                 let deadline = Instant::now() + Duration::from_secs(5);
                 loop {
@@ -310,5 +352,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Peers that all send from 51820 spread by address, also where their
+    /// addresses differ in a regular way that a plain sum would fold onto
+    /// one worker: the `.1` of a row of /30s over 4 workers, `::1` of
+    /// eight /64s over 2.
+    #[test]
+    fn peers_on_one_port_spread_by_address() {
+        let workers = |addrs: &[std::net::IpAddr], n: u32| {
+            let mut seen: Vec<u32> = addrs
+                .iter()
+                .map(|a| (address_mix(*a) + 51820) % n)
+                .collect();
+            seen.sort_unstable();
+            seen.dedup();
+            seen.len()
+        };
+        let thirties: Vec<std::net::IpAddr> =
+            (0..8u8).map(|i| [10, 0, 0, 4 * i + 1].into()).collect();
+        assert!(workers(&thirties, 4) >= 3, "{thirties:?}");
+        let prefixes: Vec<std::net::IpAddr> = (0..8u16)
+            .map(|i| std::net::Ipv6Addr::new(0x2001, 0xdb8, i, 0, 0, 0, 0, 1).into())
+            .collect();
+        assert_eq!(workers(&prefixes, 2), 2, "{prefixes:?}");
     }
 }

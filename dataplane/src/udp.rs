@@ -1,6 +1,7 @@
 //! The underlay UDP sockets: per worker one IPv4 and one IPv6 socket, all
-//! bound to the listen port with `SO_REUSEPORT` so the kernel spreads peers
-//! over workers by their 4-tuple.
+//! bound to the listen port with `SO_REUSEPORT`; with several workers, a
+//! classic BPF program gives each datagram to a worker by its sender's
+//! address and source port (see [`crate::steering`]).
 //!
 //! Every socket reports the local address a datagram arrived on
 //! (`IP_PKTINFO` / `IPV6_RECVPKTINFO`) so replies can leave from it, counts
@@ -90,10 +91,10 @@ impl WorkerSockets {
 }
 
 /// The flow sockets: per family [`FLOW_PORTS`](crate::worker::FLOW_PORTS)
-/// UDP sockets, each bound to a port of its own that the kernel picks
-/// from the ephemeral range (as the kernel's VXLAN picks its source ports
-/// from it), outside the listen port's `SO_REUSEPORT` group. A send leaves
-/// from the one its inner flow's hash picks. One set serves every worker
+/// UDP sockets on consecutive ports of the ephemeral range (as the
+/// kernel's VXLAN picks its source ports from it), outside the listen
+/// port's `SO_REUSEPORT` group. A send leaves from the one its inner flow
+/// was given ([`SourcePorts`](crate::worker::SourcePorts)). One set serves every worker
 /// (each ring registers them as its own fixed files), so a flow's port
 /// does not depend on the worker that happens to send it: if it did, the
 /// receiver's reply would pick the worker by the port, the device's flow
@@ -311,7 +312,11 @@ fn flow_socket(domain: Domain, mark: u32, buffer: usize, port: u16) -> Result<So
             port,
             family,
             source,
-            hint: ": no ephemeral port is free (net.ipv4.ip_local_port_range)",
+            hint: if port == 0 {
+                ": no ephemeral port is free (net.ipv4.ip_local_port_range)"
+            } else {
+                ""
+            },
         })?;
     Ok(sock)
 }
@@ -340,7 +345,9 @@ fn flow_socket_run(
         }
         let mut run = Vec::with_capacity(count);
         run.push(first);
-        for port in (base + 1..).take(count.saturating_sub(1)) {
+        // The run's top was checked against the range's: no overflow.
+        let last = u16::try_from(usize::from(base) + count.saturating_sub(1)).unwrap_or(u16::MAX);
+        for port in base.saturating_add(1)..=last {
             match flow_socket(domain, mark, buffer, port) {
                 Ok(s) => run.push(s),
                 Err(UdpError::Bind { source, .. })

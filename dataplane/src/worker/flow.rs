@@ -1,8 +1,9 @@
-//! Which source port an encapsulated frame or packet leaves from: a hash
-//! of its inner flow picks one of the flow sockets, each bound to a port
-//! of its own, so that one inner flow always leaves from one port (its
-//! order kept) and different flows spread over the receiver's
-//! `SO_REUSEPORT` workers and over ECMP paths in between. RFC 7348 §5 asks
+//! The hash of an encapsulated frame's or packet's inner flow, and how its
+//! first packet opens it: by them [`SourcePorts`](super::SourcePorts)
+//! gives each inner flow one of the flow sockets, each bound to a port of
+//! its own, so that one inner flow always leaves from one port (its order
+//! kept) and different flows spread over the receiver's `SO_REUSEPORT`
+//! workers and over ECMP paths in between. RFC 7348 §5 asks
 //! this of a VTEP; the kernel's VXLAN does it with `udp_flow_src_port`.
 //! In wireguard mode it is done only toward a peer that is a ringtun and
 //! says so (`SpreadFlows`): the outer source port is all that the

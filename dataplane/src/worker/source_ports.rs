@@ -25,13 +25,16 @@
 //! Flows that start together (within [`LEAST_WINDOW`]) just take turns.
 //!
 //! The table is a fixed array of atomic words, two ways per set, with no
-//! lock and no allocation after start. A flow whose two places are held
-//! by flows still active falls back to its hash, which is stable, so its
-//! packets still leave from one port. A place idle for about a second is
-//! free again: nothing of its flow is in flight by then, so a flow that
-//! comes back after that can take a new port without being reordered.
-//! Costs per sealed run: one atomic load, and a store every
-//! [`TICK`](TICK_SHIFT) at most.
+//! lock and no allocation after start (only a new flow's look at the
+//! groups' traffic takes a lock). A flow whose two places are held
+//! by flows still active falls back to its hash's port. A place idle for
+//! about a second may go to another flow: nothing of its old flow is in
+//! flight by then. A flow that takes a place idle for under two seconds
+//! gets its hash's port, not a turn: it may be one that was leaving from
+//! its hash's port while both places were busy, and must not move while
+//! active. Costs per sealed run: one atomic load, one atomic add to the
+//! port's byte count (a line shared only by workers sending from that
+//! port), and a store every tick (16 ms) at most.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -47,8 +50,9 @@ use super::transmit::Via;
 const SLOTS: usize = 4096;
 /// The table's clock: 2^4 ms, about 16 ms a tick.
 const TICK_SHIFT: u32 = 4;
-/// Bits of the tick kept in an entry (it wraps after about 37 hours,
-/// which at worst keeps an idle place held one more wrap).
+/// Bits of the tick kept in an entry (it wraps after about 37 hours; a
+/// place idle for half of that looks fresh again, and is held a little
+/// longer than it needs).
 const TICK_BITS: u32 = 23;
 const TICK_MASK: u32 = (1 << TICK_BITS) - 1;
 /// Ticks without a packet after which a place may be given to another
@@ -99,8 +103,15 @@ impl Entry {
         self.0 as u8
     }
 
+    /// Ticks since last use; a tick slightly ahead of `now` (another
+    /// worker's batch started later than this one's) is no age at all.
+    fn age(self, now: u32) -> u32 {
+        let age = now.wrapping_sub(self.tick()) & TICK_MASK;
+        if age > TICK_MASK / 2 { 0 } else { age }
+    }
+
     fn idle(self, now: u32) -> bool {
-        now.wrapping_sub(self.tick()) & TICK_MASK > IDLE_TICKS
+        self.age(now) > IDLE_TICKS
     }
 }
 
@@ -118,8 +129,9 @@ pub struct SourcePorts {
     groups: usize,
     /// Bytes sent from each port.
     sent: Box<[CachePadded<AtomicU64>]>,
-    /// `sent` as it was at the last look, and when.
-    seen: Mutex<(Instant, Vec<u64>)>,
+    /// When the last look was, `sent` as it was then, and room for the
+    /// groups' traffic since (so a look allocates nothing).
+    seen: Mutex<(Instant, Vec<u64>, Vec<u64>)>,
     epoch: Instant,
 }
 
@@ -144,7 +156,7 @@ impl SourcePorts {
             sent: (0..ports)
                 .map(|_| CachePadded::new(AtomicU64::new(0)))
                 .collect(),
-            seen: Mutex::new((epoch, vec![0; ports])),
+            seen: Mutex::new((epoch, vec![0; ports], vec![0; groups])),
             epoch,
         }
     }
@@ -192,12 +204,23 @@ impl SourcePorts {
                 return e.port();
             }
         }
-        // New: a free or idle place takes it, with the next port.
-        for (w, e) in ways.iter().zip(seen) {
+        // New: a free place takes it, else an idle one. A place idle for
+        // under two idle spans was in use lately, so this flow may have
+        // been leaving from its hash's port while both were busy: it keeps
+        // that port, so that it does not move while active.
+        let mut order = [0, 1];
+        if seen[0].taken() && !seen[1].taken() {
+            order = [1, 0];
+        }
+        for (w, e) in order.map(|i| (ways[i], seen[i])) {
             if e.taken() && !e.idle(now) {
                 continue;
             }
-            let port = self.give(opening, at);
+            let port = if e.taken() && e.age(now) <= 2 * IDLE_TICKS {
+                pick(hash, self.ports) as u8
+            } else {
+                self.give(opening, at)
+            };
             match w.compare_exchange(e.0, Entry::new(hash, now, port).0, Relaxed, Relaxed) {
                 Ok(_) => return port,
                 // Another worker took the place at the same time, perhaps
@@ -217,40 +240,40 @@ impl SourcePorts {
     /// the idle group, the turn left for the next flow.
     fn give(&self, opening: Opening, at: Instant) -> u8 {
         let next = &self.next[opening.index()];
-        if let Some(idle) = self.idle_group(at) {
-            let turn = next.load(Relaxed) as usize;
-            let group = turn % self.groups;
-            if group != idle {
-                return ((turn + idle + self.groups - group) % self.ports) as u8;
-            }
+        let turn = next.load(Relaxed) as usize % self.ports;
+        let group = turn % self.groups;
+        if let Some(idle) = self.idle_instead_of(group, at) {
+            // `turn - group` is the first port of the turn's round.
+            return (turn - group + idle) as u8;
         }
         (next.fetch_add(1, Relaxed) as usize % self.ports) as u8
     }
 
-    /// The idle group of ports with the least traffic since the last look,
-    /// if another is busy ([`IDLE_RATE`], [`BUSY_RATE`]); `None` when the
-    /// look is too soon ([`LEAST_WINDOW`]) or no group is idle beside a
-    /// busy one.
-    fn idle_group(&self, at: Instant) -> Option<usize> {
+    /// The idle group with the least traffic since the last look, if
+    /// `group` is busy ([`IDLE_RATE`], [`BUSY_RATE`]); `None` when the
+    /// look is too soon ([`LEAST_WINDOW`]), `group` is not busy or no group
+    /// is idle.
+    fn idle_instead_of(&self, group: usize, at: Instant) -> Option<usize> {
         if self.groups < 2 {
             return None;
         }
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let window = at.saturating_duration_since(seen.0);
+        let (when, before, load) = &mut *seen;
+        let window = at.saturating_duration_since(*when);
         if window < LEAST_WINDOW {
             return None;
         }
-        let mut load = vec![0u64; self.groups];
-        for (i, (sent, before)) in self.sent.iter().zip(seen.1.iter_mut()).enumerate() {
+        load.fill(0);
+        for (i, (sent, before)) in self.sent.iter().zip(before.iter_mut()).enumerate() {
             let now = sent.load(Relaxed);
             load[i % self.groups] += now.saturating_sub(*before);
             *before = now;
         }
-        seen.0 = at;
+        *when = at;
         let rate = |bytes: u64| u128::from(bytes) * 1_000_000 / window.as_micros().max(1);
         let (least, &low) = load.iter().enumerate().min_by_key(|(_, l)| **l)?;
-        let high = load.iter().copied().max()?;
-        (rate(low) < u128::from(IDLE_RATE) && rate(high) >= u128::from(BUSY_RATE)).then_some(least)
+        (rate(load[group]) >= u128::from(BUSY_RATE) && rate(low) < u128::from(IDLE_RATE))
+            .then_some(least)
     }
 }
 
@@ -323,31 +346,49 @@ mod test {
 
     /// A place whose flow has been idle for over a second goes to the next
     /// flow that needs it; a place in use does not, and the newcomer then
-    /// leaves from its hash's port, every time.
+    /// leaves from its hash's port, and keeps it when it takes a place
+    /// freed lately. A place idle for long gives a new flow a turn.
     #[test]
     fn idle_places_are_reused_and_busy_ones_kept() {
         let t = SourcePorts::new(32, 2);
         let t0 = Instant::now();
-        // Three flows with the same set (equal low bits), different hashes.
-        let (a, b, c) = (0x1000_0000u32, 0x2000_0000u32, 0x3000_0000u32);
+        // Four flows with the same set (equal low bits), different hashes.
+        let (a, b, c, d) = (0x1000_0000u32, 0x2000_0000u32, 0x3000_0000u32, 0x5000_0000);
         assert_eq!(port_of(&t, a, t0), 0);
         assert_eq!(port_of(&t, b, t0), 1);
         // Both ways busy: c falls back to its hash, and stays there.
         let hashed = pick(c, 32) as u8;
+        assert_ne!(hashed, 2, "the hash must differ from the next turn");
         assert_eq!(port_of(&t, c, t0), hashed);
         assert_eq!(port_of(&t, c, t0 + Duration::from_millis(100)), hashed);
-        // a stays active, b goes idle: c takes b's place, with a new port.
+        // a stays active, b goes idle: c takes b's place and, active all
+        // along, keeps its port.
         let later = t0 + Duration::from_millis(1500);
         assert_eq!(port_of(&t, a, later - Duration::from_millis(300)), 0);
         assert_eq!(port_of(&t, a, later), 0);
-        let turn = port_of(&t, c, later);
-        assert_eq!(turn, 2, "the next port in turn");
-        assert_eq!(port_of(&t, c, later + Duration::from_millis(10)), 2);
+        assert_eq!(port_of(&t, c, later), hashed);
+        assert_eq!(port_of(&t, c, later + Duration::from_millis(10)), hashed);
         // b, back after its idle second, finds both places busy: its hash.
         assert_eq!(
             port_of(&t, b, later + Duration::from_millis(20)),
             pick(b, 32) as u8
         );
+        // Long after, a and c idle for seconds: d takes a turn, the next.
+        let much_later = later + Duration::from_secs(5);
+        assert_eq!(port_of(&t, d, much_later), 2);
+    }
+
+    /// A worker whose batch started a little earlier than another's sees
+    /// the other's fresher tick as no age, not as an age near the wrap.
+    #[test]
+    fn a_tick_from_a_later_batch_is_no_age() {
+        let e = Entry::new(7, 1001, 3);
+        assert_eq!(e.age(1000), 0);
+        assert!(!e.idle(1000));
+        assert_eq!(e.age(1001 + 65), 65);
+        assert!(e.idle(1001 + 65));
+        let wrapped = Entry::new(7, TICK_MASK, 3);
+        assert_eq!(wrapped.age(2), 3);
     }
 
     #[test]
@@ -430,5 +471,40 @@ mod test {
         assert_eq!(SourcePorts::new(32, 3).groups, 1);
         assert_eq!(SourcePorts::new(32, 1).groups, 1);
         assert_eq!(SourcePorts::new(32, 4).groups, 4);
+    }
+
+    /// Four groups: a flow whose turn falls in a busy group goes to the
+    /// quietest idle group and leaves the turn for the next flow; a flow
+    /// whose turn falls in an idle group keeps its turn, even if another
+    /// idle group is quieter.
+    #[test]
+    fn only_a_busy_turn_is_moved_and_the_turn_is_kept() {
+        let t0 = Instant::now();
+        let syn = Opening::Syn.index();
+        let t = SourcePorts::new(32, 4);
+        let flows: Vec<u8> = (0..4u32)
+            .map(|i| opened(&t, 0x40 + 2 * i, Opening::Syn, t0))
+            .collect();
+        assert_eq!(flows, [0, 1, 2, 3]);
+        for k in 1..=2u64 {
+            let at = t0 + Duration::from_millis(50 * k);
+            // Groups 0 and 1 busy, group 3 a trickle, group 2 silent.
+            let _ = t.via(Some(0x40), Opening::Syn, at, 1 << 20);
+            let _ = t.via(Some(0x42), Opening::Syn, at, 1 << 20);
+            let _ = t.via(Some(0x46), Opening::Syn, at, 100);
+            // The next turn (4) is in busy group 0: group 2's first port
+            // of that round, and the turn stays where it was.
+            assert_eq!(opened(&t, 0x1000 + 2 * k as u32, Opening::Syn, at), 6);
+            assert_eq!(t.next[syn].load(Relaxed), 4);
+        }
+        // A turn in an idle group stays: group 3's port, not group 2's.
+        let t = SourcePorts::new(32, 4);
+        for i in 0..3u32 {
+            assert_eq!(opened(&t, 0x40 + 2 * i, Opening::Syn, t0), i as u8);
+        }
+        let at = t0 + Duration::from_millis(50);
+        let _ = t.via(Some(0x40), Opening::Syn, at, 1 << 20);
+        let _ = t.via(Some(0x42), Opening::Syn, at, 1 << 20);
+        assert_eq!(opened(&t, 0x1000, Opening::Syn, at), 3);
     }
 }
