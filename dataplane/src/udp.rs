@@ -362,6 +362,11 @@ fn flow_socket_run(
             return Ok(run);
         }
     }
+    tracing::warn!(
+        family = family_name(domain),
+        "no run of {count} free consecutive ports: the flow sockets take any ports, \
+         and a receiving ringtun spreads flows over its workers less evenly"
+    );
     (0..count)
         .map(|_| flow_socket(domain, mark, buffer, 0))
         .collect()

@@ -154,7 +154,7 @@ pub enum Opening {
 
 impl Opening {
     /// Every class, in the order of [`index`](Self::index).
-    pub const COUNT: usize = 3;
+    pub const COUNT: usize = Opening::SynAck as usize + 1;
 
     /// The class's place in a table of [`COUNT`](Self::COUNT).
     pub fn index(self) -> usize {
