@@ -92,19 +92,11 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
 /// Ethernet, and a frame too short even for that hashes what it has.
 /// Cost: a look at the headers only, no allocation.
 pub fn flow_hash(frame: &[u8]) -> u32 {
-    let Some(mut ethertype) = be16(frame, ETHERTYPE_OFFSET) else {
-        return Key(0).add_bytes(frame).finish();
+    let (ethertype, l3) = match network_layer(frame) {
+        Ok(at) => at,
+        Err(Truncated::NoEtherType) => return Key(0).add_bytes(frame).finish(),
+        Err(Truncated::InTag) => return ethernet(frame),
     };
-    let mut l3 = ETHERNET_HEADER_LEN;
-    if ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ {
-        match be16(frame, ETHERTYPE_OFFSET + VLAN_TAG_LEN) {
-            Some(t) => {
-                ethertype = t;
-                l3 += VLAN_TAG_LEN;
-            }
-            None => return ethernet(frame),
-        }
-    }
     let ip = &frame[l3..];
     let key = match ethertype {
         ETHERTYPE_IPV4 => ipv4(ip),
@@ -190,23 +182,29 @@ pub fn packet_opening(pkt: &[u8]) -> Opening {
 /// How the Ethernet frame `frame` would open a flow, as
 /// [`packet_opening`] for the IP packet it carries.
 pub fn frame_opening(frame: &[u8]) -> Opening {
-    let Some(mut ethertype) = be16(frame, ETHERTYPE_OFFSET) else {
-        return Opening::Other;
-    };
-    let mut l3 = ETHERNET_HEADER_LEN;
-    if ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ {
-        match be16(frame, ETHERTYPE_OFFSET + VLAN_TAG_LEN) {
-            Some(t) => {
-                ethertype = t;
-                l3 += VLAN_TAG_LEN;
-            }
-            None => return Opening::Other,
-        }
-    }
-    match ethertype {
-        ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => packet_opening(&frame[l3..]),
+    match network_layer(frame) {
+        Ok((ETHERTYPE_IPV4 | ETHERTYPE_IPV6, l3)) => packet_opening(&frame[l3..]),
         _ => Opening::Other,
     }
+}
+
+/// Where a frame ends before its network layer.
+enum Truncated {
+    /// Before its EtherType.
+    NoEtherType,
+    /// Inside its VLAN tag.
+    InTag,
+}
+
+/// A frame's EtherType and where its network header starts, past one
+/// VLAN tag.
+fn network_layer(frame: &[u8]) -> Result<(u16, usize), Truncated> {
+    let ethertype = be16(frame, ETHERTYPE_OFFSET).ok_or(Truncated::NoEtherType)?;
+    if ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ {
+        let inner = be16(frame, ETHERTYPE_OFFSET + VLAN_TAG_LEN).ok_or(Truncated::InTag)?;
+        return Ok((inner, ETHERNET_HEADER_LEN + VLAN_TAG_LEN));
+    }
+    Ok((ethertype, ETHERNET_HEADER_LEN))
 }
 
 /// The link-layer key: destination and source MAC, EtherType.
