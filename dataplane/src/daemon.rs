@@ -582,7 +582,8 @@ fn run<M: Mode + PeerSource, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
             kept,
             flows,
             mailboxes,
-        ),
+        )
+        .steer_by_cpu(steered),
         signals: sig_read,
         hangups: hup_read,
         reload: reload.map(|file| ReloadSource {

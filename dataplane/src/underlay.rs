@@ -74,6 +74,9 @@ pub struct Underlay {
     gro: bool,
     /// Each socket's receive and send buffer (`SocketBuffer`).
     buffer: usize,
+    /// Whether the group steers by receiving CPU (`--cpu-steering`), so a
+    /// new group must too.
+    cpu_steered: bool,
     /// Second descriptors of each worker's sockets, in worker order.
     sockets: Vec<WorkerSockets>,
     /// The flow sockets, in a mode that spreads flows over source ports.
@@ -99,6 +102,7 @@ impl Underlay {
             fwmark,
             gro,
             buffer,
+            cpu_steered: false,
             sockets,
             flows,
             mailboxes,
@@ -122,6 +126,13 @@ impl Underlay {
     /// The firewall mark (0: none).
     pub fn fwmark(&self) -> u32 {
         self.fwmark
+    }
+
+    /// Makes a group opened by a listen-port move steer by receiving CPU,
+    /// as the daemon made the first one.
+    pub fn steer_by_cpu(mut self, on: bool) -> Underlay {
+        self.cpu_steered = on;
+        self
     }
 
     /// Worker 0's sockets (second descriptors), for the control thread's
@@ -162,6 +173,17 @@ impl Underlay {
                 }
                 UnderlayError::Bind { port: p, source }
             })?;
+            if self.cpu_steered
+                && let Some(s) = fresh.first()
+            {
+                let v4 = crate::steering::attach_reuseport(&s.v4);
+                let v6 =
+                    s.v6.as_ref()
+                        .map_or(Ok(()), crate::steering::attach_reuseport);
+                if let Err(e) = v4.and(v6) {
+                    tracing::warn!(error = %e, port = p, "CPU steering refused on the new port; steering by source port");
+                }
+            }
             let mut kept = Vec::with_capacity(fresh.len());
             for s in &fresh {
                 kept.push(s.try_clone().map_err(UnderlayError::Dup)?);
