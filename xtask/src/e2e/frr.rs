@@ -342,6 +342,13 @@ impl Frr {
         Ok(fib_paths(&v, prefix))
     }
 
+    /// The next hops (their addresses) of `prefix` that the kernel holds.
+    pub fn fib_next_hops(&self, prefix: &str) -> Result<Vec<String>> {
+        let family = if prefix.contains(':') { "ipv6" } else { "ip" };
+        let v = self.json(&format!("show {family} route {prefix} json"))?;
+        Ok(fib_next_hops(&v, prefix))
+    }
+
     /// Withdraws every route this router advertises to these neighbours
     /// (an outbound policy that denies all), keeping the sessions and the
     /// routes it learns: its neighbours move their traffic elsewhere
@@ -528,6 +535,20 @@ fn bfd_states(v: &serde_json::Value) -> Vec<(IpAddr, String)> {
 /// `show ip route PREFIX json`: `{ "PREFIX": [ { "selected": true,
 /// "nexthops": [ { "fib": true, ... } ] } ] }`; the next hops in the
 /// kernel's table, of the selected route.
+fn fib_next_hops(v: &serde_json::Value, prefix: &str) -> Vec<String> {
+    let Some(routes) = v.get(prefix).and_then(|r| r.as_array()) else {
+        return Vec::new();
+    };
+    routes
+        .iter()
+        .filter(|r| r.get("selected").and_then(|s| s.as_bool()) == Some(true))
+        .filter_map(|r| r.get("nexthops")?.as_array())
+        .flatten()
+        .filter(|n| n.get("fib").and_then(|f| f.as_bool()) == Some(true))
+        .filter_map(|n| Some(n.get("ip")?.as_str()?.to_string()))
+        .collect()
+}
+
 fn fib_paths(v: &serde_json::Value, prefix: &str) -> usize {
     let Some(routes) = v.get(prefix).and_then(|r| r.as_array()) else {
         return 0;

@@ -291,6 +291,35 @@ impl Ha {
         })
     }
 
+    /// Waits until each router's one IPv4 next hop toward the far LAN is
+    /// gateway `via[router]`, or says what they are after `within`.
+    fn wait_next_hops(
+        &self,
+        ctx: &Ctx,
+        via: [usize; 2],
+        within: Duration,
+    ) -> Result<std::result::Result<Duration, String>> {
+        let started = Instant::now();
+        let result = wait_for(within, || {
+            ctx.interrupted()?;
+            let mut have = Vec::new();
+            for (s, f) in self.router_frr.iter().enumerate() {
+                have.push(f.fib_next_hops(SITES[1 - s].lan[0])?);
+            }
+            let held = have
+                .iter()
+                .zip(via)
+                .all(|(hops, g)| hops.len() == 1 && hops[0] == GATEWAYS[g].core4.to_string());
+            Ok((!held).then(|| format!("{have:?}")))
+        })?;
+        Ok(match result {
+            None => Ok(started.elapsed()),
+            Some(have) => Err(format!(
+                "after {within:?}: IPv4 next hops at rtr-a and rtr-b {have}, wanted gateways {via:?}"
+            )),
+        })
+    }
+
     /// (v4, v6) next hops in the kernel toward the far LAN, at each router.
     fn paths(&self) -> Result<[(usize, usize); 2]> {
         let mut out = [(0, 0); 2];
@@ -494,6 +523,12 @@ impl Ha {
         self.router_frr[0].prefer_routes_of(&via_a1, true)?;
         self.router_frr[1].prefer_routes_of(&via_b2, true)?;
         let one = self.wait_paths(ctx, [1, 1], ROUTE_CHANGE_WITHIN)?;
+        // One path is not enough: while FRR applies the preference, the
+        // one path can for a moment be the other gateway's.
+        let one = match one {
+            Ok(_) => self.wait_next_hops(ctx, [A1, B2], ROUTE_CHANGE_WITHIN)?,
+            Err(e) => Err(e),
+        };
         let result = match one {
             Err(e) => Err(e),
             Ok(_) => {
