@@ -337,16 +337,19 @@ impl Frr {
     /// The number of next hops of `prefix` that are in the kernel's
     /// forwarding table (0 if there is no route).
     pub fn fib_paths(&self, prefix: &str) -> Result<usize> {
-        let family = if prefix.contains(':') { "ipv6" } else { "ip" };
-        let v = self.json(&format!("show {family} route {prefix} json"))?;
-        Ok(fib_paths(&v, prefix))
+        Ok(fib_hops(&self.route(prefix)?, prefix).count())
     }
 
-    /// The next hops (their addresses) of `prefix` that the kernel holds.
+    /// The addresses of the next hops of `prefix` that are in the kernel's
+    /// forwarding table.
     pub fn fib_next_hops(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(fib_addresses(&self.route(prefix)?, prefix))
+    }
+
+    /// `show ip route PREFIX json` (or `ipv6`).
+    fn route(&self, prefix: &str) -> Result<serde_json::Value> {
         let family = if prefix.contains(':') { "ipv6" } else { "ip" };
-        let v = self.json(&format!("show {family} route {prefix} json"))?;
-        Ok(fib_next_hops(&v, prefix))
+        self.json(&format!("show {family} route {prefix} json"))
     }
 
     /// Withdraws every route this router advertises to these neighbours
@@ -532,34 +535,28 @@ fn bfd_states(v: &serde_json::Value) -> Vec<(IpAddr, String)> {
         .collect()
 }
 
-/// `show ip route PREFIX json`: `{ "PREFIX": [ { "selected": true,
-/// "nexthops": [ { "fib": true, ... } ] } ] }`; the next hops in the
-/// kernel's table, of the selected route.
-fn fib_next_hops(v: &serde_json::Value, prefix: &str) -> Vec<String> {
-    let Some(routes) = v.get(prefix).and_then(|r| r.as_array()) else {
-        return Vec::new();
-    };
-    routes
-        .iter()
-        .filter(|r| r.get("selected").and_then(|s| s.as_bool()) == Some(true))
-        .filter_map(|r| r.get("nexthops")?.as_array())
-        .flatten()
-        .filter(|n| n.get("fib").and_then(|f| f.as_bool()) == Some(true))
+/// The addresses (`"ip"`) of [`fib_hops`].
+fn fib_addresses(v: &serde_json::Value, prefix: &str) -> Vec<String> {
+    fib_hops(v, prefix)
         .filter_map(|n| Some(n.get("ip")?.as_str()?.to_string()))
         .collect()
 }
 
-fn fib_paths(v: &serde_json::Value, prefix: &str) -> usize {
-    let Some(routes) = v.get(prefix).and_then(|r| r.as_array()) else {
-        return 0;
-    };
-    routes
-        .iter()
+/// `show ip route PREFIX json`: `{ "PREFIX": [ { "selected": true,
+/// "nexthops": [ { "fib": true, ... } ] } ] }`; the next hops in the
+/// kernel's table, of the selected route.
+fn fib_hops<'a>(
+    v: &'a serde_json::Value,
+    prefix: &str,
+) -> impl Iterator<Item = &'a serde_json::Value> + 'a {
+    v.get(prefix)
+        .and_then(|r| r.as_array())
+        .into_iter()
+        .flatten()
         .filter(|r| r.get("selected").and_then(|s| s.as_bool()) == Some(true))
         .filter_map(|r| r.get("nexthops")?.as_array())
         .flatten()
         .filter(|n| n.get("fib").and_then(|f| f.as_bool()) == Some(true))
-        .count()
 }
 
 #[cfg(test)]
@@ -642,11 +639,14 @@ mod tests {
             vec![("10.99.1.2".parse().unwrap(), "up".to_string())]
         );
         let route = serde_json::json!({ "10.10.2.0/24": [
-            { "selected": true, "nexthops": [ { "fib": true }, { "fib": true }, { "active": true } ] },
+            { "selected": true, "nexthops": [
+                { "fib": true, "ip": "10.11.1.11" }, { "fib": true }, { "active": true, "ip": "10.11.1.12" }
+            ] },
             { "nexthops": [ { "fib": true } ] }
         ]});
-        assert_eq!(fib_paths(&route, "10.10.2.0/24"), 2);
-        assert_eq!(fib_paths(&route, "10.10.3.0/24"), 0);
-        assert_eq!(fib_paths(&serde_json::json!({}), "10.10.2.0/24"), 0);
+        assert_eq!(fib_hops(&route, "10.10.2.0/24").count(), 2);
+        assert_eq!(fib_addresses(&route, "10.10.2.0/24"), ["10.11.1.11"]);
+        assert_eq!(fib_hops(&route, "10.10.3.0/24").count(), 0);
+        assert_eq!(fib_hops(&serde_json::json!({}), "10.10.2.0/24").count(), 0);
     }
 }

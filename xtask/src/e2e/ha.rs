@@ -273,21 +273,13 @@ impl Ha {
         want: [usize; 2],
         within: Duration,
     ) -> Result<std::result::Result<Duration, String>> {
-        let started = Instant::now();
-        let result = wait_for(within, || {
-            ctx.interrupted()?;
+        self.wait_routes(ctx, within, "(v4, v6) paths", &format!("{want:?}"), || {
             let have = self.paths()?;
             let held = have
                 .iter()
                 .zip(want)
                 .all(|(&(v4, v6), w)| v4 == w && v6 == w);
-            Ok((!held).then(|| format!("{have:?}")))
-        })?;
-        Ok(match result {
-            None => Ok(started.elapsed()),
-            Some(have) => Err(format!(
-                "after {within:?}: (v4, v6) paths at rtr-a and rtr-b {have}, wanted {want:?}"
-            )),
+            Ok((held, format!("{have:?}")))
         })
     }
 
@@ -299,23 +291,40 @@ impl Ha {
         via: [usize; 2],
         within: Duration,
     ) -> Result<std::result::Result<Duration, String>> {
-        let started = Instant::now();
-        let result = wait_for(within, || {
-            ctx.interrupted()?;
+        let want = via.map(|g| GATEWAYS[g].core4.to_string());
+        self.wait_routes(ctx, within, "IPv4 next hops", &format!("{want:?}"), || {
             let mut have = Vec::new();
             for (s, f) in self.router_frr.iter().enumerate() {
                 have.push(f.fib_next_hops(SITES[1 - s].lan[0])?);
             }
             let held = have
                 .iter()
-                .zip(via)
-                .all(|(hops, g)| hops.len() == 1 && hops[0] == GATEWAYS[g].core4.to_string());
-            Ok((!held).then(|| format!("{have:?}")))
+                .zip(&want)
+                .all(|(hops, w)| hops.as_slice() == std::slice::from_ref(w));
+            Ok((held, format!("{have:?}")))
+        })
+    }
+
+    /// Waits until `look` says the routers hold what is wanted; how long it
+    /// took, or what `look` saw of `what` at the deadline against `want`.
+    fn wait_routes(
+        &self,
+        ctx: &Ctx,
+        within: Duration,
+        what: &str,
+        want: &str,
+        mut look: impl FnMut() -> Result<(bool, String)>,
+    ) -> Result<std::result::Result<Duration, String>> {
+        let started = Instant::now();
+        let result = wait_for(within, || {
+            ctx.interrupted()?;
+            let (held, have) = look()?;
+            Ok((!held).then_some(have))
         })?;
         Ok(match result {
             None => Ok(started.elapsed()),
             Some(have) => Err(format!(
-                "after {within:?}: IPv4 next hops at rtr-a and rtr-b {have}, wanted gateways {via:?}"
+                "after {within:?}: {what} at rtr-a and rtr-b {have}, wanted {want}"
             )),
         })
     }
