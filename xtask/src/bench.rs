@@ -78,8 +78,9 @@ pub struct BenchArgs {
     /// min–max of the repeats is then the spread across labs.
     #[arg(long)]
     fresh_labs: bool,
-    /// After the run, profile one extra single-stream TCP run of ringtun's
-    /// wireguard mode with `perf record -a -g` into the report directory.
+    /// After the run, profile extra runs with `perf record -a -g` into the
+    /// report directory: one TCP stream through ringtun's wireguard mode,
+    /// and 64 B datagrams through each ringtun mode (those selected).
     #[arg(long)]
     profile: bool,
 }
@@ -392,21 +393,36 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
 
     if args.profile && !stop.load(Ordering::Relaxed) {
-        if let Some(sys) = running
-            .iter()
-            .find(|r| r.system == System::RingtunWireguard)
-        {
-            match profile(sys, &tools, &plan, &out_dir) {
+        // Where a big packet's time goes (one TCP stream) and where a small
+        // one's does (64 B datagrams), for each mode measured.
+        let profiles = [
+            (System::RingtunWireguard, Workload::Tcp1),
+            (System::RingtunWireguard, Workload::Udp64),
+            (System::RingtunVxlan, Workload::Udp64),
+        ];
+        for (system, workload) in profiles {
+            if !workloads.contains(&workload) || stop.load(Ordering::Relaxed) {
+                continue;
+            }
+            let Some(sys) = running.iter().find(|r| r.system == system) else {
+                continue;
+            };
+            match profile(sys, workload, &tools, &plan, &out_dir) {
                 Ok(f) => {
                     println!("bench: profile written to {}", out_dir.join(&f).display());
                     report.files.push(f);
                 }
-                Err(e) => report.problems.push(format!("profile: {e:#}")),
+                Err(e) => report.problems.push(format!(
+                    "profile of {} {}: {e:#}",
+                    system.name(),
+                    workload.name()
+                )),
             }
-        } else {
+        }
+        if !running.iter().any(|r| r.system.is_ringtun()) {
             report
                 .problems
-                .push("profile: ringtun-wireguard was not measured".into());
+                .push("profile: no ringtun system was measured".into());
         }
     }
 
@@ -485,12 +501,25 @@ fn measure(
     sample
 }
 
-/// `perf record -a -g` over one extra single-stream TCP run of ringtun's
-/// wireguard mode; writes `perf report` to `perf-ringtun-wireguard.txt`.
-fn profile(sys: &Running, tools: &Tools, plan: &Plan, out_dir: &Path) -> Result<String> {
+/// `perf record -a -g` over one extra run of `workload` through `sys`;
+/// writes `perf report` to `perf-<system>[-<workload>].txt`: by process
+/// first (which process, kernel or user space), then by symbol. For 64 B
+/// datagrams the symbols are of the tunnel processes alone, each with its
+/// share of their CPU per delivered datagram.
+fn profile(
+    sys: &Running,
+    workload: Workload,
+    tools: &Tools,
+    plan: &Plan,
+    out_dir: &Path,
+) -> Result<String> {
     let perf = ringtun_tests::find_in_path("perf").context("perf is not installed")?;
     std::fs::create_dir_all(out_dir)?;
-    let data = out_dir.join("perf-ringtun-wireguard.data");
+    let name = match workload {
+        Workload::Tcp1 => format!("perf-{}", sys.system.name()),
+        _ => format!("perf-{}-{}", sys.system.name(), workload.name()),
+    };
+    let data = out_dir.join(format!("{name}.data"));
     let secs = plan.seconds.to_string();
     let mut rec = Command::new(&perf)
         .args(["record", "-a", "-g", "-F", "999", "-o"])
@@ -506,42 +535,113 @@ fn profile(sys: &Running, tools: &Tools, plan: &Plan, out_dir: &Path) -> Result<
         addr: sys.target,
         tunnel_pids: &sys.tunnel_pids,
     };
-    workload::run(Workload::Tcp1, tools, &target, plan, &mut sample);
+    workload::run(workload, tools, &target, plan, &mut sample);
+    // The tunnel processes' thread names: perf's own filter by process
+    // keeps only the samples of its first thread.
+    let mut threads: Vec<String> = sys
+        .tunnel_pids
+        .iter()
+        .filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/task")).ok())
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|comm| comm.trim().to_string())
+        .collect();
+    threads.sort();
+    threads.dedup();
     let _ = rec.wait();
-    // Coarse first (which process, kernel or user space), then by symbol.
-    let perf_report = |sort: &str| -> Result<String> {
-        let out = Command::new(&perf)
-            .args([
-                "report",
-                "--stdio",
-                "--no-children",
-                "-g",
-                "none",
-                "--percent-limit",
-                "0.7",
-            ])
+    let perf_report = |sort: &str, tunnel_only: bool| -> Result<String> {
+        let mut cmd = Command::new(&perf);
+        cmd.args([
+            "report",
+            "--stdio",
+            "--no-children",
+            "-g",
+            "none",
+            "--percent-limit",
+            "0.7",
+        ]);
+        if tunnel_only {
+            cmd.arg("--comms").arg(threads.join(","));
+            cmd.args(["--percentage", "relative"]);
+        }
+        let out = cmd
             .args(["--sort", sort, "-i"])
             .arg(&data)
             .output()
             .context("running perf report")?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    let name = "perf-ringtun-wireguard.txt".to_string();
-    let text = format!(
-        "# perf record -a -g during one {} s TCP stream through ringtun-wireguard: {}\n\n{}\n{}",
-        plan.seconds,
-        outcome(&sample),
-        perf_report("pid,dso")?,
-        perf_report("comm,dso,symbol")?
-    );
-    std::fs::write(out_dir.join(&name), text)?;
+    let text = match (&sample.udp, &sample.cpu) {
+        (Some(u), Some(c)) if u.delivered_packets > 0 => {
+            let tunnel_us = c.tunnel_s * 1e6 / u.delivered_packets as f64;
+            let machine_us = c.busy_s * 1e6 / u.delivered_packets as f64;
+            format!(
+                "# perf record -a -g during one {} s run of {} through {}: {}\n\
+                 # CPU per delivered datagram: {tunnel_us:.2} µs in the tunnel processes \
+                 (both gateways), {machine_us:.2} µs in the whole machine\n\
+                 # Below the first table, shares are of the tunnel processes' samples, \
+                 each followed by its µs per delivered datagram.\n\n{}\n{}\n{}",
+                plan.seconds,
+                workload.name(),
+                sys.system.name(),
+                outcome(&sample),
+                perf_report("pid,dso", false)?,
+                per_packet(&perf_report("comm,dso", true)?, tunnel_us),
+                per_packet(&perf_report("dso,symbol", true)?, tunnel_us),
+            )
+        }
+        _ => format!(
+            "# perf record -a -g during one {} s run of {} through {}: {}\n\n{}\n{}",
+            plan.seconds,
+            workload.name(),
+            sys.system.name(),
+            outcome(&sample),
+            perf_report("pid,dso", false)?,
+            perf_report("comm,dso,symbol", false)?
+        ),
+    };
+    let file = format!("{name}.txt");
+    std::fs::write(out_dir.join(&file), text)?;
     let _ = std::fs::remove_file(&data);
-    Ok(name)
+    Ok(file)
+}
+
+/// `perf report` lines that start with a share (`  12.34%  ...`) get
+/// that share of `total_us` after it; other lines are kept as they are.
+fn per_packet(report: &str, total_us: f64) -> String {
+    report
+        .lines()
+        .map(|line| {
+            let share = line
+                .split_whitespace()
+                .next()
+                .and_then(|w| w.strip_suffix('%'))
+                .and_then(|p| p.parse::<f64>().ok());
+            match share {
+                Some(p) => {
+                    let (lead, rest) = line.split_at(line.find('%').map_or(0, |i| i + 1));
+                    format!("{lead} {:>7.3} µs{rest}", p / 100.0 * total_us)
+                }
+                None => line.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_packet_adds_each_shares_microseconds() {
+        let report = "# Overhead  Shared Object\n    50.00%  ringtun\n    12.50%  [kernel]\n\n";
+        assert_eq!(
+            per_packet(report, 8.0),
+            "# Overhead  Shared Object\n    50.00%   4.000 µs  ringtun\n    12.50%   1.000 µs  [kernel]\n"
+        );
+        assert_eq!(per_packet("no share here", 1.0), "no share here");
+    }
 
     #[test]
     fn only_selects_systems_and_workloads_by_name() {
