@@ -79,8 +79,8 @@ pub struct BenchArgs {
     #[arg(long)]
     fresh_labs: bool,
     /// After the run, profile extra runs with `perf record -a -g` into the
-    /// report directory: one TCP stream through ringtun's wireguard mode,
-    /// and 64 B datagrams through each ringtun mode (those selected).
+    /// report directory: one TCP stream and 64 B datagrams through each
+    /// ringtun mode (those selected).
     #[arg(long)]
     profile: bool,
 }
@@ -394,9 +394,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     if args.profile && !stop.load(Ordering::Relaxed) {
         // Where a big packet's time goes (one TCP stream) and where a small
-        // one's does (64 B datagrams), for each mode measured.
+        // one's does (64 B datagrams), in each mode measured.
         let profiles = [
             (System::RingtunWireguard, Workload::Tcp1),
+            (System::RingtunVxlan, Workload::Tcp1),
             (System::RingtunWireguard, Workload::Udp64),
             (System::RingtunVxlan, Workload::Udp64),
         ];
@@ -423,8 +424,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         if made == 0 && !stop.load(Ordering::Relaxed) {
             report.problems.push(
-                "profile: nothing to profile (it needs ringtun-wireguard with tcp1 or udp64, \
-                 or ringtun-vxlan with udp64)"
+                "profile: nothing to profile (it needs a ringtun system with tcp1 or udp64)"
                     .into(),
             );
         }
