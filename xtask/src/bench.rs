@@ -424,8 +424,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         if made == 0 && !stop.load(Ordering::Relaxed) {
             report.problems.push(
-                "profile: nothing to profile (it needs a ringtun system with tcp1 or udp64)"
-                    .into(),
+                "profile: nothing to profile (it needs a ringtun system with tcp1 or udp64)".into(),
             );
         }
     }
