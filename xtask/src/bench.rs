@@ -553,11 +553,6 @@ fn profile(
         .collect();
     threads.sort();
     threads.dedup();
-    anyhow::ensure!(
-        !threads.is_empty(),
-        "the tunnel processes {:?} are gone: no threads to profile",
-        sys.tunnel_pids
-    );
     let _ = rec.wait();
     let perf_report = |sort: &str, tunnel_only: bool| -> Result<String> {
         let mut cmd = Command::new(&perf);
@@ -571,6 +566,11 @@ fn profile(
             "0.7",
         ]);
         if tunnel_only {
+            anyhow::ensure!(
+                !threads.is_empty(),
+                "the tunnel processes {:?} were gone after the run: no threads to filter by",
+                sys.tunnel_pids
+            );
             cmd.arg("--comms").arg(threads.join(","));
             cmd.args(["--percentage", "relative"]);
         }
@@ -581,38 +581,43 @@ fn profile(
             .context("running perf report")?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    let text = match (&sample.udp, &sample.cpu) {
-        (Some(u), Some(c)) if u.delivered_packets > 0 => {
-            let tunnel_us = c.tunnel_s * 1e6 / u.delivered_packets as f64;
-            let machine_us = c.busy_s * 1e6 / u.delivered_packets as f64;
-            format!(
-                "# perf record -a -g during one {} s run of {} through {}: {}\n\
+    let text = || -> Result<String> {
+        Ok(match (&sample.udp, &sample.cpu) {
+            (Some(u), Some(c)) if u.delivered_packets > 0 => {
+                let tunnel_us = c.tunnel_s * 1e6 / u.delivered_packets as f64;
+                let machine_us = c.busy_s * 1e6 / u.delivered_packets as f64;
+                format!(
+                    "# perf record -a -g during one {} s run of {} through {}: {}\n\
                  # CPU per delivered datagram: {tunnel_us:.2} µs in the tunnel processes \
                  (both gateways), {machine_us:.2} µs in the whole machine\n\
                  # Below the first table, shares are of the tunnel processes' samples, \
                  each followed by its µs per delivered datagram (perf's own cost included).\n\n{}\n{}\n{}",
+                    plan.seconds,
+                    workload.name(),
+                    sys.system.name(),
+                    outcome(&sample),
+                    perf_report("pid,dso", false)?,
+                    per_packet(&perf_report("comm,dso", true)?, tunnel_us),
+                    per_packet(&perf_report("dso,symbol", true)?, tunnel_us),
+                )
+            }
+            _ => format!(
+                "# perf record -a -g during one {} s run of {} through {}: {}\n\n{}\n{}",
                 plan.seconds,
                 workload.name(),
                 sys.system.name(),
                 outcome(&sample),
                 perf_report("pid,dso", false)?,
-                per_packet(&perf_report("comm,dso", true)?, tunnel_us),
-                per_packet(&perf_report("dso,symbol", true)?, tunnel_us),
-            )
-        }
-        _ => format!(
-            "# perf record -a -g during one {} s run of {} through {}: {}\n\n{}\n{}",
-            plan.seconds,
-            workload.name(),
-            sys.system.name(),
-            outcome(&sample),
-            perf_report("pid,dso", false)?,
-            perf_report("comm,dso,symbol", false)?
-        ),
+                perf_report("comm,dso,symbol", false)?
+            ),
+        })
     };
+    // The recording is large: gone whether or not the report was read.
+    let text = text();
+    let _ = std::fs::remove_file(&data);
+    let text = text?;
     let file = format!("{name}.txt");
     std::fs::write(out_dir.join(&file), text)?;
-    let _ = std::fs::remove_file(&data);
     Ok(file)
 }
 
