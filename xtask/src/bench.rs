@@ -14,6 +14,7 @@
 mod baseline;
 pub mod cpu;
 mod lab;
+mod placement;
 mod plot;
 mod report;
 mod stats;

@@ -493,6 +493,7 @@ impl Report {
                 );
             }
         }
+        self.placements(&mut md);
         self.ringtun_counters(&mut md);
         if !self.problems.is_empty() {
             let _ = writeln!(md, "\n## Problems\n");
@@ -509,6 +510,71 @@ impl Report {
 }
 
 impl Report {
+    /// Where the two ends of each userspace tunnel ran in each TCP cell,
+    /// beside its figures, and the medians of the labs by arrangement.
+    fn placements(&self, md: &mut String) {
+        let placed: Vec<&Sample> = self
+            .samples
+            .iter()
+            .filter(|s| s.placement.as_ref().is_some_and(|p| p.same_cpu.is_some()))
+            .filter(|s| s.tcp.is_some() && s.workload != "lat-load")
+            .collect();
+        if placed.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            md,
+            "\n## Where the two ends ran\n\n\
+             Both gateways run on this machine. The same-CPU share is the chance that an instant of gateway A's \
+             tunnel threads and one of gateway B's ran on one CPU (1: always together, 0: always apart; \
+             \"together\" from {together}, \"apart\" up to {apart:.1}, \"mixed\" between: the ends moved, or each \
+             spread over both CPUs, as several busy workers per gateway do). Together, B reads each datagram from the \
+             cache A wrote it from; two machines never share a cache.\n",
+            together = super::placement::TOGETHER,
+            apart = 1.0 - super::placement::TOGETHER,
+        );
+        let _ = writeln!(
+            md,
+            "| system | workload | repeat | Gbit/s | tunnel CPU s/GB | same-CPU share | ends |\n|---|---|---|---|---|---|---|"
+        );
+        let mut by: BTreeMap<(String, String, &str), Vec<f64>> = BTreeMap::new();
+        for s in &placed {
+            let (Some(p), Some(t)) = (&s.placement, &s.tcp) else {
+                continue;
+            };
+            let label = p.label().unwrap_or("—");
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {:.2} | {label} |",
+                s.system,
+                s.workload,
+                s.repeat + 1,
+                fmt_num(t.gbps),
+                s.tunnel_cpu_s_per_gb
+                    .map(fmt_num)
+                    .unwrap_or_else(|| "—".into()),
+                p.same_cpu.unwrap_or(f64::NAN),
+            );
+            by.entry((s.system.clone(), s.workload.clone(), label))
+                .or_default()
+                .push(t.gbps);
+        }
+        let _ = writeln!(
+            md,
+            "\n| system | workload | ends | labs | Gbit/s median (min–max) |\n|---|---|---|---|---|"
+        );
+        for ((system, workload, label), v) in &by {
+            if let Some(st) = stats::stat(v) {
+                let _ = writeln!(
+                    md,
+                    "| {system} | {workload} | {label} | {} | {} |",
+                    v.len(),
+                    fmt_stat(&st)
+                );
+            }
+        }
+    }
+
     /// ringtun's non-zero drop counters at the end of the run, per gateway.
     fn ringtun_counters(&self, md: &mut String) {
         let mut lines = Vec::new();

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::cpu::{self, CpuMeter, CpuUse};
+use super::placement::{Placement, PlacementMeter};
 use crate::process::run_with_timeout;
 
 /// The iperf3 server's port (inside each lab's gateway B).
@@ -150,6 +151,9 @@ pub struct Sample {
     pub cpu_s_per_gb: Option<f64>,
     /// The tunnel processes' CPU seconds per GB delivered.
     pub tunnel_cpu_s_per_gb: Option<f64>,
+    /// Where the tunnel's two ends ran (TCP workloads of a userspace
+    /// tunnel).
+    pub placement: Option<Placement>,
 }
 
 fn num(v: &Value, path: &[&str]) -> Option<f64> {
@@ -277,10 +281,12 @@ fn run_inner(
             } else {
                 &[]
             };
+            let placed = (t.tunnel_pids.len() >= 2).then(|| PlacementMeter::start(t.tunnel_pids));
             let meter = CpuMeter::start(t.tunnel_pids)?;
-            let out = iperf(tools, t, plan.seconds, streams)?;
+            let out = iperf(tools, t, plan.seconds, streams);
             let used = meter.stop()?;
-            let r = parse_iperf_tcp(&out)?;
+            sample.placement = placed.map(PlacementMeter::stop);
+            let r = parse_iperf_tcp(&out?)?;
             sample.cpu_s_per_gb = used.busy_per_gb(r.bytes);
             sample.tunnel_cpu_s_per_gb = used.tunnel_per_gb(r.bytes);
             sample.cpu = Some(used);
