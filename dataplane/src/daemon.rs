@@ -11,6 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -49,6 +50,8 @@ pub struct UpOptions {
     pub pin: bool,
     /// Steer each packet to the worker on the CPU it appeared on.
     pub cpu_steering: bool,
+    /// The time slice each worker asks for (`None`: the kernel's own).
+    pub worker_slice: Option<Duration>,
     /// Where the configuration socket goes instead of `/var/run`
     /// (`RINGTUN_UAPI_DIR`).
     pub uapi_dir: Option<PathBuf>,
@@ -100,6 +103,7 @@ struct Common {
     read_mode: worker::ReadMode,
     pin: bool,
     cpu_steering: bool,
+    worker_slice: Option<Duration>,
     uapi_dir: Option<PathBuf>,
     metrics: Option<MetricsTarget>,
     /// `SocketBuffer`.
@@ -152,6 +156,7 @@ pub fn up(opts: &UpOptions) -> Result<()> {
         read_mode: opts.read_mode,
         pin: opts.pin,
         cpu_steering: opts.cpu_steering,
+        worker_slice: opts.worker_slice,
         uapi_dir: opts.uapi_dir.clone(),
         metrics: match (opts.metrics_listen, interface.metrics_listen) {
             (Some(addr), _) => Some(MetricsTarget {
@@ -252,6 +257,7 @@ pub fn bare(opts: &BareOptions) -> Result<()> {
         read_mode: worker::ReadMode::default(),
         pin: false,
         cpu_steering: false,
+        worker_slice: Some(worker::time_slice::DEFAULT_SLICE),
         uapi_dir: opts.uapi_dir.clone(),
         metrics: opts.metrics_listen.map(|addr| MetricsTarget {
             addr,
@@ -491,6 +497,7 @@ fn run<M: Mode + PeerSource, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
         let setup = WorkerSetup {
             id,
             core: (c.pin && !cores.is_empty()).then(|| cores[id % cores.len()]),
+            slice: c.worker_slice,
             queue,
             sockets: socks,
             flows: flows.clone(),

@@ -40,6 +40,7 @@ mod setup;
 pub mod slots;
 pub mod socket_recv;
 pub mod source_ports;
+pub mod time_slice;
 pub mod transmit;
 
 use std::io;

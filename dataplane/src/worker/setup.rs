@@ -38,6 +38,8 @@ pub struct WorkerSetup<M: Mode> {
     pub id: usize,
     /// Core to pin to (`None`: let the scheduler place the thread).
     pub core: Option<core_affinity::CoreId>,
+    /// The time slice to ask the scheduler for (`None`: the kernel's own).
+    pub slice: Option<std::time::Duration>,
     /// This worker's device queue.
     pub queue: OwnedFd,
     /// This worker's sockets.
@@ -89,6 +91,21 @@ pub fn spawn<M: Mode>(
                 && !core_affinity::set_for_current(core)
             {
                 tracing::warn!(worker = setup.id, ?core, "could not pin worker to its core");
+            }
+            if let Some(slice) = setup.slice {
+                match super::time_slice::request(slice) {
+                    Ok(true) => {}
+                    Ok(false) => tracing::info!(
+                        worker = setup.id,
+                        "the worker runs under a scheduling policy set from outside; its time slice is left as it is"
+                    ),
+                    Err(e) => tracing::warn!(
+                        worker = setup.id,
+                        error = %e,
+                        "could not ask for a {} µs time slice (sched_setattr); the kernel's own applies",
+                        slice.as_micros()
+                    ),
+                }
             }
             let id = setup.id;
             let link = setup.control.clone();
