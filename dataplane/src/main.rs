@@ -86,12 +86,12 @@ enum Command {
         #[arg(long)]
         cpu_steering: bool,
         /// The CPU time slice each worker asks the scheduler for, in
-        /// microseconds (100 to 100000; 0 keeps the kernel's own, 0.75 ms
-        /// times a factor of the CPU count). A short slice lets a worker run
-        /// soon after a packet wakes it, with no more CPU than it had
-        /// (EEVDF, Linux 6.12 and later; older kernels ignore it).
-        #[arg(long, value_name = "US", default_value_t = 100,
-              value_parser = clap::value_parser!(u64).range(0..=100_000))]
+        /// microseconds: 100 to 100000, or 0 to keep the kernel's own
+        /// (its base slice times a factor of the CPU count). A short slice
+        /// lets a worker run soon after a packet wakes it, with the same
+        /// share of the CPU (EEVDF, Linux 6.12 and later; older kernels
+        /// ignore it).
+        #[arg(long, value_name = "US", default_value_t = 100, value_parser = parse_slice_us)]
         worker_slice_us: u64,
         /// Put the configuration socket under DIR instead of /var/run (for
         /// several instances with one interface name in different network
@@ -162,6 +162,24 @@ fn main() -> ExitCode {
 fn print_line(s: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{s}").context("writing to stdout")
+}
+
+/// `--worker-slice-us`: 0, or what the kernel grants.
+fn parse_slice_us(s: &str) -> std::result::Result<u64, String> {
+    let us: u64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of microseconds"))?;
+    let (min, max) = (
+        dataplane::worker::time_slice::MIN_SLICE.as_micros() as u64,
+        dataplane::worker::time_slice::MAX_SLICE.as_micros() as u64,
+    );
+    if us == 0 || (min..=max).contains(&us) {
+        Ok(us)
+    } else {
+        Err(format!(
+            "{us} µs: the kernel grants slices of {min} to {max} µs (0 keeps its own)"
+        ))
+    }
 }
 
 fn run(cmd: Command) -> Result<()> {

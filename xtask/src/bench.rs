@@ -500,6 +500,7 @@ fn measure(
         netns: &sys.client_netns,
         addr: sys.target,
         tunnel_pids: &sys.tunnel_pids,
+        tunnel_ends: &sys.tunnel_ends,
     };
     workload::run(w, tools, &target, plan, &mut sample);
     sample
@@ -539,6 +540,7 @@ fn profile(
         netns: &sys.client_netns,
         addr: sys.target,
         tunnel_pids: &sys.tunnel_pids,
+        tunnel_ends: &sys.tunnel_ends,
     };
     workload::run(workload, tools, &target, plan, &mut sample);
     // The tunnel processes' thread names (`ringtun`, `rt-worker0`, ...):

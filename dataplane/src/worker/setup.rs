@@ -93,11 +93,16 @@ pub fn spawn<M: Mode>(
                 tracing::warn!(worker = setup.id, ?core, "could not pin worker to its core");
             }
             if let Some(slice) = setup.slice {
-                match super::time_slice::request(slice) {
-                    Ok(true) => {}
-                    Ok(false) => tracing::info!(
+                use super::time_slice::{Granted, request};
+                match request(slice) {
+                    Ok(Granted::Yes) => {}
+                    Ok(Granted::Ignored) => tracing::info!(
                         worker = setup.id,
-                        "the worker runs under a scheduling policy set from outside; its time slice is left as it is"
+                        "the kernel keeps its own time slice (a slice of one's own needs Linux 6.12)"
+                    ),
+                    Ok(Granted::OtherPolicy) => tracing::info!(
+                        worker = setup.id,
+                        "the worker runs under a real-time policy set from outside; its time slice is left as it is"
                     ),
                     Err(e) => tracing::warn!(
                         worker = setup.id,

@@ -25,29 +25,31 @@ use serde::{Deserialize, Serialize};
 
 /// How often the threads are read.
 pub const INTERVAL: Duration = Duration::from_millis(20);
-/// A same-CPU share at or above this is "together"; at or below
-/// `1 - TOGETHER` it is "apart"; between, "mixed": the ends moved between
-/// CPUs, or each spread over both (several busy workers per gateway).
+/// A same-CPU share at or above this is "together".
 pub const TOGETHER: f64 = 0.8;
+/// A same-CPU share at or below this is "apart"; between the two,
+/// "mixed": the ends moved between CPUs, or each spread over both
+/// (several busy workers per gateway).
+pub const APART: f64 = 0.2;
 
-/// Run time per CPU of each tunnel process, interval by interval.
+/// Run time per CPU of each tunnel end, interval by interval.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Placement {
-    /// The same-CPU share of the first two processes ([`same_cpu_share`]);
-    /// `None` with fewer than two, or when one of them never ran.
+    /// The same-CPU share of the two ends ([`same_cpu_share`]); `None`
+    /// when one of them never ran.
     pub same_cpu: Option<f64>,
-    /// Seconds each process ran on each CPU, over the whole measurement
-    /// (a row per process, in the order given; a column per CPU).
+    /// Seconds each end ran on each CPU, over the whole measurement (a
+    /// row per end, gateway A's first; a column per CPU id).
     pub seconds_by_cpu: Vec<Vec<f64>>,
 }
 
 impl Placement {
-    /// "together", "apart" or "mixed", by [`TOGETHER`].
+    /// "together", "apart" or "mixed", by [`TOGETHER`] and [`APART`].
     pub fn label(&self) -> Option<&'static str> {
         let s = self.same_cpu?;
         Some(if s >= TOGETHER {
             "together"
-        } else if s <= 1.0 - TOGETHER {
+        } else if s <= APART {
             "apart"
         } else {
             "mixed"
@@ -55,13 +57,13 @@ impl Placement {
     }
 }
 
-/// The share of two processes' run time during which they ran on the same
-/// CPU, from their run time per CPU in each interval (`a[t][c]`,
-/// `b[t][c]`): in each interval where both ran, the chance that an instant
-/// of one and an instant of the other fell on one CPU, `Σc a·b / (Σa·Σb)`;
-/// averaged over the intervals, each weighted by the run time in it. 1:
-/// always on one CPU; 0: never; two ends that each spread evenly over two
-/// CPUs give 0.5.
+/// The share of two ends' run time during which they ran on the same CPU,
+/// from their run time per CPU in each interval (`a[t][c]`, `b[t][c]`):
+/// in each interval where both ran, the chance that an instant of one and
+/// an instant of the other fell on one CPU, `Σc a·b / (Σa·Σb)`; averaged
+/// over the intervals, each weighted by the run time in it. 1: always on
+/// one CPU; 0: never; two ends that each spread evenly over two CPUs give
+/// 0.5. Rows may differ in length (a CPU neither end ran on is absent).
 pub fn same_cpu_share(a: &[Vec<f64>], b: &[Vec<f64>]) -> Option<f64> {
     let (mut weighted, mut weight) = (0.0, 0.0);
     for (at, bt) in a.iter().zip(b) {
@@ -102,42 +104,70 @@ fn threads(pid: u32) -> Vec<(u32, u64, usize)> {
     .collect()
 }
 
-/// A sampler running beside one measurement.
+/// The run times seen so far, by thread, and how one pass over an end's
+/// threads becomes one interval's run time per CPU.
+#[derive(Default)]
+struct Ledger {
+    last: HashMap<u32, u64>,
+    /// Whether the first pass (the baseline) is done.
+    started: bool,
+}
+
+impl Ledger {
+    /// Charges each thread's run time since the last pass to the CPU it
+    /// is on now. A thread first seen after the baseline started within
+    /// the measurement, so all its run time counts; at the baseline, none
+    /// does. A thread that exited between passes loses its last partial
+    /// interval: a poll cannot see it.
+    fn charge(&mut self, seen: &[(u32, u64, usize)]) -> Vec<f64> {
+        let mut row = Vec::new();
+        for &(tid, ns, cpu) in seen {
+            let before = self
+                .last
+                .insert(tid, ns)
+                .unwrap_or(if self.started { 0 } else { ns });
+            if row.len() <= cpu {
+                row.resize(cpu + 1, 0.0);
+            }
+            row[cpu] += ns.saturating_sub(before) as f64 / 1e9;
+        }
+        row
+    }
+}
+
+/// A sampler running beside one measurement; it stops when stopped or
+/// dropped.
 pub struct PlacementMeter {
     stop: Arc<AtomicBool>,
-    handle: JoinHandle<Vec<Vec<Vec<f64>>>>,
-    pids: usize,
+    handle: Option<JoinHandle<[Vec<Vec<f64>>; 2]>>,
 }
 
 impl PlacementMeter {
-    /// Starts sampling the threads of `pids` (the tunnel's processes);
-    /// returns once their run time so far has been read, so that what
-    /// follows is measured from here.
-    pub fn start(pids: &[u32]) -> PlacementMeter {
+    /// Starts sampling the threads of the two ends (gateway A's tunnel
+    /// processes, gateway B's); returns once their run time so far has
+    /// been read, so that what follows is measured from here.
+    pub fn start(ends: &[Vec<u32>]) -> PlacementMeter {
         let stop = Arc::new(AtomicBool::new(false));
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let (flag, pids_owned) = (stop.clone(), pids.to_vec());
+        let flag = stop.clone();
+        let ends: Vec<Vec<u32>> = ends.iter().take(2).cloned().collect();
         let (ready_tx, ready) = std::sync::mpsc::channel();
         let handle = std::thread::spawn(move || {
-            // intervals[p][t][cpu]: seconds process p ran on cpu in interval t.
-            let mut intervals = vec![Vec::new(); pids_owned.len()];
-            let mut last: HashMap<(u32, u32), u64> = HashMap::new();
+            // intervals[end][t][cpu]: seconds the end ran on cpu in interval t.
+            let mut intervals: [Vec<Vec<f64>>; 2] = Default::default();
+            let mut ledgers: [Ledger; 2] = Default::default();
             let mut first = true;
             loop {
                 // A pass after the stop still counts: it takes what ran
                 // since the previous one.
                 let stopping = flag.load(Ordering::Relaxed);
-                for (p, &pid) in pids_owned.iter().enumerate() {
-                    let mut row = vec![0.0; cpus];
-                    for (tid, ns, cpu) in threads(pid) {
-                        let before = last.insert((pid, tid), ns).unwrap_or(ns);
-                        if let Some(slot) = row.get_mut(cpu) {
-                            *slot += ns.saturating_sub(before) as f64 / 1e9;
-                        }
+                for (e, pids) in ends.iter().enumerate() {
+                    let seen: Vec<(u32, u64, usize)> =
+                        pids.iter().flat_map(|&p| threads(p)).collect();
+                    let row = ledgers[e].charge(&seen);
+                    if ledgers[e].started {
+                        intervals[e].push(row);
                     }
-                    if !first {
-                        intervals[p].push(row);
-                    }
+                    ledgers[e].started = true;
                 }
                 if first {
                     let _ = ready_tx.send(());
@@ -154,32 +184,43 @@ impl PlacementMeter {
         let _ = ready.recv();
         PlacementMeter {
             stop,
-            handle,
-            pids: pids.len(),
+            handle: Some(handle),
         }
     }
 
     /// Stops sampling; what was seen.
-    pub fn stop(self) -> Placement {
+    pub fn stop(mut self) -> Placement {
         self.stop.store(true, Ordering::Relaxed);
-        let intervals = self
+        let [a, b] = self
             .handle
-            .join()
-            .unwrap_or_else(|_| vec![Vec::new(); self.pids]);
-        let seconds_by_cpu = intervals
-            .iter()
-            .map(|rows| {
-                let cpus = rows.first().map_or(0, Vec::len);
-                (0..cpus).map(|c| rows.iter().map(|r| r[c]).sum()).collect()
-            })
-            .collect();
-        let same_cpu = match intervals.as_slice() {
-            [a, b, ..] => same_cpu_share(a, b),
-            _ => None,
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        let total = |rows: &[Vec<f64>]| {
+            let mut sum = Vec::new();
+            for r in rows {
+                if sum.len() < r.len() {
+                    sum.resize(r.len(), 0.0);
+                }
+                for (s, v) in sum.iter_mut().zip(r) {
+                    *s += v;
+                }
+            }
+            sum
         };
         Placement {
-            same_cpu,
-            seconds_by_cpu,
+            same_cpu: same_cpu_share(&a, &b),
+            seconds_by_cpu: vec![total(&a), total(&b)],
+        }
+    }
+}
+
+impl Drop for PlacementMeter {
+    /// A measurement that failed half-way still ends its sampler.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
         }
     }
 }
@@ -188,13 +229,14 @@ impl PlacementMeter {
 mod tests {
     use super::*;
 
+    fn on(c: usize, s: f64) -> Vec<f64> {
+        let mut v = vec![0.0; 2];
+        v[c] = s;
+        v
+    }
+
     #[test]
     fn ends_on_one_cpu_share_it_fully_and_ends_apart_not_at_all() {
-        let on = |c: usize, s: f64| {
-            let mut v = vec![0.0; 2];
-            v[c] = s;
-            v
-        };
         let a = vec![on(0, 0.01), on(1, 0.01)];
         assert_eq!(same_cpu_share(&a, &[on(0, 0.02), on(1, 0.005)]), Some(1.0));
         assert_eq!(same_cpu_share(&a, &[on(1, 0.02), on(0, 0.005)]), Some(0.0));
@@ -205,6 +247,17 @@ mod tests {
         let idle_b = vec![vec![0.0, 0.0], on(1, 0.01)];
         assert_eq!(same_cpu_share(&a, &idle_b), Some(1.0));
         assert_eq!(same_cpu_share(&a, &[vec![0.0, 0.0]]), None);
+        // A CPU only one end ran on may be missing from the other's row.
+        assert_eq!(same_cpu_share(&[vec![0.01]], &[vec![0.0, 0.01]]), Some(0.0));
+    }
+
+    #[test]
+    fn intervals_weigh_by_the_run_time_in_them() {
+        // Together for 0.03 s of run time, apart for 0.015 s.
+        let a = vec![on(0, 0.01), on(1, 0.01)];
+        let b = vec![on(0, 0.02), on(0, 0.005)];
+        let share = same_cpu_share(&a, &b).unwrap();
+        assert!((share - 2.0 / 3.0).abs() < 1e-12, "{share}");
     }
 
     #[test]
@@ -214,7 +267,9 @@ mod tests {
             seconds_by_cpu: Vec::new(),
         };
         assert_eq!(p(0.95).label(), Some("together"));
+        assert_eq!(p(TOGETHER).label(), Some("together"));
         assert_eq!(p(0.05).label(), Some("apart"));
+        assert_eq!(p(APART).label(), Some("apart"));
         assert_eq!(p(0.5).label(), Some("mixed"));
         assert_eq!(Placement::default().label(), None);
     }
@@ -233,6 +288,21 @@ mod tests {
     }
 
     #[test]
+    fn the_baseline_counts_nothing_and_a_thread_born_later_counts_whole() {
+        let mut l = Ledger::default();
+        assert_eq!(l.charge(&[(1, 5_000_000_000, 0)]), vec![0.0]);
+        l.started = true;
+        // Thread 1 ran 10 ms more on CPU 0; thread 2 appeared on CPU 3
+        // with 20 ms behind it.
+        let row = l.charge(&[(1, 5_010_000_000, 0), (2, 20_000_000, 3)]);
+        assert_eq!(row.len(), 4, "the row grows to the CPU id seen");
+        assert!(
+            (row[0] - 0.01).abs() < 1e-12 && (row[3] - 0.02).abs() < 1e-12,
+            "{row:?}"
+        );
+    }
+
+    #[test]
     fn the_sampler_sees_this_process_run() {
         let me = std::process::id();
         let ran_ns = || {
@@ -241,7 +311,7 @@ mod tests {
                 .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
                 .expect("this thread's schedstat")
         };
-        let m = PlacementMeter::start(&[me]);
+        let m = PlacementMeter::start(&[vec![me], Vec::new()]);
         // Run for 50 ms of CPU time, however long a busy machine takes
         // to give it.
         let from = ran_ns();
@@ -253,6 +323,14 @@ mod tests {
         assert!(x > 0);
         let ran: f64 = p.seconds_by_cpu[0].iter().sum();
         assert!(ran >= 0.05, "the sampler saw {ran} s of this process");
-        assert_eq!(p.same_cpu, None, "one process has no other end");
+        assert_eq!(p.same_cpu, None, "an end with no process never ran");
+    }
+
+    #[test]
+    fn a_dropped_sampler_stops() {
+        let m = PlacementMeter::start(&[vec![std::process::id()], Vec::new()]);
+        let stop = m.stop.clone();
+        drop(m);
+        assert!(stop.load(Ordering::Relaxed));
     }
 }

@@ -531,7 +531,7 @@ impl Report {
              spread over both CPUs, as several busy workers per gateway do). Together, B reads each datagram from the \
              cache A wrote it from; two machines never share a cache.\n",
             together = super::placement::TOGETHER,
-            apart = 1.0 - super::placement::TOGETHER,
+            apart = super::placement::APART,
         );
         let _ = writeln!(
             md,

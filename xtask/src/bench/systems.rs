@@ -142,6 +142,9 @@ pub struct Running {
     pub client_netns: String,
     /// The tunnel's processes on both gateways (none for kernel paths).
     pub tunnel_pids: Vec<u32>,
+    /// The same, gateway A's and gateway B's apart: the two ends whose
+    /// placement the bench reports.
+    pub tunnel_ends: [Vec<u32>; 2],
     /// What was set up, for the report.
     pub description: String,
     iperf: Daemon,
@@ -323,11 +326,14 @@ pub fn start(system: System, opts: &SetupOptions<'_>) -> Result<Running> {
         .with_context(|| format!("{}: gateway B ({target}) unreachable", system.name()))?;
     // The tunnel's processes: whatever runs in the gateways before the
     // traffic tools arrive.
-    let mut tunnel_pids: Vec<u32> = lab::processes_in(&gw_a)?
-        .into_iter()
-        .chain(lab::processes_in(&gw_b)?)
-        .map(|(pid, _)| pid)
-        .collect();
+    let end = |ns: &str| -> Result<Vec<u32>> {
+        Ok(lab::processes_in(ns)?
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect())
+    };
+    let tunnel_ends = [end(&gw_a)?, end(&gw_b)?];
+    let mut tunnel_pids: Vec<u32> = tunnel_ends.concat();
     tunnel_pids.sort_unstable();
     tunnel_pids.dedup();
     if (system.is_ringtun() || system.is_userspace_wireguard()) && tunnel_pids.len() < 2 {
@@ -350,6 +356,7 @@ pub fn start(system: System, opts: &SetupOptions<'_>) -> Result<Running> {
         target,
         client_netns: gw_a,
         tunnel_pids,
+        tunnel_ends,
         description,
         iperf,
         _echo: echo,

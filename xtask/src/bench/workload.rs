@@ -217,6 +217,8 @@ pub struct Target<'a> {
     pub addr: std::net::IpAddr,
     /// The tunnel's processes (for their CPU time).
     pub tunnel_pids: &'a [u32],
+    /// Gateway A's and gateway B's tunnel processes (for where they ran).
+    pub tunnel_ends: &'a [Vec<u32>],
 }
 
 fn iperf(tools: &Tools, t: &Target<'_>, seconds: u64, extra: &[&str]) -> Result<String> {
@@ -281,7 +283,8 @@ fn run_inner(
             } else {
                 &[]
             };
-            let placed = (t.tunnel_pids.len() >= 2).then(|| PlacementMeter::start(t.tunnel_pids));
+            let placed = (t.tunnel_ends.len() == 2 && t.tunnel_ends.iter().all(|e| !e.is_empty()))
+                .then(|| PlacementMeter::start(t.tunnel_ends));
             let meter = CpuMeter::start(t.tunnel_pids)?;
             let out = iperf(tools, t, plan.seconds, streams);
             let used = meter.stop()?;
@@ -312,6 +315,7 @@ fn run_inner(
                     netns: &netns,
                     addr,
                     tunnel_pids: &[],
+                    tunnel_ends: &[],
                 };
                 iperf(&tools2, &t, bulk_secs, &[]).and_then(|o| parse_iperf_tcp(&o))
             });
