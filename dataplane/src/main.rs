@@ -91,7 +91,8 @@ enum Command {
         /// lets a worker run soon after a packet wakes it, with the same
         /// share of the CPU (EEVDF, Linux 6.12 and later; older kernels
         /// ignore it).
-        #[arg(long, value_name = "US", default_value_t = 100, value_parser = parse_slice_us)]
+        #[arg(long, value_name = "US", value_parser = parse_slice_us,
+              default_value_t = dataplane::worker::time_slice::DEFAULT_SLICE.as_micros() as u64)]
         worker_slice_us: u64,
         /// Put the configuration socket under DIR instead of /var/run (for
         /// several instances with one interface name in different network

@@ -435,7 +435,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             name: r.system.name().to_string(),
             status: "measured".into(),
             detail: r.description.clone(),
-            tunnel_pids: r.tunnel_pids.clone(),
+            tunnel_pids: r.tunnel_pids(),
             ringtun_status: r.ringtun_status(),
         });
     }
@@ -499,7 +499,6 @@ fn measure(
     let target = Target {
         netns: &sys.client_netns,
         addr: sys.target,
-        tunnel_pids: &sys.tunnel_pids,
         tunnel_ends: &sys.tunnel_ends,
     };
     workload::run(w, tools, &target, plan, &mut sample);
@@ -539,15 +538,14 @@ fn profile(
     let target = Target {
         netns: &sys.client_netns,
         addr: sys.target,
-        tunnel_pids: &sys.tunnel_pids,
         tunnel_ends: &sys.tunnel_ends,
     };
     workload::run(workload, tools, &target, plan, &mut sample);
     // The tunnel processes' thread names (`ringtun`, `rt-worker0`, ...):
     // perf report's filter by process id, tried here, dropped the
     // workers' kernel samples, which are most of a small packet's cost.
-    let mut threads: Vec<String> = sys
-        .tunnel_pids
+    let pids = sys.tunnel_pids();
+    let mut threads: Vec<String> = pids
         .iter()
         .filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/task")).ok())
         .flatten()
@@ -571,8 +569,7 @@ fn profile(
         if tunnel_only {
             anyhow::ensure!(
                 !threads.is_empty(),
-                "the tunnel processes {:?} were gone after the run: no threads to filter by",
-                sys.tunnel_pids
+                "the tunnel processes {pids:?} were gone after the run: no threads to filter by"
             );
             cmd.arg("--comms").arg(threads.join(","));
             cmd.args(["--percentage", "relative"]);

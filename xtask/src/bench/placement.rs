@@ -115,11 +115,12 @@ struct Ledger {
 
 impl Ledger {
     /// Charges each thread's run time since the last pass to the CPU it
-    /// is on now. A thread first seen after the baseline started within
-    /// the measurement, so all its run time counts; at the baseline, none
-    /// does. A thread that exited between passes loses its last partial
-    /// interval: a poll cannot see it.
-    fn charge(&mut self, seen: &[(u32, u64, usize)]) -> Vec<f64> {
+    /// is on now: that interval's run time per CPU, or `None` for the
+    /// first pass, the baseline. A thread first seen after the baseline
+    /// started within the measurement, so all its run time counts. A
+    /// thread that exited between passes loses its last partial interval:
+    /// a poll cannot see it.
+    fn charge(&mut self, seen: &[(u32, u64, usize)]) -> Option<Vec<f64>> {
         let mut row = Vec::new();
         for &(tid, ns, cpu) in seen {
             let before = self
@@ -131,7 +132,7 @@ impl Ledger {
             }
             row[cpu] += ns.saturating_sub(before) as f64 / 1e9;
         }
-        row
+        std::mem::replace(&mut self.started, true).then_some(row)
     }
 }
 
@@ -163,11 +164,9 @@ impl PlacementMeter {
                 for (e, pids) in ends.iter().enumerate() {
                     let seen: Vec<(u32, u64, usize)> =
                         pids.iter().flat_map(|&p| threads(p)).collect();
-                    let row = ledgers[e].charge(&seen);
-                    if ledgers[e].started {
+                    if let Some(row) = ledgers[e].charge(&seen) {
                         intervals[e].push(row);
                     }
-                    ledgers[e].started = true;
                 }
                 if first {
                     let _ = ready_tx.send(());
@@ -290,11 +289,12 @@ mod tests {
     #[test]
     fn the_baseline_counts_nothing_and_a_thread_born_later_counts_whole() {
         let mut l = Ledger::default();
-        assert_eq!(l.charge(&[(1, 5_000_000_000, 0)]), vec![0.0]);
-        l.started = true;
+        assert_eq!(l.charge(&[(1, 5_000_000_000, 0)]), None);
         // Thread 1 ran 10 ms more on CPU 0; thread 2 appeared on CPU 3
         // with 20 ms behind it.
-        let row = l.charge(&[(1, 5_010_000_000, 0), (2, 20_000_000, 3)]);
+        let row = l
+            .charge(&[(1, 5_010_000_000, 0), (2, 20_000_000, 3)])
+            .expect("an interval after the baseline");
         assert_eq!(row.len(), 4, "the row grows to the CPU id seen");
         assert!(
             (row[0] - 0.01).abs() < 1e-12 && (row[3] - 0.02).abs() < 1e-12,

@@ -513,11 +513,12 @@ impl Report {
     /// Where the two ends of each userspace tunnel ran in each TCP cell,
     /// beside its figures, and the medians of the labs by arrangement.
     fn placements(&self, md: &mut String) {
-        let placed: Vec<&Sample> = self
+        // Only the TCP cells of a userspace tunnel carry a placement.
+        let placed: Vec<_> = self
             .samples
             .iter()
-            .filter(|s| s.placement.as_ref().is_some_and(|p| p.same_cpu.is_some()))
-            .filter(|s| s.tcp.is_some() && s.workload != "lat-load")
+            .filter_map(|s| Some((s, s.placement.as_ref()?, s.tcp.as_ref()?)))
+            .filter(|(_, p, _)| p.same_cpu.is_some())
             .collect();
         if placed.is_empty() {
             return;
@@ -538,10 +539,7 @@ impl Report {
             "| system | workload | repeat | Gbit/s | tunnel CPU s/GB | same-CPU share | ends |\n|---|---|---|---|---|---|---|"
         );
         let mut by: BTreeMap<(String, String, &str), Vec<f64>> = BTreeMap::new();
-        for s in &placed {
-            let (Some(p), Some(t)) = (&s.placement, &s.tcp) else {
-                continue;
-            };
+        for (s, p, t) in placed {
             let label = p.label().unwrap_or("—");
             let _ = writeln!(
                 md,

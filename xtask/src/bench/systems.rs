@@ -140,10 +140,9 @@ pub struct Running {
     pub target: IpAddr,
     /// Gateway A's namespace (the clients run there).
     pub client_netns: String,
-    /// The tunnel's processes on both gateways (none for kernel paths).
-    pub tunnel_pids: Vec<u32>,
-    /// The same, gateway A's and gateway B's apart: the two ends whose
-    /// placement the bench reports.
+    /// The tunnel's processes, gateway A's and gateway B's (none for
+    /// kernel paths): the two ends whose CPU time and placement the bench
+    /// reports.
     pub tunnel_ends: [Vec<u32>; 2],
     /// What was set up, for the report.
     pub description: String,
@@ -157,6 +156,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// The tunnel's processes on both gateways.
+    pub fn tunnel_pids(&self) -> Vec<u32> {
+        self.tunnel_ends.concat()
+    }
+
     /// `ringtun show --json` of both gateways (empty for other systems):
     /// the drop counters and offloads, for the report.
     pub fn ringtun_status(&self) -> Vec<serde_json::Value> {
@@ -333,13 +337,14 @@ pub fn start(system: System, opts: &SetupOptions<'_>) -> Result<Running> {
             .collect())
     };
     let tunnel_ends = [end(&gw_a)?, end(&gw_b)?];
-    let mut tunnel_pids: Vec<u32> = tunnel_ends.concat();
-    tunnel_pids.sort_unstable();
-    tunnel_pids.dedup();
-    if (system.is_ringtun() || system.is_userspace_wireguard()) && tunnel_pids.len() < 2 {
+    if (system.is_ringtun() || system.is_userspace_wireguard())
+        && tunnel_ends.iter().any(Vec::is_empty)
+    {
         bail!(
-            "{}: expected a tunnel process in each gateway, found pids {tunnel_pids:?}",
-            system.name()
+            "{}: expected a tunnel process in each gateway, found pids {:?} in A and {:?} in B",
+            system.name(),
+            tunnel_ends[0],
+            tunnel_ends[1]
         );
     }
     let iperf = start_iperf(&gw_b, &opts.tools.iperf3)?;
@@ -355,7 +360,6 @@ pub fn start(system: System, opts: &SetupOptions<'_>) -> Result<Running> {
         system,
         target,
         client_netns: gw_a,
-        tunnel_pids,
         tunnel_ends,
         description,
         iperf,

@@ -215,10 +215,15 @@ pub struct Target<'a> {
     pub netns: &'a str,
     /// Gateway B's address for this system.
     pub addr: std::net::IpAddr,
-    /// The tunnel's processes (for their CPU time).
-    pub tunnel_pids: &'a [u32],
-    /// Gateway A's and gateway B's tunnel processes (for where they ran).
+    /// The tunnel's processes, gateway A's and gateway B's (for their CPU
+    /// time and where they ran); empty for kernel paths.
     pub tunnel_ends: &'a [Vec<u32>],
+}
+
+impl Target<'_> {
+    fn tunnel_pids(&self) -> Vec<u32> {
+        self.tunnel_ends.concat()
+    }
 }
 
 fn iperf(tools: &Tools, t: &Target<'_>, seconds: u64, extra: &[&str]) -> Result<String> {
@@ -285,7 +290,7 @@ fn run_inner(
             };
             let placed = (t.tunnel_ends.len() == 2 && t.tunnel_ends.iter().all(|e| !e.is_empty()))
                 .then(|| PlacementMeter::start(t.tunnel_ends));
-            let meter = CpuMeter::start(t.tunnel_pids)?;
+            let meter = CpuMeter::start(&t.tunnel_pids())?;
             let out = iperf(tools, t, plan.seconds, streams);
             let used = meter.stop()?;
             sample.placement = placed.map(PlacementMeter::stop);
@@ -296,7 +301,7 @@ fn run_inner(
             sample.tcp = Some(r);
         }
         Workload::Udp64 => {
-            let meter = CpuMeter::start(t.tunnel_pids)?;
+            let meter = CpuMeter::start(&t.tunnel_pids())?;
             let out = iperf(tools, t, plan.seconds, &["-u", "-l", "64", "-b", "0"])?;
             let used = meter.stop()?;
             let r = parse_iperf_udp(&out)?;
@@ -314,7 +319,6 @@ fn run_inner(
                 let t = Target {
                     netns: &netns,
                     addr,
-                    tunnel_pids: &[],
                     tunnel_ends: &[],
                 };
                 iperf(&tools2, &t, bulk_secs, &[]).and_then(|o| parse_iperf_tcp(&o))
