@@ -97,6 +97,9 @@ pub struct WorkerCounters {
     pub batches: Counter,
     /// Completions reaped.
     pub completions: Counter,
+    /// Looks at the ring before which a worker with a backlog let other
+    /// threads on its CPU run first.
+    pub yields: Counter,
     /// GSO sends refused by the kernel and retried one datagram at a time.
     pub gso_fallbacks: Counter,
     /// Sends refused because the chosen local address went away, resent
@@ -133,6 +136,7 @@ impl WorkerCounters {
             handshakes_to_control: Counter::default(),
             batches: Counter::default(),
             completions: Counter::default(),
+            yields: Counter::default(),
             gso_fallbacks: Counter::default(),
             src_addr_resets: Counter::default(),
             drops: std::array::from_fn(|_| Counter::default()),
@@ -170,6 +174,7 @@ impl WorkerCounters {
             handshakes_to_control: self.handshakes_to_control.get(),
             batches: self.batches.get(),
             completions: self.completions.get(),
+            yields: self.yields.get(),
             gso_fallbacks: self.gso_fallbacks.get(),
             src_addr_resets: self.src_addr_resets.get(),
             drops: DropReason::ALL
@@ -227,6 +232,8 @@ pub struct WorkerSnapshot {
     pub batches: u64,
     /// See [`WorkerCounters::completions`].
     pub completions: u64,
+    /// See [`WorkerCounters::yields`].
+    pub yields: u64,
     /// See [`WorkerCounters::gso_fallbacks`].
     pub gso_fallbacks: u64,
     /// See [`WorkerCounters::src_addr_resets`].

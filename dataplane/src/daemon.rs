@@ -52,6 +52,9 @@ pub struct UpOptions {
     pub cpu_steering: bool,
     /// The time slice each worker asks for (`None`: the kernel's own).
     pub worker_slice: Option<Duration>,
+    /// Whether a worker with a backlog lets threads woken on its CPU run
+    /// before each look at the ring.
+    pub worker_yield: bool,
     /// Where the configuration socket goes instead of `/var/run`
     /// (`RINGTUN_UAPI_DIR`).
     pub uapi_dir: Option<PathBuf>,
@@ -104,6 +107,7 @@ struct Common {
     pin: bool,
     cpu_steering: bool,
     worker_slice: Option<Duration>,
+    worker_yield: bool,
     uapi_dir: Option<PathBuf>,
     metrics: Option<MetricsTarget>,
     /// `SocketBuffer`.
@@ -157,6 +161,7 @@ pub fn up(opts: &UpOptions) -> Result<()> {
         pin: opts.pin,
         cpu_steering: opts.cpu_steering,
         worker_slice: opts.worker_slice,
+        worker_yield: opts.worker_yield,
         uapi_dir: opts.uapi_dir.clone(),
         metrics: match (opts.metrics_listen, interface.metrics_listen) {
             (Some(addr), _) => Some(MetricsTarget {
@@ -258,6 +263,7 @@ pub fn bare(opts: &BareOptions) -> Result<()> {
         pin: false,
         cpu_steering: false,
         worker_slice: Some(worker::time_slice::DEFAULT_SLICE),
+        worker_yield: true,
         uapi_dir: opts.uapi_dir.clone(),
         metrics: opts.metrics_listen.map(|addr| MetricsTarget {
             addr,
@@ -498,6 +504,7 @@ fn run<M: Mode + PeerSource, C: ModeControl<Event = M::Event, Peer = M::Peer>>(
             id,
             core: (c.pin && !cores.is_empty()).then(|| cores[id % cores.len()]),
             slice: c.worker_slice,
+            give_way: c.worker_yield,
             queue,
             sockets: socks,
             flows: flows.clone(),

@@ -272,7 +272,7 @@ impl TunnelCollector {
             udp_bytes,
         )?;
         type Row = (&'static str, &'static str, fn(&WorkerCounters) -> u64);
-        let rows: [Row; 12] = [
+        let rows: [Row; 13] = [
             (
                 "ringtun_device_reads",
                 "Reads from the TUN/TAP queue (a super-packet is one)",
@@ -332,6 +332,11 @@ impl TunnelCollector {
                 "ringtun_device_coalesced_segments",
                 "Segments delivered in those writes; over ringtun_device_coalesced_writes, segments per coalesced write",
                 |w| w.dev_write_coalesced_segments.get(),
+            ),
+            (
+                "ringtun_worker_yields",
+                "Looks at the ring before which a worker with a backlog let other threads on its CPU run first",
+                |w| w.yields.get(),
             ),
         ];
         for (name, help, f) in rows {

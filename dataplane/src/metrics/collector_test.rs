@@ -103,6 +103,7 @@ fn two_workers() -> Vec<Arc<CachePadded<WorkerCounters>>> {
     b.udp_rx_bytes.add(1234);
     b.dev_write_coalesced.add(3);
     b.dev_write_coalesced_segments.add(24);
+    b.yields.add(7);
     a.drop_packet(DropReason::Replay);
     b.drop_packet(DropReason::Replay);
     b.drop_packet(DropReason::RcvbufOverflow);
@@ -217,6 +218,10 @@ fn wireguard_peers_carry_the_exporters_names_and_labels() {
             &[("worker", "1")]
         ),
         24.0
+    );
+    assert_eq!(
+        value(&lines, "ringtun_worker_yields_total", &[("worker", "1")]),
+        7.0
     );
 
     // Drops: every reason present, workers and control thread summed.

@@ -168,6 +168,8 @@ struct Worker<M: Mode> {
     mode: Arc<M>,
     control: ControlLink<M::Event, M::Peer>,
     stop: Arc<AtomicBool>,
+    /// Whether a backlog's looks at the ring let others on the CPU run first.
+    give_way: bool,
     /// The worker's wake-up eventfd (the ring reads a duplicate of it).
     _wake: Arc<EventFd>,
     wake_buf: Box<u64>,
@@ -204,6 +206,11 @@ impl<M: Mode> Worker<M> {
             let r = if self.read_queues.is_empty() && self.recv_queues.is_empty() {
                 self.io.ring.submit_and_wait(1)
             } else {
+                if self.give_way {
+                    // Cost: one sched_yield per budget of backlog.
+                    time_slice::give_way();
+                    self.io.counters.yields.inc();
+                }
                 self.look()
             };
             match r {

@@ -40,6 +40,9 @@ pub struct WorkerSetup<M: Mode> {
     pub core: Option<core_affinity::CoreId>,
     /// The time slice to ask the scheduler for (`None`: the kernel's own).
     pub slice: Option<std::time::Duration>,
+    /// Whether to let threads woken on its CPU run before each look at the
+    /// ring while a backlog waits ([`time_slice::give_way`](super::time_slice::give_way)).
+    pub give_way: bool,
     /// This worker's device queue.
     pub queue: OwnedFd,
     /// This worker's sockets.
@@ -300,6 +303,7 @@ impl<M: Mode> Worker<M> {
             read_ring,
             layout,
             sched: Scheduler::new(s.gso, s.id),
+            give_way: s.give_way,
             read_queues: FlowQueues::new(TX_SLOTS, s.queue_limit.unwrap_or(QUEUED_READ_BYTES)),
             recv_queues: FlowQueues::new(
                 usize::from(RX_BUFFERS),

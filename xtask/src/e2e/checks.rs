@@ -398,6 +398,31 @@ pub fn udp(
     Ok(())
 }
 
+/// The row that busy workers let woken threads run first.
+pub const GIVES_WAY: &str = "busy workers give way to woken threads";
+
+/// The [`GIVES_WAY`] row, after the bulk transfers: a worker with a
+/// backlog yields before each look at its ring, so each gateway, having
+/// sent one bulk transfer and received the other, counts yields. None
+/// means the bulk never left a backlog or the yield is not wired.
+pub fn gives_way(ctx: &mut Ctx, a: Option<&Ringtun>, b: Option<&Ringtun>) {
+    if !ctx.wants(GIVES_WAY) {
+        return;
+    }
+    let read = |d: Option<&Ringtun>| -> Result<u64> {
+        let d = d.context("a gateway's ringtun is not running")?;
+        Ok(d.show()?.workers.iter().map(|w| w.yields).sum())
+    };
+    match (read(a), read(b)) {
+        (Ok(ya), Ok(yb)) => ctx.table.check(
+            GIVES_WAY,
+            ya > 0 && yb > 0,
+            format!("yields over the bulk transfers: gw-a {ya}, gw-b {yb}"),
+        ),
+        (Err(e), _) | (_, Err(e)) => ctx.table.fail(GIVES_WAY, format!("{e:#}")),
+    }
+}
+
 /// Drops by reason that rose between two statuses, as `reason +N` pairs.
 pub fn drop_deltas(before: &InterfaceStatus, after: &InterfaceStatus) -> Vec<(String, u64)> {
     after

@@ -52,7 +52,9 @@ struct Measured {
 /// the [`ON_ROWS`] from the counters read around them.
 pub fn bulk_on(ctx: &mut Ctx, s: &Sites, m: &Mode, pair: &Pair) -> Result<()> {
     let bytes = ctx.opts.bulk_size;
-    if let Some(measured) = bulk_measured(ctx, s, m, pair, ("", &ON_ROWS), bytes)? {
+    // The yield row reads what these transfers left in the counters too.
+    let rows: Vec<&str> = ON_ROWS.iter().copied().chain([checks::GIVES_WAY]).collect();
+    if let Some(measured) = bulk_measured(ctx, s, m, pair, ("", &rows), bytes)? {
         on_rows(ctx, &measured);
     }
     Ok(())

@@ -240,6 +240,7 @@ pub fn ringtun_pair(
 ) -> Result<()> {
     const UP: &str = "ringtun up";
     let mut names = offloads::ON_ROWS.to_vec();
+    names.push(checks::GIVES_WAY);
     names.extend(m.core_rows());
     names.extend(own.names);
     names.extend(pair::RESTART_ROWS);
@@ -248,6 +249,7 @@ pub fn ringtun_pair(
             Err(e) => ctx.table.fail(UP, format!("{e:#}")),
             Ok(mut pair) => {
                 core_with(ctx, s, m, |ctx| offloads::bulk_on(ctx, s, m, &pair))?;
+                checks::gives_way(ctx, pair.a.as_ref(), pair.b.as_ref());
                 (own.sizes)(ctx)?;
                 if let Some(b) = pair.b.as_mut() {
                     checks::guarded(ctx, "hostile input", |ctx| (own.hostile)(ctx, b))?;
