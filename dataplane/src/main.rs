@@ -96,9 +96,9 @@ enum Command {
         worker_slice_us: u64,
         /// Whether a worker with a backlog lets threads woken on its CPU
         /// (another worker, the applications whose packets it carries) run
-        /// before each look at its ring. Off, on a kernel without full
-        /// preemption, they can wait up to a scheduler tick behind it:
-        /// about 1.7 times the loaded round-trip p99 on the bench machine.
+        /// first, once per time slice of running (100 µs with the kernel's
+        /// own slice). Off, on a kernel without full preemption, they can
+        /// wait up to a scheduler tick behind it.
         #[arg(long, value_name = "on|off", default_value = "on", action = clap::ArgAction::Set,
               value_parser = clap::builder::BoolishValueParser::new())]
         worker_yield: bool,

@@ -168,8 +168,8 @@ struct Worker<M: Mode> {
     mode: Arc<M>,
     control: ControlLink<M::Event, M::Peer>,
     stop: Arc<AtomicBool>,
-    /// Whether a backlog's looks at the ring let others on the CPU run first.
-    give_way: bool,
+    /// When a backlog's look at the ring lets others on the CPU run first.
+    give_way: time_slice::GiveWay,
     /// The worker's wake-up eventfd (the ring reads a duplicate of it).
     _wake: Arc<EventFd>,
     wake_buf: Box<u64>,
@@ -204,10 +204,13 @@ impl<M: Mode> Worker<M> {
     fn serve(&mut self) -> io::Result<()> {
         loop {
             let r = if self.read_queues.is_empty() && self.recv_queues.is_empty() {
-                self.io.ring.submit_and_wait(1)
+                let r = self.io.ring.submit_and_wait(1);
+                self.give_way.woke(Instant::now());
+                r
             } else {
-                if self.give_way {
-                    // Cost: one sched_yield per budget of backlog.
+                // Cost: a clock read per look; a sched_yield per slice of
+                // running.
+                if self.give_way.due(Instant::now()) {
                     time_slice::give_way();
                     self.io.counters.yields.inc();
                 }

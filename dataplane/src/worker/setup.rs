@@ -40,8 +40,8 @@ pub struct WorkerSetup<M: Mode> {
     pub core: Option<core_affinity::CoreId>,
     /// The time slice to ask the scheduler for (`None`: the kernel's own).
     pub slice: Option<std::time::Duration>,
-    /// Whether to let threads woken on its CPU run before each look at the
-    /// ring while a backlog waits ([`time_slice::give_way`](super::time_slice::give_way)).
+    /// Whether to let threads woken on its CPU run first, once per slice
+    /// of running while a backlog waits ([`GiveWay`](super::time_slice::GiveWay)).
     pub give_way: bool,
     /// This worker's device queue.
     pub queue: OwnedFd,
@@ -303,7 +303,11 @@ impl<M: Mode> Worker<M> {
             read_ring,
             layout,
             sched: Scheduler::new(s.gso, s.id),
-            give_way: s.give_way,
+            give_way: super::time_slice::GiveWay::new(
+                s.give_way
+                    .then_some(s.slice.unwrap_or(super::time_slice::DEFAULT_SLICE)),
+                std::time::Instant::now(),
+            ),
             read_queues: FlowQueues::new(TX_SLOTS, s.queue_limit.unwrap_or(QUEUED_READ_BYTES)),
             recv_queues: FlowQueues::new(
                 usize::from(RX_BUFFERS),
