@@ -53,7 +53,7 @@ pub struct UpOptions {
     /// The time slice each worker asks for (`None`: the kernel's own).
     pub worker_slice: Option<Duration>,
     /// Whether a worker with a backlog lets threads woken on its CPU run
-    /// first, once per time slice of running.
+    /// first, once per 200 µs of running.
     pub worker_yield: bool,
     /// Where the configuration socket goes instead of `/var/run`
     /// (`RINGTUN_UAPI_DIR`).

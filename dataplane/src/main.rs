@@ -96,9 +96,8 @@ enum Command {
         worker_slice_us: u64,
         /// Whether a worker with a backlog lets threads woken on its CPU
         /// (another worker, the applications whose packets it carries) run
-        /// first, once per time slice of running (100 µs with the kernel's
-        /// own slice). Off, on a kernel without full preemption, they can
-        /// wait up to a scheduler tick behind it.
+        /// first, once per 200 µs of running. Off, on a kernel without full
+        /// preemption, they can wait up to a scheduler tick behind it.
         #[arg(long, value_name = "on|off", default_value = "on", action = clap::ArgAction::Set,
               value_parser = clap::builder::BoolishValueParser::new())]
         worker_yield: bool,

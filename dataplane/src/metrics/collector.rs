@@ -335,7 +335,7 @@ impl TunnelCollector {
             ),
             (
                 "ringtun_worker_yields",
-                "Times a worker with a backlog, having run for its time slice, let other threads on its CPU run first",
+                "Times a worker with a backlog, having run for 200 µs, let other threads on its CPU run first",
                 |w| w.yields.get(),
             ),
         ];

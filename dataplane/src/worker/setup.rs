@@ -40,7 +40,7 @@ pub struct WorkerSetup<M: Mode> {
     pub core: Option<core_affinity::CoreId>,
     /// The time slice to ask the scheduler for (`None`: the kernel's own).
     pub slice: Option<std::time::Duration>,
-    /// Whether to let threads woken on its CPU run first, once per slice
+    /// Whether to let threads woken on its CPU run first, once per 200 µs
     /// of running while a backlog waits ([`GiveWay`](super::time_slice::GiveWay)).
     pub give_way: bool,
     /// This worker's device queue.
@@ -304,8 +304,7 @@ impl<M: Mode> Worker<M> {
             layout,
             sched: Scheduler::new(s.gso, s.id),
             give_way: super::time_slice::GiveWay::new(
-                s.give_way
-                    .then_some(s.slice.unwrap_or(super::time_slice::DEFAULT_SLICE)),
+                s.give_way.then_some(super::time_slice::GIVE_WAY_AFTER),
                 std::time::Instant::now(),
             ),
             read_queues: FlowQueues::new(TX_SLOTS, s.queue_limit.unwrap_or(QUEUED_READ_BYTES)),

@@ -24,14 +24,16 @@
 //! woken worker of the other gateway, or the application whose packet it
 //! carries, has no earlier deadline than a busy worker with the same
 //! slice, and waited behind it for 0.6 to 1 ms at a time. So a worker with
-//! a backlog notices for itself: once it has run for its slice since it
-//! last slept or gave way, it [`give_way`]s before its next look at the
-//! ring ([`GiveWay`] keeps the time). Under EEVDF `sched_yield` moves its
-//! deadline one slice later, so whatever woke on its CPU runs first; with
-//! nothing else to run it returns at once, for the cost of a system call
-//! (about 0.3 µs). Yielding before every look instead (every 64 KiB of
-//! work) switched between the busy workers themselves several times as
-//! often, and cost four streams in vxlan mode 7% of their throughput.
+//! a backlog notices for itself: once it has run for [`GIVE_WAY_AFTER`]
+//! since it last slept or gave way, it [`give_way`]s before its next look
+//! at the ring ([`GiveWay`] keeps the time). Under EEVDF `sched_yield`
+//! moves its deadline one slice later, so whatever woke on its CPU runs
+//! first; with nothing else to run it returns at once, for the cost of a
+//! system call (about 0.3 µs). Each yield to another busy thread costs
+//! both some cache: yielding before every look (every 64 KiB of work) or
+//! every 100 µs cost four streams 10–14% of their throughput here, every
+//! 200 µs 2–3%, and every 400 µs bought no more throughput but a quarter
+//! more loaded p99.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -40,6 +42,9 @@ use std::time::{Duration, Instant};
 /// kernel grants (what it buys on the bench machine is in the README's
 /// "Latency under load").
 pub const DEFAULT_SLICE: Duration = Duration::from_micros(100);
+/// How long a worker with a backlog runs before it gives way: twice the
+/// default slice (the trade is in the module's notes).
+pub const GIVE_WAY_AFTER: Duration = Duration::from_micros(200);
 /// The shortest slice the kernel grants.
 pub const MIN_SLICE: Duration = Duration::from_micros(100);
 /// The longest slice the kernel grants.
@@ -150,7 +155,8 @@ pub fn give_way() {
 }
 
 /// When a worker with a backlog gives way: after running for `every`
-/// since it last slept or gave way. Sans-IO: the worker tells it the time.
+/// ([`GIVE_WAY_AFTER`]) since it last slept or gave way. Sans-IO: the
+/// worker tells it the time.
 #[derive(Clone, Copy, Debug)]
 pub struct GiveWay {
     /// `None`: never (`--worker-yield off`).

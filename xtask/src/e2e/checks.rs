@@ -402,7 +402,7 @@ pub fn udp(
 pub const GIVES_WAY: &str = "busy workers give way to woken threads";
 
 /// The [`GIVES_WAY`] row, after the bulk transfers: a worker with a
-/// backlog yields once per time slice of running, so each gateway, having
+/// backlog yields once per 200 µs of running, so each gateway, having
 /// sent one bulk transfer and received the other, counts yields. None
 /// means the bulk never left a backlog or the yield is not wired.
 pub fn gives_way(ctx: &mut Ctx, a: Option<&Ringtun>, b: Option<&Ringtun>) {
