@@ -31,7 +31,7 @@
 //! first; with nothing else to run it returns at once, for the cost of a
 //! system call (about 0.3 µs). Each yield to another busy thread costs
 //! both some cache: yielding before every look (every 64 KiB of work) or
-//! every 100 µs cost four streams 10–14% of their throughput here, every
+//! every 100 µs cost four streams 8–19% of their throughput here, every
 //! 200 µs 2–3%, and every 400 µs bought no more throughput but a quarter
 //! more loaded p99.
 
