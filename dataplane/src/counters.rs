@@ -97,8 +97,8 @@ pub struct WorkerCounters {
     pub batches: Counter,
     /// Completions reaped.
     pub completions: Counter,
-    /// Times a worker with a backlog, having run for 200 µs, let other
-    /// threads on its CPU run first.
+    /// `sched_yield` calls after 200 µs of running without sleeping, each
+    /// an offer of the CPU to threads waiting for it.
     pub yields: Counter,
     /// GSO sends refused by the kernel and retried one datagram at a time.
     pub gso_fallbacks: Counter,

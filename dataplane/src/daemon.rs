@@ -52,8 +52,8 @@ pub struct UpOptions {
     pub cpu_steering: bool,
     /// The time slice each worker asks for (`None`: the kernel's own).
     pub worker_slice: Option<Duration>,
-    /// Whether a worker with a backlog lets threads woken on its CPU run
-    /// first, once per 200 µs of running.
+    /// Whether a worker that has run 200 µs without sleeping lets threads
+    /// woken on its CPU run first.
     pub worker_yield: bool,
     /// Where the configuration socket goes instead of `/var/run`
     /// (`RINGTUN_UAPI_DIR`).

@@ -94,9 +94,9 @@ enum Command {
         #[arg(long, value_name = "US", value_parser = parse_slice_us,
               default_value_t = dataplane::worker::time_slice::DEFAULT_SLICE.as_micros() as u64)]
         worker_slice_us: u64,
-        /// Whether a worker with a backlog lets threads woken on its CPU
-        /// (another worker, the applications whose packets it carries) run
-        /// first, once per 200 µs of running. Off, on a kernel without full
+        /// Whether a worker that has run 200 µs without sleeping lets
+        /// threads woken on its CPU (another worker, the applications whose
+        /// packets it carries) run first. Off, on a kernel without full
         /// preemption, they can wait up to a scheduler tick behind it.
         #[arg(long, value_name = "on|off", default_value = "on", action = clap::ArgAction::Set,
               value_parser = clap::builder::BoolishValueParser::new())]

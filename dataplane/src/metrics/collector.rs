@@ -335,7 +335,7 @@ impl TunnelCollector {
             ),
             (
                 "ringtun_worker_yields",
-                "Times a worker with a backlog, having run for 200 µs, let other threads on its CPU run first",
+                "sched_yield calls after 200 µs of running without sleeping, each an offer of the CPU to threads waiting for it",
                 |w| w.yields.get(),
             ),
         ];

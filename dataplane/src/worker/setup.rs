@@ -40,8 +40,8 @@ pub struct WorkerSetup<M: Mode> {
     pub core: Option<core_affinity::CoreId>,
     /// The time slice to ask the scheduler for (`None`: the kernel's own).
     pub slice: Option<std::time::Duration>,
-    /// Whether to let threads woken on its CPU run first, once per 200 µs
-    /// of running while a backlog waits ([`GiveWay`](super::time_slice::GiveWay)).
+    /// Whether to let threads woken on its CPU run first once it has run
+    /// 200 µs without sleeping ([`GiveWay`](super::time_slice::GiveWay)).
     pub give_way: bool,
     /// This worker's device queue.
     pub queue: OwnedFd,

@@ -23,17 +23,18 @@
 //! 250 Hz) or when a woken thread's deadline is earlier than its own. A
 //! woken worker of the other gateway, or the application whose packet it
 //! carries, has no earlier deadline than a busy worker with the same
-//! slice, and waited behind it for 0.6 to 1 ms at a time. So a worker with
-//! a backlog notices for itself: once it has run for [`GIVE_WAY_AFTER`]
-//! since it last slept or gave way, it [`give_way`]s before its next look
-//! at the ring ([`GiveWay`] keeps the time). Under EEVDF `sched_yield`
-//! moves its deadline one slice later, so whatever woke on its CPU runs
-//! first; with nothing else to run it returns at once, for the cost of a
-//! system call (about 0.3 µs). Each yield to another busy thread costs
-//! both some cache: yielding before every look (every 64 KiB of work) or
-//! every 100 µs cost four streams 8–19% of their throughput here, every
-//! 200 µs 2–3%, and every 400 µs bought no more throughput but a quarter
-//! more loaded p99.
+//! slice, and waited behind it for 0.6 to 1 ms at a time. So a worker
+//! notices for itself: once it has run for [`GIVE_WAY_AFTER`] since it
+//! last slept or gave way, it [`give_way`]s after its next enter, with the
+//! last batch's sends and writes on their way ([`GiveWay`] keeps the
+//! time). Under EEVDF `sched_yield` moves its deadline one slice later, so
+//! whatever woke on its CPU runs first; with nothing else to run it
+//! returns at once, for the cost of a system call (about 0.3 µs). Each
+//! yield to another busy thread costs both some cache: yielding at every
+//! look (every budget, 64 KiB each way) or every 100 µs cost four streams
+//! 8–19% of their throughput here, every 200 µs 2–3%, and every 400 µs
+//! bought no more throughput but gave back a third of the gain in loaded
+//! p99.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -154,30 +155,55 @@ pub fn give_way() {
     unsafe { libc::sched_yield() };
 }
 
-/// When a worker with a backlog gives way: after running for `every`
-/// ([`GIVE_WAY_AFTER`]) since it last slept or gave way. Sans-IO: the
-/// worker tells it the time.
+/// The calling thread's voluntary context switches so far (0 if the
+/// kernel will not say): a wait that slept raised it.
+pub fn voluntary_switches() -> u64 {
+    // SAFETY: an all-zero rusage is a valid value of the plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is valid for writes and outlives the call.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) } != 0 {
+        return 0;
+    }
+    u64::try_from(usage.ru_nvcsw).unwrap_or(0)
+}
+
+/// When a busy worker gives way: after running for `every`
+/// ([`GIVE_WAY_AFTER`]) since it last slept or gave way. A wait on the
+/// ring that found completions ready did not sleep, so the run goes on
+/// through it. Sans-IO: the worker tells it the time and its voluntary
+/// switch count.
 #[derive(Clone, Copy, Debug)]
 pub struct GiveWay {
     /// `None`: never (`--worker-yield off`).
     every: Option<Duration>,
     /// When the current run began.
     since: Instant,
+    /// Voluntary switches as of the last wait.
+    switches: u64,
 }
 
 impl GiveWay {
     /// Gives way after each `every` of running, or never.
     pub fn new(every: Option<Duration>, now: Instant) -> GiveWay {
-        GiveWay { every, since: now }
+        GiveWay {
+            every,
+            since: now,
+            switches: 0,
+        }
     }
 
-    /// The worker woke from a sleep at `now`: its run starts afresh.
-    pub fn woke(&mut self, now: Instant) {
-        self.since = now;
+    /// The worker's wait on the ring returned at `now`, with `switches`
+    /// voluntary switches so far: if it slept, its run starts afresh.
+    pub fn waited(&mut self, now: Instant, switches: u64) {
+        if switches != self.switches {
+            self.switches = switches;
+            self.since = now;
+        }
     }
 
-    /// Whether the worker, about to look at the ring with a backlog at
-    /// `now`, should give way first; if so its next run starts now.
+    /// Whether the worker, having just entered the ring at `now`, should
+    /// give way before it works through what came; if so its next run
+    /// starts now.
     pub fn due(&mut self, now: Instant) -> bool {
         match self.every {
             Some(every) if now.saturating_duration_since(self.since) >= every => {
@@ -194,7 +220,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_busy_worker_gives_way_once_per_slice_of_running() {
+    fn a_busy_worker_gives_way_once_per_interval_of_running() {
         let t0 = Instant::now();
         let us = |n| t0 + Duration::from_micros(n);
         let mut g = GiveWay::new(Some(Duration::from_micros(100)), t0);
@@ -204,10 +230,29 @@ mod tests {
         // The run restarts at the yield.
         assert!(!g.due(us(150)));
         assert!(g.due(us(230)));
-        // A sleep restarts it too.
-        g.woke(us(300));
+        // A wait that slept restarts it too.
+        g.waited(us(300), 1);
         assert!(!g.due(us(390)));
         assert!(g.due(us(400)));
+    }
+
+    #[test]
+    fn a_wait_that_did_not_sleep_is_part_of_the_run() {
+        let t0 = Instant::now();
+        let us = |n| t0 + Duration::from_micros(n);
+        let mut g = GiveWay::new(Some(Duration::from_micros(100)), t0);
+        g.waited(us(10), 5);
+        assert!(!g.due(us(100)));
+        // Completions were ready: no switch, the run goes on.
+        g.waited(us(80), 5);
+        assert!(g.due(us(110)));
+    }
+
+    #[test]
+    fn a_thread_that_sleeps_counts_a_voluntary_switch() {
+        let before = voluntary_switches();
+        std::thread::sleep(Duration::from_millis(1));
+        assert!(voluntary_switches() > before);
     }
 
     #[test]

@@ -401,10 +401,11 @@ pub fn udp(
 /// The row that busy workers let woken threads run first.
 pub const GIVES_WAY: &str = "busy workers give way to woken threads";
 
-/// The [`GIVES_WAY`] row, after the bulk transfers: a worker with a
-/// backlog yields once per 200 µs of running, so each gateway, having
-/// sent one bulk transfer and received the other, counts yields. None
-/// means the bulk never left a backlog or the yield is not wired.
+/// The [`GIVES_WAY`] row, after the bulk transfers: a worker yields after
+/// 200 µs of running without sleeping, and a bulk transfer keeps a
+/// worker busy that long many times over, so each gateway, having sent
+/// one bulk transfer and received the other, counts yields since it
+/// started. None means the yield is not wired.
 pub fn gives_way(ctx: &mut Ctx, a: Option<&Ringtun>, b: Option<&Ringtun>) {
     if !ctx.wants(GIVES_WAY) {
         return;
@@ -417,7 +418,7 @@ pub fn gives_way(ctx: &mut Ctx, a: Option<&Ringtun>, b: Option<&Ringtun>) {
         (Ok(ya), Ok(yb)) => ctx.table.check(
             GIVES_WAY,
             ya > 0 && yb > 0,
-            format!("yields over the bulk transfers: gw-a {ya}, gw-b {yb}"),
+            format!("yields since start, after the bulk transfers: gw-a {ya}, gw-b {yb}"),
         ),
         (Err(e), _) | (_, Err(e)) => ctx.table.fail(GIVES_WAY, format!("{e:#}")),
     }
