@@ -34,7 +34,9 @@
 //! look (every budget, 64 KiB each way) or every 100 µs cost four streams
 //! 8–19% of their throughput here, every 200 µs 2–3%, and every 400 µs
 //! bought no more throughput but gave back a third of the gain in loaded
-//! p99.
+//! p99. Counting the waits that found completions ready as running, as
+//! here, yields more: loaded p99 0.6–0.8 ms against 1.6 without yielding,
+//! loaded p50 15% higher, four streams 4–6% slower.
 
 use std::io;
 use std::time::{Duration, Instant};
