@@ -17,8 +17,8 @@
 //! has run for 200 µs without sleeping yields the CPU after its next enter
 //! (see [`time_slice`]), so a thread woken on its CPU need not wait for a
 //! tick. A batch ends when the ring is empty, never on a timer, so a lone
-//! ping is not held back and an idle tunnel sleeps in the kernel. On stop, everything in
-//! flight is cancelled and reaped before the memory goes.
+//! ping is not held back and an idle tunnel sleeps in the kernel. On stop,
+//! everything in flight is cancelled and reaped before the memory goes.
 //!
 //! The parts live in their own modules, in the order a packet meets them:
 //! [`setup`] (the thread, the ring, the memory), [`flow_queues`] (who goes
@@ -205,20 +205,17 @@ impl<M: Mode> Worker<M> {
 
     fn serve(&mut self) -> io::Result<()> {
         loop {
-            let r = if self.read_queues.is_empty() && self.recv_queues.is_empty() {
-                let r = self.io.ring.submit_and_wait(1);
-                // Cost: getrusage per wait, to tell a sleep from ready
-                // completions.
-                let switches = time_slice::voluntary_switches();
-                self.give_way.waited(Instant::now(), switches);
-                r
+            let waits = self.read_queues.is_empty() && self.recv_queues.is_empty();
+            let r = if waits {
+                self.io.ring.submit_and_wait(1)
             } else {
                 self.look()
             };
             // After the enter, so the last batch's sends and writes are on
-            // their way while others run. Cost: a clock read per batch; a
-            // sched_yield per 200 µs of running.
-            if self.give_way.due(Instant::now()) {
+            // their way while others run. Cost, unless turned off: a clock
+            // read per batch, a getrusage per wait (to tell a sleep from
+            // ready completions), a sched_yield per 200 µs of running.
+            if self.give_way.is_on() && self.give_way_now(waits) {
                 time_slice::give_way();
                 self.io.counters.yields.inc();
             }
@@ -237,6 +234,16 @@ impl<M: Mode> Worker<M> {
                 ));
             }
         }
+    }
+
+    /// Whether to give way after this enter (`waited`: it was a wait,
+    /// which restarts the run if it slept).
+    fn give_way_now(&mut self, waited: bool) -> bool {
+        let now = Instant::now();
+        if waited {
+            self.give_way.waited(now, time_slice::voluntary_switches());
+        }
+        self.give_way.due(now)
     }
 
     /// Submits and reaps without sleeping: work still waits in the flow

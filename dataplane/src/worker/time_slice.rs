@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 /// kernel grants (what it buys on the bench machine is in the README's
 /// "Latency under load").
 pub const DEFAULT_SLICE: Duration = Duration::from_micros(100);
-/// How long a worker with a backlog runs before it gives way: twice the
+/// How long a worker runs without sleeping before it gives way: twice the
 /// default slice (the trade is in the module's notes).
 pub const GIVE_WAY_AFTER: Duration = Duration::from_micros(200);
 /// The shortest slice the kernel grants.
@@ -194,6 +194,12 @@ impl GiveWay {
         }
     }
 
+    /// Whether it ever gives way (so the worker can skip the clock and
+    /// the switch count when not).
+    pub fn is_on(&self) -> bool {
+        self.every.is_some()
+    }
+
     /// The worker's wait on the ring returned at `now`, with `switches`
     /// voluntary switches so far: if it slept, its run starts afresh.
     pub fn waited(&mut self, now: Instant, switches: u64) {
@@ -261,6 +267,7 @@ mod tests {
     fn a_worker_told_not_to_never_gives_way() {
         let t0 = Instant::now();
         let mut g = GiveWay::new(None, t0);
+        assert!(!g.is_on());
         assert!(!g.due(t0 + Duration::from_secs(10)));
     }
 
