@@ -100,9 +100,10 @@ pub struct FlowQueues<K: Kind, T> {
     len: usize,
     bytes: usize,
     limit: usize,
-    /// Whether rounds that serve nobody are counted at once (always, but
-    /// in the test that compares it with walking them one by one).
-    skip_empty_rounds: bool,
+    /// Whether rounds in which every flow is in deficit are counted at
+    /// once (always, but in the test that compares it with walking them
+    /// one by one).
+    count_rounds_at_once: bool,
 }
 
 impl<K: Kind, T> FlowQueues<K, T> {
@@ -119,7 +120,7 @@ impl<K: Kind, T> FlowQueues<K, T> {
             len: 0,
             bytes: 0,
             limit,
-            skip_empty_rounds: true,
+            count_rounds_at_once: true,
         }
     }
 
@@ -200,7 +201,7 @@ impl<K: Kind, T> FlowQueues<K, T> {
                 self.rotate_to_old(b, from_new);
                 if !from_new {
                     passed += 1;
-                    if passed >= self.old.len() && self.skip_empty_rounds {
+                    if passed >= self.old.len() && self.count_rounds_at_once {
                         self.skip_rounds_in_deficit();
                         passed = 0;
                     }
@@ -520,7 +521,7 @@ mod test {
             const FLOWS: [u32; 6] = [1, 2, 3, 1025, 7, 9];
             let mut fast = Bench::new(32, limit);
             let mut walk = Bench::new(32, limit);
-            walk.q.skip_empty_rounds = false;
+            walk.q.count_rounds_at_once = false;
             for (op, flow, len) in ops {
                 match op {
                     0 | 1 if fast.q.len() < 32 => {
