@@ -38,13 +38,13 @@ fuzz_target!(|data: &[u8]| {
         .expect("batch within MAX_BATCH")
         .to_vec();
 
-    let mut alone = vec![false; packets.len()];
+    let mut written = vec![false; packets.len()];
     let mut total = 0;
     for w in writes {
         match w {
             Write::Alone { packet } => {
-                assert!(!alone[packet], "packet {packet} written twice");
-                alone[packet] = true;
+                assert!(!written[packet], "packet {packet} written twice");
+                written[packet] = true;
                 total += 1;
             }
             Write::Super {
@@ -52,7 +52,15 @@ fuzz_target!(|data: &[u8]| {
                 len,
                 segments,
             } => {
-                let b = &buffers[buffer][..len];
+                for (k, range) in coalescer.payloads(buffer) {
+                    assert!(!written[k], "packet {k} written twice");
+                    assert!(range.end <= packets[k].len(), "payload past packet {k}");
+                    written[k] = true;
+                }
+                let mut whole = Vec::new();
+                coalescer.assemble(buffer, &buffers[buffer], &packets, &mut whole);
+                assert_eq!(whole.len(), len);
+                let b = &whole[..];
                 let hdr = VnetHeader::parse(b).expect("super-packet has a valid virtio-net header");
                 let split = GsoSplit::new(&hdr, &b[VNET_HDR_LEN..], framing)
                     .unwrap_or_else(|e| panic!("super-packet rejected by the splitter: {e}"));

@@ -21,10 +21,15 @@
 //! Order within a flow is preserved: a packet only ever joins the flow's most
 //! recent write; anything that cannot join starts a new write, which becomes
 //! the flow's most recent. Writes come out in the order of their first packet.
+//!
+//! Nothing is copied but headers: a super-packet's output buffer holds its
+//! virtio-net header and the head packet's rewritten headers
+//! ([`Coalescer::header_len`]); its payload stays where the packets are, and
+//! [`Coalescer::payloads`] names the pieces, in order, for a vectored write.
 
 use super::OffloadError;
 use super::checksum::{Sum, checksum};
-use super::layout::{self, Framing, L4Proto, Layout, MAX_IP_PACKET};
+use super::layout::{self, ETHERNET_VLAN_HEADER_LEN, Framing, L4Proto, Layout, MAX_IP_PACKET};
 use super::split::MAX_SEGMENTS;
 use super::vnet::{GsoType, VNET_HDR_LEN, VnetHeader};
 
@@ -35,6 +40,14 @@ pub const MAX_BATCH: usize = 64;
 /// Flows tracked at once within a batch. When all slots hold open writes, a
 /// further flow is not tracked: its packets are written alone.
 pub const MAX_FLOWS: usize = 8;
+
+/// Most bytes of a super-packet's output buffer: the virtio-net header, a
+/// tagged Ethernet header, and the longest IPv4 and TCP headers (60 bytes
+/// each). The payload is never copied there.
+pub const MAX_SUPER_HEADER: usize = VNET_HDR_LEN + ETHERNET_VLAN_HEADER_LEN + 60 + 60;
+
+/// No next packet in a super-packet's list.
+const LAST: u8 = u8::MAX;
 
 const TCP_FLAG_FIN: u8 = 0x01;
 const TCP_FLAG_SYN: u8 = 0x02;
@@ -83,12 +96,13 @@ pub enum Write {
         /// Index into the batch.
         packet: usize,
     },
-    /// A super-packet in output buffer `buffer`: its first `len` bytes,
-    /// virtio-net header included.
+    /// A super-packet whose headers are in output buffer `buffer` (the
+    /// first [`Coalescer::header_len`] bytes) and whose payload is the
+    /// pieces [`Coalescer::payloads`] names, in that order.
     Super {
         /// Index into the output buffers.
         buffer: usize,
-        /// Bytes to write from the start of the buffer.
+        /// Bytes of the whole super-packet, virtio-net header included.
         len: usize,
         /// Packets merged into it.
         segments: usize,
@@ -125,6 +139,8 @@ struct Item {
 struct Run {
     /// Output buffer once a second packet joined.
     buffer: Option<usize>,
+    /// Batch index of the last packet that joined (the head's, at first).
+    last: usize,
     /// Headers of the head packet (offsets within the packet, and within
     /// the buffer after the virtio-net header).
     layout: Layout,
@@ -158,10 +174,18 @@ pub struct Coalescer {
     flows: [Option<Flow>; MAX_FLOWS],
     /// Output buffers the last batch took (always the first ones).
     buffers_used: usize,
+    /// Per output buffer: the batch index of its super-packet's head, and
+    /// the bytes of headers it holds.
+    heads: [(u8, u8); MAX_BATCH],
+    /// Per packet of the batch: the next packet of its super-packet, or
+    /// [`LAST`].
+    next: [u8; MAX_BATCH],
+    /// Per packet of the batch: its payload within it, as (start, end).
+    payload: [(u16, u32); MAX_BATCH],
 }
 
 impl Coalescer {
-    /// A coalescer for `config`; about 8 KiB, no heap.
+    /// A coalescer for `config`; about 9 KiB, no heap.
     pub fn new(config: CoalesceConfig) -> Coalescer {
         Coalescer {
             config,
@@ -169,6 +193,9 @@ impl Coalescer {
             writes: [Write::Alone { packet: 0 }; MAX_BATCH],
             flows: [None; MAX_FLOWS],
             buffers_used: 0,
+            heads: [(0, 0); MAX_BATCH],
+            next: [LAST; MAX_BATCH],
+            payload: [(0, 0); MAX_BATCH],
         }
     }
 
@@ -181,14 +208,16 @@ impl Coalescer {
     ///
     /// `packets` are whole IP packets (TUN) or Ethernet frames (TAP), each
     /// trimmed or not to its IP length (bytes past it are ignored when
-    /// merging). `buffers` are the output buffers for super-packets, taken
-    /// in order (`buffers[..self.buffers_used()]` afterwards, no gaps), each
-    /// best [`VNET_HDR_LEN`] + 65535 bytes (+ the link header on TAP); a
-    /// smaller one caps the super-packets it holds. When they run out, the
-    /// remaining packets are written alone.
+    /// merging). `buffers` are the output buffers for super-packets' headers,
+    /// taken in order (`buffers[..self.buffers_used()]` afterwards, no gaps),
+    /// each best [`MAX_SUPER_HEADER`] bytes; a packet whose headers do not
+    /// fit is not merged. When they run out, the remaining packets are
+    /// written alone.
     ///
     /// Returns the writes, in issue order; every packet appears in exactly
-    /// one. Nothing is kept between calls: a flow never spans two batches.
+    /// one. Nothing is kept between calls: a flow never spans two batches,
+    /// and a super-packet's payload is read from `packets`, so they must
+    /// stay as they are until it is written.
     pub fn coalesce<P: AsRef<[u8]>, B: AsMut<[u8]>>(
         &mut self,
         packets: &[P],
@@ -227,12 +256,25 @@ impl Coalescer {
                 && run.open
             {
                 let head = packets[it.head].as_ref();
-                if try_join(&config, run, head, pkt, &cand, buffers, &mut next_buffer) {
+                let lists = Lists {
+                    next: &mut self.next,
+                    payload: &mut self.payload,
+                };
+                if try_join(
+                    &config,
+                    run,
+                    (it.head, head),
+                    (k, pkt),
+                    &cand,
+                    buffers,
+                    &mut next_buffer,
+                    lists,
+                ) {
                     continue;
                 }
             }
             // A new write, now the flow's most recent.
-            let run = cand.as_ref().map(Run::start);
+            let run = cand.as_ref().map(|c| Run::start(c, k));
             self.items[n_items] = Some(Item { head: k, run });
             match slot {
                 Some(s) => self.flows[s] = Some(Flow { key, item: n_items }),
@@ -268,6 +310,9 @@ impl Coalescer {
                     },
                 ) => {
                     finish_super(&run, buffers[j].as_mut());
+                    // Both fit a byte: a batch has at most 64 packets, and
+                    // headers of at most MAX_SUPER_HEADER bytes were copied.
+                    self.heads[j] = (item.head as u8, (VNET_HDR_LEN + run.layout.payload) as u8);
                     Write::Super {
                         buffer: j,
                         len: VNET_HDR_LEN + run.len,
@@ -285,6 +330,42 @@ impl Coalescer {
     /// the first ones, each holding one [`Write::Super`].
     pub fn buffers_used(&self) -> usize {
         self.buffers_used
+    }
+
+    /// Bytes at the start of output buffer `buffer` that begin its
+    /// super-packet: the virtio-net header and the rewritten headers.
+    pub fn header_len(&self, buffer: usize) -> usize {
+        usize::from(self.heads.get(buffer).map_or(0, |h| h.1))
+    }
+
+    /// The payload of the super-packet in output buffer `buffer` (of the
+    /// last batch), after its headers, in order: each piece is a packet's
+    /// index in the batch and the byte range of that packet to write.
+    /// Empty for a buffer the last batch did not take.
+    pub fn payloads(&self, buffer: usize) -> Payloads<'_> {
+        let at = if buffer < self.buffers_used {
+            self.heads[buffer].0
+        } else {
+            LAST
+        };
+        Payloads { c: self, at }
+    }
+
+    /// The super-packet in output buffer `buffer` as one contiguous packet,
+    /// appended to `out`: for a writer that cannot gather, and for checks.
+    pub fn assemble<P: AsRef<[u8]>>(
+        &self,
+        buffer: usize,
+        header: &[u8],
+        packets: &[P],
+        out: &mut Vec<u8>,
+    ) {
+        out.extend_from_slice(&header[..self.header_len(buffer).min(header.len())]);
+        for (k, range) in self.payloads(buffer) {
+            if let Some(p) = packets.get(k).and_then(|p| p.as_ref().get(range)) {
+                out.extend_from_slice(p);
+            }
+        }
     }
 
     /// The flow key of a TCP/UDP packet, and whether it may be merged.
@@ -340,11 +421,30 @@ impl Coalescer {
     }
 }
 
+/// The payload pieces of one super-packet ([`Coalescer::payloads`]).
+#[derive(Clone, Debug)]
+pub struct Payloads<'a> {
+    c: &'a Coalescer,
+    at: u8,
+}
+
+impl Iterator for Payloads<'_> {
+    type Item = (usize, core::ops::Range<usize>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let k = usize::from(self.at);
+        let (start, end) = *self.c.payload.get(k)?;
+        self.at = self.c.next[k];
+        Some((k, usize::from(start)..end as usize))
+    }
+}
+
 impl Run {
-    fn start(c: &Candidate) -> Run {
+    fn start(c: &Candidate, k: usize) -> Run {
         let l = c.layout;
         Run {
             buffer: None,
+            last: k,
             layout: l,
             len: l.end,
             gso_size: l.payload_len(),
@@ -412,16 +512,26 @@ fn checksums_valid(pkt: &[u8], l: &Layout) -> bool {
     sum.fold() == 0xffff
 }
 
-/// Appends `pkt` to `it` if it may join; false leaves `it` unchanged except
-/// that a head with bad checksums is closed.
+/// The per-packet lists of a batch's super-packets.
+struct Lists<'a> {
+    next: &'a mut [u8; MAX_BATCH],
+    payload: &'a mut [(u16, u32); MAX_BATCH],
+}
+
+/// Appends packet `k` (`pkt`) to `it`, headed by packet `h` (`head`), if it
+/// may join; false leaves `it` unchanged except that a head with bad
+/// checksums is closed. Only the head's headers are copied (once, into the
+/// output buffer); a joining packet's payload stays where it is.
+#[allow(clippy::too_many_arguments)]
 fn try_join<B: AsMut<[u8]>>(
     config: &CoalesceConfig,
     it: &mut Run,
-    head: &[u8],
-    pkt: &[u8],
+    (h, head): (usize, &[u8]),
+    (k, pkt): (usize, &[u8]),
     c: &Candidate,
     buffers: &mut [B],
     next_buffer: &mut usize,
+    lists: Lists<'_>,
 ) -> bool {
     let pl = &c.layout;
     let plen = pl.payload_len();
@@ -445,6 +555,7 @@ fn try_join<B: AsMut<[u8]>>(
             return false;
         }
     }
+    let hl = it.layout.payload;
     let j = match it.buffer {
         Some(j) => j,
         None => {
@@ -452,27 +563,27 @@ fn try_join<B: AsMut<[u8]>>(
                 return false;
             };
             let buf = buf.as_mut();
-            if buf.len() < VNET_HDR_LEN + it.len + plen {
+            if buf.len() < VNET_HDR_LEN + hl || VNET_HDR_LEN + hl > MAX_SUPER_HEADER {
                 return false;
             }
-            // The copy on this path: the head packet, once, into the output buffer.
-            buf[VNET_HDR_LEN..VNET_HDR_LEN + it.len].copy_from_slice(&head[..it.len]);
+            // The copy on this path: the head's headers, once.
+            buf[VNET_HDR_LEN..VNET_HDR_LEN + hl].copy_from_slice(&head[..hl]);
+            lists.payload[h] = (hl as u16, it.layout.end as u32);
+            lists.next[h] = LAST;
             let j = *next_buffer;
             *next_buffer += 1;
             it.buffer = Some(j);
             j
         }
     };
-    let buf = buffers[j].as_mut();
-    let at = VNET_HDR_LEN + it.len;
-    let Some(dst) = buf.get_mut(at..at + plen) else {
-        return false;
-    };
-    // The copy on this path: each further segment's payload, once.
-    dst.copy_from_slice(&pkt[pl.payload..pl.end]);
+    lists.payload[k] = (pl.payload as u16, pl.end as u32);
+    lists.next[k] = LAST;
+    lists.next[it.last] = k as u8;
+    it.last = k;
     it.len += plen;
     it.segments += 1;
     if pl.proto == L4Proto::Tcp {
+        let buf = buffers[j].as_mut();
         it.next_seq = it.next_seq.wrapping_add(plen as u32);
         let l4 = VNET_HDR_LEN + it.layout.l4;
         // The newest window is the receiver's best information.
@@ -495,7 +606,8 @@ fn try_join<B: AsMut<[u8]>>(
 fn finish_super(it: &Run, buf: &mut [u8]) {
     let l = &it.layout;
     let (hdr, pkt) = buf.split_at_mut(VNET_HDR_LEN);
-    let pkt = &mut pkt[..it.len];
+    // The headers: the payload is not here (see `Coalescer::payloads`).
+    let pkt = &mut pkt[..l.payload];
     let l3 = l.l3;
     if l.v6 {
         let payload_len = (it.len - l3 - layout::IPV6_HDR) as u16;
@@ -598,7 +710,13 @@ mod test {
                 segments: 3
             }]
         );
-        let out = &bufs[0][..10 + 2540];
+        assert_eq!(co.header_len(0), 10 + 40, "only the headers were copied");
+        let payloads: Vec<_> = co.payloads(0).collect();
+        assert_eq!(payloads, [(0, 40..1040), (1, 40..1040), (2, 40..540)]);
+        let mut whole = Vec::new();
+        co.assemble(0, &bufs[0], &pkts, &mut whole);
+        assert_eq!(whole.len(), 10 + 2540);
+        let out = &whole[..];
         // NEEDS_CSUM, TCPV4, hdr_len 40, gso_size 1000, csum_start 20, csum_offset 16.
         assert_eq!(&out[..10], &[0x01, 0x01, 40, 0, 0xe8, 0x03, 20, 0, 16, 0]);
         let pkt = &out[10..];

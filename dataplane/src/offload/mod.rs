@@ -53,7 +53,9 @@ pub(crate) mod layout;
 pub mod split;
 pub mod vnet;
 
-pub use coalesce::{CoalesceConfig, Coalescer, MAX_BATCH, MAX_FLOWS, Write};
+pub use coalesce::{
+    CoalesceConfig, Coalescer, MAX_BATCH, MAX_FLOWS, MAX_SUPER_HEADER, Payloads, Write,
+};
 pub use layout::{ETHERNET_HEADER_LEN, ETHERNET_VLAN_HEADER_LEN, Framing};
 pub use split::{GsoSplit, MAX_SEGMENTS, finish_checksum};
 pub use vnet::{GsoType, VNET_HDR_LEN, VnetHeader};

@@ -52,7 +52,7 @@ fn spec_without_fin() -> impl Strategy<Value = Spec> {
 
 /// Expands one write back into the packets it stands for: a super-packet is
 /// split again (it must be one the splitter, like the kernel, accepts).
-fn expand(w: &Write, packets: &[Vec<u8>], bufs: &[Vec<u8>]) -> Vec<Vec<u8>> {
+fn expand(co: &Coalescer, w: &Write, packets: &[Vec<u8>], bufs: &[Vec<u8>]) -> Vec<Vec<u8>> {
     match *w {
         Write::Alone { packet } => vec![packets[packet].clone()],
         Write::Super {
@@ -60,7 +60,8 @@ fn expand(w: &Write, packets: &[Vec<u8>], bufs: &[Vec<u8>]) -> Vec<Vec<u8>> {
             len,
             segments,
         } => {
-            let b = &bufs[buffer][..len];
+            let b = &assembled(co, buffer, packets, bufs)[..];
+            assert_eq!(b.len(), len);
             let hdr = VnetHeader::parse(b).unwrap();
             let segs = split_all(&hdr, &b[VNET_HDR_LEN..]);
             assert_eq!(
@@ -71,6 +72,13 @@ fn expand(w: &Write, packets: &[Vec<u8>], bufs: &[Vec<u8>]) -> Vec<Vec<u8>> {
             segs
         }
     }
+}
+
+/// Super-packet `buffer` of the last batch as one contiguous packet.
+fn assembled(co: &Coalescer, buffer: usize, packets: &[Vec<u8>], bufs: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    co.assemble(buffer, &bufs[buffer], packets, &mut out);
+    out
 }
 
 /// (source port, sequence number, payload) of a TCP/UDP packet over IPv4/IPv6.
@@ -161,7 +169,8 @@ proptest! {
                 &w,
                 &vec![Write::Super { buffer: 0, len: VNET_HDR_LEN + pkt.len(), segments: segs.len() }]
             );
-            let out = &bufs[0][..VNET_HDR_LEN + pkt.len()];
+            let out = &assembled(&co, 0, &segs, &bufs)[..];
+            prop_assert_eq!(out.len(), VNET_HDR_LEN + pkt.len());
             prop_assert_eq!(VnetHeader::parse(out).unwrap(), hdr);
             prop_assert!(out[VNET_HDR_LEN..] == pkt[..], "super-packet bytes differ from the original");
         }
@@ -203,7 +212,11 @@ proptest! {
         for w in &writes {
             let got = match *w {
                 Write::Alone { packet } => batch[packet].clone(),
-                Write::Super { buffer, len, .. } => bufs[buffer][..len].to_vec(),
+                Write::Super { buffer, len, .. } => {
+                    let b = assembled(&co, buffer, &batch, &bufs);
+                    prop_assert_eq!(b.len(), len);
+                    b
+                }
             };
             let matched = split.iter().any(|(h, p, segs)| match w {
                 Write::Alone { .. } => segs.len() == 1 && segs[0] == got,
@@ -236,7 +249,7 @@ proptest! {
         let writes = co.coalesce(&batch, &mut bufs).unwrap().to_vec();
         let mut out = Vec::new();
         for w in &writes {
-            for seg in expand(w, &batch, &bufs) {
+            for seg in expand(&co, w, &batch, &bufs) {
                 verify_segment(&seg, Framing::Ip);
                 out.push(flow_view(&seg));
             }
@@ -275,10 +288,14 @@ proptest! {
                 Write::Alone { packet } => { seen[packet] += 1; total += 1; }
                 Write::Super { buffer, len, segments } => {
                     // Whatever went in, a super-packet the splitter accepts comes out.
-                    let b = &bufs[buffer][..len];
+                    let b = &assembled(&co, buffer, &batch, &bufs)[..];
+                    prop_assert_eq!(b.len(), len);
                     let hdr = VnetHeader::parse(b).unwrap();
                     let s = GsoSplit::new(&hdr, &b[VNET_HDR_LEN..], Framing::Ip).unwrap();
                     prop_assert_eq!(s.segment_count(), segments);
+                    for (k, _) in co.payloads(buffer) {
+                        seen[k] += 1;
+                    }
                     total += segments;
                 }
             }

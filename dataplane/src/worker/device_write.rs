@@ -1,15 +1,16 @@
 //! Device writes: the opened packets of one receive go to the device
 //! either where they were received (no copy: a zeroed virtio-net header is
 //! written into the 10 bytes in front of each, which held its outer
-//! header) or, for runs of one TCP flow, coalesced into a write slot as one
-//! super-packet (one copy, the only one on this path) that the kernel's
-//! stack takes as a single GRO packet.
+//! header) or, for runs of one TCP flow, as one super-packet that the
+//! kernel's stack takes as a single GRO packet: its headers in a write
+//! slot, its payload where it was received, gathered by one vectored write
+//! (no copy of the payload either).
 
 use super::slots::{Hold, Pool, Wr};
-use crate::offload::{Coalescer, ETHERNET_HEADER_LEN, VNET_HDR_LEN, Write};
+use crate::offload::{Coalescer, MAX_SUPER_HEADER, Write};
 
-/// A write slot: virtio-net header, link header, 64 KiB IP packet.
-pub const WRITE_SLOT_LEN: usize = VNET_HDR_LEN + ETHERNET_HEADER_LEN + 65_535;
+/// A write slot: a super-packet's headers (the payload is never copied).
+pub const WRITE_SLOT_LEN: usize = MAX_SUPER_HEADER.next_multiple_of(64);
 /// Write slots per worker.
 pub const WRITE_SLOTS: usize = 64;
 /// Most write slots one receive may fill, so that one burst cannot take
@@ -21,12 +22,15 @@ pub const MAX_SLOTS_PER_RECEIVE: usize = 8;
 pub enum Planned {
     /// Packet `n` of the receive, written where it is.
     Alone(usize),
-    /// A super-packet of `segments` packets in the write slot `slot`
-    /// holds: its first `len` bytes, virtio-net header included.
+    /// A super-packet of `segments` packets whose headers are in the write
+    /// slot `slot` holds; the coalescer's output buffer `buffer` names its
+    /// payload ([`Coalescer::payloads`]).
     Coalesced {
         /// The slot, held until its write completes.
         slot: Hold<Wr>,
-        /// Bytes to write.
+        /// The coalescer's output buffer it was.
+        buffer: usize,
+        /// Bytes of the whole super-packet, virtio-net header included.
         len: usize,
         /// Packets merged into it.
         segments: usize,
@@ -77,6 +81,7 @@ pub fn plan<'a>(
                     } => match holds.get_mut(buffer).and_then(Option::take) {
                         Some(slot) => emit(Planned::Coalesced {
                             slot,
+                            buffer,
                             len,
                             segments,
                         }),

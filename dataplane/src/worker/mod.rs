@@ -713,7 +713,9 @@ impl<M: Mode> Worker<M> {
     }
 
     /// Writes the opened packets of the receive buffer `rx` holds (at slab
-    /// offset `base`): runs of one TCP flow coalesced, the rest in place.
+    /// offset `base`): runs of one TCP flow coalesced (their headers
+    /// rewritten in a write slot, their payloads gathered from the
+    /// buffer), the rest in place.
     fn write_deliveries(&mut self, rx: &Hold<Rx>, base: usize) {
         let list = self.deliveries.as_slice();
         if list.is_empty() {
@@ -722,7 +724,7 @@ impl<M: Mode> Worker<M> {
         let mut packets: [&[u8]; MAX_GRO_SEGMENTS] = [&[]; MAX_GRO_SEGMENTS];
         for (p, &(start, len)) in packets.iter_mut().zip(list) {
             // SAFETY: opened packets of a buffer we hold; only read while
-            // the coalescer copies from them.
+            // the coalescer looks at them.
             *p = unsafe { self.io.slab.slice_mut(base + start as usize, len as usize) };
         }
         let slab = &self.io.slab;
@@ -748,9 +750,24 @@ impl<M: Mode> Worker<M> {
                 }
                 Planned::Coalesced {
                     slot,
-                    len,
+                    buffer,
+                    len: _,
                     segments,
-                } => self.io.write_slot(slot, len, segments),
+                } => {
+                    let Some(c) = self.coalescer.as_ref() else {
+                        let _ = self.io.wr.release(slot);
+                        continue;
+                    };
+                    let list = self.deliveries.as_slice();
+                    // Each payload where the receive left it: slab offsets.
+                    let payloads = c.payloads(buffer).filter_map(|(k, range)| {
+                        let &(start, _) = list.get(k)?;
+                        Some((base + start as usize + range.start, range.len()))
+                    });
+                    let hold = self.io.rx.share(rx);
+                    self.io
+                        .write_gathered(slot, c.header_len(buffer), hold, payloads, segments);
+                }
             }
         }
     }

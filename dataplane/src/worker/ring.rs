@@ -120,9 +120,14 @@ impl<P> Default for GatherOp<P> {
 enum WriteFrom {
     /// An opened packet where it was received.
     Received(Hold<Rx>),
-    /// A coalesced super-packet of this many segments.
-    Slot(Hold<Wr>, usize),
+    /// A coalesced super-packet of this many segments: its headers in a
+    /// write slot, its payload where it was received.
+    Gathered(Hold<Wr>, Hold<Rx>, usize),
 }
+
+/// The iovecs of one coalesced write: the headers, then each segment's
+/// payload.
+type GatherIov = [libc::iovec; 1 + MAX_GRO_SEGMENTS];
 
 /// One device write: its source, and the iovecs of a vectored write (a
 /// shared zero virtio-net header, then the packet).
@@ -151,6 +156,8 @@ pub(super) struct Io<P> {
     sends: Table<SendOp<P>>,
     gathers: Table<GatherOp<P>>,
     writes: Table<WriteOp>,
+    /// The iovecs of each write slot's coalesced write, by slot.
+    gather_iov: Box<[GatherIov]>,
     pub(super) has_v6: bool,
     /// Flow sockets per family (0: every send leaves from the listen port).
     pub(super) flow_count: usize,
@@ -188,6 +195,14 @@ impl<P: Copy> Io<P> {
             sends: Table::new(SEND_OPS),
             gathers: Table::new(GATHER_OPS),
             writes: Table::new(WRITE_OPS),
+            gather_iov: vec![
+                [libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0
+                }; 1 + MAX_GRO_SEGMENTS];
+                wr_region.count
+            ]
+            .into_boxed_slice(),
             has_v6: files.has_v6,
             flow_count: files.flow_count,
             flow_v6: files.flow_v6,
@@ -326,20 +341,54 @@ impl<P: Copy> Io<P> {
         self.push(sqe, Op::Write(n));
     }
 
-    /// Writes a coalesced super-packet from the write slot `slot` holds.
-    pub(super) fn write_slot(&mut self, slot: Hold<Wr>, len: usize, segments: usize) {
+    /// Writes a coalesced super-packet of `segments` packets in one
+    /// vectored write: its first `header` bytes from the write slot `slot`
+    /// holds, then `payloads` (slab offsets and lengths, one per segment)
+    /// from the receive buffer `rx` holds. Both stay held until the write
+    /// completes; the payload is never copied here.
+    pub(super) fn write_gathered(
+        &mut self,
+        slot: Hold<Wr>,
+        header: usize,
+        rx: Hold<Rx>,
+        payloads: impl Iterator<Item = (usize, usize)>,
+        segments: usize,
+    ) {
         let Some(n) = self.writes.take() else {
             self.counters.drop_packet(DropReason::QueueFull);
             let _ = self.wr.release(slot);
+            let _ = self.rx.release(rx);
             return;
         };
+        let base = self.slab.base();
+        let iov = &mut self.gather_iov[slot.index()];
         // SAFETY: in bounds of the slab (the held write slot).
-        let ptr = unsafe { self.slab.base().add(self.wr_region.at(slot.index())) };
-        self.writes.entries[usize::from(n)].from = Some(WriteFrom::Slot(slot, segments));
-        self.push(
-            opcode::WriteFixed::new(FD_TUN, ptr, len as u32, 0).build(),
-            Op::Write(n),
-        );
+        let head = unsafe { base.add(self.wr_region.at(slot.index())) };
+        iov[0] = libc::iovec {
+            iov_base: head.cast(),
+            iov_len: header,
+        };
+        let mut count = 1;
+        for (at, len) in payloads {
+            let Some(v) = iov.get_mut(count) else { break };
+            *v = libc::iovec {
+                // SAFETY: in bounds of the slab (a packet of the held receive buffer).
+                iov_base: unsafe { base.add(at) }.cast(),
+                iov_len: len,
+            };
+            count += 1;
+        }
+        if count != 1 + segments {
+            // Not the packet the coalescer counted: write nothing.
+            self.writes.put(n);
+            self.counters.drop_packet(DropReason::Malformed);
+            let _ = self.wr.release(slot);
+            let _ = self.rx.release(rx);
+            return;
+        }
+        let sqe = opcode::Writev::new(FD_TUN, iov.as_ptr(), count as u32).build();
+        self.writes.entries[usize::from(n)].from = Some(WriteFrom::Gathered(slot, rx, segments));
+        self.push(sqe, Op::Write(n));
     }
 }
 
@@ -558,13 +607,14 @@ impl<P: Copy + Eq> Io<P> {
                 }
                 let _ = self.rx.release(hold);
             }
-            Some(WriteFrom::Slot(hold, segments)) => {
+            Some(WriteFrom::Gathered(slot, rx, segments)) => {
                 if res >= 0 {
                     c.dev_write_packets.add(segments as u64);
                     c.dev_write_coalesced.inc();
                     c.dev_write_coalesced_segments.add(segments as u64);
                 }
-                let _ = self.wr.release(hold);
+                let _ = self.wr.release(slot);
+                let _ = self.rx.release(rx);
             }
             None => {}
         }
@@ -673,8 +723,9 @@ impl<P: Copy + Eq> Io<P> {
                     Some(WriteFrom::Received(h)) => {
                         let _ = self.rx.release(h);
                     }
-                    Some(WriteFrom::Slot(h, _)) => {
-                        let _ = self.wr.release(h);
+                    Some(WriteFrom::Gathered(slot, rx, _)) => {
+                        let _ = self.wr.release(slot);
+                        let _ = self.rx.release(rx);
                     }
                     None => {}
                 }
