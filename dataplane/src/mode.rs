@@ -96,6 +96,12 @@ pub trait Mode: Send + Sync + 'static {
     /// leaves from the listen port, which a stock WireGuard peer expects
     /// (it sends back to the port it last heard from).
     const FLOW_SOURCE_PORTS: bool;
+    /// Whether [`Mode::seal`] writes only the headroom and neither reads
+    /// nor changes the packet (nor its tailroom): then `buf` may end after
+    /// the headroom, and the segments of a super-packet are sealed as
+    /// headers alone, each payload sent from where it was read (no copy).
+    /// Encryption needs the whole packet, so only plaintext modes can.
+    const SEALS_HEADER_ONLY: bool = false;
 
     /// A peer, as routes, stages and targets name it.
     type Peer: Copy + Eq + Debug + Send + 'static;
@@ -122,7 +128,8 @@ pub trait Mode: Send + Sync + 'static {
 
     /// Seals the inner packet at `buf[HEADROOM..HEADROOM + len]` in place
     /// for `route` (never `Route::Drop`), counting it in traffic lane
-    /// `lane` (the worker's own).
+    /// `lane` (the worker's own). With [`Mode::SEALS_HEADER_ONLY`], `buf`
+    /// need only hold the headroom.
     fn seal<'b>(
         &'b self,
         batch: &'b Self::Batch<'_>,

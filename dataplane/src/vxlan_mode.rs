@@ -140,6 +140,8 @@ impl Mode for VxlanMode {
     /// RFC 7348 §5: the source port from a hash of the inner frame; the
     /// receiver (ringtun or the kernel) accepts any.
     const FLOW_SOURCE_PORTS: bool = true;
+    /// The header in front is all a plaintext frame needs.
+    const SEALS_HEADER_ONLY: bool = true;
     const NAME: &'static str = "vxlan";
     type Peer = VtepId;
     /// The control thread needs nothing from VXLAN workers.
@@ -186,8 +188,11 @@ impl Mode for VxlanMode {
             Route::Drop(r) => return Err(SealError::Drop(r)),
             _ => return Err(SealError::Drop(DropReason::NoRoute)),
         };
-        let mut pkt = vxlan::Packet::new_checked(&mut buf[..vxlan::HEADER_LEN + len])
-            .map_err(|_| SealError::Drop(DropReason::Malformed))?;
+        // Only the header: the frame behind it may lie elsewhere
+        // (`SEALS_HEADER_ONLY`).
+        let mut pkt =
+            vxlan::Packet::new_checked(buf.get_mut(..vxlan::HEADER_LEN).unwrap_or_default())
+                .map_err(|_| SealError::Drop(DropReason::Malformed))?;
         vxlan::Repr { vni: self.vni }.emit(&mut pkt);
         for v in &self.vteps[next..end] {
             v.traffic.lane(lane).sent(1, len as u64);

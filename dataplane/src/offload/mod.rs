@@ -183,6 +183,10 @@ pub enum OffloadError {
         /// Segment count.
         count: usize,
     },
+    /// Headers asked of a packet that is not segmented (`gso_type` NONE):
+    /// it is sent whole, it has no per-segment headers.
+    #[error("a packet that is not segmented has no per-segment headers")]
+    NotSegmented,
     /// More packets handed to [`Coalescer::coalesce`] than [`MAX_BATCH`].
     #[error("batch of {packets} packets exceeds the limit of {max}")]
     BatchTooLarge {
@@ -202,6 +206,7 @@ impl OffloadError {
             self,
             OffloadError::OutputTooSmall { .. }
                 | OffloadError::SegmentOutOfRange { .. }
+                | OffloadError::NotSegmented
                 | OffloadError::BatchTooLarge { .. }
         )
     }

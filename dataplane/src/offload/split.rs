@@ -222,7 +222,9 @@ impl<'a> GsoSplit<'a> {
         }
     }
 
-    fn headers_len(&self) -> usize {
+    /// Bytes of headers each segment starts with (0 for a packet that is
+    /// not segmented).
+    pub fn headers_len(&self) -> usize {
         match self.mode {
             Mode::Whole { .. } => 0,
             Mode::Segment(l) => l.payload,
@@ -277,8 +279,57 @@ impl<'a> GsoSplit<'a> {
             Mode::Segment(l) => l,
         };
         // The copy: headers, then this segment's share of the payload.
-        out[..hl].copy_from_slice(&self.pkt[..hl]);
-        out[hl..].copy_from_slice(&self.pkt[hl + start..hl + start + chunk]);
+        let (headers, payload) = out.split_at_mut(hl);
+        payload.copy_from_slice(&self.pkt[hl + start..hl + start + chunk]);
+        self.finish_headers(&l, i, start, headers, payload);
+        Ok(len)
+    }
+
+    /// Where segment `i`'s payload lies in the packet this split was made
+    /// from (the bytes after the virtio-net header), or `None` past the
+    /// last: what is sent behind the headers [`GsoSplit::write_headers`]
+    /// writes, from where it is.
+    pub fn payload_range(&self, i: usize) -> Option<std::ops::Range<usize>> {
+        let (start, chunk) = self.chunk(i)?;
+        let at = self.headers_len() + start;
+        Some(at..at + chunk)
+    }
+
+    /// Writes only the headers of segment `i` at the start of `out`, with
+    /// checksums over the payload where it lies
+    /// ([`GsoSplit::payload_range`]); returns their length, which is the
+    /// same for every segment. Only for a packet that is segmented.
+    ///
+    /// Cost: one copy of the headers and one checksum pass over the
+    /// payload, which is read and not copied.
+    pub fn write_headers(&self, i: usize, out: &mut [u8]) -> Result<usize, OffloadError> {
+        let Mode::Segment(l) = self.mode else {
+            return Err(OffloadError::NotSegmented);
+        };
+        let Some((start, chunk)) = self.chunk(i) else {
+            return Err(OffloadError::SegmentOutOfRange {
+                index: i,
+                count: self.count,
+            });
+        };
+        let hl = self.headers_len();
+        let got = out.len();
+        let Some(out) = out.get_mut(..hl) else {
+            return Err(OffloadError::OutputTooSmall { needed: hl, got });
+        };
+        let payload = &self.pkt[hl + start..hl + start + chunk];
+        self.finish_headers(&l, i, start, out, payload);
+        Ok(hl)
+    }
+
+    /// Writes segment `i`'s headers into `out` (exactly the headers'
+    /// length): copied, with its lengths, IPv4 id, TCP sequence number and
+    /// flags, and checksums over `out` and `payload` (`chunk` bytes from
+    /// payload offset `start`).
+    fn finish_headers(&self, l: &Layout, i: usize, start: usize, out: &mut [u8], payload: &[u8]) {
+        let hl = out.len();
+        out.copy_from_slice(&self.pkt[..hl]);
+        let len = hl + payload.len();
 
         let l3 = l.l3;
         if l.v6 {
@@ -315,14 +366,19 @@ impl<'a> GsoSplit<'a> {
         }
         let field = l4 + l.proto.csum_offset();
         out[field..field + 2].fill(0);
-        let sum = self.pseudo.add_u16(l4_len).add_bytes(&out[l4..]);
+        // The L4 header's length is even (TCP: words; UDP: 8), so the
+        // payload's sum follows it without shifting lanes.
+        let sum = self
+            .pseudo
+            .add_u16(l4_len)
+            .add_bytes(&out[l4..])
+            .add_bytes(payload);
         let c = match (l.proto, sum.checksum()) {
             // RFC 768: a computed zero is sent as all ones (zero means "none").
             (L4Proto::Udp, 0) => 0xffff,
             (_, c) => c,
         };
         out[field..field + 2].copy_from_slice(&c.to_be_bytes());
-        Ok(len)
     }
 }
 
@@ -341,6 +397,17 @@ mod test {
                 let n = s.write_segment(i, &mut out).unwrap();
                 assert_eq!(Some(n), s.segment_len(i));
                 out.truncate(n);
+                if s.headers_len() > 0 {
+                    // The same segment with its payload left where it is.
+                    let mut headers = vec![0u8; s.headers_len()];
+                    assert_eq!(s.write_headers(i, &mut headers), Ok(s.headers_len()));
+                    let range = s.payload_range(i).unwrap();
+                    assert_eq!(
+                        [&headers[..], &pkt[range]].concat(),
+                        out,
+                        "segment {i} apart"
+                    );
+                }
                 out
             })
             .collect()
@@ -510,6 +577,13 @@ mod test {
         };
         let segs = split_all(&hdr2, &pkt2, Framing::Ip);
         assert_eq!(segs, vec![pkt]);
+        // It has no per-segment headers to write apart from its payload.
+        let s = GsoSplit::new(&hdr2, &pkt2, Framing::Ip).unwrap();
+        assert_eq!(s.headers_len(), 0);
+        assert_eq!(
+            s.write_headers(0, &mut [0u8; 100]),
+            Err(OffloadError::NotSegmented)
+        );
     }
 
     #[test]

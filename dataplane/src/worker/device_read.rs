@@ -17,7 +17,7 @@ use std::time::Instant;
 use tunnel_proto::DropReason;
 
 use super::flow::{Opening, flow_hash, frame_opening, packet_flow_hash, packet_opening};
-use super::sched::Run;
+use super::sched::{Apart, Run};
 use crate::counters::WorkerCounters;
 use crate::handoff::ControlLink;
 use crate::mode::{Mode, Route, SealError};
@@ -261,6 +261,13 @@ fn seal_split<'b, M: Mode>(
         return None;
     }
     counters.dev_read_gso_segments.add(count as u64);
+    if M::SEALS_HEADER_ONLY
+        && let Some(sealed) = seal_headers(
+            layout, mode, view, lane, now, &split, route, area, link, counters,
+        )
+    {
+        return sealed;
+    }
     let mut stride = 0usize;
     let mut total = 0usize;
     let mut sealed_count = 0usize;
@@ -310,8 +317,81 @@ fn seal_split<'b, M: Mode>(
         total,
         stride,
         count: sealed_count,
+        apart: None,
     };
     targets.map(|(t, spread)| (run, t, spread))
+}
+
+/// A super-packet for a mode that seals headers alone: each segment's
+/// headers are written and sealed in the segment area, one after another,
+/// and its payload is sent from where it was read (no copy). `None` when
+/// a segment must be staged: the caller then writes whole segments, which
+/// staging needs. Otherwise what [`seal_split`] returns.
+#[allow(clippy::too_many_arguments)]
+fn seal_headers<'b, M: Mode>(
+    layout: &SlotLayout,
+    mode: &'b M,
+    view: &'b M::Batch<'_>,
+    lane: usize,
+    now: Instant,
+    split: &GsoSplit<'_>,
+    route: Route<M::Peer>,
+    area: &mut [u8],
+    link: &ControlLink<M::Event, M::Peer>,
+    counters: &WorkerCounters,
+) -> Option<Option<(Run, M::Targets<'b>, bool)>> {
+    let hl = split.headers_len();
+    let head = M::HEADROOM + hl;
+    let count = split.segment_count();
+    let (Some(first), Some(last)) = (split.payload_range(0), split.payload_range(count - 1)) else {
+        counters.drop_packet(DropReason::Malformed);
+        return Some(None);
+    };
+    if hl == 0 || head * count > layout.seg_area_len.min(area.len()) {
+        counters.drop_packet(DropReason::Malformed);
+        return Some(None);
+    }
+    let mut targets = None;
+    for i in 0..count {
+        let out = &mut area[i * head..(i + 1) * head];
+        let (Ok(_), Some(payload)) = (
+            split.write_headers(i, &mut out[M::HEADROOM..]),
+            split.payload_range(i),
+        ) else {
+            counters.drop_packet(DropReason::Malformed);
+            return Some(None);
+        };
+        match mode.seal(view, lane, now, route, out, hl + payload.len()) {
+            Ok(sealed) => {
+                if let Some(ev) = sealed.event {
+                    link.event(ev, counters);
+                }
+                targets = Some((sealed.targets, sealed.spread));
+            }
+            Err(SealError::Stage(_)) if i == 0 => return None,
+            Err(SealError::Drop(r)) => {
+                counters.drop_packet(r);
+                return Some(None);
+            }
+            Err(SealError::Stage(_)) => {
+                // Staging is decided per route, so at the first segment.
+                counters.drop_packet(DropReason::Malformed);
+                return Some(None);
+            }
+        }
+    }
+    let size = first.len();
+    let run = Run {
+        offset: layout.seg_area,
+        total: count * head + (last.end - first.start),
+        stride: head + size,
+        count,
+        apart: Some(Apart {
+            head,
+            payload: PACKET_OFFSET + first.start,
+        }),
+    };
+    Some(targets.map(|(t, spread)| (run, t, spread)))
 }
 
 #[cfg(test)]
@@ -396,7 +476,8 @@ mod test {
             Some(flow_hash(&frame)),
             "the super-packet's flow, hashed once for all its segments"
         );
-        let seg = HEADER_LEN + crate::offload::ETHERNET_HEADER_LEN + 20 + 20 + 1400;
+        let head = HEADER_LEN + crate::offload::ETHERNET_HEADER_LEN + 20 + 20;
+        let seg = head + 1400;
         assert_eq!(run.count, 11);
         assert_eq!(run.stride, seg);
         assert_eq!(run.offset, layout.seg_area);
@@ -405,13 +486,28 @@ mod test {
             10 * seg + seg - 1100,
             "the last carries 300 bytes"
         );
+        assert_eq!(
+            run.apart,
+            Some(Apart {
+                head,
+                payload: PACKET_OFFSET + head - HEADER_LEN
+            }),
+            "headers sealed alone, the payload left where it was read"
+        );
         let t: Vec<_> = targets.collect();
         assert_eq!(t.len(), 1, "a flood to the one VTEP");
-        // Every segment starts with the VXLAN header of VNI 42.
+        // Each datagram is the VXLAN header of VNI 42 and the very segment
+        // a copying split writes.
+        let split = GsoSplit::new(&hdr, &frame, Framing::Ethernet).unwrap();
+        let mut want = vec![0u8; 2000];
         for i in 0..run.count {
-            let s = &slot[run.offset + i * run.stride..];
-            assert_eq!(s[0], 0x08, "I flag");
-            assert_eq!(&s[4..7], &[0, 0, 42]);
+            let h = &slot[run.offset + i * head..run.offset + (i + 1) * head];
+            assert_eq!(h[0], 0x08, "I flag");
+            assert_eq!(&h[4..7], &[0, 0, 42]);
+            let n = split.write_segment(i, &mut want).unwrap();
+            let at = PACKET_OFFSET + (head - HEADER_LEN) + i * 1400;
+            let got = [&h[HEADER_LEN..], &slot[at..at + n - (head - HEADER_LEN)]].concat();
+            assert_eq!(got, want[..n], "segment {i}");
         }
         assert_eq!(counters.dev_read_gso.get(), 1);
         assert_eq!(counters.dev_read_gso_segments.get(), 11);

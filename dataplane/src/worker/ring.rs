@@ -26,8 +26,9 @@ use crate::slab::{Region, Slab};
 /// Single sends in flight at once (a GSO fallback or a VXLAN flood makes
 /// many from one slot).
 pub const SEND_OPS: usize = 2048;
-/// Gathered sends in flight at once.
-pub const GATHER_OPS: usize = 16;
+/// Gathered sends in flight at once: one per transmit slot whose
+/// super-packet left with its payload apart (VXLAN), twice over.
+pub const GATHER_OPS: usize = 2 * super::TX_SLOTS;
 /// Device writes in flight at once: every packet of every receive buffer
 /// written alone, plus every write slot.
 const WRITE_OPS: usize = super::RX_BUFFERS as usize * MAX_GRO_SEGMENTS + WRITE_SLOTS;
@@ -82,9 +83,10 @@ impl<T: Default> Table<T> {
     }
 }
 
-/// One single send: its `msghdr` and the piece it sends.
+/// One single send: its `msghdr` and the piece it sends (one iovec, or
+/// two when its payload lies apart from its headers).
 struct SendOp<P> {
-    msg: SendMsg<1>,
+    msg: SendMsg<2>,
     t: Option<Transmit<P>>,
     piece: Option<Piece>,
 }
@@ -99,9 +101,10 @@ impl<P> Default for SendOp<P> {
     }
 }
 
-/// One gathered send: its `msghdr` over up to [`MAX_SEGMENTS`] pieces.
+/// One gathered send: its `msghdr` over up to [`MAX_SEGMENTS`] pieces,
+/// each one or two iovecs.
 struct GatherOp<P> {
-    msg: SendMsg<MAX_SEGMENTS>,
+    msg: SendMsg<{ 2 * MAX_SEGMENTS }>,
     t: Option<Transmit<P>>,
     pieces: Vec<Piece>,
 }
@@ -138,6 +141,22 @@ struct WriteOp {
 }
 
 static ZERO_VNET_HDR: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
+
+/// The iovecs of `p` (its bytes, then its tail) in the transmit slots of
+/// `region` of the slab at `base`.
+fn piece_iov(
+    base: *mut u8,
+    region: Region,
+    p: &Piece,
+) -> impl Iterator<Item = (*const u8, usize)> + use<> {
+    let slot = region.at(p.hold.index());
+    let head = (p.offset, p.len);
+    std::iter::once(head).chain(p.tail).map(move |(off, len)| {
+        // SAFETY: in bounds of the slab: the piece lies in its slot.
+        let ptr = unsafe { base.add(slot + off as usize) };
+        (ptr.cast_const(), len as usize)
+    })
+}
 
 /// What the kernel reads and writes for a worker: the ring, the slab and
 /// who holds each of its buffers, and the storage of every operation in
@@ -253,10 +272,8 @@ impl<P: Copy> Io<P> {
         }
     }
 
-    fn tx_ptr(&self, p: &Piece) -> (*const u8, usize) {
-        let off = self.tx_region.at(p.hold.index()) + p.offset as usize;
-        // SAFETY: in bounds of the slab: the piece lies in its slot.
-        (unsafe { self.slab.base().add(off) }, p.len as usize)
+    fn tx_iov(&self, p: &Piece) -> impl Iterator<Item = (*const u8, usize)> + use<P> {
+        piece_iov(self.slab.base(), self.tx_region, p)
     }
 
     /// Submits send-table entry `n`, whose header is filled. Without a
@@ -416,9 +433,9 @@ impl<P: Copy> Sink<P> for Io<P> {
                 return self.release(piece.hold);
             }
         };
-        let buf = self.tx_ptr(&piece);
+        let iov = self.tx_iov(&piece);
         let e = &mut self.sends.entries[usize::from(n)];
-        let hdr = e.msg.fill(&t, [buf]);
+        let hdr = e.msg.fill(&t, iov);
         e.t = Some(t);
         e.piece = Some(piece);
         self.submit_send(n, hdr, f, t.via);
@@ -447,14 +464,9 @@ impl<P: Copy> Sink<P> for Io<P> {
         let (base, region) = (self.slab.base(), self.tx_region);
         let e = &mut self.gathers.entries[usize::from(n)];
         e.pieces.extend(pieces);
-        let hdr = e.msg.fill(
-            &t,
-            e.pieces.iter().map(|p| {
-                // SAFETY: in bounds of the slab: the piece lies in its slot.
-                let ptr = unsafe { base.add(region.at(p.hold.index()) + p.offset as usize) };
-                (ptr.cast_const(), p.len as usize)
-            }),
-        );
+        let hdr = e
+            .msg
+            .fill(&t, e.pieces.iter().flat_map(|p| piece_iov(base, region, p)));
         e.t = Some(t);
         self.submit_gather(n, hdr, f, t.via);
     }
@@ -475,9 +487,9 @@ impl<P: Copy + Eq> Io<P> {
             return None;
         };
         if res >= 0 {
-            let datagrams = t
-                .segment
-                .map_or(1, |s| u64::from(piece.len.div_ceil(u32::from(s.max(1)))));
+            let datagrams = t.segment.map_or(1, |s| {
+                u64::from(piece.bytes().div_ceil(u32::from(s.max(1))))
+            });
             self.counters.udp_tx_datagrams.add(datagrams);
             self.counters.udp_tx_bytes.add(res as u64);
             self.sends.put(n);
@@ -515,13 +527,20 @@ impl<P: Copy + Eq> Io<P> {
     fn resend_singly(&mut self, t: Transmit<P>, piece: Piece) {
         let seg = u32::from(t.segment.unwrap_or(u16::MAX)).max(1);
         let single = Transmit { segment: None, ..t };
-        let Piece { hold, offset, len } = piece;
+        if piece.tail.is_some() {
+            // Headers and payload apart: always exactly one datagram.
+            return self.send(single, piece);
+        }
+        let Piece {
+            hold, offset, len, ..
+        } = piece;
         let mut at = 0;
         while len - at > seg {
             let part = Piece {
                 hold: self.tx.share(&hold),
                 offset: offset + at,
                 len: seg,
+                tail: None,
             };
             self.send(single, part);
             at += seg;
@@ -530,6 +549,7 @@ impl<P: Copy + Eq> Io<P> {
             hold,
             offset: offset + at,
             len: len - at,
+            tail: None,
         };
         self.send(single, last);
     }

@@ -28,7 +28,9 @@ pub const GSO_MAX_BYTES: usize = 65_507;
 /// the path can change.
 pub const GSO_REPROBE_AFTER: Duration = Duration::from_secs(60);
 
-/// Bytes `offset..offset + len` of the transmit slot `hold` holds.
+/// Bytes `offset..offset + len` of the transmit slot `hold` holds, and
+/// with a `tail`, more bytes of the same slot right behind them on the
+/// wire (one datagram whose headers and payload lie apart).
 #[derive(Debug)]
 pub struct Piece {
     /// The hold that keeps the slot ours until the send completes.
@@ -37,6 +39,15 @@ pub struct Piece {
     pub offset: u32,
     /// How many.
     pub len: u32,
+    /// The rest of the datagram, elsewhere in the slot: (offset, length).
+    pub tail: Option<(u32, u32)>,
+}
+
+impl Piece {
+    /// Bytes it puts on the wire.
+    pub fn bytes(&self) -> u32 {
+        self.len + self.tail.map_or(0, |(_, n)| n)
+    }
 }
 
 /// Where a sealed datagram goes.
@@ -51,17 +62,34 @@ pub struct Target<P> {
 }
 
 /// `count` sealed datagrams laid out at `stride` from `offset` in one
-/// slot, `total` bytes in all (the last may be shorter).
+/// slot, `total` bytes in all (the last may be shorter); or, with
+/// `apart`, their headers laid out from `offset` and their payloads
+/// elsewhere in the slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Run {
     /// Where the first starts in the slot.
     pub offset: usize,
-    /// From the first byte of the first to the last byte of the last.
+    /// Bytes on the wire, all datagrams together.
     pub total: usize,
-    /// Distance between two datagrams (each one's sealed size but the last's).
+    /// Each datagram's size on the wire but the last's (which may be
+    /// shorter); laid out contiguously, also the distance between two.
     pub stride: usize,
     /// How many.
     pub count: usize,
+    /// Where the payloads are when they are not behind their headers.
+    pub apart: Option<Apart>,
+}
+
+/// The layout of a run whose datagrams' headers and payloads lie apart:
+/// datagram `i` is `head` bytes at `offset + i * head` (the run's offset),
+/// then `stride - head` bytes at `payload + i * (stride - head)` (the
+/// last's payload is what `total` leaves).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Apart {
+    /// Header bytes of each datagram, laid one after another.
+    pub head: usize,
+    /// Where the first payload starts in the slot; the rest follow it.
+    pub payload: usize,
 }
 
 impl Run {
@@ -72,6 +100,34 @@ impl Run {
             total: len,
             stride: len,
             count: 1,
+            apart: None,
+        }
+    }
+
+    /// Datagram `i` (of a run whose payloads lie apart, or of one), as a
+    /// piece held by `hold`.
+    fn datagram(&self, i: usize, hold: Hold<Tx>) -> Piece {
+        let len = if i + 1 == self.count {
+            self.total - i * self.stride
+        } else {
+            self.stride
+        };
+        match self.apart {
+            None => Piece {
+                hold,
+                offset: (self.offset + i * self.stride) as u32,
+                len: len as u32,
+                tail: None,
+            },
+            Some(a) => {
+                let size = self.stride - a.head;
+                Piece {
+                    hold,
+                    offset: (self.offset + i * a.head) as u32,
+                    len: a.head as u32,
+                    tail: Some(((a.payload + i * size) as u32, (len - a.head) as u32)),
+                }
+            }
         }
     }
 }
@@ -135,6 +191,8 @@ struct Queued<P> {
 #[derive(Debug)]
 pub struct Scheduler<P> {
     queued: Vec<Queued<P>>,
+    /// The datagrams of one gathered send of a run laid out apart.
+    pieces: Vec<Piece>,
     /// Whether anything queued leaves from a flow socket.
     queued_flows: bool,
     /// Whether runs go as `UDP_SEGMENT` sends now.
@@ -155,6 +213,7 @@ impl<P: Copy + Eq> Scheduler<P> {
     pub fn new(gso: bool, worker: usize) -> Scheduler<P> {
         Scheduler {
             queued: Vec::with_capacity(MAX_SEGMENTS),
+            pieces: Vec::with_capacity(MAX_SEGMENTS),
             queued_flows: false,
             gso,
             gso_offered: gso,
@@ -212,11 +271,7 @@ impl<P: Copy + Eq> Scheduler<P> {
             }
             self.queued_flows |= via != Via::Listen;
             self.queued.push(Queued {
-                piece: Piece {
-                    hold,
-                    offset: run.offset as u32,
-                    len: run.total as u32,
-                },
+                piece: run.datagram(0, hold),
                 target: first,
                 via,
                 seq: self.queued.len() as u8,
@@ -224,6 +279,9 @@ impl<P: Copy + Eq> Scheduler<P> {
             return;
         }
         self.flush(sink);
+        if run.apart.is_some() {
+            return self.send_apart(hold, run, via, first, targets, sink);
+        }
         let per_send = self.per_send(run.stride);
         let mut hold = Some(hold);
         let mut target = Some(first);
@@ -257,11 +315,57 @@ impl<P: Copy + Eq> Scheduler<P> {
                         hold: h,
                         offset: (run.offset + i * run.stride) as u32,
                         len: len as u32,
+                        tail: None,
                     },
                 );
                 i += k;
             }
         }
+    }
+
+    /// [`send_run`](Self::send_run) for a run whose payloads lie apart
+    /// from their headers: each datagram is a piece of two iovecs, as many
+    /// to a gathered `UDP_SEGMENT` send as one carries, or one per send
+    /// without GSO or a free gather.
+    fn send_apart(
+        &mut self,
+        hold: Hold<Tx>,
+        run: Run,
+        via: Via,
+        first: Target<P>,
+        targets: impl Iterator<Item = Target<P>>,
+        sink: &mut impl Sink<P>,
+    ) {
+        let per_send = self.per_send(run.stride);
+        for t in std::iter::once(first).chain(targets) {
+            let mut i = 0;
+            while i < run.count {
+                let k = per_send.min(run.count - i);
+                let transmit = Transmit {
+                    dst: t.dst,
+                    src: t.src,
+                    segment: None,
+                    via,
+                    peer: t.peer,
+                };
+                if k > 1 && sink.can_gather() {
+                    self.pieces
+                        .extend((i..i + k).map(|d| run.datagram(d, sink.share(&hold))));
+                    let t = Transmit {
+                        segment: Some(run.stride as u16),
+                        ..transmit
+                    };
+                    sink.gather(t, self.pieces.drain(..));
+                } else {
+                    for d in i..i + k {
+                        let piece = run.datagram(d, sink.share(&hold));
+                        sink.send(transmit, piece);
+                    }
+                }
+                i += k;
+            }
+        }
+        sink.release(hold);
     }
 
     /// Sends what waits: runs of one size to one target through one socket
@@ -295,7 +399,7 @@ impl<P: Copy + Eq> Scheduler<P> {
         let mut i = 0;
         while i < n {
             let first = &self.queued[i];
-            let size = first.piece.len as usize;
+            let size = first.piece.bytes() as usize;
             let mut bytes = size;
             let mut j = i + 1;
             // A run continues while the next goes to the same place from
@@ -303,7 +407,7 @@ impl<P: Copy + Eq> Scheduler<P> {
             // was not shorter.
             while j < n && j - i < MAX_SEGMENTS {
                 let next = &self.queued[j];
-                let len = next.piece.len as usize;
+                let len = next.piece.bytes() as usize;
                 if next.target != first.target
                     || next.via != first.via
                     || len > size
@@ -328,7 +432,7 @@ impl<P: Copy + Eq> Scheduler<P> {
             let count = usize::from(end) - start;
             start = usize::from(end);
             let Some(first) = queue.next() else { break };
-            let size = first.piece.len as usize;
+            let size = first.piece.bytes() as usize;
             let t = Transmit {
                 dst: first.target.dst,
                 src: first.target.src,
@@ -694,6 +798,7 @@ mod test {
             total: 43 * 1448 + 900,
             stride: 1448,
             count: 44,
+            apart: None,
         };
         s.send_run(
             hold,
@@ -722,6 +827,7 @@ mod test {
             total: 60 * 1000,
             stride: 1000,
             count: 60,
+            apart: None,
         };
         s.send_run(
             hold,
@@ -749,6 +855,7 @@ mod test {
             total: 100 * 500,
             stride: 500,
             count: 100,
+            apart: None,
         };
         s.send_run(
             hold,
@@ -765,6 +872,81 @@ mod test {
             "64 segments per send at most"
         );
         assert!(sink.pool.all_returned());
+    }
+
+    #[test]
+    fn a_run_apart_leaves_as_gathered_datagrams_of_headers_and_payload() {
+        // 50 datagrams: 100 bytes of headers each from 8192 on, 1400 of
+        // payload each from 16 on, the last 300.
+        let run = Run {
+            offset: 8192,
+            total: 50 * 100 + 49 * 1400 + 300,
+            stride: 1500,
+            count: 50,
+            apart: Some(Apart {
+                head: 100,
+                payload: 16,
+            }),
+        };
+        /// Each send's datagrams: (offset, length, tail).
+        type Datagrams = Vec<Vec<(u32, u32, Option<(u32, u32)>)>>;
+        let pieces = |sink: &Recorder| -> Datagrams {
+            sink.sends
+                .iter()
+                .map(|(_, ps)| ps.iter().map(|p| (p.offset, p.len, p.tail)).collect())
+                .collect()
+        };
+        let mut s = Scheduler::new(true, 0);
+        let mut sink = Recorder::new(4, 4);
+        let hold = sink.pool.take_free().unwrap();
+        let to = [target(1, 0), target(2, 1)];
+        s.send_run(hold, run, Via::Flow(1), to.into_iter(), &mut sink);
+        let p = pieces(&sink);
+        let sends = sink.complete();
+        assert_eq!(
+            shapes(&sends),
+            vec![
+                (Some(1500), 43),
+                (Some(1500), 7),
+                (Some(1500), 43),
+                (Some(1500), 7)
+            ],
+            "43 datagrams of 1500 bytes fit one send, to each target"
+        );
+        assert_eq!(sends[2].0.dst, target(2, 1).dst);
+        assert_eq!(p[0][0], (8192, 100, Some((16, 1400))));
+        assert_eq!(
+            p[0][42],
+            (8192 + 42 * 100, 100, Some((16 + 42 * 1400, 1400)))
+        );
+        assert_eq!(
+            p[3][6],
+            (8192 + 49 * 100, 100, Some((16 + 49 * 1400, 300))),
+            "the last datagram carries what is left"
+        );
+        assert!(sink.pool.all_returned(), "every hold back");
+
+        // Without GSO, or without a free gather: one datagram per send.
+        for (gso, gathers) in [(false, 4), (true, 0)] {
+            let mut s = Scheduler::new(gso, 0);
+            let mut sink = Recorder::new(4, gathers);
+            let hold = sink.pool.take_free().unwrap();
+            s.send_run(
+                hold,
+                run,
+                Via::Listen,
+                [target(1, 0)].into_iter(),
+                &mut sink,
+            );
+            let p = pieces(&sink);
+            let sends = sink.complete();
+            assert_eq!(shapes(&sends), vec![(None, 1); 50]);
+            assert_eq!(
+                p[49][0],
+                (8192 + 49 * 100, 100, Some((16 + 49 * 1400, 300)))
+            );
+            assert!(sink.pool.all_returned());
+        }
     }
 
     fn refusing(s: &mut Scheduler<u8>, res: i32, segment: Option<u16>, src: bool) -> Recovery {
