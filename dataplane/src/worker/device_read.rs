@@ -1,15 +1,20 @@
 //! A device read: from the bytes the kernel wrote into a transmit slot to
 //! sealed datagrams ready to send. The virtio-net header says whether the
 //! read is one packet or a super-packet; one packet is sealed where it was
-//! read (no copy), a super-packet is split into the slot's segment area at
-//! a fixed stride and each segment sealed there (one copy per segment,
-//! unavoidable since every segment needs its own headers and tag).
+//! read (no copy). A super-packet is split: every segment needs its own
+//! headers. Where sealing encrypts (wireguard), each segment is written
+//! whole into the slot's segment area at a fixed stride and sealed there
+//! (one copy per segment). Where it only puts a header in front (vxlan,
+//! [`Mode::SEALS_HEADER_ONLY`]), only each segment's headers are written
+//! there, one after another, and sealed; the payload is sent from where it
+//! was read, each datagram two iovecs (no copy of the payload).
 //!
 //! A transmit slot:
 //! ```text
 //! 0        READ_OFFSET   PACKET_OFFSET                      segment area
 //! | room for  | vnet hdr  | packet (up to MAX_READ) ...       | seg 0 | seg 1 | ...
 //! | the outer header sealing writes in front of the packet  |   sealed at a stride
+//! |                       | hdrs | payload 0 | payload 1 ... | hdrs 0 | hdrs 1 | ... (apart)
 //! ```
 
 use std::time::Instant;

@@ -442,7 +442,7 @@ fn nonroot_rows(ctx: &mut Ctx, s: &Sites, m: &Mode, confs: (Conf, Conf)) -> Resu
     let a_path = confs.0.write(ctx.dir.path(), lab::TUN_A)?;
 
     // The default RLIMIT_MEMLOCK (8 MiB) holds one worker without offloads
-    // (with them, a worker pins about 10 MiB: the unit raises the limit).
+    // (with them, a worker pins about 8.7 MiB: the unit raises the limit).
     let up_b = UpOptions {
         workers: Some(1),
         no_offload: true,
