@@ -404,8 +404,8 @@ impl<P: Copy> Io<P> {
             return;
         }
         // Fixed: every iovec lies in the registered slab, so the kernel
-        // copies from pages it holds (memcpy), not from user memory, one
-        // access check per iovec (half again the copy's cost, measured).
+        // copies from pages it holds (memcpy) instead of from user memory
+        // iovec by iovec, which cost about a third more (measured).
         let sqe = opcode::WritevFixed::new(FD_TUN, iov.as_ptr(), count as u32, 0).build();
         self.writes.entries[usize::from(n)].from = Some(WriteFrom::Gathered(slot, rx, segments));
         self.push(sqe, Op::Write(n));
