@@ -30,8 +30,6 @@ pub enum Planned {
         slot: Hold<Wr>,
         /// The coalescer's output buffer it was.
         buffer: usize,
-        /// Bytes of the whole super-packet, virtio-net header included.
-        len: usize,
         /// Packets merged into it.
         segments: usize,
     },
@@ -75,14 +73,11 @@ pub fn plan<'a>(
                 match *w {
                     Write::Alone { packet } => emit(Planned::Alone(packet)),
                     Write::Super {
-                        buffer,
-                        len,
-                        segments,
+                        buffer, segments, ..
                     } => match holds.get_mut(buffer).and_then(Option::take) {
                         Some(slot) => emit(Planned::Coalesced {
                             slot,
                             buffer,
-                            len,
                             segments,
                         }),
                         None => debug_assert!(false, "the coalescer named buffer {buffer} twice"),

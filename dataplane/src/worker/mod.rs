@@ -751,7 +751,6 @@ impl<M: Mode> Worker<M> {
                 Planned::Coalesced {
                     slot,
                     buffer,
-                    len: _,
                     segments,
                 } => {
                     let Some(c) = self.coalescer.as_ref() else {
