@@ -266,12 +266,14 @@ fn seal_split<'b, M: Mode>(
         return None;
     }
     counters.dev_read_gso_segments.add(count as u64);
-    if M::SEALS_HEADER_ONLY
-        && let Some(sealed) = seal_headers(
+    if M::SEALS_HEADER_ONLY {
+        match seal_headers(
             layout, mode, view, lane, now, &split, route, area, link, counters,
-        )
-    {
-        return sealed;
+        ) {
+            HeadersSealed::Sent(run, targets, spread) => return Some((run, targets, spread)),
+            HeadersSealed::Dropped => return None,
+            HeadersSealed::MustStage => {}
+        }
     }
     let mut stride = 0usize;
     let mut total = 0usize;
@@ -327,11 +329,22 @@ fn seal_split<'b, M: Mode>(
     targets.map(|(t, spread)| (run, t, spread))
 }
 
+/// What became of a super-packet whose segments' headers were sealed
+/// alone.
+enum HeadersSealed<T> {
+    /// Every segment sealed: the run to send apart, its targets, and
+    /// whether its flow spreads.
+    Sent(Run, T, bool),
+    /// Dropped and counted.
+    Dropped,
+    /// The route stages its packets (no session yet), which needs whole
+    /// segments: nothing was counted, the caller writes them whole.
+    MustStage,
+}
+
 /// A super-packet for a mode that seals headers alone: each segment's
 /// headers are written and sealed in the segment area, one after another,
-/// and its payload is sent from where it was read (no copy). `None` when
-/// a segment must be staged: the caller then writes whole segments, which
-/// staging needs. Otherwise what [`seal_split`] returns.
+/// and its payload is sent from where it was read (no copy).
 #[allow(clippy::too_many_arguments)]
 fn seal_headers<'b, M: Mode>(
     layout: &SlotLayout,
@@ -344,17 +357,17 @@ fn seal_headers<'b, M: Mode>(
     area: &mut [u8],
     link: &ControlLink<M::Event, M::Peer>,
     counters: &WorkerCounters,
-) -> Option<Option<(Run, M::Targets<'b>, bool)>> {
+) -> HeadersSealed<M::Targets<'b>> {
     let hl = split.headers_len();
     let head = M::HEADROOM + hl;
     let count = split.segment_count();
     let (Some(first), Some(last)) = (split.payload_range(0), split.payload_range(count - 1)) else {
         counters.drop_packet(DropReason::Malformed);
-        return Some(None);
+        return HeadersSealed::Dropped;
     };
     if hl == 0 || head * count > layout.seg_area_len.min(area.len()) {
         counters.drop_packet(DropReason::Malformed);
-        return Some(None);
+        return HeadersSealed::Dropped;
     }
     let mut targets = None;
     for i in 0..count {
@@ -364,7 +377,7 @@ fn seal_headers<'b, M: Mode>(
             split.payload_range(i),
         ) else {
             counters.drop_packet(DropReason::Malformed);
-            return Some(None);
+            return HeadersSealed::Dropped;
         };
         match mode.seal(view, lane, now, route, out, hl + payload.len()) {
             Ok(sealed) => {
@@ -373,15 +386,15 @@ fn seal_headers<'b, M: Mode>(
                 }
                 targets = Some((sealed.targets, sealed.spread));
             }
-            Err(SealError::Stage(_)) if i == 0 => return None,
+            Err(SealError::Stage(_)) if i == 0 => return HeadersSealed::MustStage,
             Err(SealError::Drop(r)) => {
                 counters.drop_packet(r);
-                return Some(None);
+                return HeadersSealed::Dropped;
             }
             Err(SealError::Stage(_)) => {
                 // Staging is decided per route, so at the first segment.
                 counters.drop_packet(DropReason::Malformed);
-                return Some(None);
+                return HeadersSealed::Dropped;
             }
         }
     }
@@ -396,7 +409,11 @@ fn seal_headers<'b, M: Mode>(
             payload: PACKET_OFFSET + first.start,
         }),
     };
-    Some(targets.map(|(t, spread)| (run, t, spread)))
+    match targets {
+        Some((t, spread)) => HeadersSealed::Sent(run, t, spread),
+        // A split has at least one segment; kept for the type's sake.
+        None => HeadersSealed::Dropped,
+    }
 }
 
 #[cfg(test)]
