@@ -412,7 +412,10 @@ fn seal_headers<'b, M: Mode>(
     match targets {
         Some((t, spread)) => HeadersSealed::Sent(run, t, spread),
         // A split has at least one segment; kept for the type's sake.
-        None => HeadersSealed::Dropped,
+        None => {
+            counters.drop_packet(DropReason::Malformed);
+            HeadersSealed::Dropped
+        }
     }
 }
 
